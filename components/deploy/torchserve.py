@@ -1,0 +1,200 @@
+"""A TorchServe instance owned by Relay: its config, lifecycle and management/inference client.
+
+Each instance has its own directory (config, model store, logs, key file) and its own TMPDIR,
+where TorchServe keeps its pid file, so several instances (the demo's, a test's) can coexist and
+each is stopped by its own pid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import requests
+
+from components.errors import ServingError
+from components.settings import Settings, get_settings
+
+JAVA_MAIN = "org.pytorch.serve.ModelServer"
+
+
+class TorchServe:
+    """Start, stop and talk to the local TorchServe described by ``settings``."""
+
+    def __init__(self, settings: Settings | None = None):
+        self.settings = s = settings or get_settings()
+        self.dir = s.serve_dir
+        self.model_store = self.dir / "model-store"
+        self.tmp = self.dir / "tmp"
+        self.config = self.dir / "config.properties"
+        self.key_file = self.dir / "key_file.json"
+        self.pid_file = self.tmp / ".model_server.pid"
+        self.inference_url = f"http://{s.ts_host}:{s.ts_inference_port}"
+        self.management_url = f"http://{s.ts_host}:{s.ts_management_port}"
+        self.metrics_url = f"http://{s.ts_host}:{s.ts_metrics_port}"
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def _ports(self) -> dict[str, int]:
+        s = self.settings
+        return {"RELAY_TS_INFERENCE_PORT": s.ts_inference_port, "RELAY_TS_MANAGEMENT_PORT": s.ts_management_port,
+                "RELAY_TS_METRICS_PORT": s.ts_metrics_port, "RELAY_TS_GRPC_INFERENCE_PORT": s.ts_grpc_inference_port,
+                "RELAY_TS_GRPC_MANAGEMENT_PORT": s.ts_grpc_management_port}
+
+    def write_config(self) -> None:
+        s = self.settings
+        self.config.write_text("\n".join([
+            f"inference_address=http://{s.ts_host}:{s.ts_inference_port}",
+            f"management_address=http://{s.ts_host}:{s.ts_management_port}",
+            f"metrics_address=http://{s.ts_host}:{s.ts_metrics_port}",
+            f"grpc_inference_address={s.ts_host}",
+            f"grpc_management_address={s.ts_host}",
+            f"grpc_inference_port={s.ts_grpc_inference_port}",
+            f"grpc_management_port={s.ts_grpc_management_port}",
+            f"model_store={self.model_store}",
+            # Only .mar files from this instance's own model store may be registered.
+            f"allowed_urls=file://{self.model_store}/.*\\\\.mar",
+            "enable_model_api=true",
+            "metrics_mode=prometheus",
+            "default_workers_per_model=1",
+            "install_py_dep_per_model=false",
+            f"vmargs=-Xmx{s.ts_heap} -XX:+UseContainerSupport -Djava.io.tmpdir={self.tmp}",
+            "",
+        ]))
+
+    def pid(self) -> int | None:
+        """The pid of this instance's running server, or None (stale pid files are ignored)."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+            process = psutil.Process(pid)
+            return pid if JAVA_MAIN in process.cmdline() and process.status() != psutil.STATUS_ZOMBIE else None
+        except (FileNotFoundError, ValueError, psutil.Error):
+            return None
+
+    def _check_ports_free(self) -> None:
+        for variable, port in self._ports().items():
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind((self.settings.ts_host, port))
+                except OSError:
+                    raise ServingError(
+                        f"port {port} ({variable}) on {self.settings.ts_host} is in use: stop what holds it "
+                        f"or set {variable} to a free port") from None
+
+    def start(self, timeout: float = 90) -> int:
+        """Start the server unless it already runs; wait until it answers. Returns its pid."""
+        running = self.pid()
+        if running:
+            return running
+        self._check_ports_free()
+        for folder in (self.dir, self.model_store, self.tmp, self.dir / "logs"):
+            folder.mkdir(parents=True, exist_ok=True)
+        self.write_config()
+        self.key_file.unlink(missing_ok=True)
+        env = {**os.environ, "TMPDIR": str(self.tmp), "TEMP": str(self.tmp), "LOG_LOCATION": str(self.dir / "logs"),
+               "METRICS_LOCATION": str(self.dir / "logs")}
+        launcher = Path(sys.executable).with_name("torchserve")
+        with open(self.dir / "logs" / "launcher.log", "ab") as log:
+            subprocess.run([str(launcher), "--start", "--ncs", "--model-store", str(self.model_store),
+                            "--ts-config", str(self.config)], cwd=self.dir, env=env, stdout=log,
+                           stderr=subprocess.STDOUT, check=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pid = self.pid()
+            if pid and self.key_file.exists():
+                try:
+                    if self._get(self.inference_url, "/ping", "inference", timeout=2).status_code == 200:
+                        return pid
+                except requests.ConnectionError:
+                    pass
+            elif self.pid_file.exists() and not pid:
+                break
+            time.sleep(0.5)
+        self.stop()
+        raise ServingError(f"TorchServe did not become ready in {timeout:.0f}s; see {self.dir / 'logs'}")
+
+    def stop(self, timeout: float = 30) -> bool:
+        """Stop this instance (by its own pid). Returns whether one was running."""
+        pid = self.pid()
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        process = psutil.Process(pid)
+        children = process.children(recursive=True)
+        process.send_signal(signal.SIGTERM)
+        _, alive = psutil.wait_procs([process, *children], timeout=timeout)
+        for straggler in alive:
+            straggler.kill()
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    # -- HTTP ------------------------------------------------------------------------------
+    def _key(self, kind: str) -> str:
+        try:
+            return json.loads(self.key_file.read_text())[kind]["key"]
+        except FileNotFoundError:
+            raise ServingError(f"no TorchServe key file at {self.key_file}: is the server running? "
+                               "start it with `relay serve start`") from None
+
+    def _request(self, method: str, base: str, path: str, kind: str, **kwargs) -> requests.Response:
+        for attempt in range(2):
+            headers = {"Authorization": f"Bearer {self._key(kind)}", **kwargs.pop("headers", {})}
+            try:
+                response = requests.request(method, base + path, headers=headers,
+                                            timeout=kwargs.pop("timeout", 60), **kwargs)
+            except requests.ConnectionError:
+                raise ServingError(f"TorchServe is not reachable at {base}: start it with `relay serve start`") from None
+            if response.status_code == 400 and "expired" in response.text.lower() and attempt == 0:
+                self._refresh_key(kind)
+                continue
+            return response
+        return response
+
+    def _refresh_key(self, kind: str) -> None:
+        # Keys expire (token_expiration_min); the API key renews them and TorchServe rewrites the key file.
+        requests.post(f"{self.management_url}/token", params={"type": kind},
+                      headers={"Authorization": f"Bearer {self._key('API')}"}, timeout=10)
+
+    def _get(self, base: str, path: str, kind: str, **kwargs) -> requests.Response:
+        return self._request("GET", base, path, kind, **kwargs)
+
+    def _management(self, method: str, path: str, **kwargs) -> requests.Response:
+        response = self._request(method, self.management_url, path, "management", **kwargs)
+        if response.status_code >= 300:
+            raise ServingError(f"TorchServe {method} {path} → {response.status_code}: {response.text.strip()}")
+        return response
+
+    def register(self, mar_file: str, model_name: str) -> None:
+        """Register a .mar from the model store (synchronously, one worker)."""
+        self._management("POST", "/models", params={"url": mar_file, "model_name": model_name,
+                                                    "initial_workers": 1, "synchronous": "true"}, timeout=180)
+
+    def unregister(self, model_name: str, version: str) -> None:
+        self._management("DELETE", f"/models/{model_name}/{version}")
+
+    def set_default(self, model_name: str, version: str) -> None:
+        self._management("PUT", f"/models/{model_name}/{version}/set-default")
+
+    def describe(self, model_name: str) -> list[dict]:
+        """All registered versions of ``model_name`` ([] when none)."""
+        response = self._request("GET", self.management_url, f"/models/{model_name}/all", "management")
+        return response.json() if response.status_code == 200 else []
+
+    def default_version(self, model_name: str) -> str | None:
+        response = self._request("GET", self.management_url, f"/models/{model_name}", "management")
+        return response.json()[0]["modelVersion"] if response.status_code == 200 else None
+
+    def predict(self, model_name: str, image: bytes, version: str | None = None) -> dict:
+        path = f"/predictions/{model_name}" + (f"/{version}" if version else "")
+        response = self._request("POST", self.inference_url, path, "inference", data=image,
+                                 headers={"Content-Type": "image/png"})
+        if response.status_code != 200:
+            raise ServingError(f"prediction from {model_name} failed ({response.status_code}): {response.text.strip()}")
+        return response.json()

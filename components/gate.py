@@ -1,0 +1,129 @@
+"""The precision gate: may the optimized model ship?
+
+It is framework-neutral: it sees only numpy predictors (original, optimized and, when one exists,
+the production champion) and the held-out split fixed by the data version.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from components.atomic import atomic_dir, write_json, write_text
+from pipelines.spec import GateSpec
+
+Predictor = Callable[[np.ndarray], np.ndarray]
+GATE_JSON = "gate.json"
+GATE_REPORT = "gate.md"
+
+
+@dataclass(frozen=True)
+class Champion:
+    version: str
+    predict: Predictor
+
+
+@dataclass(frozen=True)
+class GateResult:
+    passed: bool
+    report: Path
+    metrics: dict
+    failed_checks: list[str]
+
+
+def p50_latency_ms(predict: Predictor, sample: np.ndarray, runs: int, warmup: int = 30) -> float:
+    """Median wall time of one call on ``sample`` after ``warmup`` calls, in milliseconds."""
+    for _ in range(warmup):
+        predict(sample)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        predict(sample)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+
+
+def _accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    return float((logits.argmax(axis=1) == labels).mean())
+
+
+def evaluate_gate(thresholds: GateSpec, original: Predictor, optimized: Predictor, images: np.ndarray,
+                  labels: np.ndarray, champion: Champion | None = None) -> dict:
+    """Measure both models on the held-out set and decide each check. Returns the gate document."""
+    if len(images) == 0:
+        raise ValueError("the held-out split is empty: the gate has nothing to measure")
+    original_logits, optimized_logits = original(images), optimized(images)
+    acc_original, acc_optimized = _accuracy(original_logits, labels), _accuracy(optimized_logits, labels)
+    agreement = float((original_logits.argmax(1) == optimized_logits.argmax(1)).mean())
+    max_abs_diff = float(np.abs(original_logits.astype(np.float64) - optimized_logits).max())
+    one = images[:1]
+    latency_original = p50_latency_ms(original, one, thresholds.latency_runs)
+    latency_optimized = p50_latency_ms(optimized, one, thresholds.latency_runs)
+    drop_pp = (acc_original - acc_optimized) * 100
+
+    checks = [
+        {"name": "accuracy_drop", "passed": drop_pp <= thresholds.max_accuracy_drop_pp,
+         "value": drop_pp, "threshold": thresholds.max_accuracy_drop_pp, "unit": "pp",
+         "rule": "original − optimized accuracy ≤ threshold"},
+        {"name": "agreement", "passed": agreement >= thresholds.min_agreement,
+         "value": agreement, "threshold": thresholds.min_agreement, "unit": "",
+         "rule": "top-1 agreement ≥ threshold"},
+        {"name": "latency", "passed": latency_optimized <= latency_original,
+         "value": latency_optimized, "threshold": latency_original, "unit": "ms",
+         "rule": "optimized p50 batch-1 latency ≤ original's"},
+        {"name": "accuracy_floor", "passed": acc_optimized >= thresholds.min_accuracy,
+         "value": acc_optimized, "threshold": thresholds.min_accuracy, "unit": "",
+         "rule": "optimized accuracy ≥ floor"},
+    ]
+    champion_info = None
+    if champion is not None:
+        acc_champion = _accuracy(champion.predict(images), labels)
+        floor = acc_champion - thresholds.champion_tolerance_pp / 100
+        checks.append({"name": "champion", "passed": acc_optimized >= floor, "value": acc_optimized,
+                       "threshold": floor, "unit": "",
+                       "rule": f"optimized accuracy ≥ production {champion.version} − tolerance"})
+        champion_info = {"version": champion.version, "accuracy": acc_champion}
+    return {
+        "passed": all(c["passed"] for c in checks),
+        "checks": checks,
+        "metrics": {
+            "accuracy_original": acc_original, "accuracy_optimized": acc_optimized,
+            "accuracy_drop_pp": drop_pp, "agreement": agreement, "max_abs_logit_diff": max_abs_diff,
+            "latency_p50_ms_original": latency_original, "latency_p50_ms_optimized": latency_optimized,
+            "speedup_b1": latency_original / latency_optimized, "heldout_images": int(len(labels)),
+        },
+        "champion": champion_info,
+        "thresholds": thresholds.model_dump(),
+    }
+
+
+def render_report(task: str, gate: dict, notes: dict[str, str]) -> str:
+    """A Markdown report of the gate document, readable without tools."""
+    verdict = "PASS" if gate["passed"] else "FAIL"
+    lines = [f"# Precision gate for `{task}`: **{verdict}**", "", "| check | rule | value | threshold | result |",
+             "|---|---|---|---|---|"]
+    for check in gate["checks"]:
+        lines.append(f"| {check['name']} | {check['rule']} | {check['value']:.4f}{check['unit']} | "
+                     f"{check['threshold']:.4f}{check['unit']} | {'pass' if check['passed'] else '**FAIL**'} |")
+    lines += ["", "| metric | value |", "|---|---|"]
+    lines += [f"| {key} | {value:.6g} |" for key, value in gate["metrics"].items()]
+    champion = gate.get("champion")
+    lines += ["", f"Production champion: {champion['version']} at accuracy {champion['accuracy']:.4f}"
+              if champion else "Production champion: none yet (the champion check is not applied)."]
+    lines += [f"- {name}: {text}" for name, text in notes.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_gate(task: str, gate: dict, notes: dict[str, str], out_dir: Path) -> GateResult:
+    """Write ``gate.json`` and ``gate.md`` atomically into ``out_dir``."""
+    gate = {**gate, "task": task, "notes": notes}
+    with atomic_dir(out_dir) as tmp:
+        write_json(tmp / GATE_JSON, gate)
+        write_text(tmp / GATE_REPORT, render_report(task, gate, notes))
+    failed = [c["name"] for c in gate["checks"] if not c["passed"]]
+    return GateResult(gate["passed"], out_dir / GATE_JSON, gate["metrics"], failed)

@@ -1,0 +1,1 @@
+"""Model definitions: one module per framework, both built from the same ``Architecture``."""

@@ -1,0 +1,27 @@
+"""PyTorch → ONNX with a dynamic batch axis, in a single file."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+
+from components.onnx_runtime import INPUT_NAME, OUTPUT_NAME
+from components.train.torch_train import load_model
+from pipelines.spec import TaskSpec
+
+
+def export_onnx(train_dir: Path, target: Path, spec: TaskSpec) -> Path:
+    """Export the trained PyTorch model to ``target`` (opset 18, dynamic batch)."""
+    model = load_model(train_dir)
+    example = torch.zeros(2, 1, spec.dataset.image.height, spec.dataset.image.width)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model, (example,), str(target),
+            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            dynamic_shapes={"input": {0: torch.export.Dim("batch")}},
+            external_data=False, dynamo=True, optimize=True, verbose=False,
+        )
+    return target

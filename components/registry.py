@@ -1,0 +1,195 @@
+"""The model registry: a git repository, separate from the code checkout, holding each model
+version's DVC pointer and gate report, with GTO tags for versions and stages.
+
+By default it is a local repository under RELAY_HOME that Relay creates; with RELAY_REGISTRY_REMOTE
+set it tracks that git remote and pushes every registration (commit and tag) to it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import semver
+
+from components import versioning
+from components.atomic import write_json
+from components.errors import RelayError
+from components.settings import Settings, get_settings
+
+GIT_IDENTITY = {"GIT_AUTHOR_NAME": "Relay", "GIT_AUTHOR_EMAIL": "relay@localhost",
+                "GIT_COMMITTER_NAME": "Relay", "GIT_COMMITTER_EMAIL": "relay@localhost"}
+BRANCH = "main"
+
+
+@dataclass(frozen=True)
+class Registration:
+    task: str
+    version: str  # "v1.2.0"
+    tag: str  # "digits@v1.2.0"
+    commit: str
+    artifacts_dir: Path
+
+
+def git(args: list[str], repo: Path, check: bool = True) -> str:
+    """Run git in ``repo`` with Relay's identity; raise RelayError with git's message on failure."""
+    proc = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True,
+                          env={**os.environ, **GIT_IDENTITY})
+    if check and proc.returncode != 0:
+        raise RelayError(f"git {' '.join(args)} failed in {repo}: {(proc.stderr or proc.stdout).strip()}")
+    return proc.stdout.strip()
+
+
+class ModelRegistry:
+    """The registry repository for one machine (or one remote)."""
+
+    def __init__(self, settings: Settings | None = None):
+        self.settings = settings or get_settings()
+        self.path = self.settings.registry_dir
+        self.remote = self.settings.registry_remote
+
+    def ensure(self) -> ModelRegistry:
+        """Create (or clone) the registry repository and configure its DVC remote."""
+        if not (self.path / ".git").is_dir():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.remote:
+                subprocess.run(["git", "clone", "-q", self.remote, str(self.path)], check=True,
+                               capture_output=True)
+            else:
+                self.path.mkdir(parents=True, exist_ok=True)
+                git(["init", "-q", "-b", BRANCH], self.path)
+        if not (self.path / ".dvc").is_dir():
+            versioning.dvc(["init", "-q"], self.path)
+            (self.path / "README.md").write_text(
+                "# Relay model registry\n\nEach model version is a GTO tag `<task>@vX.Y.Z` on a commit holding\n"
+                "`models/<task>/artifacts.dvc` (ONNX model, .mar, gate.json in DVC) and the gate report.\n")
+            git(["add", "-A"], self.path)
+            git(["commit", "-q", "-m", "Initialize the Relay model registry"], self.path)
+            self._push([])
+        versioning.configure_remote(self.path, versioning.remote_url(self.settings))
+        return self
+
+    @contextmanager
+    def _lock(self) -> Iterator[None]:
+        # Registrations on one machine queue here; across machines the remote rejects a stale push.
+        with open(self.path / ".git" / "relay-registry.lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _sync(self) -> None:
+        if self.remote and git(["ls-remote", "--heads", "origin", BRANCH], self.path):
+            git(["pull", "-q", "--ff-only", "--tags", "origin", BRANCH], self.path)
+
+    def _push(self, tags: list[str]) -> None:
+        if self.remote:
+            git(["push", "-q", "origin", f"HEAD:refs/heads/{BRANCH}", *[f"refs/tags/{t}" for t in tags]], self.path)
+
+    def versions(self, task: str) -> list[dict]:
+        """Registered versions of ``task`` with their stages, newest first (GTO's view)."""
+        import gto.api
+
+        if not (self.path / ".git").is_dir():
+            return []
+        rows = gto.api.show(str(self.path), name=task, table=False)
+        return rows[0] if isinstance(rows, tuple) else rows
+
+    def next_version(self, task: str) -> str:
+        import gto.api
+
+        latest = gto.api.find_latest_version(str(self.path), task)
+        if latest is None:
+            return "v0.1.0"
+        return "v" + str(semver.Version.parse(latest.version.lstrip("v")).bump_minor())
+
+    def stage_version(self, task: str, stage: str) -> str | None:
+        """The version currently assigned to ``stage`` (e.g. production), or None."""
+        import gto.api
+
+        if not (self.path / ".git").is_dir():
+            return None
+        found = gto.api.find_versions_in_stage(str(self.path), task, stage)
+        if not found:
+            return None
+        found = found if isinstance(found, list) else [found]
+        return found[0].version
+
+    def register(self, task: str, build: Callable[[str, Path], None], metadata: dict) -> Registration:
+        """Register a new version of ``task``.
+
+        ``build(version, dir)`` writes the version's artifacts into ``dir``. They are DVC-tracked and
+        pushed, the pointer and gate report are committed, then GTO tags the commit. Everything from
+        choosing the version to the tag happens under one lock, so registrations never race.
+        """
+        import gto.api
+
+        self.ensure()
+        with self._lock():
+            self._sync()
+            version = self.next_version(task)
+            model_dir = self.path / "models" / task
+            artifacts = model_dir / "artifacts"
+            staging = model_dir / ".artifacts.incoming"
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
+            build(version, staging)
+            shutil.rmtree(artifacts, ignore_errors=True)
+            staging.rename(artifacts)
+            for name in ("gate.json", "gate.md"):
+                shutil.copy2(artifacts / name, model_dir / name)
+            write_json(model_dir / "model.json", {**metadata, "task": task, "version": version})
+            self._annotate(task)
+            rel = str(artifacts.relative_to(self.path))
+            versioning.dvc(["add", "-q", rel], self.path)
+            versioning.dvc(["push", "-q", rel + ".dvc"], self.path)
+            git(["add", "-A"], self.path)
+            git(["commit", "-q", "-m", f"{task} {version}: register (gate passed)"], self.path)
+            tag = f"{task}@{version}"
+            gto.api.register(str(self.path), task, ref="HEAD", version=version,
+                             message=f"Register {task} {version}", author="Relay", author_email="relay@localhost")
+            self._push([tag])
+            return Registration(task, version, tag, git(["rev-parse", "HEAD"], self.path), artifacts)
+
+    def _annotate(self, task: str) -> None:
+        import yaml
+
+        path = self.path / "artifacts.yaml"
+        entries = yaml.safe_load(path.read_text()) if path.exists() else {}
+        entries = entries or {}
+        entries[task] = {"type": "model", "path": f"models/{task}/artifacts",
+                         "description": f"Relay model for task {task}"}
+        path.write_text(yaml.safe_dump(entries, sort_keys=True))
+
+    def assign(self, task: str, version: str, stage: str) -> None:
+        """Assign ``stage`` to ``version`` with a GTO tag (and push it)."""
+        import gto.api
+
+        with self._lock():
+            self._sync()
+            gto.api.assign(str(self.path), task, stage, version=version, author="Relay",
+                           author_email="relay@localhost")
+            tags = git(["tag", "--points-at", f"{task}@{version}", "--list", f"{task}#{stage}#*"], self.path)
+            self._push(tags.split())
+
+    def read_file(self, task: str, version: str, name: str) -> str:
+        """A git-tracked file of a version (``gate.json``, ``model.json``) as text."""
+        return git(["show", f"{task}@{version}:models/{task}/{name}"], self.path)
+
+    def gate(self, task: str, version: str) -> dict:
+        return json.loads(self.read_file(task, version, "gate.json"))
+
+    def artifact_bytes(self, task: str, version: str, name: str) -> bytes:
+        """A DVC-tracked artifact of a version (e.g. ``model.onnx``), from the cache or the remote."""
+        import dvc.api
+
+        return dvc.api.read(f"models/{task}/artifacts/{name}", repo=str(self.path),
+                            rev=f"{task}@{version}", mode="rb")

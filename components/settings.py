@@ -1,0 +1,60 @@
+"""Where Relay keeps its state on this machine, read from ``RELAY_*`` environment variables.
+
+Everything a run produces lives under ``RELAY_HOME`` (runs, the model registry, the DVC remote and
+the local model server), outside the code checkout, so a run never writes into the user's repo.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Machine-level settings. Task-level choices belong in the task spec, not here."""
+
+    model_config = SettingsConfigDict(env_prefix="RELAY_", frozen=True)
+
+    home: Path = Field(default=Path.home() / ".relay", description="Root of all local Relay state.")
+    project_dir: Path = Field(default=PROJECT_DIR, description="The code checkout (specs, data/*.dvc).")
+    dvc_remote: str | None = Field(
+        default=None,
+        description="DVC remote URL or directory; default <home>/dvc-remote, created on first use.",
+    )
+    registry: Path | None = Field(default=None, description="Model registry git repo; default <home>/registry.")
+    registry_remote: str | None = Field(
+        default=None, description="Git remote the registry pushes commits and GTO tags to, if any."
+    )
+    ts_host: str = "127.0.0.1"
+    ts_inference_port: int = 8380
+    ts_management_port: int = 8381
+    ts_metrics_port: int = 8382
+    ts_grpc_inference_port: int = 8383
+    ts_grpc_management_port: int = 8384
+    ts_heap: str = "512m"
+
+    @cached_property
+    def runs_dir(self) -> Path:
+        return self.home / "runs"
+
+    @cached_property
+    def registry_dir(self) -> Path:
+        return self.registry or self.home / "registry"
+
+    @cached_property
+    def serve_dir(self) -> Path:
+        return self.home / "serve"
+
+    @cached_property
+    def default_dvc_remote(self) -> Path:
+        return self.home / "dvc-remote"
+
+
+def get_settings() -> Settings:
+    """Read settings from the environment now (tests and runs may change it between calls)."""
+    return Settings()

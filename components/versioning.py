@@ -1,0 +1,75 @@
+"""DVC operations shared by the data and register steps, run through DVC's own CLI."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from components.errors import RelayError
+from components.settings import Settings
+
+REMOTE_NAME = "relay"
+
+
+class DvcError(RelayError):
+    """A DVC command failed."""
+
+
+def dvc(args: list[str], repo: Path) -> str:
+    """Run ``dvc ARGS`` in ``repo`` with this interpreter's DVC; raise DvcError with its last line."""
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "DVC_NO_UPDATE_CHECK": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "dvc", *args], cwd=repo, env=env, capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        lines = [line for line in (proc.stderr + proc.stdout).splitlines() if line.strip()]
+        detail = next((line for line in lines if line.startswith("ERROR")), lines[-1] if lines else "")
+        raise DvcError(f"dvc {' '.join(args)} failed in {repo}: {detail.strip()}")
+    return proc.stdout
+
+
+def remote_url(settings: Settings) -> str:
+    """The DVC remote to use. The default directory is created; a configured one must exist."""
+    if settings.dvc_remote is None:
+        settings.default_dvc_remote.mkdir(parents=True, exist_ok=True)
+        return str(settings.default_dvc_remote)
+    url = settings.dvc_remote
+    if "://" not in url and not Path(url).is_dir():
+        raise RelayError(
+            f"DVC remote directory {url} does not exist: create it, or set RELAY_DVC_REMOTE to an existing "
+            "directory or a URL such as s3://bucket/path"
+        )
+    return url
+
+
+def configure_remote(repo: Path, url: str) -> None:
+    """Make ``url`` the default remote of ``repo`` in its git-ignored local config."""
+    dvc(["remote", "add", "--local", "--force", "--default", REMOTE_NAME, url], repo)
+
+
+@contextmanager
+def repo_lock(repo: Path) -> Iterator[None]:
+    """Serialize Relay's DVC work on one repo, so concurrent runs queue instead of failing on DVC's lock."""
+    lock_path = repo / ".dvc" / "tmp" / "relay.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def pointer_md5(pointer: Path) -> str | None:
+    """The md5 recorded in a ``.dvc`` file, or None when there is none."""
+    import yaml
+
+    if not pointer.is_file():
+        return None
+    outs = (yaml.safe_load(pointer.read_text()) or {}).get("outs") or [{}]
+    return outs[0].get("md5")

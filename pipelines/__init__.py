@@ -1,0 +1,1 @@
+"""What Relay runs: task specs, the step graph, the CLI and the Airflow DAG factory."""

@@ -1,0 +1,163 @@
+"""The step graph: which steps a run has, in what order, and where each reads and writes.
+
+A run is a directory ``<RELAY_HOME>/runs/<task>/<run_id>/`` holding the run's effective spec
+(``spec.json``: the task spec with the run's overrides) and one subdirectory per step. Every
+runner (CLI, Airflow, dvc.yaml, a Kubernetes pod) calls ``run_step`` with that directory, so each
+step is defined once and steps hand each other paths, not objects.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from components.atomic import write_json
+from components.errors import GateFailed, RelayError
+from components.settings import Settings, get_settings
+from pipelines.spec import TaskSpec, load_spec, parse_spec
+
+STEPS = ("data", "validate", "train", "optimize", "gate", "register", "deploy")
+RUN_SPEC = "spec.json"
+
+
+def _safe_id(run_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", run_id).strip("-")
+
+
+def start_run(task: str, overrides: dict[str, Any] | None = None, run_id: str | None = None,
+              settings: Settings | None = None) -> Path:
+    """Create a run directory with the effective spec; return it. Two runs never share one."""
+    settings = settings or get_settings()
+    spec = load_spec(task, overrides)
+    run_id = _safe_id(run_id or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6])
+    run_dir = settings.runs_dir / spec.name / run_id
+    run_dir.mkdir(parents=True, exist_ok=False)
+    write_json(run_dir / RUN_SPEC, spec.model_dump(mode="json"))
+    latest = run_dir.parent / "latest"
+    latest.unlink(missing_ok=True)
+    latest.symlink_to(run_dir.name)
+    return run_dir
+
+
+def run_spec(run_dir: Path) -> TaskSpec:
+    path = run_dir / RUN_SPEC
+    if not path.is_file():
+        raise RelayError(f"{run_dir} is not a Relay run directory (no {RUN_SPEC}); start one with `relay step data`")
+    return parse_spec(json.loads(path.read_text()), str(path))
+
+
+def latest_run(task: str, settings: Settings | None = None) -> Path:
+    settings = settings or get_settings()
+    latest = settings.runs_dir / task / "latest"
+    if not latest.exists():
+        raise RelayError(f"task {task} has no run yet: start one with `relay run {task}` or `relay step data --task {task}`")
+    return latest.resolve()
+
+
+def _data(spec: TaskSpec, run: Path, settings: Settings) -> dict:
+    from components.data import prepare_data
+
+    result = prepare_data(spec, run / "data", settings)
+    return {"images": result.images, "dataset_md5": result.dataset_md5, "manifest": str(result.manifest)}
+
+
+def _validate(spec: TaskSpec, run: Path, settings: Settings) -> dict:
+    from components.validate import validate_dataset
+
+    result = validate_dataset(spec, run / "data", run / "validate")
+    return {"success": result.success, "data_docs": str(result.data_docs)}
+
+
+def _train(spec: TaskSpec, run: Path, settings: Settings) -> dict:
+    from components.train import train_model
+
+    result = train_model(spec, run / "data", run / "train")
+    return {"framework": result.framework, "test_accuracy": result.test_accuracy,
+            "train_seconds": round(result.train_seconds, 2)}
+
+
+def _optimize(spec: TaskSpec, run: Path, settings: Settings) -> dict:
+    from components.optimize import optimize_model
+
+    result = optimize_model(spec, run / "train", run / "data", run / "optimize")
+    return {"model": str(result.model), "conversion_seconds": round(result.conversion_seconds, 3)}
+
+
+def _gate(spec: TaskSpec, run: Path, settings: Settings) -> dict:
+    from components.data import load_split
+    from components.gate import Champion, evaluate_gate, write_gate
+    from components.onnx_runtime import onnx_predictor
+    from components.registry import ModelRegistry
+    from components.train import load_predictor
+
+    images, labels, _ = load_split(run / "data", "test", spec.dataset.classes)
+    registry = ModelRegistry(settings)
+    champion = None
+    production = registry.stage_version(spec.name, "production")
+    if production:
+        champion = Champion(production, onnx_predictor(registry.artifact_bytes(spec.name, production, "model.onnx")))
+    gate = evaluate_gate(spec.gate, load_predictor(run / "train"), onnx_predictor(run / "optimize" / "model.onnx"),
+                         images, labels, champion)
+    optimize_info = json.loads((run / "optimize" / "optimize.json").read_text())
+    notes = {"tensorrt": "skipped: " + optimize_info["tensorrt"]["skipped"]} if "skipped" in optimize_info["tensorrt"] else {}
+    result = write_gate(spec.name, gate, notes, run / "gate")
+    return {"passed": result.passed, "failed_checks": result.failed_checks, "report": str(result.report),
+            "accuracy": gate["metrics"]["accuracy_optimized"]}
+
+
+def gate_passed(run: Path) -> bool:
+    path = run / "gate" / "gate.json"
+    return path.is_file() and json.loads(path.read_text())["passed"] is True
+
+
+def _register(spec: TaskSpec, run: Path, settings: Settings) -> dict:
+    from components.atomic import copy_file
+    from components.data import read_data_info
+    from components.package import build_mar
+    from components.registry import ModelRegistry
+
+    if not gate_passed(run):
+        raise GateFailed(f"run {run.name} has not passed the gate ({run / 'gate' / 'gate.json'}): refusing to register")
+    model = run / "optimize" / "model.onnx"
+
+    def build(version: str, dest: Path) -> None:
+        copy_file(model, dest / "model.onnx")
+        build_mar(spec.name, version, model, spec.dataset.classes, dest / "model.mar")
+        for name in ("gate.json", "gate.md"):
+            copy_file(run / "gate" / name, dest / name)
+
+    metadata = {"run_id": run.name, "framework": json.loads((run / "train" / "metrics.json").read_text())["framework"],
+                "dataset_md5": read_data_info(run / "data")["dataset_md5"], "spec": spec.model_dump(mode="json")}
+    registration = ModelRegistry(settings).register(spec.name, build, metadata)
+    summary = {"version": registration.version, "tag": registration.tag, "commit": registration.commit,
+               "mar": str(registration.artifacts_dir / "model.mar")}
+    write_json(run / "register" / "registration.json", summary)
+    return summary
+
+
+def _deploy(spec: TaskSpec, run: Path, settings: Settings) -> dict:
+    from components.deploy.local import deploy_local
+
+    registration = json.loads((run / "register" / "registration.json").read_text())
+    result = deploy_local(spec, registration["version"], Path(registration["mar"]), run / "data", settings)
+    summary = {"version": result.version, "previous_default": result.previous_default,
+               "smoke_accuracy": result.smoke_accuracy, "url": result.inference_url}
+    write_json(run / "deploy" / "deployment.json", summary)
+    return summary
+
+
+_STEP_FUNCTIONS = {"data": _data, "validate": _validate, "train": _train, "optimize": _optimize,
+                   "gate": _gate, "register": _register, "deploy": _deploy}
+
+
+def run_step(name: str, run_dir: Path, settings: Settings | None = None) -> dict:
+    """Run one step of the run in ``run_dir``; return a small JSON-able summary."""
+    if name not in _STEP_FUNCTIONS:
+        raise RelayError(f"unknown step '{name}'; steps: {', '.join(STEPS)}")
+    settings = settings or get_settings()
+    run_dir = Path(run_dir)
+    return _STEP_FUNCTIONS[name](run_spec(run_dir), run_dir, settings)
