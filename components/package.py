@@ -8,9 +8,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from components import imaging, onnx_runtime, serving_handler
+from components import imaging, onnx_runtime
 from components.atomic import copy_file
 from components.errors import RelayError
+
+# Loaded only inside TorchServe, where imaging.py and onnx_runtime.py sit beside it in the model dir.
+HANDLER = Path(__file__).with_name("serving_handler.py")
 
 
 def mar_version(version: str) -> str:
@@ -28,7 +31,7 @@ def build_mar(model_name: str, version: str, onnx_model: Path, classes: list[str
         extra = [imaging.__file__, onnx_runtime.__file__, str(labels)]
         proc = subprocess.run([
             str(archiver), "--model-name", model_name, "--version", mar_version(version),
-            "--serialized-file", str(onnx_model), "--handler", serving_handler.__file__,
+            "--serialized-file", str(onnx_model), "--handler", str(HANDLER),
             "--extra-files", ",".join(extra), "--export-path", str(work), "--force",
         ], capture_output=True, text=True)
         if proc.returncode != 0:

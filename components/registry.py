@@ -100,13 +100,23 @@ class ModelRegistry:
 
         if not (self.path / ".git").is_dir():
             return []
-        rows = gto.api.show(str(self.path), name=task, table=False)
+        from gto.exceptions import ArtifactNotFound
+
+        try:
+            rows = gto.api.show(str(self.path), name=task, table=False)
+        except ArtifactNotFound:
+            return []
         return rows[0] if isinstance(rows, tuple) else rows
 
     def next_version(self, task: str) -> str:
         import gto.api
 
-        latest = gto.api.find_latest_version(str(self.path), task)
+        from gto.exceptions import ArtifactNotFound
+
+        try:
+            latest = gto.api.find_latest_version(str(self.path), task)
+        except ArtifactNotFound:
+            latest = None
         if latest is None:
             return "v0.1.0"
         return "v" + str(semver.Version.parse(latest.version.lstrip("v")).bump_minor())
@@ -117,7 +127,12 @@ class ModelRegistry:
 
         if not (self.path / ".git").is_dir():
             return None
-        found = gto.api.find_versions_in_stage(str(self.path), task, stage)
+        from gto.exceptions import ArtifactNotFound
+
+        try:
+            found = gto.api.find_versions_in_stage(str(self.path), task, stage)
+        except ArtifactNotFound:
+            return None
         if not found:
             return None
         found = found if isinstance(found, list) else [found]

@@ -112,8 +112,8 @@ class TorchServe:
                 try:
                     if self._get(self.inference_url, "/ping", "inference", timeout=2).status_code == 200:
                         return pid
-                except requests.ConnectionError:
-                    pass
+                except ServingError:
+                    pass  # not listening yet
             elif self.pid_file.exists() and not pid:
                 break
             time.sleep(0.5)

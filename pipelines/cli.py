@@ -1,0 +1,176 @@
+"""``relay``: run a task's pipeline, one step, or talk to the served model.
+
+Every command calls the same step functions as the Airflow DAG and ``dvc.yaml``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from components.errors import RelayError
+from pipelines.steps import STEPS, gate_passed, latest_run, run_step, start_run
+
+app = typer.Typer(help="Relay: versioned data to a served, promoted model.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+serve_app = typer.Typer(help="Control the local TorchServe.", no_args_is_help=True)
+app.add_typer(serve_app, name="serve")
+console = Console()
+err = Console(stderr=True)
+
+Framework = Annotated[Optional[str], typer.Option(help="Override the spec's framework: pytorch | tensorflow.")]
+Epochs = Annotated[Optional[int], typer.Option(help="Override training.epochs.")]
+Precision = Annotated[Optional[str], typer.Option(help="Override training.precision: mixed | fp32.")]
+Quantize = Annotated[Optional[str], typer.Option(help="Override optimize.quantize: none | int8.")]
+MaxDrop = Annotated[Optional[float], typer.Option(help="Override gate.max_accuracy_drop_pp.")]
+MinAccuracy = Annotated[Optional[float], typer.Option(help="Override gate.min_accuracy.")]
+
+
+def _fail(error: Exception) -> None:
+    err.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def _quiet_libraries() -> None:
+    for name in ("torch.onnx", "great_expectations", "dvc", "gto", "dvclive"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+@app.command()
+def run(task: Annotated[str, typer.Argument(help="Task name (pipelines/specs/NAME.yaml) or a spec path.")],
+        framework: Framework = None, epochs: Epochs = None, precision: Precision = None, quantize: Quantize = None,
+        max_accuracy_drop_pp: MaxDrop = None, min_accuracy: MinAccuracy = None) -> None:
+    """Run the whole pipeline for TASK without Airflow: data → … → deploy."""
+    _quiet_libraries()
+    overrides = {"framework": framework, "epochs": epochs, "precision": precision, "quantize": quantize,
+                 "max_accuracy_drop_pp": max_accuracy_drop_pp, "min_accuracy": min_accuracy}
+    try:
+        run_dir = start_run(task, {k: v for k, v in overrides.items() if v is not None})
+        console.print(f"run directory: {run_dir}")
+        for step in STEPS:
+            console.rule(f"[bold]{step}")
+            summary = run_step(step, run_dir)
+            console.print_json(json.dumps(summary))
+            if step == "gate" and not summary["passed"]:
+                err.print(f"[bold red]gate failed[/] ({', '.join(summary['failed_checks'])}); nothing was registered "
+                          f"or deployed. Report: {run_dir / 'gate' / 'gate.md'}")
+                raise typer.Exit(1)
+    except RelayError as error:
+        _fail(error)
+
+
+@app.command()
+def step(name: Annotated[str, typer.Argument(help=f"One of: {', '.join(STEPS)}.")],
+         task: Annotated[Optional[str], typer.Option(help="Task name; `data` starts a new run of it.")] = None,
+         run_dir: Annotated[Optional[Path], typer.Option(help="Run directory (default: the task's latest run).")] = None,
+         framework: Framework = None, epochs: Epochs = None) -> None:
+    """Run one step. `data` starts a new run unless --run-dir is given; later steps use the latest run."""
+    _quiet_libraries()
+    try:
+        if run_dir is None:
+            if task is None:
+                raise RelayError("give --task (or --run-dir)")
+            overrides = {k: v for k, v in {"framework": framework, "epochs": epochs}.items() if v is not None}
+            run_dir = start_run(task, overrides) if name == "data" else latest_run(task)
+        summary = run_step(name, run_dir)
+        console.print_json(json.dumps({"run_dir": str(run_dir), **summary}))
+        if name == "gate" and not gate_passed(run_dir):
+            err.print(f"[bold red]gate failed[/]: see {run_dir / 'gate' / 'gate.md'}")
+            raise typer.Exit(1)
+    except RelayError as error:
+        _fail(error)
+
+
+@app.command()
+def predict(path: Annotated[Path, typer.Argument(help="An image file (PNG).", exists=True, dir_okay=False)],
+            task: Annotated[str, typer.Option(help="The served model's name.")] = "digits",
+            version: Annotated[Optional[str], typer.Option(help="A served version (default: the default one).")] = None
+            ) -> None:
+    """Print the class the served model returns for PATH."""
+    from components.deploy.torchserve import TorchServe
+
+    try:
+        result = TorchServe().predict(task, path.read_bytes(), version)
+    except RelayError as error:
+        _fail(error)
+    console.print(f"{path}: class [bold]{result['class']}[/] (p={result['probability']:.3f})", highlight=False)
+
+
+@app.command()
+def models(task: Annotated[str, typer.Argument(help="Task name.")]) -> None:
+    """List TASK's registered versions: stage, gate result and where each is served."""
+    from components.deploy.torchserve import TorchServe
+    from components.package import mar_version
+    from components.registry import ModelRegistry
+
+    registry = ModelRegistry()
+    versions = registry.versions(task)
+    if not versions:
+        console.print(f"no registered versions of {task} in {registry.path}")
+        return
+    server, served, default = TorchServe(), set(), None
+    if server.pid():
+        served = {entry["modelVersion"] for entry in server.describe(task)}
+        default = server.default_version(task)
+    table = Table(title=f"{task} in {registry.path}")
+    for column in ("version", "stages", "gate", "accuracy", "served"):
+        table.add_column(column)
+    for row in versions:
+        version = row["version"]
+        gate = registry.gate(task, version)
+        where = ""
+        if mar_version(version) in served:
+            where = f"{server.inference_url}/predictions/{task}/{mar_version(version)}"
+            where += " (default)" if default == mar_version(version) else ""
+        table.add_row(version, ", ".join(row.get("stage") or []) if isinstance(row.get("stage"), list)
+                      else (row.get("stage") or ""), "pass" if gate["passed"] else "FAIL",
+                      f"{gate['metrics']['accuracy_optimized']:.4f}", where)
+    console.print(table)
+
+
+@serve_app.command("start")
+def serve_start() -> None:
+    """Start the local TorchServe (127.0.0.1, token auth on) if it is not running."""
+    from components.deploy.torchserve import TorchServe
+
+    try:
+        server = TorchServe()
+        pid = server.start()
+    except RelayError as error:
+        _fail(error)
+    console.print(f"TorchServe pid {pid}: inference {server.inference_url}, management {server.management_url}, "
+                  f"keys in {server.key_file}")
+
+
+@serve_app.command("stop")
+def serve_stop() -> None:
+    """Stop the local TorchServe started by Relay."""
+    from components.deploy.torchserve import TorchServe
+
+    server = TorchServe()
+    console.print("TorchServe stopped" if server.stop() else f"no Relay TorchServe is running ({server.dir})")
+
+
+@serve_app.command("status")
+def serve_status() -> None:
+    """Say whether the local TorchServe runs, and what it serves."""
+    from components.deploy.torchserve import TorchServe
+
+    server = TorchServe()
+    pid = server.pid()
+    console.print(f"TorchServe: {'running, pid ' + str(pid) if pid else 'not running'} ({server.dir})")
+
+
+def main() -> None:
+    app(prog_name="relay")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
