@@ -18,6 +18,8 @@ from components.atomic import atomic_dir, write_json, write_text
 from pipelines.spec import GateSpec
 
 Predictor = Callable[[np.ndarray], np.ndarray]
+# Accuracies are ratios of counts: without this, 0.5 pp "at most 0.5 pp" fails on float rounding.
+EPSILON = 1e-9
 GATE_JSON = "gate.json"
 GATE_REPORT = "gate.md"
 
@@ -67,16 +69,16 @@ def evaluate_gate(thresholds: GateSpec, original: Predictor, optimized: Predicto
     drop_pp = (acc_original - acc_optimized) * 100
 
     checks = [
-        {"name": "accuracy_drop", "passed": drop_pp <= thresholds.max_accuracy_drop_pp,
+        {"name": "accuracy_drop", "passed": drop_pp <= thresholds.max_accuracy_drop_pp + EPSILON,
          "value": drop_pp, "threshold": thresholds.max_accuracy_drop_pp, "unit": "pp",
          "rule": "original − optimized accuracy ≤ threshold"},
-        {"name": "agreement", "passed": agreement >= thresholds.min_agreement,
+        {"name": "agreement", "passed": agreement >= thresholds.min_agreement - EPSILON,
          "value": agreement, "threshold": thresholds.min_agreement, "unit": "",
          "rule": "top-1 agreement ≥ threshold"},
         {"name": "latency", "passed": latency_optimized <= latency_original,
          "value": latency_optimized, "threshold": latency_original, "unit": "ms",
          "rule": "optimized p50 batch-1 latency ≤ original's"},
-        {"name": "accuracy_floor", "passed": acc_optimized >= thresholds.min_accuracy,
+        {"name": "accuracy_floor", "passed": acc_optimized >= thresholds.min_accuracy - EPSILON,
          "value": acc_optimized, "threshold": thresholds.min_accuracy, "unit": "",
          "rule": "optimized accuracy ≥ floor"},
     ]
@@ -84,7 +86,7 @@ def evaluate_gate(thresholds: GateSpec, original: Predictor, optimized: Predicto
     if champion is not None:
         acc_champion = _accuracy(champion.predict(images), labels)
         floor = acc_champion - thresholds.champion_tolerance_pp / 100
-        checks.append({"name": "champion", "passed": acc_optimized >= floor, "value": acc_optimized,
+        checks.append({"name": "champion", "passed": acc_optimized >= floor - EPSILON, "value": acc_optimized,
                        "threshold": floor, "unit": "",
                        "rule": f"optimized accuracy ≥ production {champion.version} − tolerance"})
         champion_info = {"version": champion.version, "accuracy": acc_champion}

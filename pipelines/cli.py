@@ -135,6 +135,26 @@ def models(task: Annotated[str, typer.Argument(help="Task name.")]) -> None:
     console.print(table)
 
 
+@app.command("dag-test")
+def dag_test(task: Annotated[str, typer.Argument(help="Task name.")],
+             conf: Annotated[str, typer.Option(help='Run params as JSON, e.g. \'{"epochs": 5}\'.')] = "{}") -> None:
+    """Run the task's Airflow DAG once, for real, with dag.test(); fail unless the run succeeds."""
+    from pipelines.airflow_local import test_dag
+
+    try:
+        state, tasks = test_dag(task, json.loads(conf))
+    except (RelayError, json.JSONDecodeError) as error:
+        _fail(error)
+    table = Table(title=f"relay_{task}: {state}")
+    table.add_column("task")
+    table.add_column("state")
+    for task_id in sorted(tasks, key=lambda name: STEPS.index(name) if name in STEPS else len(STEPS)):
+        table.add_row(task_id, tasks[task_id])
+    console.print(table)
+    if state != "success":
+        raise typer.Exit(1)
+
+
 @serve_app.command("start")
 def serve_start() -> None:
     """Start the local TorchServe (127.0.0.1, token auth on) if it is not running."""

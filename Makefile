@@ -1,0 +1,32 @@
+# Relay: `make demo` and `make test` are all a newcomer needs; both run `make setup` first.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PY := .venv/bin/python
+export PYTHONPATH := $(CURDIR)
+export OMP_NUM_THREADS ?= 1
+export RELAY_HOME ?= $(HOME)/.relay
+
+.PHONY: help setup demo test bench airflow lock clean-home
+
+help:  ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+setup:  ## Build (or reuse) the pinned Python environment; seconds when nothing changed
+	@scripts/setup-venv.sh
+
+demo: setup  ## Run the digits DAG through Airflow and leave the model served by TorchServe
+	@scripts/demo.sh
+
+test: setup  ## Run the whole test suite (unit, data, model and end-to-end DAG tests)
+	$(PY) -m pytest
+
+bench: setup  ## Measure speed figures; prints a table and writes bench/results.json
+	$(PY) -m bench.run
+
+airflow: setup  ## Start Airflow's servers on 127.0.0.1 (UI with the Params form)
+	@scripts/airflow-servers.sh
+
+lock: ## Re-resolve requirements/main.in into requirements/main.lock
+	@scripts/lock.sh

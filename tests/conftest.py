@@ -1,0 +1,123 @@
+"""Shared fixtures. Every test gets its own RELAY_HOME, DVC remote and TorchServe ports.
+
+CPU threads are pinned: on two cores, OpenMP spin-waiting makes torch several times slower
+whenever anything else runs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from pathlib import Path
+
+os.environ["OMP_NUM_THREADS"] = "1"
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from components.settings import Settings  # noqa: E402
+from pipelines.spec import load_spec  # noqa: E402
+
+torch.set_num_threads(1)
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports that are free on 127.0.0.1 right now (held open together so they are distinct)."""
+    sockets = []
+    for _ in range(count):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sockets.append(sock)
+    ports = [s.getsockname()[1] for s in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def make_settings(home: Path, **extra) -> Settings:
+    """Settings for an isolated Relay home with free TorchServe ports and a DVC remote dir."""
+    inference, management, metrics, grpc_inference, grpc_management = free_ports(5)
+    remote = home / "dvc-remote"
+    remote.mkdir(parents=True, exist_ok=True)
+    return Settings(home=home, dvc_remote=str(remote), ts_inference_port=inference, ts_management_port=management,
+                    ts_metrics_port=metrics, ts_grpc_inference_port=grpc_inference,
+                    ts_grpc_management_port=grpc_management, ts_heap="256m", **extra)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The RELAY_* environment that reproduces ``settings`` in a subprocess."""
+    env = {"RELAY_HOME": str(settings.home), "RELAY_DVC_REMOTE": settings.dvc_remote or "",
+           "RELAY_TS_INFERENCE_PORT": str(settings.ts_inference_port),
+           "RELAY_TS_MANAGEMENT_PORT": str(settings.ts_management_port),
+           "RELAY_TS_METRICS_PORT": str(settings.ts_metrics_port),
+           "RELAY_TS_GRPC_INFERENCE_PORT": str(settings.ts_grpc_inference_port),
+           "RELAY_TS_GRPC_MANAGEMENT_PORT": str(settings.ts_grpc_management_port),
+           "RELAY_TS_HEAP": settings.ts_heap}
+    if settings.registry_remote:
+        env["RELAY_REGISTRY_REMOTE"] = settings.registry_remote
+    return env
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path / "relay-home")
+
+
+@pytest.fixture(scope="session")
+def digits_spec():
+    return load_spec("digits")
+
+
+@pytest.fixture(scope="session")
+def small_dataset(tmp_path_factory, digits_spec) -> Path:
+    """A 30-images-per-class copy of the digits dataset, written by the real generator."""
+    from components.data import write_sklearn_digits
+
+    full = tmp_path_factory.mktemp("digits-full") / "digits"
+    write_sklearn_digits(full)
+    small = tmp_path_factory.mktemp("digits-small") / "digits"
+    for label_dir in sorted(full.iterdir()):
+        (small / label_dir.name).mkdir(parents=True)
+        for image in sorted(label_dir.iterdir())[:30]:
+            shutil.copy(image, small / label_dir.name / image.name)
+    return small
+
+
+def spec_for(spec, dataset: Path, **changes):
+    """``spec`` pointed at ``dataset`` (outside the project, used as is) with nested field changes."""
+    from pipelines.spec import parse_spec
+
+    data = spec.model_dump()
+    data["dataset"]["path"] = str(dataset)
+    data["dataset"]["min_per_class"] = 5
+    for dotted, value in changes.items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    return parse_spec(data)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, digits_spec, small_dataset):
+    """One run of the small dataset through data → validate → train → optimize, shared read-only."""
+    from components.data import prepare_data
+    from components.optimize import optimize_model
+    from components.train import train_model
+    from components.validate import validate_dataset
+
+    home = tmp_path_factory.mktemp("trained-run")
+    settings = make_settings(home / "relay-home")
+    spec = spec_for(digits_spec, small_dataset, **{"training.epochs": 15})
+    run = home / "run"
+    prepare_data(spec, run / "data", settings)
+    validate_dataset(spec, run / "data", run / "validate")
+    train_model(spec, run / "data", run / "train")
+    optimize_model(spec, run / "train", run / "data", run / "optimize")
+    return spec, run
