@@ -190,10 +190,10 @@ class ModelRegistry:
 
         with self._lock():
             self._sync()
+            before = set(git(["tag", "--list"], self.path).split())
             gto.api.assign(str(self.path), task, stage, version=version, author="Relay",
                            author_email="relay@localhost")
-            tags = git(["tag", "--points-at", f"{task}@{version}", "--list", f"{task}#{stage}#*"], self.path)
-            self._push(tags.split())
+            self._push(sorted(set(git(["tag", "--list"], self.path).split()) - before))
 
     def read_file(self, task: str, version: str, name: str) -> str:
         """A git-tracked file of a version (``gate.json``, ``model.json``) as text."""

@@ -44,7 +44,8 @@ def make_settings(home: Path, **extra) -> Settings:
     inference, management, metrics, grpc_inference, grpc_management = free_ports(5)
     remote = home / "dvc-remote"
     remote.mkdir(parents=True, exist_ok=True)
-    return Settings(home=home, dvc_remote=str(remote), ts_inference_port=inference, ts_management_port=management,
+    extra.setdefault("dvc_remote", str(remote))
+    return Settings(home=home, ts_inference_port=inference, ts_management_port=management,
                     ts_metrics_port=metrics, ts_grpc_inference_port=grpc_inference,
                     ts_grpc_management_port=grpc_management, ts_heap="256m", **extra)
 
