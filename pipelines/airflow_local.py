@@ -31,8 +31,8 @@ def migrate_db() -> None:
         raise RuntimeError(f"airflow db migrate failed: {proc.stderr.strip()[-2000:]}")
 
 
-def test_dag(task: str, conf: dict) -> tuple[str, dict[str, str]]:
-    """Run relay_<task> once with ``conf`` as its params; return the run state and each task's state."""
+def run_dag_test(task: str, conf: dict) -> tuple[str, str, dict[str, str]]:
+    """Run relay_<task> once with ``conf`` as its params; return the DAG id, run state and task states."""
     configure_airflow_env()
     migrate_db()
     from pipelines.airflow_dag import build_dag
@@ -41,4 +41,4 @@ def test_dag(task: str, conf: dict) -> tuple[str, dict[str, str]]:
     dag = build_dag(spec_path(task))
     dag_run = dag.test(run_conf=conf)
     states = {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
-    return str(dag_run.state), states
+    return dag.dag_id, str(dag_run.state), states

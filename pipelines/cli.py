@@ -139,13 +139,13 @@ def models(task: Annotated[str, typer.Argument(help="Task name.")]) -> None:
 def dag_test(task: Annotated[str, typer.Argument(help="Task name.")],
              conf: Annotated[str, typer.Option(help='Run params as JSON, e.g. \'{"epochs": 5}\'.')] = "{}") -> None:
     """Run the task's Airflow DAG once, for real, with dag.test(); fail unless the run succeeds."""
-    from pipelines.airflow_local import test_dag
+    from pipelines.airflow_local import run_dag_test
 
     try:
-        state, tasks = test_dag(task, json.loads(conf))
+        dag_id, state, tasks = run_dag_test(task, json.loads(conf))
     except (RelayError, json.JSONDecodeError) as error:
         _fail(error)
-    table = Table(title=f"relay_{task}: {state}")
+    table = Table(title=f"{dag_id}: {state}")
     table.add_column("task")
     table.add_column("state")
     for task_id in sorted(tasks, key=lambda name: STEPS.index(name) if name in STEPS else len(STEPS)):

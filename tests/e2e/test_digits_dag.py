@@ -1,0 +1,131 @@
+"""The whole project, for real: the relay_digits DAG through Airflow's dag.test(), a real DVC remote,
+a registry pushed to a bare git remote, and TorchServe serving the result on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from components.data import load_split
+from components.deploy.torchserve import TorchServe
+from components.registry import ModelRegistry, git
+from tests.conftest import PROJECT, make_settings, settings_env
+
+pytestmark = pytest.mark.e2e
+
+
+def relay(args: list[str], env: dict, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], cwd=PROJECT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    remote = root / "registry.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(remote)], check=True)
+    settings = make_settings(root / "relay-home", registry_remote=str(remote))
+    env = {**os.environ, **settings_env(settings), "PYTHONPATH": str(PROJECT), "OMP_NUM_THREADS": "1",
+           "AIRFLOW_HOME": str(root / "airflow")}
+    result = relay(["dag-test", "digits"], env)
+    run = (settings.runs_dir / "digits" / "latest").resolve()  # later runs move "latest"
+    yield settings, env, result, root, run
+    TorchServe(settings).stop()
+
+
+def _heldout(run: Path, count: int):
+    spec = json.loads((run / "spec.json").read_text())
+    _, labels, paths = load_split(run / "data", "test", spec["dataset"]["classes"])
+    return [(p, spec["dataset"]["classes"][y]) for p, y in list(zip(paths, labels))[:count]]
+
+
+def _served_accuracy(settings, samples) -> float:
+    server = TorchServe(settings)
+    return sum(server.predict("digits", p.read_bytes())["class"] == label for p, label in samples) / len(samples)
+
+
+def test_dag_run_succeeds(deployed):
+    _, _, result, _, _ = deployed
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "relay_digits: success" in result.stdout
+    for step in ("data", "validate", "train", "optimize", "gate", "register", "deploy"):
+        assert f"│ {step}" in result.stdout
+
+
+def test_gate_passed(deployed):
+    *_, run = deployed
+    assert run.name.startswith("airflow-manual")
+    gate = json.loads((run / "gate" / "gate.json").read_text())
+    assert gate["passed"] is True and gate["metrics"]["accuracy_optimized"] >= 0.9
+
+
+def test_a_gto_version_exists_in_the_registry_and_its_remote(deployed):
+    settings, *_ = deployed
+    versions = ModelRegistry(settings).versions("digits")
+    assert [v["version"] for v in versions] == ["v0.1.0"]
+    assert "digits@v0.1.0" in git(["tag", "--list"], Path(settings.registry_remote)).split()
+
+
+def test_served_model_answers_correctly_on_heldout_images(deployed):
+    settings, env, _, _, run = deployed
+    samples = _heldout(run, 40)
+    assert _served_accuracy(settings, samples) >= 0.9
+    predicted = relay(["predict", str(samples[0][0])], env, timeout=60)
+    assert predicted.returncode == 0 and f"class {samples[0][1]}" in predicted.stdout
+
+
+def _broken_spec(root: Path, breakage: str, name: str) -> Path:
+    dataset = root / name
+    shutil.copytree(PROJECT / "data" / "digits", dataset)
+    if breakage == "corrupt-png":
+        (dataset / "6" / "0006.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00garbage")
+    elif breakage == "extra-label":
+        shutil.copytree(dataset / "0", dataset / "ten")
+    elif breakage == "empty-class":
+        for image in (dataset / "8").iterdir():
+            image.unlink()
+    spec = yaml.safe_load((PROJECT / "pipelines" / "specs" / "digits.yaml").read_text())
+    spec["dataset"]["path"] = str(dataset)
+    path = root / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+EXPECTED = {"corrupt-png": "every file is a readable image: 1 file(s) fail, e.g. 6/0006.png",
+            "extra-label": "unknown label folder(s) ['ten']",
+            "empty-class": "'8' has 0"}
+
+
+@pytest.mark.parametrize("breakage", sorted(EXPECTED))
+def test_broken_data_fails_validation_and_serving_stays(deployed, breakage):
+    settings, env, result, root, run = deployed
+    assert result.returncode == 0
+    server = TorchServe(settings)
+    default_before = server.default_version("digits")
+    broken = relay(["run", str(_broken_spec(root, breakage, f"cli-{breakage}"))], env)
+    assert broken.returncode == 2
+    assert "failed validation" in broken.stderr and EXPECTED[breakage] in " ".join(broken.stderr.split())
+    assert "── train" not in broken.stdout  # stopped before training
+    assert server.default_version("digits") == default_before == "0.1.0"
+    assert [v["version"] for v in ModelRegistry(settings).versions("digits")] == ["v0.1.0"]
+    assert _served_accuracy(settings, _heldout(run, 20)) >= 0.9
+
+
+def test_broken_data_through_the_dag_stops_before_training(deployed):
+    settings, env, result, root, run = deployed
+    broken = relay(["dag-test", str(_broken_spec(root, "corrupt-png", "dag-corrupt-png"))], env)
+    assert broken.returncode == 1
+    assert "relay_digits: failed" in broken.stdout
+    states = dict(re.findall(r"│ (\w+)\s+│ (\w+)\s+│", broken.stdout))
+    assert states["data"] == "success" and states["validate"] == "failed"
+    assert states["train"] == states["deploy"] == "upstream_failed"
+    assert TorchServe(settings).default_version("digits") == "0.1.0"
+    assert [v["version"] for v in ModelRegistry(settings).versions("digits")] == ["v0.1.0"]
