@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from components.errors import RelayError
+from pipelines.spec import load_spec
 from pipelines.steps import STEPS, gate_passed, latest_run, run_step, start_run
 
 app = typer.Typer(help="Relay: versioned data to a served, promoted model.", no_args_is_help=True,
@@ -78,7 +79,7 @@ def step(name: Annotated[str, typer.Argument(help=f"One of: {', '.join(STEPS)}."
             if task is None:
                 raise RelayError("give --task (or --run-dir)")
             overrides = {k: v for k, v in {"framework": framework, "epochs": epochs}.items() if v is not None}
-            run_dir = start_run(task, overrides) if name == "data" else latest_run(task)
+            run_dir = start_run(task, overrides) if name == "data" else latest_run(load_spec(task).name)
         summary = run_step(name, run_dir)
         console.print_json(json.dumps({"run_dir": str(run_dir), **summary}))
         if name == "gate" and not gate_passed(run_dir):

@@ -1,0 +1,83 @@
+"""The CLI's contract: one-line errors with exit code 2, a failed gate exits 1 and registers nothing."""
+
+import json
+import shutil
+import socket
+
+import pytest
+from typer.testing import CliRunner
+
+from components.registry import ModelRegistry
+from pipelines.cli import app
+from pipelines.steps import RUN_SPEC
+from tests.conftest import settings_env
+
+
+@pytest.fixture
+def cli(settings):
+    runner = CliRunner()
+
+    def invoke(*args):
+        return runner.invoke(app, list(args), env=settings_env(settings))
+
+    return invoke
+
+
+def _one_line_error(result, *fragments):
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.stderr.split())
+    assert text.startswith("error:") and all(fragment in text for fragment in fragments), text
+
+
+def test_bad_run_parameter(cli):
+    _one_line_error(cli("run", "digits", "--framework", "jax"), "framework", "'jax'", "'pytorch'")
+
+
+def test_unknown_task(cli):
+    _one_line_error(cli("step", "validate", "--task", "cifar"), "no task spec", "known tasks: digits")
+
+
+def test_step_without_a_run(cli):
+    _one_line_error(cli("step", "train", "--task", "digits"), "task digits has no run yet")
+
+
+def test_missing_dvc_remote(cli, settings, tmp_path, monkeypatch):
+    runner = CliRunner()
+    env = {**settings_env(settings), "RELAY_DVC_REMOTE": str(tmp_path / "no-such-remote")}
+    result = runner.invoke(app, ["step", "data", "--task", "digits"], env=env)
+    _one_line_error(result, f"DVC remote directory {tmp_path / 'no-such-remote'} does not exist", "RELAY_DVC_REMOTE")
+
+
+def test_port_in_use(cli, settings):
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", settings.ts_inference_port))
+        squatter.listen()
+        _one_line_error(cli("serve", "start"), f"port {settings.ts_inference_port} (RELAY_TS_INFERENCE_PORT)")
+
+
+def test_predict_without_server(cli, tmp_path):
+    image = tmp_path / "x.png"
+    image.write_bytes(b"")
+    _one_line_error(cli("predict", str(image)), "relay serve start")
+
+
+def test_models_with_empty_registry(cli):
+    result = cli("models", "digits")
+    assert result.exit_code == 0 and "no registered versions of digits" in result.stdout
+
+
+def test_failed_gate_exits_1_and_register_refuses(cli, settings, trained_run, tmp_path):
+    spec, source = trained_run
+    run = tmp_path / "run"
+    for step in ("data", "train", "optimize"):
+        shutil.copytree(source / step, run / step)
+    strict = spec.model_copy(update={"gate": spec.gate.model_copy(update={"min_accuracy": 1.0, "latency_runs": 20})})
+    (run / RUN_SPEC).write_text(json.dumps(strict.model_dump(mode="json")))
+
+    gate = cli("step", "gate", "--run-dir", str(run))
+    assert gate.exit_code == 1 and "gate failed" in gate.stderr
+    assert json.loads((run / "gate" / "gate.json").read_text())["passed"] is False
+    assert "accuracy_floor | optimized accuracy ≥ floor" in (run / "gate" / "gate.md").read_text()
+
+    _one_line_error(cli("step", "register", "--run-dir", str(run)), "has not passed the gate", "refusing to register")
+    assert ModelRegistry(settings).versions("digits") == []
