@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,8 +65,13 @@ def ensure_dataset(spec: TaskSpec, settings: Settings) -> str | None:
         if not dataset_dir.is_dir():
             raise RelayError(f"dataset directory {dataset_dir} does not exist")
         return None
-    url = versioning.remote_url(settings)
     rel = str(pointer.relative_to(repo))
+    if os.environ.get("DVC_ROOT"):
+        # Inside `dvc repro` DVC holds the repo lock and has checked the dataset out already.
+        if not dataset_dir.is_dir():
+            raise RelayError(f"{dataset_dir} is missing: run `dvc pull {rel}` before `dvc repro`")
+        return versioning.pointer_md5(pointer)
+    url = versioning.remote_url(settings)
     with versioning.repo_lock(repo):
         versioning.configure_remote(repo, url)
         expected = versioning.pointer_md5(pointer)

@@ -72,14 +72,16 @@ def step(name: Annotated[str, typer.Argument(help=f"One of: {', '.join(STEPS)}."
          task: Annotated[Optional[str], typer.Option(help="Task name; `data` starts a new run of it.")] = None,
          run_dir: Annotated[Optional[Path], typer.Option(help="Run directory (default: the task's latest run).")] = None,
          framework: Framework = None, epochs: Epochs = None) -> None:
-    """Run one step. `data` starts a new run unless --run-dir is given; later steps use the latest run."""
+    """Run one step. `data --task T` starts a run (in --run-dir if given); later steps use --run-dir or T's latest run."""
     _quiet_libraries()
     try:
-        if run_dir is None:
+        overrides = {k: v for k, v in {"framework": framework, "epochs": epochs}.items() if v is not None}
+        if name == "data" and task is not None:
+            run_dir = start_run(task, overrides, run_dir=run_dir)
+        elif run_dir is None:
             if task is None:
                 raise RelayError("give --task (or --run-dir)")
-            overrides = {k: v for k, v in {"framework": framework, "epochs": epochs}.items() if v is not None}
-            run_dir = start_run(task, overrides) if name == "data" else latest_run(load_spec(task).name)
+            run_dir = latest_run(load_spec(task).name)
         summary = run_step(name, run_dir)
         console.print_json(json.dumps({"run_dir": str(run_dir), **summary}))
         if name == "gate" and not gate_passed(run_dir):

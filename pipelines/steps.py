@@ -29,13 +29,18 @@ def _safe_id(run_id: str) -> str:
 
 
 def start_run(task: str, overrides: dict[str, Any] | None = None, run_id: str | None = None,
-              settings: Settings | None = None) -> Path:
+              settings: Settings | None = None, run_dir: Path | None = None) -> Path:
     """Create a run directory with the effective spec; return it. Two runs never share one.
 
     With an explicit ``run_id`` (an Airflow run retrying its first task) an existing run is resumed.
+    An explicit ``run_dir`` (dvc.yaml's fixed workspace directory) is (re)initialized in place.
     """
     settings = settings or get_settings()
     spec = load_spec(task, overrides)
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / RUN_SPEC, spec.model_dump(mode="json"))
+        return run_dir
     resume = run_id is not None
     run_id = _safe_id(run_id or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6])
     run_dir = settings.runs_dir / spec.name / run_id

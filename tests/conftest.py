@@ -11,7 +11,11 @@ import shutil
 import socket
 from pathlib import Path
 
+import tempfile
+
 os.environ["OMP_NUM_THREADS"] = "1"
+# Airflow writes its config and DB under AIRFLOW_HOME at import: keep tests out of ~/airflow.
+os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="relay-test-airflow-")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 

@@ -6,10 +6,7 @@ from tests.conftest import PROJECT
 
 
 @pytest.fixture(scope="module")
-def dag(tmp_path_factory):
-    import os
-
-    os.environ.setdefault("AIRFLOW_HOME", str(tmp_path_factory.mktemp("airflow")))
+def dag():
     from pipelines.airflow_dag import build_dag
     from pipelines.spec import spec_path
 

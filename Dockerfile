@@ -1,0 +1,45 @@
+# syntax=docker/dockerfile:1.7
+# Relay images, multi-stage:
+#   --target airflow  Airflow (api-server, scheduler, dag-processor) with the DAGs and Relay's code
+#   --target worker   the step runner (`relay step NAME ...`) used by Kubernetes pods
+# Both install the same pinned lock (requirements/main.lock) and run as a non-root user.
+ARG PYTHON_IMAGE=python:3.11.7-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS base
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    OMP_NUM_THREADS=1 RELAY_HOME=/var/lib/relay
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends git openjdk-17-jre-headless \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --create-home --uid 10001 relay \
+ && mkdir -p /var/lib/relay && chown relay /var/lib/relay
+WORKDIR /opt/relay
+
+FROM base AS deps
+COPY requirements/main.lock requirements/main.lock
+# torch==2.13.0 is pinned exactly; the CPU build comes from PyTorch's CPU index.
+RUN python -m venv /opt/venv \
+ && /opt/venv/bin/pip install --no-deps --extra-index-url https://download.pytorch.org/whl/cpu \
+      -r requirements/main.lock \
+ && /opt/venv/bin/pip check
+
+FROM base AS app
+COPY --from=deps /opt/venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH PYTHONPATH=/opt/relay
+COPY pyproject.toml README.md ./
+COPY components components
+COPY pipelines pipelines
+COPY dags dags
+COPY bin bin
+RUN pip install --no-deps --no-build-isolation -e . && chown -R relay /opt/relay
+USER relay
+
+FROM app AS worker
+ENTRYPOINT ["relay"]
+CMD ["--help"]
+
+FROM app AS airflow
+ENV AIRFLOW_HOME=/var/lib/relay/airflow AIRFLOW__CORE__DAGS_FOLDER=/opt/relay/dags \
+    AIRFLOW__CORE__LOAD_EXAMPLES=False
+ENTRYPOINT ["airflow"]
+CMD ["api-server"]

@@ -1,0 +1,130 @@
+"""`make bench`: measure Relay's speed figures, print a table and write bench/results.json.
+
+Targets are checked here, not in tests: timings on a shared 2-core machine are not pass/fail material
+for CI. Each figure is measured in an isolated RELAY_HOME with free ports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from components.data import load_split  # noqa: E402
+from components.gate import p50_latency_ms  # noqa: E402
+from components.onnx_runtime import onnx_predictor  # noqa: E402
+from components.optimize import optimize_model  # noqa: E402
+from components.settings import PROJECT_DIR, Settings  # noqa: E402
+from components.train import load_predictor  # noqa: E402
+from pipelines.steps import run_spec, run_step, start_run  # noqa: E402
+
+torch.set_num_threads(1)
+RESULTS = PROJECT_DIR / "bench" / "results.json"
+TARGETS = {  # key: (description, comparison, target)
+    "onnx_vs_eager_b1": ("ONNX Runtime over eager PyTorch, batch 1", ">=", 5.0),
+    "onnx_vs_eager_b64": ("ONNX Runtime over eager PyTorch, batch 64", ">=", 5.0),
+    "conversion_s": ("export + optimize wall time, s (cold process)", "<=", 3.0),
+    "demo_s": ("make demo from a set-up environment, s", "<=", 240.0),
+}
+
+
+def _free_ports(count: int) -> list[int]:
+    socks = [socket.socket() for _ in range(count)]
+    for sock in socks:
+        sock.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for sock in socks:
+        sock.close()
+    return ports
+
+
+def _env(home: Path) -> dict[str, str]:
+    names = ["INFERENCE", "MANAGEMENT", "METRICS", "GRPC_INFERENCE", "GRPC_MANAGEMENT"]
+    env = {**os.environ, "RELAY_HOME": str(home), "PYTHONPATH": str(PROJECT_DIR), "OMP_NUM_THREADS": "1"}
+    env.update({f"RELAY_TS_{name}_PORT": str(port) for name, port in zip(names, _free_ports(len(names)))})
+    return env
+
+
+def measure_models(home: Path) -> dict[str, float]:
+    """Latency ratios and conversion time on the default digits model, trained as the spec says."""
+    settings = Settings(home=home)
+    run = start_run("digits", settings=settings)
+    for step in ("data", "validate", "train"):
+        run_step(step, run, settings)
+    cold = subprocess.run([sys.executable, "-m", "pipelines.cli", "step", "optimize", "--run-dir", str(run)],
+                          env=_env(home), capture_output=True, text=True, cwd=PROJECT_DIR)
+    if cold.returncode != 0:
+        raise RuntimeError(cold.stderr)
+    conversion_cold = json.loads((run / "optimize" / "optimize.json").read_text())["conversion_seconds"]
+    spec = run_spec(run)
+    optimize_model(spec, run / "train", run / "data", home / "warmup")  # loads the exporter in this process
+    warm = optimize_model(spec, run / "train", run / "data", home / "warm").conversion_seconds
+
+    images, _, _ = load_split(run / "data", "test", spec.dataset.classes)
+    eager, onnx = load_predictor(run / "train"), onnx_predictor(run / "optimize" / "model.onnx")
+    b1_eager, b1_onnx = p50_latency_ms(eager, images[:1], 2000), p50_latency_ms(onnx, images[:1], 2000)
+    b64_eager, b64_onnx = p50_latency_ms(eager, images[:64], 500), p50_latency_ms(onnx, images[:64], 500)
+    return {
+        "onnx_vs_eager_b1": b1_eager / b1_onnx, "onnx_vs_eager_b64": b64_eager / b64_onnx,
+        "conversion_s": conversion_cold, "conversion_warm_s": warm,
+        "eager_b1_ms": b1_eager, "onnx_b1_ms": b1_onnx, "eager_b64_ms": b64_eager, "onnx_b64_ms": b64_onnx,
+    }
+
+
+def measure_demo(home: Path) -> dict[str, float]:
+    """Wall time of scripts/demo.sh (what `make demo` runs after setup), then stop its server."""
+    env = _env(home)
+    started = time.perf_counter()
+    demo = subprocess.run([str(PROJECT_DIR / "scripts" / "demo.sh")], env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    subprocess.run([sys.executable, "-m", "pipelines.cli", "serve", "stop"], env=env, capture_output=True)
+    if demo.returncode != 0:
+        raise RuntimeError(f"demo failed: {demo.stdout[-2000:]} {demo.stderr[-2000:]}")
+    return {"demo_s": seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--skip-demo", action="store_true", help="skip the demo timing (about a minute)")
+    args = parser.parse_args()
+    figures: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="relay-bench-") as tmp:
+        figures.update(measure_models(Path(tmp) / "models"))
+        if not args.skip_demo:
+            figures.update(measure_demo(Path(tmp) / "demo"))
+
+    table = Table(title="Relay benchmarks")
+    for column in ("figure", "key", "value", "target", "met"):
+        table.add_column(column)
+    results = {}
+    for key, value in figures.items():
+        description, op, target = TARGETS.get(key, (key, None, None))
+        met = None if op is None else (value >= target if op == ">=" else value <= target)
+        results[key] = {"value": round(value, 4), "target": f"{op} {target}" if op else None, "met": met}
+        table.add_row(description, key, f"{value:.3f}", results[key]["target"] or "(report)",
+                      "" if met is None else ("yes" if met else "NO"))
+    Console().print(table)
+    document = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+                            "torch": torch.__version__, "omp_num_threads": os.environ["OMP_NUM_THREADS"]},
+                "figures": results}
+    RESULTS.write_text(json.dumps(document, indent=2) + "\n")
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
