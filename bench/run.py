@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -59,6 +60,15 @@ def _env(home: Path) -> dict[str, str]:
     return env
 
 
+def _interleaved(first, second, sample, runs: int, rounds: int = 5) -> tuple[float, float]:
+    """Median over alternating rounds of each predictor's p50, so drifts in machine load hit both."""
+    a, b = [], []
+    for _ in range(rounds):
+        a.append(p50_latency_ms(first, sample, runs))
+        b.append(p50_latency_ms(second, sample, runs))
+    return statistics.median(a), statistics.median(b)
+
+
 def measure_models(home: Path) -> dict[str, float]:
     """Latency ratios and conversion time on the default digits model, trained as the spec says."""
     settings = Settings(home=home)
@@ -76,8 +86,8 @@ def measure_models(home: Path) -> dict[str, float]:
 
     images, _, _ = load_split(run / "data", "test", spec.dataset.classes)
     eager, onnx = load_predictor(run / "train"), onnx_predictor(run / "optimize" / "model.onnx")
-    b1_eager, b1_onnx = p50_latency_ms(eager, images[:1], 2000), p50_latency_ms(onnx, images[:1], 2000)
-    b64_eager, b64_onnx = p50_latency_ms(eager, images[:64], 500), p50_latency_ms(onnx, images[:64], 500)
+    b1_eager, b1_onnx = _interleaved(eager, onnx, images[:1], 2000)
+    b64_eager, b64_onnx = _interleaved(eager, onnx, images[:64], 300)
     return {
         "onnx_vs_eager_b1": b1_eager / b1_onnx, "onnx_vs_eager_b64": b64_eager / b64_onnx,
         "conversion_s": conversion_cold, "conversion_warm_s": warm,

@@ -25,9 +25,9 @@ def make_session(model: Path | bytes, threads: int | None = None) -> ort.Inferen
 def onnx_predictor(model: Path | bytes, threads: int | None = None):
     """A numpy predictor over an ONNX model: NCHW float32 images in, logits out."""
     session = make_session(model, threads)
-    input_name = session.get_inputs()[0].name
+    input_name, output_name = session.get_inputs()[0].name, session.get_outputs()[0].name
 
     def predict(images: np.ndarray) -> np.ndarray:
-        return session.run(None, {input_name: images})[0]
+        return session.run([output_name], {input_name: images})[0]
 
     return predict

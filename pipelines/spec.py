@@ -59,6 +59,11 @@ class TrainingSpec(_Strict):
 
 class OptimizeSpec(_Strict):
     quantize: Literal["none", "int8"] = "none"
+    exporter: Literal["torchscript", "dynamo"] = Field(
+        default="torchscript",
+        description="PyTorch's ONNX exporter. dynamo is the future default but costs ~4 s cold per export "
+                    "(docs/benchmarks.md); torchscript is deprecated in torch 2.13 yet exports this model in <1 s.",
+    )
 
 
 class GateSpec(_Strict):

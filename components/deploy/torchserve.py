@@ -137,11 +137,15 @@ class TorchServe:
 
     # -- HTTP ------------------------------------------------------------------------------
     def _key(self, kind: str) -> str:
-        try:
-            return json.loads(self.key_file.read_text())[kind]["key"]
-        except FileNotFoundError:
-            raise ServingError(f"no TorchServe key file at {self.key_file}: is the server running? "
-                               "start it with `relay serve start`") from None
+        for _ in range(20):
+            try:
+                return json.loads(self.key_file.read_text())[kind]["key"]
+            except FileNotFoundError:
+                raise ServingError(f"no TorchServe key file at {self.key_file}: is the server running? "
+                                   "start it with `relay serve start`") from None
+            except json.JSONDecodeError:
+                time.sleep(0.1)  # TorchServe creates the file first and fills it a moment later
+        raise ServingError(f"TorchServe key file {self.key_file} is not valid JSON")
 
     def _request(self, method: str, base: str, path: str, kind: str, **kwargs) -> requests.Response:
         for attempt in range(2):

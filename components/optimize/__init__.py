@@ -53,7 +53,8 @@ def optimize_model(spec: TaskSpec, train_dir: Path, data_dir: Path, out_dir: Pat
             raise RelayError(f"exported model returns the wrong shape for a batch of 2: {predict(probe).shape}")
         served.rename(tmp / OPTIMIZED)
         write_json(tmp / "optimize.json", {
-            "framework": framework, "quantize": spec.optimize.quantize, "conversion_seconds": seconds,
+            "framework": framework, "exporter": spec.optimize.exporter, "quantize": spec.optimize.quantize,
+            "conversion_seconds": seconds,
             "tensorrt": {"skipped": "TF-TRT applies to TensorFlow models only"},
         })
     return OptimizeResult(out_dir / OPTIMIZED, seconds, spec.optimize.quantize == "int8")

@@ -1,4 +1,4 @@
-"""PyTorch → ONNX with a dynamic batch axis, in a single file."""
+"""PyTorch → ONNX with a dynamic batch axis, in a single file, with the exporter the spec picks."""
 
 from __future__ import annotations
 
@@ -13,15 +13,16 @@ from pipelines.spec import TaskSpec
 
 
 def export_onnx(train_dir: Path, target: Path, spec: TaskSpec) -> Path:
-    """Export the trained PyTorch model to ``target`` (opset 18, dynamic batch)."""
+    """Export the trained PyTorch model to ``target`` (opset 18, dynamic batch, one file)."""
     model = load_model(train_dir)
     example = torch.zeros(2, 1, spec.dataset.image.height, spec.dataset.image.width)
+    names = {"input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME]}
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model, (example,), str(target),
-            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            dynamic_shapes={"input": {0: torch.export.Dim("batch")}},
-            external_data=False, dynamo=True, optimize=True, verbose=False,
-        )
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        if spec.optimize.exporter == "dynamo":
+            torch.onnx.export(model, (example,), str(target), **names, dynamo=True, optimize=True, verbose=False,
+                              dynamic_shapes={"input": {0: torch.export.Dim("batch")}}, external_data=False)
+        else:
+            torch.onnx.export(model, (example,), str(target), **names, dynamo=False, opset_version=18,
+                              dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
     return target

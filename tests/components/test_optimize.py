@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import onnx
+import pytest
 
 from components.data import load_split
 from components.onnx_runtime import onnx_predictor
@@ -21,6 +22,17 @@ def test_onnx_export_matches_eager_model_at_batch_1_and_64(trained_run):
     info = json.loads((run / "optimize" / "optimize.json").read_text())
     assert info["quantize"] == "none" and info["conversion_seconds"] > 0
     assert info["tensorrt"]["skipped"]
+
+
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+def test_both_exporters_give_a_dynamic_batch_model(trained_run, tmp_path, exporter):
+    spec, run = trained_run
+    chosen = spec.model_copy(update={"optimize": spec.optimize.model_copy(update={"exporter": exporter})})
+    result = optimize_model(chosen, run / "train", run / "data", tmp_path / exporter)
+    images, _, _ = load_split(run / "data", "train", spec.dataset.classes)
+    eager, optimized = load_predictor(run / "train"), onnx_predictor(result.model)
+    for batch in (images[:1], images[:64]):
+        assert np.abs(eager(batch) - optimized(batch)).max() < 1e-4
 
 
 def test_int8_quantization_keeps_predictions(trained_run, tmp_path):
