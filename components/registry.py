@@ -95,7 +95,12 @@ class ModelRegistry:
             git(["push", "-q", "origin", f"HEAD:refs/heads/{BRANCH}", *[f"refs/tags/{t}" for t in tags]], self.path)
 
     def versions(self, task: str) -> list[dict]:
-        """Registered versions of ``task`` with their stages, newest first (GTO's view)."""
+        """Registered versions of ``task``, newest first: ``{version, stages, commit, created_at}``."""
+        return [{"version": row["version"], "commit": row["commit_hexsha"], "created_at": row["created_at"],
+                 "stages": [stage["stage"] for stage in row.get("stages", []) if stage.get("is_active")]}
+                for row in self._gto_versions(task)]
+
+    def _gto_versions(self, task: str) -> list[dict]:
         import gto.api
 
         if not (self.path / ".git").is_dir():

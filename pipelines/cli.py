@@ -132,8 +132,7 @@ def models(task: Annotated[str, typer.Argument(help="Task name.")]) -> None:
         if mar_version(version) in served:
             where = f"{server.inference_url}/predictions/{task}/{mar_version(version)}"
             where += " (default)" if default == mar_version(version) else ""
-        table.add_row(version, ", ".join(row.get("stage") or []) if isinstance(row.get("stage"), list)
-                      else (row.get("stage") or ""), "pass" if gate["passed"] else "FAIL",
+        table.add_row(version, ", ".join(row["stages"]), "pass" if gate["passed"] else "FAIL",
                       f"{gate['metrics']['accuracy_optimized']:.4f}", where)
     console.print(table)
 

@@ -87,6 +87,8 @@ def test_stage_assignment_finds_the_production_version(registry_settings, traine
     assert registry.stage_version("digits", "production") is None
     registry.assign("digits", "v0.1.0", "production")
     assert registry.stage_version("digits", "production") == "v0.1.0"
+    assert [(row["version"], row["stages"]) for row in registry.versions("digits")] == [
+        ("v0.2.0", []), ("v0.1.0", ["production"])]
     remote_tags = git(["tag", "--list"], Path(registry_settings.registry_remote)).split()
     assert any(tag.startswith("digits#production#") for tag in remote_tags)
 
