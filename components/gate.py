@@ -121,11 +121,40 @@ def render_report(task: str, gate: dict, notes: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot_gate(gate: dict, target: Path) -> Path:
+    """Accuracy and p50 latency side by side: the gate's two questions in one picture."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = gate["metrics"]
+    names, accuracies = ["original", "optimized"], [metrics["accuracy_original"], metrics["accuracy_optimized"]]
+    if gate.get("champion"):
+        names.append(f"production {gate['champion']['version']}")
+        accuracies.append(gate["champion"]["accuracy"])
+    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
+    left.bar(names, [a * 100 for a in accuracies], color=["#888", "#2a7", "#47c"][: len(names)])
+    left.set_ylim(max(0, min(*accuracies, gate["thresholds"]["min_accuracy"]) * 100 - 3), 100)
+    left.set_ylabel("held-out accuracy (%)")
+    left.axhline(gate["thresholds"]["min_accuracy"] * 100, color="#c33", linestyle="--", label="floor")
+    left.legend(loc="lower right")
+    right.bar(["original", "optimized"], [metrics["latency_p50_ms_original"], metrics["latency_p50_ms_optimized"]],
+              color=["#888", "#2a7"])
+    right.set_ylabel("p50 latency, batch 1 (ms)")
+    figure.suptitle(f"{gate['task']}: gate {'PASS' if gate['passed'] else 'FAIL'}")
+    figure.tight_layout()
+    figure.savefig(target, dpi=100)
+    plt.close(figure)
+    return target
+
+
 def write_gate(task: str, gate: dict, notes: dict[str, str], out_dir: Path) -> GateResult:
-    """Write ``gate.json`` and ``gate.md`` atomically into ``out_dir``."""
+    """Write ``gate.json``, ``gate.md`` and ``gate.png`` atomically into ``out_dir``."""
     gate = {**gate, "task": task, "notes": notes}
     with atomic_dir(out_dir) as tmp:
         write_json(tmp / GATE_JSON, gate)
-        write_text(tmp / GATE_REPORT, render_report(task, gate, notes))
+        write_text(tmp / GATE_REPORT, render_report(task, gate, notes) + "\n![accuracy and latency](gate.png)\n")
+        plot_gate(gate, tmp / "gate.png")
     failed = [c["name"] for c in gate["checks"] if not c["passed"]]
     return GateResult(gate["passed"], out_dir / GATE_JSON, gate["metrics"], failed)

@@ -164,8 +164,8 @@ class ModelRegistry:
             build(version, staging)
             shutil.rmtree(artifacts, ignore_errors=True)
             staging.rename(artifacts)
-            for name in ("gate.json", "gate.md"):
-                shutil.copy2(artifacts / name, model_dir / name)
+            for report in artifacts.glob("gate.*"):  # the gate report is readable in git, beside the pointer
+                shutil.copy2(report, model_dir / report.name)
             write_json(model_dir / "model.json", {**metadata, "task": task, "version": version})
             self._annotate(task)
             rel = str(artifacts.relative_to(self.path))

@@ -138,7 +138,7 @@ def _register(spec: TaskSpec, run: Path, settings: Settings) -> dict:
     def build(version: str, dest: Path) -> None:
         copy_file(model, dest / "model.onnx")
         build_mar(spec.name, version, model, spec.dataset.classes, dest / "model.mar")
-        for name in ("gate.json", "gate.md"):
+        for name in ("gate.json", "gate.md", "gate.png"):
             copy_file(run / "gate" / name, dest / name)
 
     metadata = {"run_id": run.name, "framework": json.loads((run / "train" / "metrics.json").read_text())["framework"],

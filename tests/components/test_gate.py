@@ -86,6 +86,7 @@ def test_without_champion_the_check_is_absent_and_said_so(tmp_path):
     result = write_gate("digits", gate, {"tensorrt": "skipped: not a TensorFlow model"}, tmp_path / "gate")
     report = (tmp_path / "gate" / "gate.md").read_text()
     assert result.passed and "PASS" in report and "none yet" in report and "skipped:" in report
+    assert (tmp_path / "gate" / "gate.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_empty_heldout_set_is_refused():
