@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import psutil
@@ -136,10 +137,10 @@ class TorchServe:
         return True
 
     # -- HTTP ------------------------------------------------------------------------------
-    def _key(self, kind: str) -> str:
+    def _key_entry(self, kind: str) -> dict:
         for _ in range(20):
             try:
-                return json.loads(self.key_file.read_text())[kind]["key"]
+                return json.loads(self.key_file.read_text())[kind]
             except FileNotFoundError:
                 raise ServingError(f"no TorchServe key file at {self.key_file}: is the server running? "
                                    "start it with `relay serve start`") from None
@@ -147,24 +148,29 @@ class TorchServe:
                 time.sleep(0.1)  # TorchServe creates the file first and fills it a moment later
         raise ServingError(f"TorchServe key file {self.key_file} is not valid JSON")
 
-    def _request(self, method: str, base: str, path: str, kind: str, **kwargs) -> requests.Response:
-        for attempt in range(2):
-            headers = {"Authorization": f"Bearer {self._key(kind)}", **kwargs.pop("headers", {})}
-            try:
-                response = requests.request(method, base + path, headers=headers,
-                                            timeout=kwargs.pop("timeout", 60), **kwargs)
-            except requests.ConnectionError:
-                raise ServingError(f"TorchServe is not reachable at {base}: start it with `relay serve start`") from None
-            if response.status_code == 400 and "expired" in response.text.lower() and attempt == 0:
-                self._refresh_key(kind)
-                continue
-            return response
-        return response
+    def _key(self, kind: str) -> str:
+        """The current ``kind`` key (inference, management), renewed first when it has expired."""
+        entry = self._key_entry(kind)
+        expires = entry.get("expiration time")
+        soon = datetime.now(timezone.utc) + timedelta(seconds=30)
+        if kind != "API" and expires and datetime.fromisoformat(expires) <= soon:
+            self.refresh_key(kind)
+            entry = self._key_entry(kind)
+        return entry["key"]
 
-    def _refresh_key(self, kind: str) -> None:
-        # Keys expire (token_expiration_min); the API key renews them and TorchServe rewrites the key file.
-        requests.post(f"{self.management_url}/token", params={"type": kind},
-                      headers={"Authorization": f"Bearer {self._key('API')}"}, timeout=10)
+    def refresh_key(self, kind: str) -> None:
+        """Renew an expiring key with the API key; TorchServe rewrites the key file."""
+        response = requests.post(f"{self.management_url}/token", params={"type": kind},
+                                 headers={"Authorization": f"Bearer {self._key('API')}"}, timeout=10)
+        if response.status_code != 200:
+            raise ServingError(f"renewing the TorchServe {kind} key failed ({response.status_code}): {response.text}")
+
+    def _request(self, method: str, base: str, path: str, kind: str, **kwargs) -> requests.Response:
+        headers = {"Authorization": f"Bearer {self._key(kind)}", **kwargs.pop("headers", {})}
+        try:
+            return requests.request(method, base + path, headers=headers, timeout=kwargs.pop("timeout", 60), **kwargs)
+        except requests.ConnectionError:
+            raise ServingError(f"TorchServe is not reachable at {base}: start it with `relay serve start`") from None
 
     def _get(self, base: str, path: str, kind: str, **kwargs) -> requests.Response:
         return self._request("GET", base, path, kind, **kwargs)

@@ -38,6 +38,17 @@ def test_starts_on_loopback_with_token_auth_on(server):
     assert server.start() == pid  # idempotent: the running instance is reused
 
 
+def test_expiring_keys_are_renewed_with_the_api_key(server):
+    server.start()
+    old = json.loads(server.key_file.read_text())["inference"]["key"]
+    server.refresh_key("inference")
+    new = json.loads(server.key_file.read_text())["inference"]["key"]
+    assert new != old
+    assert requests.get(f"{server.inference_url}/ping", headers={"Authorization": f"Bearer {old}"},
+                        timeout=5).status_code == 400
+    assert server._request("GET", server.inference_url, "/ping", "inference").status_code == 200
+
+
 def test_port_in_use_is_one_clear_error(server):
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", server.settings.ts_management_port))
