@@ -60,8 +60,12 @@ class ModelRegistry:
         if not (self.path / ".git").is_dir():
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if self.remote:
-                subprocess.run(["git", "clone", "-q", self.remote, str(self.path)], check=True,
-                               capture_output=True)
+                proc = subprocess.run(["git", "clone", "-q", self.remote, str(self.path)], capture_output=True,
+                                      text=True)
+                if proc.returncode != 0:
+                    raise RelayError(f"cannot clone the registry remote {self.remote}: {proc.stderr.strip()}")
+                if not git(["rev-parse", "--verify", "-q", "HEAD"], self.path, check=False):
+                    git(["symbolic-ref", "HEAD", f"refs/heads/{BRANCH}"], self.path)  # an empty remote: start main
             else:
                 self.path.mkdir(parents=True, exist_ok=True)
                 git(["init", "-q", "-b", BRANCH], self.path)

@@ -13,7 +13,6 @@ from components.models.architecture import Architecture
 from components.models.torch_cnn import build_torch_model
 from components.optimize.torch_onnx import export_onnx
 from components.package import build_mar
-from tests.conftest import spec_for
 
 
 @pytest.fixture
