@@ -28,5 +28,5 @@ bench: setup  ## Measure speed figures; prints a table and writes bench/results.
 airflow: setup  ## Start Airflow's servers on 127.0.0.1 (UI with the Params form)
 	@scripts/airflow-servers.sh
 
-lock: ## Re-resolve requirements/main.in into requirements/main.lock
+lock: ## Re-resolve requirements/*.in into main.lock (pip) and tfx.lock (uv)
 	@scripts/lock.sh

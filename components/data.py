@@ -102,9 +102,10 @@ def _describe_image(path: Path) -> dict:
     try:
         with Image.open(path) as image:
             image.load()
-            row.update(width=image.width, height=image.height, mode=image.mode)
+            row.update(width=image.width, height=image.height, mode=image.mode,
+                       mean_intensity=float(np.asarray(image.convert("L"), dtype=np.float32).mean() / 255))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        row.update(width=None, height=None, mode=None, readable=False)
+        row.update(width=None, height=None, mode=None, mean_intensity=None, readable=False)
     return row
 
 
@@ -135,7 +136,7 @@ def build_manifest(dataset_dir: Path, test_fraction: float, seed: int) -> tuple[
         counts[folder.name] = len(files)
         for path in files:
             rows.append({"path": str(path.relative_to(dataset_dir)), "label": folder.name, **_describe_image(path)})
-    columns = ["path", "label", "width", "height", "mode", "bytes", "content_hash", "readable"]
+    columns = ["path", "label", "width", "height", "mode", "bytes", "mean_intensity", "content_hash", "readable"]
     manifest = pd.DataFrame(rows, columns=columns)
     manifest["split"] = split_by_hash(manifest, test_fraction, seed) if rows else pd.Series(dtype=str)
     return manifest, counts
@@ -149,8 +150,10 @@ def prepare_data(spec: TaskSpec, out_dir: Path, settings: Settings | None = None
     manifest, counts = build_manifest(dataset_dir, spec.dataset.test_fraction, spec.dataset.split_seed)
     with atomic_dir(out_dir) as tmp:
         manifest.to_csv(tmp / MANIFEST, index=False)
+        # The version id of the data: DVC's md5 when tracked, else a digest of every file's path and hash.
+        version = md5 or hashlib.sha256("".join(manifest["path"] + manifest["content_hash"]).encode()).hexdigest()[:32]
         write_json(tmp / "data.json", {
-            "dataset_dir": str(dataset_dir), "dataset_md5": md5, "images": len(manifest),
+            "dataset_dir": str(dataset_dir), "dataset_md5": md5, "dataset_version": version, "images": len(manifest),
             "class_counts": counts, "split_counts": manifest["split"].value_counts().to_dict(),
         })
     return DataResult(out_dir / MANIFEST, dataset_dir, md5, len(manifest))

@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     registry_remote: str | None = Field(
         default=None, description="Git remote the registry pushes commits and GTO tags to, if any."
     )
+    tfx_env: Path = Field(default=PROJECT_DIR / ".venv-tfx",
+                          description="The Python 3.10 TFX environment built by `make setup`.")
     ts_host: str = "127.0.0.1"
     ts_inference_port: int = 8380
     ts_management_port: int = 8381

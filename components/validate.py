@@ -9,9 +9,11 @@ Three tables are validated, each a plain DataFrame derived from the manifest:
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
+import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +23,10 @@ import pandas as pd
 from components.atomic import atomic_dir, write_json
 from components.data import MANIFEST, read_data_info
 from components.errors import DataValidationError
+from components.settings import PROJECT_DIR, Settings
 from pipelines.spec import TaskSpec
+
+SCHEMAS_DIR = PROJECT_DIR / "pipelines" / "schemas"
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 
@@ -138,4 +143,61 @@ def validate_dataset(spec: TaskSpec, data_dir: Path, out_dir: Path) -> Validatio
             f"dataset {spec.dataset.name} failed validation ({len(failures)} expectation(s)): "
             + " | ".join(failures) + f" — see {result.data_docs}"
         )
+    return result
+
+
+@dataclass(frozen=True)
+class TfxResult:
+    success: bool
+    report: Path
+    anomalies: list[str]
+    drift: list[str]
+    baseline: str | None
+
+
+def _baselines(settings: Settings, task: str) -> Path:
+    return settings.home / "tfx" / task
+
+
+def validate_with_tfx(spec: TaskSpec, data_dir: Path, out_dir: Path, settings: Settings) -> TfxResult:
+    """Run ``components.tfx_validate`` in the TFX environment; raise if it finds anomalies or drift.
+
+    Drift is measured against the statistics of the last dataset version that passed; a version
+    that passes becomes the next baseline. The curated schema is ``pipelines/schemas/<task>/schema.pbtxt``;
+    without one, SchemaGen infers a schema (written to the run for review).
+    """
+    python = settings.tfx_env / "bin" / "python"
+    if not python.exists():
+        raise DataValidationError(f"the TFX environment {settings.tfx_env} is missing: run `make setup`")
+    version = read_data_info(data_dir)["dataset_version"]
+    store = _baselines(settings, spec.name)
+    accepted = json.loads((store / "accepted.json").read_text()) if (store / "accepted.json").exists() else []
+    previous = next((v for v in reversed(accepted) if v != version), None)
+    schema = SCHEMAS_DIR / spec.name / "schema.pbtxt"
+    with atomic_dir(out_dir) as tmp:
+        command = [str(python), "-m", "components.tfx_validate", "--manifest", str(data_dir / MANIFEST),
+                   "--out", str(tmp), "--label-linf", str(spec.dataset.drift.label_linf),
+                   "--js-threshold", str(spec.dataset.drift.numeric_js)]
+        if schema.exists():
+            command += ["--schema", str(schema)]
+        if previous:
+            command += ["--previous-stats", str(store / f"{previous}.pb")]
+        with open(tmp / "tfx.log", "w") as log:
+            proc = subprocess.run(command, cwd=tmp, stdout=log, stderr=subprocess.STDOUT, timeout=900,
+                                  env={**os.environ, "PYTHONPATH": str(PROJECT_DIR), "TF_CPP_MIN_LOG_LEVEL": "2"})
+        if proc.returncode != 0:
+            tail = (tmp / "tfx.log").read_text().strip().splitlines()[-1:]
+            raise DataValidationError(f"the TFX validation pipeline failed (exit {proc.returncode}): {tail}; "
+                                      f"log: {out_dir / 'tfx.log'}")
+        report = json.loads((tmp / "tfx_report.json").read_text())
+        shutil.rmtree(tmp / "tfx" / "examples", ignore_errors=True)  # a copy of the data; the stats stay
+    result = TfxResult(report["success"], out_dir / "tfx_report.json", report["anomalies"], report["drift"], previous)
+    if not result.success:
+        raise DataValidationError(
+            f"dataset {spec.dataset.name} failed TFX validation: " + " | ".join(result.anomalies + result.drift)
+            + f" — see {result.report}")
+    store.mkdir(parents=True, exist_ok=True)
+    shutil.copy(out_dir / "statistics.pb", store / f"{version}.pb")
+    if not accepted or accepted[-1] != version:
+        write_json(store / "accepted.json", [*accepted, version])
     return result

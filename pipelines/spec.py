@@ -30,6 +30,11 @@ class ImageSpec(_Strict):
     mode: Literal["L"] = "L"
 
 
+class DriftSpec(_Strict):
+    label_linf: float = Field(default=0.1, gt=0, le=1, description="L-infinity bound on the label distribution.")
+    numeric_js: float = Field(default=0.1, gt=0, le=1, description="Jensen-Shannon bound on numeric features.")
+
+
 class DatasetSpec(_Strict):
     name: str
     path: str = Field(description="Image-folder root, <path>/<label>/<n>.png; relative to the project.")
@@ -41,6 +46,7 @@ class DatasetSpec(_Strict):
     min_per_class: int = Field(default=10, ge=1)
     test_fraction: float = Field(default=0.2, gt=0, lt=1)
     split_seed: int = 0
+    drift: DriftSpec = DriftSpec()
 
 
 class ModelSpec(_Strict):

@@ -77,10 +77,12 @@ def _data(spec: TaskSpec, run: Path, settings: Settings) -> dict:
 
 
 def _validate(spec: TaskSpec, run: Path, settings: Settings) -> dict:
-    from components.validate import validate_dataset
+    from components.validate import validate_dataset, validate_with_tfx
 
     result = validate_dataset(spec, run / "data", run / "validate")
-    return {"success": result.success, "data_docs": str(result.data_docs)}
+    tfx = validate_with_tfx(spec, run / "data", run / "tfx", settings)
+    return {"success": result.success and tfx.success, "data_docs": str(result.data_docs),
+            "tfx_report": str(tfx.report), "drift_baseline": tfx.baseline}
 
 
 def _train(spec: TaskSpec, run: Path, settings: Settings) -> dict:
@@ -114,7 +116,9 @@ def _gate(spec: TaskSpec, run: Path, settings: Settings) -> dict:
     gate = evaluate_gate(spec.gate, load_predictor(run / "train"), onnx_predictor(run / "optimize" / "model.onnx"),
                          images, labels, champion)
     optimize_info = json.loads((run / "optimize" / "optimize.json").read_text())
-    notes = {"tensorrt": "skipped: " + optimize_info["tensorrt"]["skipped"]} if "skipped" in optimize_info["tensorrt"] else {}
+    trt = optimize_info["tensorrt"]
+    notes = {"tensorrt": f"skipped: {trt['skipped']}" if "skipped" in trt
+             else f"converted ({trt['precision']}): {trt['converted']}"}
     result = write_gate(spec.name, gate, notes, run / "gate")
     return {"passed": result.passed, "failed_checks": result.failed_checks, "report": str(result.report),
             "accuracy": gate["metrics"]["accuracy_optimized"]}
@@ -134,20 +138,38 @@ def _register(spec: TaskSpec, run: Path, settings: Settings) -> dict:
     if not gate_passed(run):
         raise GateFailed(f"run {run.name} has not passed the gate ({run / 'gate' / 'gate.json'}): refusing to register")
     model = run / "optimize" / "model.onnx"
+    framework = json.loads((run / "train" / "metrics.json").read_text())["framework"]
+    registry = ModelRegistry(settings)
 
     def build(version: str, dest: Path) -> None:
         copy_file(model, dest / "model.onnx")
         build_mar(spec.name, version, model, spec.dataset.classes, dest / "model.mar")
         for name in ("gate.json", "gate.md", "gate.png"):
             copy_file(run / "gate" / name, dest / name)
+        if framework == "tensorflow":
+            _tfserving_artifacts(spec.name, version, run / "train" / "saved_model", dest / "tfserving",
+                                 registry.stage_version(spec.name, "production"))
 
-    metadata = {"run_id": run.name, "framework": json.loads((run / "train" / "metrics.json").read_text())["framework"],
+    metadata = {"run_id": run.name, "framework": framework,
                 "dataset_md5": read_data_info(run / "data")["dataset_md5"], "spec": spec.model_dump(mode="json")}
-    registration = ModelRegistry(settings).register(spec.name, build, metadata)
+    registration = registry.register(spec.name, build, metadata)
     summary = {"version": registration.version, "tag": registration.tag, "commit": registration.commit,
                "mar": str(registration.artifacts_dir / "model.mar")}
     write_json(run / "register" / "registration.json", summary)
     return summary
+
+
+def _tfserving_artifacts(name: str, version: str, saved_model: Path, base: Path, production: str | None) -> None:
+    """TF Serving's model base path and models.config: the new version is ``canary`` beside the
+    production version as ``stable`` (the serving pod fetches both), or ``stable`` when it is the first."""
+    from components.atomic import write_text
+    from components.deploy.tfserving import parse_models_config, render_models_config, write_model_base
+
+    write_model_base(saved_model, base, name, version)
+    labels = {"stable": production, "canary": version} if production and production != version else {"stable": version}
+    config = render_models_config(name, f"/models/{name}", labels)
+    parse_models_config(config)
+    write_text(base / "models.config", config)
 
 
 def _deploy(spec: TaskSpec, run: Path, settings: Settings) -> dict:

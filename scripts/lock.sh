@@ -1,15 +1,26 @@
 #!/usr/bin/env bash
-# make lock: resolve requirements/main.in with pip in a scratch venv and write requirements/main.lock.
+# make lock: re-resolve both environments.
+#   requirements/main.in → main.lock with pip (Python 3.11; pip takes torch's CPU wheel from the machine's disk)
+#   requirements/tfx.in  → tfx.lock with uv (Python 3.10; pip backtracks for over 13 minutes on TFX)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 python3.11 -m venv "$scratch/venv"
-"$scratch/venv/bin/pip" install -r requirements/main.in 2>&1 | { grep -v "^WARNING: Location 'file://" || true; }
-"$scratch/venv/bin/pip" check
+pip="$scratch/venv/bin/pip"
+# The metapackage first, so tensorflow-serving-api's "tensorflow" requirement resolves to tensorflow-cpu.
+"$pip" install --no-build-isolation requirements/shims/tensorflow 2>&1 | { grep -v "^WARNING: Location 'file://" || true; }
+"$pip" install -r requirements/main.in 2>&1 | { grep -v "^WARNING: Location 'file://" || true; }
+"$pip" check
 {
   echo "# Fully pinned Python 3.11 environment, resolved from main.in by pip (see 'make lock')."
   echo "# torch is the CPU wheel on disk: pin it exactly, never a range (a range pulls a CUDA build)."
-  "$scratch/venv/bin/pip" freeze --all --exclude-editable | grep -v '^pip==' | sed 's/^torch==2.13.0+cpu$/torch==2.13.0/'
+  echo "# The 'tensorflow' metapackage (requirements/shims/tensorflow) is installed beside this lock by make setup."
+  "$pip" freeze --all --exclude-editable | grep -v '^pip==' | grep -v '^tensorflow @ ' \
+    | sed 's/^torch==2.13.0+cpu$/torch==2.13.0/'
 } > requirements/main.lock
-echo "wrote requirements/main.lock"
+"$scratch/venv/bin/uv" pip compile -q requirements/tfx.in --python-version 3.10 \
+  --python-platform x86_64-unknown-linux-gnu -o "$scratch/tfx.lock"
+{ echo "# Fully pinned TFX environment (Python 3.10), resolved by uv from tfx.in (see 'make lock')."; cat "$scratch/tfx.lock"; } \
+  > requirements/tfx.lock
+echo "wrote requirements/main.lock and requirements/tfx.lock"

@@ -1,32 +1,52 @@
 #!/usr/bin/env bash
-# Build (or reuse) the Python 3.11 environment described by requirements/main.lock.
-#
-# Environments live outside the clone, keyed by the lock's hash, so a fresh clone or a CI run
-# reuses the one built before and a changed lock builds a new one. `.venv` links to it.
+# Build (or reuse) Relay's two pinned environments:
+#   .venv      Python 3.11, requirements/main.lock (pip) + the tensorflow→tensorflow-cpu metapackage
+#   .venv-tfx  Python 3.10, requirements/tfx.lock (uv; TFX 1.16 has no Python 3.11 wheels here)
+# Environments live outside the clone, keyed by their lock's hash, so a fresh clone or a CI run
+# reuses what was built before and a changed lock builds a new one. A completion marker makes a
+# half-built environment (an interrupted run) get rebuilt.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-lock="$root/requirements/main.lock"
-python=${RELAY_PYTHON:-python3.11}
 cache=${RELAY_VENV_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/relay/venvs}
-
-key=$({ cat "$lock"; "$python" -c 'import sys; print(sys.version)'; } | sha256sum | cut -c1-16)
-venv="$cache/main-$key"
-
+python_main=${RELAY_PYTHON:-python3.11}
+python_tfx=${RELAY_TFX_PYTHON:-$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")/versions/3.10.13/bin/python}
 mkdir -p "$cache"
-exec 9>"$cache/.main.lock"
-flock 9  # two clones setting up at once must not build the same venv twice
+exec 9>"$cache/.setup.lock"
+flock 9  # two clones setting up at once must not build the same environment twice
 
-if [ ! -f "$venv/.relay-complete" ]; then
-  echo "setup: building $venv from requirements/main.lock (a few minutes, once per lock)"
-  rm -rf "$venv"  # a half-built venv from an interrupted run
-  "$python" -m venv "$venv"
-  # pip prints one warning per package for the machine's unused file:// indexes; hide only those.
-  "$venv/bin/pip" install --no-deps --disable-pip-version-check -r "$lock" 2>&1 \
-    | { grep -v "^WARNING: Location 'file://" || true; }
-  "$venv/bin/pip" check
-  touch "$venv/.relay-complete"
+hide_index_noise() { grep -v "^WARNING: Location 'file://" || true; }  # the machine's unused file:// indexes
+
+key() {  # key PYTHON FILE... : hash of the files and the interpreter version
+  local python=$1; shift
+  { cat "$@"; "$python" -c 'import sys; print(sys.version)'; } | sha256sum | cut -c1-16
+}
+
+main_venv="$cache/main-$(key "$python_main" requirements/main.lock requirements/shims/tensorflow/pyproject.toml)"
+cd "$root"
+if [ ! -f "$main_venv/.relay-complete" ]; then
+  echo "setup: building $main_venv from requirements/main.lock (a few minutes, once per lock)"
+  rm -rf "$main_venv"
+  "$python_main" -m venv "$main_venv"
+  "$main_venv/bin/pip" install --no-deps --disable-pip-version-check -r requirements/main.lock 2>&1 | hide_index_noise
+  "$main_venv/bin/pip" install --no-deps --no-build-isolation --disable-pip-version-check \
+    requirements/shims/tensorflow 2>&1 | hide_index_noise
+  "$main_venv/bin/pip" check
+  touch "$main_venv/.relay-complete"
 fi
+ln -sfn "$main_venv" "$root/.venv"
 
-ln -sfn "$venv" "$root/.venv"
-echo "setup: .venv -> $venv"
+if [ ! -x "$python_tfx" ]; then
+  echo "setup: Python 3.10 not found at $python_tfx (set RELAY_TFX_PYTHON); TFX validation needs it" >&2
+  exit 1
+fi
+tfx_venv="$cache/tfx-$(key "$python_tfx" requirements/tfx.lock)"
+if [ ! -f "$tfx_venv/.relay-complete" ]; then
+  echo "setup: building $tfx_venv from requirements/tfx.lock with uv (a few minutes, once per lock)"
+  rm -rf "$tfx_venv"
+  "$main_venv/bin/uv" venv -q --python "$python_tfx" "$tfx_venv"
+  "$main_venv/bin/uv" pip sync -q --python "$tfx_venv/bin/python" requirements/tfx.lock
+  touch "$tfx_venv/.relay-complete"
+fi
+ln -sfn "$tfx_venv" "$root/.venv-tfx"
+echo "setup: .venv -> $main_venv; .venv-tfx -> $tfx_venv"

@@ -6,9 +6,15 @@ and ReLU, then one 2x2 max-pool, a hidden dense layer with ReLU, and a linear la
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
+from components.atomic import write_json
 from pipelines.spec import TaskSpec
+
+ARCHITECTURE_FILE = "architecture.json"
 
 
 @dataclass(frozen=True)
@@ -28,6 +34,14 @@ class Architecture:
             hidden_units=spec.model.hidden_units,
             num_classes=len(spec.dataset.classes),
         )
+
+    def save(self, model_dir: Path) -> None:
+        write_json(model_dir / ARCHITECTURE_FILE, dataclasses.asdict(self))
+
+    @classmethod
+    def load(cls, model_dir: Path) -> Architecture:
+        data = json.loads((model_dir / ARCHITECTURE_FILE).read_text())
+        return cls(**{**data, "conv_channels": tuple(data["conv_channels"])})
 
     @property
     def flat_features(self) -> int:

@@ -31,7 +31,20 @@ def _exporter(framework: str):
         from components.optimize.torch_onnx import export_onnx
 
         return export_onnx
+    if framework == "tensorflow":
+        from components.optimize.tf_onnx import export_onnx
+
+        return export_onnx
     raise RelayError(f"no ONNX exporter for framework '{framework}'")
+
+
+def _tensorrt(framework: str, train_dir: Path, target: Path) -> dict:
+    if framework != "tensorflow":
+        return {"skipped": "TF-TRT applies to TensorFlow models only"}
+    from components.optimize.tensorrt import convert_tftrt
+    from components.train.keras_train import SAVED_MODEL
+
+    return convert_tftrt(train_dir / SAVED_MODEL, target)
 
 
 def optimize_model(spec: TaskSpec, train_dir: Path, data_dir: Path, out_dir: Path) -> OptimizeResult:
@@ -55,6 +68,6 @@ def optimize_model(spec: TaskSpec, train_dir: Path, data_dir: Path, out_dir: Pat
         write_json(tmp / "optimize.json", {
             "framework": framework, "exporter": spec.optimize.exporter, "quantize": spec.optimize.quantize,
             "conversion_seconds": seconds,
-            "tensorrt": {"skipped": "TF-TRT applies to TensorFlow models only"},
+            "tensorrt": _tensorrt(framework, train_dir, tmp / "tftrt_saved_model"),
         })
     return OptimizeResult(out_dir / OPTIMIZED, seconds, spec.optimize.quantize == "int8")

@@ -29,10 +29,11 @@ def _framework_module(framework: str):
         from components.train import torch_train
 
         return torch_train
-    raise RelayError(
-        f"framework '{framework}' cannot train yet: only 'pytorch' is implemented; "
-        "set framework: pytorch in the spec or the run parameters"
-    )
+    if framework == "tensorflow":
+        from components.train import keras_train
+
+        return keras_train
+    raise RelayError(f"unknown framework '{framework}': use pytorch or tensorflow")
 
 
 def train_model(spec: TaskSpec, data_dir: Path, out_dir: Path) -> TrainResult:

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import time
 from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
-from rich.progress import Progress
 from torch import nn
 
 from components.atomic import atomic_dir, write_json
 from components.data import load_split
 from components.models.architecture import Architecture
 from components.models.torch_cnn import build_torch_model
+from components.train.tracking import epoch_log
 from pipelines.spec import TaskSpec
 
 WEIGHTS = "model.pt"
@@ -37,8 +35,6 @@ def _accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> f
 
 def train(spec: TaskSpec, data_dir: Path, out_dir: Path):
     """Train the small CNN; write weights, architecture, metrics and dvclive logs to ``out_dir``."""
-    from dvclive import Live
-
     from components.train import TrainResult
 
     cfg = spec.training
@@ -59,11 +55,8 @@ def train(spec: TaskSpec, data_dir: Path, out_dir: Path):
 
     with atomic_dir(out_dir) as tmp:
         started = time.perf_counter()
-        with Live(dir=str(tmp / "dvclive"), save_dvc_exp=False, dvcyaml=None, report=None) as live, \
-                Progress(transient=False) as progress:
-            live.log_params({"framework": "pytorch", "precision": cfg.precision, "device": device.type,
-                             **cfg.model_dump()})
-            bar = progress.add_task(f"train {spec.name} (pytorch, {cfg.precision})", total=cfg.epochs)
+        params = {"framework": "pytorch", "precision": cfg.precision, "device": device.type, **cfg.model_dump()}
+        with epoch_log(tmp, f"train {spec.name} (pytorch, {cfg.precision})", cfg.epochs, params) as log:
             for epoch in range(cfg.epochs):
                 model.train()
                 order = torch.randperm(len(x_train), generator=generator).to(device)
@@ -76,17 +69,13 @@ def train(spec: TaskSpec, data_dir: Path, out_dir: Path):
                     scaler.scale(loss).backward()
                     scaler.step(optimizer)
                     scaler.update()
-                    total_loss += float(loss) * len(batch)
-                live.log_metric("train/loss", total_loss / len(order))
-                live.log_metric("train/accuracy", _accuracy(model, x_train, y_train))
-                live.log_metric("test/accuracy", _accuracy(model, x_test, y_test))
-                live.next_step()
-                progress.update(bar, advance=1, description=f"train {spec.name} epoch {epoch + 1}/{cfg.epochs} "
-                                                            f"loss {total_loss / len(order):.3f}")
+                    total_loss += float(loss.detach()) * len(batch)
+                log.epoch(epoch, total_loss / len(order), _accuracy(model, x_train, y_train),
+                          _accuracy(model, x_test, y_test))
         seconds = time.perf_counter() - started
         test_accuracy = _accuracy(model, x_test, y_test)
         torch.save(model.cpu().state_dict(), tmp / WEIGHTS)
-        write_json(tmp / "architecture.json", dataclasses.asdict(arch))
+        arch.save(tmp)
         write_json(tmp / "metrics.json", {
             "framework": "pytorch", "device": device.type, "precision": cfg.precision,
             "epochs": cfg.epochs, "train_seconds": seconds, "samples_per_second": cfg.epochs * len(x_train) / seconds,
@@ -97,9 +86,7 @@ def train(spec: TaskSpec, data_dir: Path, out_dir: Path):
 
 def load_model(model_dir: Path) -> nn.Module:
     """Rebuild the trained model on the CPU in eval mode."""
-    arch = Architecture(**{k: tuple(v) if isinstance(v, list) else v
-                           for k, v in json.loads((model_dir / "architecture.json").read_text()).items()})
-    model = build_torch_model(arch)
+    model = build_torch_model(Architecture.load(model_dir))
     model.load_state_dict(torch.load(model_dir / WEIGHTS, map_location="cpu", weights_only=True))
     return model.eval()
 

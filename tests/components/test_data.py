@@ -36,8 +36,9 @@ def test_fresh_generation_reproduces_the_committed_dvc_hash(tmp_path):
 def test_manifest_describes_every_image(small_dataset):
     manifest, counts = build_manifest(small_dataset, 0.2, 0)
     assert len(manifest) == 300 and set(counts.values()) == {30}
-    assert list(manifest.columns) == ["path", "label", "width", "height", "mode", "bytes", "content_hash",
-                                      "readable", "split"]
+    assert list(manifest.columns) == ["path", "label", "width", "height", "mode", "bytes", "mean_intensity",
+                                      "content_hash", "readable", "split"]
+    assert manifest["mean_intensity"].between(0, 1).all()
     assert manifest["readable"].all() and set(manifest["width"]) == {8} and set(manifest["mode"]) == {"L"}
 
 

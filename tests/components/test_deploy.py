@@ -1,8 +1,5 @@
 """Deploying to the local TorchServe: new version beside the old, smoke test, then default."""
 
-import dataclasses
-import json
-
 import pytest
 import torch
 
@@ -35,7 +32,7 @@ def _untrained_onnx(spec, tmp_path):
     arch = Architecture.from_spec(spec)
     torch.manual_seed(123)
     torch.save(build_torch_model(arch).state_dict(), train_dir / "model.pt")
-    (train_dir / "architecture.json").write_text(json.dumps(dataclasses.asdict(arch)))
+    arch.save(train_dir)
     return export_onnx(train_dir, tmp_path / "untrained.onnx", spec)
 
 

@@ -1,0 +1,39 @@
+"""Keras → ONNX. ONNX Runtime has no bf16 Conv kernel, so a model trained under a mixed policy is
+first rebuilt under float32 and given the trained weights."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pipelines.spec import TaskSpec
+
+
+def float32_copy(train_dir: Path):
+    """The trained Keras model rebuilt under the float32 policy with the trained weights."""
+    import keras
+
+    from components.models.architecture import Architecture
+    from components.models.keras_cnn import build_keras_model
+    from components.train.keras_train import KERAS_FILE
+
+    trained = keras.models.load_model(train_dir / KERAS_FILE)
+    model = build_keras_model(Architecture.load(train_dir), "float32")
+    model.set_weights([weight.astype("float32") for weight in trained.get_weights()])
+    return model
+
+
+def export_onnx(train_dir: Path, target: Path, spec: TaskSpec) -> Path:
+    """Export the trained Keras model to ``target`` with tf2onnx (opset 18, dynamic batch)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+    import tf2onnx
+
+    from components.onnx_runtime import INPUT_NAME
+
+    model = float32_copy(train_dir)
+    signature = [tf.TensorSpec((None, 1, spec.dataset.image.height, spec.dataset.image.width), tf.float32,
+                               name=INPUT_NAME)]
+    function = tf.function(lambda image: model(image, training=False), input_signature=signature)
+    tf2onnx.convert.from_function(function, input_signature=signature, opset=18, output_path=str(target))
+    return target
