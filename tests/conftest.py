@@ -126,3 +126,17 @@ def trained_run(tmp_path_factory, digits_spec, small_dataset):
     train_model(spec, run / "data", run / "train")
     optimize_model(spec, run / "train", run / "data", run / "optimize")
     return spec, run
+
+
+@pytest.fixture(scope="session")
+def keras_run(trained_run, tmp_path_factory):
+    """The shared small run, trained again with Keras (mixed_bfloat16 on this CPU)."""
+    from components.optimize import optimize_model
+    from components.train import train_model
+
+    spec, source = trained_run
+    spec = spec.model_copy(update={"framework": "tensorflow"})
+    run = tmp_path_factory.mktemp("keras-run")
+    train_model(spec, source / "data", run / "train")
+    optimize_model(spec, run / "train", source / "data", run / "optimize")
+    return spec, source / "data", run

@@ -28,3 +28,13 @@ def build_keras_model(arch: Architecture, dtype_policy: str | None = None) -> ke
     x = keras.layers.Dense(arch.hidden_units, activation="relu", dtype=policy)(x)
     outputs = keras.layers.Dense(arch.num_classes, dtype="float32", name=OUTPUT_NAME)(x)
     return keras.Model(inputs, outputs, name="small_cnn")
+
+
+def as_float32(model: keras.Model, arch: Architecture) -> keras.Model:
+    """The same model rebuilt under the float32 policy with ``model``'s weights.
+
+    ONNX Runtime has no bf16 Conv kernel and TF Serving CPUs rarely have fast bf16, so exports use this.
+    """
+    copy = build_keras_model(arch, "float32")
+    copy.set_weights([weight.astype("float32") for weight in model.get_weights()])
+    return copy

@@ -14,13 +14,10 @@ def float32_copy(train_dir: Path):
     import keras
 
     from components.models.architecture import Architecture
-    from components.models.keras_cnn import build_keras_model
+    from components.models.keras_cnn import as_float32
     from components.train.keras_train import KERAS_FILE
 
-    trained = keras.models.load_model(train_dir / KERAS_FILE)
-    model = build_keras_model(Architecture.load(train_dir), "float32")
-    model.set_weights([weight.astype("float32") for weight in trained.get_weights()])
-    return model
+    return as_float32(keras.models.load_model(train_dir / KERAS_FILE), Architecture.load(train_dir))
 
 
 def export_onnx(train_dir: Path, target: Path, spec: TaskSpec) -> Path:

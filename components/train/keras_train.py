@@ -35,7 +35,7 @@ def train(spec: TaskSpec, data_dir: Path, out_dir: Path):
     import keras
     import tensorflow as tf
 
-    from components.models.keras_cnn import build_keras_model
+    from components.models.keras_cnn import as_float32, build_keras_model
     from components.train import TrainResult
 
     cfg = spec.training
@@ -66,7 +66,7 @@ def train(spec: TaskSpec, data_dir: Path, out_dir: Path):
         seconds = time.perf_counter() - started
         test_accuracy = _accuracy(model, x_test, y_test)
         model.save(tmp / KERAS_FILE)
-        reload_diff = export_saved_model(model, tmp / SAVED_MODEL, x_test[:64])
+        reload_diff = export_saved_model(as_float32(model, arch), tmp / SAVED_MODEL, x_test[:64])
         arch.save(tmp)
         write_json(tmp / "metrics.json", {
             "framework": "tensorflow", "device": "gpu" if gpu else "cpu", "precision": cfg.precision,
@@ -78,18 +78,15 @@ def train(spec: TaskSpec, data_dir: Path, out_dir: Path):
 
 
 def export_saved_model(model, target: Path, probe: np.ndarray) -> float:
-    """Export a SavedModel with a ``serving_default`` signature keyed ``image``; verify a reload.
-
-    Returns the max absolute difference between the reloaded signature's and the model's outputs,
-    and raises if the reloaded model does not reproduce them.
-    """
+    """Export ``model`` (float32) as a SavedModel whose ``serving_default`` signature takes ``image``;
+    reload it and check it reproduces the model's outputs exactly. Returns the max absolute difference."""
     import tensorflow as tf
 
     model.export(str(target), format="tf_saved_model", verbose=False)
     serving = tf.saved_model.load(str(target)).signatures["serving_default"]
     reloaded = next(iter(serving(image=tf.constant(probe)).values())).numpy()
     diff = float(np.abs(reloaded - np.asarray(model(probe, training=False))).max())
-    if diff > 1e-5:
+    if diff != 0.0:
         raise RuntimeError(f"the SavedModel at {target} does not reproduce the model (max diff {diff})")
     return diff
 

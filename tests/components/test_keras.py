@@ -3,24 +3,12 @@
 import json
 
 import numpy as np
-import pytest
 
 from components.data import load_split
 from components.models.architecture import Architecture
 from components.onnx_runtime import onnx_predictor
 from components.optimize import optimize_model
-from components.train import load_predictor, train_model
-
-
-@pytest.fixture(scope="module")
-def keras_run(trained_run, tmp_path_factory):
-    """The shared small run, trained again with Keras (mixed_bfloat16 on this CPU)."""
-    spec, source = trained_run
-    spec = spec.model_copy(update={"framework": "tensorflow"})
-    run = tmp_path_factory.mktemp("keras-run")
-    train_model(spec, source / "data", run / "train")
-    optimize_model(spec, run / "train", source / "data", run / "optimize")
-    return spec, source / "data", run
+from components.train import load_predictor
 
 
 def test_same_architecture_as_pytorch(digits_spec):
@@ -50,9 +38,13 @@ def test_saved_model_reload_is_identical_and_keyed_image(keras_run):
     assert json.loads((run / "train" / "metrics.json").read_text())["saved_model_reload_max_abs_diff"] == 0.0
     serving = tf.saved_model.load(str(run / "train" / "saved_model")).signatures["serving_default"]
     assert list(serving.structured_input_signature[1]) == ["image"]
+    from components.optimize.tf_onnx import float32_copy
+
     images, _, _ = load_split(data, "test", spec.dataset.classes)
     reloaded = next(iter(serving(image=tf.constant(images)).values())).numpy()
-    assert np.array_equal(reloaded, load_predictor(run / "train")(images))
+    # The SavedModel holds the trained weights in float32 (the bf16 policy is for training only).
+    assert np.array_equal(reloaded, np.asarray(float32_copy(run / "train")(images, training=False)))
+    assert (reloaded.argmax(1) == load_predictor(run / "train")(images).argmax(1)).mean() >= 0.99
 
 
 def test_bf16_model_exports_to_fp32_onnx_within_tolerance(keras_run):
@@ -63,7 +55,8 @@ def test_bf16_model_exports_to_fp32_onnx_within_tolerance(keras_run):
     spec, data, run = keras_run
     model_path = run / "optimize" / "model.onnx"
     graph = onnx.load(str(model_path)).graph
-    assert {t.elem_type for t in graph.initializer} == {onnx.TensorProto.FLOAT}  # no bf16 left for ORT to reject
+    types = {t.data_type for t in graph.initializer}
+    assert onnx.TensorProto.FLOAT in types and onnx.TensorProto.BFLOAT16 not in types  # nothing for ORT to reject
     images, _, _ = load_split(data, "train", spec.dataset.classes)
     fp32, onnx_model = float32_copy(run / "train"), onnx_predictor(model_path)
     for batch in (images[:1], images[:64]):

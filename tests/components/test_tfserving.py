@@ -12,7 +12,6 @@ import pytest
 from components.deploy.tfserving import (TFServingClient, parse_models_config, render_models_config,
                                          servable_version, write_model_base)
 from components.data import load_split
-from tests.components.test_keras import keras_run  # noqa: F401  (module-scoped fixture)
 
 
 def test_servable_versions_are_monotonic_integers():
@@ -36,7 +35,7 @@ def test_bad_models_config_is_rejected():
         parse_models_config('model_config_list { config { name: "x" versions: 3 } }')
 
 
-def test_model_base_path_layout(keras_run, tmp_path):  # noqa: F811
+def test_model_base_path_layout(keras_run, tmp_path):
     _, _, run = keras_run
     target = write_model_base(run / "train" / "saved_model", tmp_path / "models", "digits", "v0.2.0")
     assert target == tmp_path / "models" / "digits" / "2000"
@@ -57,7 +56,7 @@ def test_rest_bodies_in_row_and_columnar_form():
         client.rest_body(images, "rows")
 
 
-def test_grpc_request_round_trips_and_fits_the_saved_model_signature(keras_run):  # noqa: F811
+def test_grpc_request_round_trips_and_fits_the_saved_model_signature(keras_run):
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2
 

@@ -5,7 +5,6 @@ import json
 import pytest
 import torch
 
-from components.errors import RelayError
 from components.models.architecture import Architecture
 from components.models.torch_cnn import build_torch_model
 from components.train import load_predictor, train_model
@@ -65,9 +64,3 @@ def test_predictor_reloads_the_trained_model(trained_run):
     logits = load_predictor(run / "train")(images)
     accuracy = (logits.argmax(1) == labels).mean()
     assert accuracy == pytest.approx(json.loads((run / "train" / "metrics.json").read_text())["test_accuracy"])
-
-
-def test_tensorflow_is_refused_with_a_clear_message(trained_run, tmp_path):
-    spec, run = trained_run
-    with pytest.raises(RelayError, match="framework 'tensorflow' cannot train yet"):
-        train_model(spec.model_copy(update={"framework": "tensorflow"}), run / "data", tmp_path / "tf")
