@@ -11,8 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
 from components.data import load_split
 from components.deploy.torchserve import TorchServe
@@ -92,6 +94,9 @@ def _broken_spec(root: Path, breakage: str, name: str) -> Path:
     elif breakage == "empty-class":
         for image in (dataset / "8").iterdir():
             image.unlink()
+    elif breakage == "inverted":  # same files, sizes and labels; white-on-black: the intensity distribution drifts
+        for image in dataset.rglob("*.png"):
+            Image.fromarray((255 - np.asarray(Image.open(image))).astype(np.uint8), mode="L").save(image)
     spec = yaml.safe_load((PROJECT / "pipelines" / "specs" / "digits.yaml").read_text())
     spec["dataset"]["path"] = str(dataset)
     path = root / f"{name}.yaml"
@@ -110,12 +115,13 @@ def test_broken_data_fails_validation_and_serving_stays(deployed, breakage):
     assert result.returncode == 0
     server = TorchServe(settings)
     default_before = server.default_version("digits")
+    versions_before = [v["version"] for v in ModelRegistry(settings).versions("digits")]
     broken = relay(["run", str(_broken_spec(root, breakage, f"cli-{breakage}"))], env)
     assert broken.returncode == 2
     assert "failed validation" in broken.stderr and EXPECTED[breakage] in " ".join(broken.stderr.split())
     assert "── train" not in broken.stdout  # stopped before training
-    assert server.default_version("digits") == default_before == "0.1.0"
-    assert [v["version"] for v in ModelRegistry(settings).versions("digits")] == ["v0.1.0"]
+    assert server.default_version("digits") == default_before is not None
+    assert [v["version"] for v in ModelRegistry(settings).versions("digits")] == versions_before
     assert _served_accuracy(settings, _heldout(run, 20)) >= 0.9
 
 
@@ -129,3 +135,35 @@ def test_broken_data_through_the_dag_stops_before_training(deployed):
     assert states["train"] == states["deploy"] == "upstream_failed"
     assert TorchServe(settings).default_version("digits") == "0.1.0"
     assert [v["version"] for v in ModelRegistry(settings).versions("digits")] == ["v0.1.0"]
+
+
+def test_tfx_drift_stops_the_run_and_serving_stays(deployed):
+    settings, env, result, root, run = deployed
+    server = TorchServe(settings)
+    default_before = server.default_version("digits")
+    drifted = relay(["run", str(_broken_spec(root, "inverted", "cli-inverted"))], env)
+    message = " ".join(drifted.stderr.split())
+    assert drifted.returncode == 2, drifted.stdout[-2000:]
+    assert "failed TFX validation" in message and "drift vs previous version: mean_intensity" in message
+    assert "── train" not in drifted.stdout
+    assert server.default_version("digits") == default_before
+
+
+def test_tensorflow_run_through_the_same_dag_is_served(deployed):
+    """framework=tensorflow as a run param: the same DAG trains Keras, gates, registers and serves it."""
+    settings, env, result, root, run = deployed
+    tf_run = relay(["dag-test", "digits", "--conf", '{"framework": "tensorflow"}'], env, timeout=900)
+    assert tf_run.returncode == 0, tf_run.stdout[-3000:] + tf_run.stderr[-3000:]
+    tf_dir = (settings.runs_dir / "digits" / "latest").resolve()
+    assert json.loads((tf_dir / "train" / "metrics.json").read_text())["framework"] == "tensorflow"
+    gate = json.loads((tf_dir / "gate" / "gate.json").read_text())
+    assert gate["passed"] and gate["notes"]["tensorrt"].startswith("skipped: ")
+
+    registry = ModelRegistry(settings)
+    newest = registry.versions("digits")[0]["version"]
+    assert json.loads(registry.read_file("digits", newest, "model.json"))["framework"] == "tensorflow"
+    artifacts = registry.path / "models" / "digits" / "artifacts" / "tfserving"
+    assert (artifacts / "models.config").is_file() and list(artifacts.glob("digits/*/saved_model.pb"))
+
+    assert TorchServe(settings).default_version("digits") == newest.removeprefix("v")
+    assert _served_accuracy(settings, _heldout(tf_dir, 40)) >= 0.9
