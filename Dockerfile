@@ -17,10 +17,13 @@ WORKDIR /opt/relay
 
 FROM base AS deps
 COPY requirements/main.lock requirements/main.lock
-# torch==2.13.0 is pinned exactly; the CPU build comes from PyTorch's CPU index.
+COPY requirements/shims requirements/shims
+# torch==2.13.0 is pinned exactly; the CPU build comes from PyTorch's CPU index. The shim makes
+# tensorflow-cpu satisfy tensorflow-serving-api's "tensorflow" requirement (one TensorFlow only).
 RUN python -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-deps --extra-index-url https://download.pytorch.org/whl/cpu \
       -r requirements/main.lock \
+ && /opt/venv/bin/pip install --no-deps --no-build-isolation requirements/shims/tensorflow \
  && /opt/venv/bin/pip check
 
 FROM base AS app

@@ -40,6 +40,10 @@ TARGETS = {  # key: (description, comparison, target)
     "onnx_vs_eager_b64": ("ONNX Runtime over eager PyTorch, batch 64", ">=", 5.0),
     "conversion_s": ("export + optimize wall time, s (cold process)", "<=", 3.0),
     "demo_s": ("make demo from a set-up environment, s", "<=", 240.0),
+    "tf_onnx_vs_keras_b1": ("ONNX Runtime over Keras model(x), batch 1", ">=", 5.0),
+    "tf_onnx_vs_keras_b64": ("ONNX Runtime over Keras model(x), batch 64", ">=", 5.0),
+    "tf_mixed_vs_fp32_step": ("Keras train step, mixed_bfloat16 over float32 (speed-up)", None, None),
+    "tfx_validate_s": ("TFX validation pipeline wall time excluding import, s", None, None),
 }
 
 
@@ -95,6 +99,43 @@ def measure_models(home: Path) -> dict[str, float]:
     }
 
 
+def measure_tensorflow(home: Path) -> dict[str, float]:
+    """The TensorFlow path on the default digits spec: latency vs Keras, mixed vs fp32 step, TFX time."""
+    import keras
+
+    from components.models.architecture import Architecture
+    from components.models.keras_cnn import build_keras_model
+    from components.validate import validate_with_tfx
+
+    settings = Settings(home=home)
+    run = start_run("digits", {"framework": "tensorflow"}, settings=settings)
+    for step in ("data", "train", "optimize"):
+        run_step(step, run, settings)
+    spec = run_spec(run)
+    tfx_report = validate_with_tfx(spec, run / "data", run / "tfx", settings).report
+    tfx_seconds = json.loads(tfx_report.read_text())["pipeline_seconds"]
+
+    images, labels, _ = load_split(run / "data", "test", spec.dataset.classes)
+    keras_model, onnx = load_predictor(run / "train"), onnx_predictor(run / "optimize" / "model.onnx")
+    b1_keras, b1_onnx = _interleaved(keras_model, onnx, images[:1], 300)
+    b64_keras, b64_onnx = _interleaved(keras_model, onnx, images[:64], 100)
+
+    step_ms = {}
+    batch_x, batch_y = images[:32], labels[:32]
+    for policy in ("mixed_bfloat16", "float32"):
+        model = build_keras_model(Architecture.from_spec(spec), policy)
+        model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        step_ms[policy] = p50_latency_ms(lambda x: model.train_on_batch(x, batch_y), batch_x, 200, warmup=20)
+    return {
+        "tf_onnx_vs_keras_b1": b1_keras / b1_onnx, "tf_onnx_vs_keras_b64": b64_keras / b64_onnx,
+        "keras_b1_ms": b1_keras, "tf_onnx_b1_ms": b1_onnx, "keras_b64_ms": b64_keras, "tf_onnx_b64_ms": b64_onnx,
+        "tf_mixed_vs_fp32_step": step_ms["float32"] / step_ms["mixed_bfloat16"],
+        "keras_step_ms_mixed_bfloat16": step_ms["mixed_bfloat16"], "keras_step_ms_float32": step_ms["float32"],
+        "tfx_validate_s": tfx_seconds,
+    }
+
+
 def measure_demo(home: Path) -> dict[str, float]:
     """Wall time of scripts/demo.sh (what `make demo` runs after setup), then stop its server."""
     env = _env(home)
@@ -114,6 +155,7 @@ def main() -> None:
     figures: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="relay-bench-") as tmp:
         figures.update(measure_models(Path(tmp) / "models"))
+        figures.update(measure_tensorflow(Path(tmp) / "tensorflow"))
         if not args.skip_demo:
             figures.update(measure_demo(Path(tmp) / "demo"))
 
@@ -122,7 +164,7 @@ def main() -> None:
         table.add_column(column)
     results = {}
     for key, value in figures.items():
-        description, op, target = TARGETS.get(key, (key, None, None))
+        description, op, target = TARGETS.get(key) or (key, None, None)
         met = None if op is None else (value >= target if op == ">=" else value <= target)
         results[key] = {"value": round(value, 4), "target": f"{op} {target}" if op else None, "met": met}
         table.add_row(description, key, f"{value:.3f}", results[key]["target"] or "(report)",
