@@ -81,6 +81,13 @@ class ModelRegistry:
         return self
 
     @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the registry lock and bring the clone up to date with its remote."""
+        with self._lock():
+            self._sync()
+            yield
+
+    @contextmanager
     def _lock(self) -> Iterator[None]:
         # Registrations on one machine queue here; across machines the remote rejects a stale push.
         with open(self.path / ".git" / "relay-registry.lock", "w") as handle:
@@ -195,14 +202,36 @@ class ModelRegistry:
 
     def assign(self, task: str, version: str, stage: str) -> None:
         """Assign ``stage`` to ``version`` with a GTO tag (and push it)."""
+        with self.locked():
+            self.push(self.assign_unlocked(task, version, stage))
+
+    def assign_unlocked(self, task: str, version: str, stage: str) -> list[str]:
+        """The GTO stage assignment alone; the caller holds ``locked()``. Returns the new tags."""
         import gto.api
 
-        with self._lock():
-            self._sync()
-            before = set(git(["tag", "--list"], self.path).split())
-            gto.api.assign(str(self.path), task, stage, version=version, author="Relay",
-                           author_email="relay@localhost")
-            self._push(sorted(set(git(["tag", "--list"], self.path).split()) - before))
+        before = set(git(["tag", "--list"], self.path).split())
+        # force: a rollback re-assigns a stage the version held before; each event gets its own tag.
+        gto.api.assign(str(self.path), task, stage, version=version, force=True, author="Relay",
+                       author_email="relay@localhost")
+        return sorted(set(git(["tag", "--list"], self.path).split()) - before)
+
+    def unassign_unlocked(self, task: str, version: str, stage: str) -> list[str]:
+        """Take ``stage`` away from ``version`` (a GTO unassignment tag); the caller holds ``locked()``."""
+        import gto.api
+
+        before = set(git(["tag", "--list"], self.path).split())
+        gto.api.unassign(str(self.path), task, version=version, stage=stage, author="Relay",
+                         author_email="relay@localhost")
+        return sorted(set(git(["tag", "--list"], self.path).split()) - before)
+
+    def push(self, tags: list[str]) -> None:
+        """Push the branch and ``tags`` to the remote, if there is one."""
+        self._push(tags)
+
+    def was_in_stage(self, task: str, version: str, stage: str) -> bool:
+        """Whether ``version`` was ever assigned ``stage`` (GTO tags ``task#stage#N`` on its commit)."""
+        commit = git(["rev-parse", f"{task}@{version}^{{commit}}"], self.path)
+        return bool(git(["tag", "--list", f"{task}#{stage}#*", "--points-at", commit], self.path))
 
     def read_file(self, task: str, version: str, name: str) -> str:
         """A git-tracked file of a version (``gate.json``, ``model.json``) as text."""

@@ -157,6 +157,35 @@ def dag_test(task: Annotated[str, typer.Argument(help="Task name.")],
         raise typer.Exit(1)
 
 
+@app.command()
+def promote(task: Annotated[str, typer.Argument(help="Task name.")],
+            version: Annotated[str, typer.Option(help="Registered version, e.g. v0.2.0.")],
+            to: Annotated[str, typer.Option("--to", help="staging | production.")]) -> None:
+    """Promote a registered version: GTO stage tag + a GitOps commit pinning it in the env's overlay."""
+    from components.promote import promote as promote_version
+
+    try:
+        result = promote_version(task, version, to)
+    except RelayError as error:
+        _fail(error)
+    console.print(f"{task} {result.version} → {to} (was {result.previous or 'nothing'}): commit {result.commit[:10]} "
+                  f"pins {result.overlay}. {result.live}", highlight=False)
+
+
+@app.command()
+def rollback(task: Annotated[str, typer.Argument(help="Task name.")],
+             env: Annotated[str, typer.Option(help="staging | production.")] = "production") -> None:
+    """Pin the version the environment ran before, with a new GitOps commit."""
+    from components.promote import rollback as rollback_env
+
+    try:
+        result = rollback_env(task, env)
+    except RelayError as error:
+        _fail(error)
+    console.print(f"{task} in {env}: {result.previous} → {result.version}, commit {result.commit[:10]}. "
+                  f"{result.live}", highlight=False)
+
+
 @serve_app.command("start")
 def serve_start() -> None:
     """Start the local TorchServe (127.0.0.1, token auth on) if it is not running."""

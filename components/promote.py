@@ -1,0 +1,130 @@
+"""GitOps promotion: a GTO stage assignment plus a commit that pins the version in the environment's
+kustomize overlay, pushed to the GitOps remote that Argo CD syncs. Rollback is a new commit.
+
+The GitOps repository is the model registry repository: the stage tag and the overlay commit that
+deploys it land in one history, and Argo CD watches ``k8s/<task>/overlays/<env>`` there. The base
+manifests come from this checkout's ``infra/k8s`` and are copied in on each promotion.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from components.errors import RelayError
+from components.registry import ModelRegistry, git
+from components.settings import PROJECT_DIR, Settings, get_settings
+
+ENVIRONMENTS = ("staging", "production")
+K8S_SOURCE = PROJECT_DIR / "infra" / "k8s"
+
+
+@dataclass(frozen=True)
+class Promotion:
+    task: str
+    env: str
+    version: str
+    previous: str | None
+    commit: str
+    overlay: Path
+    live: str
+
+
+def overlay_file(repo: Path, task: str, env: str) -> Path:
+    return repo / "k8s" / task / "overlays" / env / "kustomization.yaml"
+
+
+def pinned_version(kustomization: Path) -> str | None:
+    """The MODEL_VERSION an overlay file pins, or None."""
+    return pinned_version_text(kustomization.read_text()) if kustomization.is_file() else None
+
+
+def pinned_version_text(text: str) -> str | None:
+    """The MODEL_VERSION an overlay's text pins, or None."""
+    for generator in (yaml.safe_load(text) or {}).get("configMapGenerator", []):
+        for literal in generator.get("literals", []):
+            key, _, value = literal.partition("=")
+            if generator["name"] == "relay-model" and key == "MODEL_VERSION":
+                return value.split("#")[0].strip()
+    return None
+
+
+def _write_manifests(repo: Path, task: str, env: str, version: str, registry_url: str) -> Path:
+    """Copy the base and the environment's overlay into the GitOps repo, pinning task and version."""
+    target = repo / "k8s" / task
+    shutil.rmtree(target / "base", ignore_errors=True)
+    shutil.copytree(K8S_SOURCE / "base", target / "base")
+    base = yaml.safe_load((target / "base" / "kustomization.yaml").read_text())
+    for generator in base["configMapGenerator"]:
+        if generator["name"] == "relay-model":
+            generator["literals"] = [f"MODEL_TASK={task}", "MODEL_VERSION=v0.0.0", f"REGISTRY_URL={registry_url}"]
+    (target / "base" / "kustomization.yaml").write_text(yaml.safe_dump(base, sort_keys=False))
+
+    overlay = overlay_file(repo, task, env)
+    if not overlay.is_file():
+        overlay.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(K8S_SOURCE / "overlays" / env / "kustomization.yaml", overlay)
+    data = yaml.safe_load(overlay.read_text())
+    for generator in data["configMapGenerator"]:
+        if generator["name"] == "relay-model":
+            generator["literals"] = [f"MODEL_VERSION={version}"]
+    overlay.write_text(f"# Pinned by relay: {task} {version} in {env}. Argo CD syncs this overlay.\n"
+                       + yaml.safe_dump(data, sort_keys=False))
+    return overlay
+
+
+def _live_check(env: str) -> str:
+    # The pipeline never applies to a cluster; Argo CD does. Waiting on a rollout needs a kubeconfig.
+    return (f"no kubeconfig here: stopped after the commit; Argo CD applies it to relay-{env}")
+
+
+def promote(task: str, version: str, env: str, settings: Settings | None = None) -> Promotion:
+    """Pin ``version`` of ``task`` in ``env``: GTO assignment + overlay commit, pushed."""
+    if env not in ENVIRONMENTS:
+        raise RelayError(f"unknown environment '{env}': use one of {', '.join(ENVIRONMENTS)}")
+    registry = ModelRegistry(settings or get_settings()).ensure()
+    with registry.locked():
+        known = [row["version"] for row in registry.versions(task)]
+        if version not in known:
+            raise RelayError(f"{task} has no registered version {version}; registered: {', '.join(known) or 'none'}")
+        if not registry.gate(task, version)["passed"]:
+            raise RelayError(f"refusing to promote {task} {version}: its precision gate did not pass")
+        if env == "production" and not registry.was_in_stage(task, version, "staging"):
+            raise RelayError(f"refusing to promote {task} {version} to production: it never went to staging; "
+                             f"run `relay promote {task} --version {version} --to staging` first")
+        return _pin(registry, task, version, env, f"promote {task} {version} to {env}")
+
+
+def rollback(task: str, env: str, settings: Settings | None = None) -> Promotion:
+    """Pin the version ``env`` had before the current one, with a new commit (history is kept)."""
+    registry = ModelRegistry(settings or get_settings()).ensure()
+    with registry.locked():
+        overlay = overlay_file(registry.path, task, env)
+        current = pinned_version(overlay)
+        if current is None:
+            raise RelayError(f"nothing to roll back: {task} was never promoted to {env}")
+        relative = str(overlay.relative_to(registry.path))
+        for commit in git(["log", "--format=%H", "--", relative], registry.path).split():
+            text = git(["show", f"{commit}:{relative}"], registry.path)
+            earlier = pinned_version_text(text)
+            if earlier and earlier != current:
+                return _pin(registry, task, earlier, env, f"rollback {task} in {env} to {earlier} (from {current})")
+        raise RelayError(f"nothing to roll back: {env} has only ever run {task} {current}")
+
+
+def _pin(registry: ModelRegistry, task: str, version: str, env: str, message: str) -> Promotion:
+    overlay = overlay_file(registry.path, task, env)
+    previous = pinned_version(overlay)
+    tags = []
+    if previous and previous != version:  # one version per environment: the one the overlay pins
+        tags += registry.unassign_unlocked(task, previous, env)
+    tags += registry.assign_unlocked(task, version, env)
+    _write_manifests(registry.path, task, env, version, registry.remote or str(registry.path))
+    git(["add", "-A", "k8s"], registry.path)
+    git(["commit", "-q", "-m", message], registry.path)
+    registry.push(tags)
+    return Promotion(task, env, version, previous, git(["rev-parse", "HEAD"], registry.path), overlay,
+                     _live_check(env))

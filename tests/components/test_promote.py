@@ -1,0 +1,104 @@
+"""GitOps promotion and rollback against a bare git remote: GTO tags, commits and pinned overlays."""
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from components.errors import RelayError
+from components.gate import evaluate_gate, write_gate
+from components.promote import overlay_file, pinned_version, pinned_version_text, promote, rollback
+from components.registry import ModelRegistry, git
+from pipelines.spec import GateSpec
+from tests.conftest import make_settings
+
+
+def _gate_dir(tmp_path: Path, passed: bool) -> Path:
+    import numpy as np
+
+    images = np.random.default_rng(0).random((20, 1, 8, 8), dtype=np.float32)
+
+    def fast(x):
+        return x.reshape(len(x), -1)[:, :10]
+
+    def slow(x):
+        for _ in range(20):
+            fast(x).sum()
+        return fast(x)
+
+    labels = fast(images).argmax(1)
+    floor = 0.5 if passed else 1.01 - 1e-3  # an unreachable floor fails the gate
+    gate = evaluate_gate(GateSpec(latency_runs=20, min_accuracy=min(floor, 1.0)), slow, fast, images,
+                         labels if passed else (labels + 1) % 10)
+    target = tmp_path / ("gate-pass" if passed else "gate-fail")
+    write_gate("digits", gate, {}, target)
+    assert gate["passed"] is passed
+    return target
+
+
+@pytest.fixture
+def registry(tmp_path):
+    remote = tmp_path / "gitops.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(remote)], check=True)
+    settings = make_settings(tmp_path / "home", registry_remote=str(remote))
+    registry = ModelRegistry(settings)
+    for passed in (True, True, False):
+        gate = _gate_dir(tmp_path, passed)
+
+        def build(version, dest, gate=gate):
+            (dest / "model.onnx").write_bytes(b"onnx " + version.encode())
+            for report in gate.iterdir():
+                (dest / report.name).write_bytes(report.read_bytes())
+
+        registry.register("digits", build, {})
+    return registry
+
+
+def _remote_pin(registry, env):
+    text = git(["show", f"main:k8s/digits/overlays/{env}/kustomization.yaml"], Path(registry.remote))
+    return pinned_version_text(text)
+
+
+def test_promotion_path_refusals_and_rollback(registry):
+    settings = registry.settings
+    with pytest.raises(RelayError, match="never went to staging"):
+        promote("digits", "v0.1.0", "production", settings)
+    with pytest.raises(RelayError, match="precision gate did not pass"):
+        promote("digits", "v0.3.0", "staging", settings)
+    with pytest.raises(RelayError, match="no registered version v9.9.9"):
+        promote("digits", "v9.9.9", "staging", settings)
+    with pytest.raises(RelayError, match="nothing to roll back"):
+        rollback("digits", "production", settings)
+
+    staged = promote("digits", "v0.1.0", "staging", settings)
+    assert staged.previous is None and "Argo CD applies it" in staged.live
+    assert _remote_pin(registry, "staging") == "v0.1.0"
+    promote("digits", "v0.1.0", "production", settings)
+    promote("digits", "v0.2.0", "staging", settings)
+    live = promote("digits", "v0.2.0", "production", settings)
+    assert live.previous == "v0.1.0" and _remote_pin(registry, "production") == "v0.2.0"
+    assert registry.stage_version("digits", "production") == "v0.2.0"
+
+    back = rollback("digits", "production", settings)
+    assert (back.previous, back.version) == ("v0.2.0", "v0.1.0")
+    assert _remote_pin(registry, "production") == "v0.1.0"
+    assert registry.stage_version("digits", "production") == "v0.1.0"
+    history = git(["log", "--format=%s", "main", "--", "k8s/digits/overlays/production"], Path(registry.remote))
+    assert history.splitlines() == ["rollback digits in production to v0.1.0 (from v0.2.0)",
+                                    "promote digits v0.2.0 to production", "promote digits v0.1.0 to production"]
+    remote_tags = git(["tag", "--list", "digits#production#*"], Path(registry.remote)).split()
+    assert len(remote_tags) == 3
+    assert pinned_version(overlay_file(registry.path, "digits", "staging")) == "v0.2.0"
+
+
+def test_promoted_overlay_renders_with_kustomize(registry):
+    promote("digits", "v0.1.0", "staging", registry.settings)
+    rendered = subprocess.run(["kubectl", "kustomize", str(registry.path / "k8s" / "digits" / "overlays" / "staging")],
+                              capture_output=True, text=True, check=True).stdout
+    assert "MODEL_VERSION: v0.1.0" in rendered and "MODEL_TASK: digits" in rendered
+    assert f"REGISTRY_URL: {registry.remote}" in rendered and "namespace: relay-staging" in rendered
+
+
+def test_unknown_environment(registry):
+    with pytest.raises(RelayError, match="unknown environment 'qa'"):
+        promote("digits", "v0.1.0", "qa", registry.settings)
