@@ -6,13 +6,14 @@ by Airflow's JSON schema in the form and again by the spec model when the run st
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 from pathlib import Path
 
 from airflow.sdk import DAG, Param, task
 
 from pipelines.spec import TaskSpec, load_spec
-from pipelines.steps import run_step, start_run
+from pipelines.steps import STEPS, run_step, start_run
 
 
 def _params(spec: TaskSpec) -> dict[str, Param]:
@@ -40,9 +41,58 @@ def _step_task(name: str):
     return step
 
 
+def _pod_steps(spec: TaskSpec) -> dict[str, object]:
+    """RELAY_EXECUTION=kubernetes: every step is a pod running the exact CLI command `relay step NAME ...`
+    in the worker image. Run directories live on a shared volume mounted at RELAY_HOME in every pod."""
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+    from kubernetes.client import models as k8s
+
+    home = "/var/lib/relay"
+    run_dir = f"{home}/runs/{spec.name}/airflow-{{{{ run_id | replace(':', '-') | replace('+', '-') }}}}"
+    env = [k8s.V1EnvVar(name="RELAY_HOME", value=home), k8s.V1EnvVar(name="OMP_NUM_THREADS", value="2")]
+    env += [k8s.V1EnvVar(name=name, value=os.environ[name])
+            for name in ("RELAY_DVC_REMOTE", "RELAY_REGISTRY_REMOTE") if os.environ.get(name)]
+    volume = k8s.V1Volume(name="relay-home",
+                          persistent_volume_claim=k8s.V1PersistentVolumeClaimVolumeSource(claim_name="relay-home"))
+    mount = k8s.V1VolumeMount(name="relay-home", mount_path=home)
+    security = k8s.V1SecurityContext(run_as_non_root=True, run_as_user=10001, allow_privilege_escalation=False,
+                                     capabilities=k8s.V1Capabilities(drop=["ALL"]))
+
+    def resources(step: str) -> k8s.V1ResourceRequirements:
+        if step == "train":
+            limits = {"cpu": "4", "memory": "8Gi"}
+            if spec.training.accelerator == "gpu":
+                limits["nvidia.com/gpu"] = "1"
+            return k8s.V1ResourceRequirements(requests={"cpu": "2", "memory": "4Gi"}, limits=limits)
+        return k8s.V1ResourceRequirements(requests={"cpu": "500m", "memory": "1Gi"},
+                                          limits={"cpu": "2", "memory": "4Gi"})
+
+    operators = {}
+    for step in STEPS:
+        arguments = ["step", step, "--run-dir", run_dir]
+        if step == "data":
+            arguments += ["--task", spec.name, "--framework", "{{ params.framework }}",
+                          "--epochs", "{{ params.epochs }}"]
+        operators[step] = KubernetesPodOperator(
+            task_id=step, name=f"relay-{spec.name}-{step}", namespace=os.environ.get("RELAY_K8S_NAMESPACE", "relay"),
+            image=os.environ.get("RELAY_WORKER_IMAGE", "relay-worker:0.1.0"), cmds=["relay"], arguments=arguments,
+            env_vars=env, volumes=[volume], volume_mounts=[mount], container_resources=resources(step),
+            container_security_context=security, service_account_name="relay-worker",
+            # `relay step gate` exits 1 when the gate fails: skip register and deploy, as the local DAG does.
+            skip_on_exit_code=1 if step == "gate" else None,
+            get_logs=True, on_finish_action="delete_succeeded_pod")
+    return operators
+
+
 def build_dag(spec_file: Path) -> DAG:
-    """The training DAG for one spec: data → validate → train → optimize → gate → register → deploy."""
+    """The training DAG for one spec: data → validate → train → optimize → gate → register → deploy.
+
+    Steps run in the Airflow worker, or as Kubernetes pods when RELAY_EXECUTION=kubernetes.
+    """
     spec = load_spec(spec_file)
+    execution = os.environ.get("RELAY_EXECUTION", "local")
+    if execution not in ("local", "kubernetes"):
+        raise ValueError(f"RELAY_EXECUTION={execution!r}: use local or kubernetes")
 
     with DAG(
         dag_id=f"relay_{spec.name}",
@@ -56,6 +106,11 @@ def build_dag(spec_file: Path) -> DAG:
         doc_md=f"Relay training pipeline for `{spec.name}` (spec: `{spec_file.name}`). "
                "The gate decides whether register and deploy run.",
     ) as dag:
+        if execution == "kubernetes":
+            pods = _pod_steps(spec)
+            for upstream, downstream in zip(STEPS, STEPS[1:]):
+                pods[upstream] >> pods[downstream]
+            return dag
 
         @task(task_id="data")
         def data(params: dict | None = None, run_id: str | None = None) -> str:
@@ -75,4 +130,36 @@ def build_dag(spec_file: Path) -> DAG:
         registered = _step_task("register")(optimized)
         gate(optimized) >> registered
         _step_task("deploy")(registered)
+    return dag
+
+
+def build_promote_dag() -> DAG:
+    """relay_promote: the same promotion as `relay promote`, with a form for task, version and env."""
+    from pipelines.spec import all_specs
+
+    tasks = [path.stem for path in all_specs()]
+    with DAG(
+        dag_id="relay_promote",
+        description="Promote a registered model version (GTO stage + GitOps overlay commit)",
+        schedule=None,
+        start_date=datetime(2026, 1, 1),
+        catchup=False,
+        params={
+            "task": Param(tasks[0], enum=tasks, title="Task"),
+            "version": Param("v0.1.0", type="string", pattern=r"^v\d+\.\d+\.\d+$", title="Version"),
+            "env": Param("staging", enum=["staging", "production"], title="Environment"),
+        },
+        tags=["relay", "promotion"],
+    ) as dag:
+
+        @task(task_id="promote")
+        def promote_version(params: dict | None = None) -> dict:
+            from components.promote import promote
+
+            result = promote(params["task"], params["version"], params["env"])
+            print(result.live)
+            return {"version": result.version, "env": result.env, "previous": result.previous,
+                    "commit": result.commit}
+
+        promote_version()
     return dag

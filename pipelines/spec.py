@@ -61,6 +61,7 @@ class TrainingSpec(_Strict):
     learning_rate: float = Field(default=2e-3, gt=0)
     precision: Literal["mixed", "fp32"] = "mixed"
     seed: int = 0
+    accelerator: Literal["cpu", "gpu"] = Field(default="cpu", description="gpu: the training pod requests one GPU.")
 
 
 class OptimizeSpec(_Strict):

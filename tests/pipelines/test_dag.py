@@ -18,6 +18,7 @@ def test_one_dag_per_spec_from_the_dag_file():
 
     namespace = runpy.run_path(str(PROJECT / "dags" / "relay_pipelines.py"))
     assert "relay_digits" in namespace and namespace["relay_digits"].dag_id == "relay_digits"
+    assert runpy.run_path(str(PROJECT / "dags" / "relay_promote.py"))["relay_promote"].dag_id == "relay_promote"
 
 
 def test_tasks_run_in_pipeline_order(dag):
@@ -45,3 +46,59 @@ def test_bad_param_value_fails_validation(dag):
     with pytest.raises(ParamValidationError):
         dag.params.get_param("epochs").resolve(0)
     assert dag.params.get_param("framework").resolve("tensorflow") == "tensorflow"
+
+
+def test_pod_mode_runs_each_step_as_the_cli_command_in_the_worker_image(monkeypatch):
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+
+    from pipelines.airflow_dag import build_dag
+    from pipelines.spec import spec_path
+
+    monkeypatch.setenv("RELAY_EXECUTION", "kubernetes")
+    monkeypatch.setenv("RELAY_WORKER_IMAGE", "registry.example/relay-worker:1.2.3")
+    monkeypatch.setenv("RELAY_DVC_REMOTE", "s3://relay-dvc/remote")
+    dag = build_dag(spec_path("digits"))
+    order = ["data", "validate", "train", "optimize", "gate", "register", "deploy"]
+    for upstream, downstream in zip(order, order[1:]):
+        assert downstream in dag.get_task(upstream).downstream_task_ids
+    for name in order:
+        pod = dag.get_task(name)
+        assert isinstance(pod, KubernetesPodOperator)
+        assert pod.image == "registry.example/relay-worker:1.2.3" and pod.cmds == ["relay"]
+        assert pod.arguments[:3] == ["step", name, "--run-dir"]
+        assert pod.arguments[3].startswith("/var/lib/relay/runs/digits/airflow-{{ run_id")
+        assert [m.mount_path for m in pod.volume_mounts] == ["/var/lib/relay"]
+        assert pod.volumes[0].persistent_volume_claim.claim_name == "relay-home"
+        assert {e.name: e.value for e in pod.env_vars}["RELAY_DVC_REMOTE"] == "s3://relay-dvc/remote"
+        assert pod.container_resources.limits["memory"] and pod.container_resources.requests["cpu"]
+        assert pod.container_security_context.run_as_non_root is True
+    assert dag.get_task("data").arguments[4:] == ["--task", "digits", "--framework", "{{ params.framework }}",
+                                                  "--epochs", "{{ params.epochs }}"]
+    assert dag.get_task("gate").skip_on_exit_code == [1]
+    assert "nvidia.com/gpu" not in dag.get_task("train").container_resources.limits
+
+
+def test_pod_mode_requests_a_gpu_for_training_when_the_spec_asks(monkeypatch, tmp_path):
+    import yaml
+
+    from pipelines.airflow_dag import build_dag
+
+    spec = yaml.safe_load((PROJECT / "pipelines" / "specs" / "digits.yaml").read_text())
+    spec["training"]["accelerator"] = "gpu"
+    path = tmp_path / "digits-gpu.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    monkeypatch.setenv("RELAY_EXECUTION", "kubernetes")
+    assert build_dag(path).get_task("train").container_resources.limits["nvidia.com/gpu"] == "1"
+
+
+def test_promote_dag_has_a_form_for_task_version_and_env():
+    from pipelines.airflow_dag import build_promote_dag
+
+    dag = build_promote_dag()
+    assert dag.task_ids == ["promote"] and dag.schedule is None
+    assert dag.params.get_param("env").schema["enum"] == ["staging", "production"]
+    assert dag.params.get_param("task").schema["enum"] == ["digits"]
+    from airflow.sdk.definitions.param import ParamValidationError
+
+    with pytest.raises(ParamValidationError):
+        dag.params.get_param("version").resolve("latest")
