@@ -23,4 +23,8 @@ pip="$scratch/venv/bin/pip"
   --python-platform x86_64-unknown-linux-gnu -o "$scratch/tfx.lock"
 { echo "# Fully pinned TFX environment (Python 3.10), resolved by uv from tfx.in (see 'make lock')."; cat "$scratch/tfx.lock"; } \
   > requirements/tfx.lock
-echo "wrote requirements/main.lock and requirements/tfx.lock"
+"$scratch/venv/bin/uv" pip compile -q requirements/tools.in --python-version 3.11 \
+  --python-platform x86_64-unknown-linux-gnu -o "$scratch/tools.lock"
+{ echo "# Fully pinned tools environment (Python 3.11: checkov, kubernetes-validate), resolved by uv from tools.in (see 'make lock')."
+  cat "$scratch/tools.lock"; } > requirements/tools.lock
+echo "wrote requirements/main.lock, tfx.lock and tools.lock"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Build (or reuse) Relay's two pinned environments:
-#   .venv      Python 3.11, requirements/main.lock (pip) + the tensorflow→tensorflow-cpu metapackage
-#   .venv-tfx  Python 3.10, requirements/tfx.lock (uv; TFX 1.16 has no Python 3.11 wheels here)
+# Build (or reuse) Relay's three pinned environments:
+#   .venv        Python 3.11, requirements/main.lock (pip) + the tensorflow→tensorflow-cpu metapackage
+#   .venv-tfx    Python 3.10, requirements/tfx.lock (uv; TFX 1.16 has no Python 3.11 wheels here)
+#   .venv-tools  Python 3.11, requirements/tools.lock (uv; checkov and kubernetes-validate, kept apart)
 # Environments live outside the clone, keyed by their lock's hash, so a fresh clone or a CI run
 # reuses what was built before and a changed lock builds a new one. A completion marker makes a
 # half-built environment (an interrupted run) get rebuilt.
@@ -49,4 +50,14 @@ if [ ! -f "$tfx_venv/.relay-complete" ]; then
   touch "$tfx_venv/.relay-complete"
 fi
 ln -sfn "$tfx_venv" "$root/.venv-tfx"
-echo "setup: .venv -> $main_venv; .venv-tfx -> $tfx_venv"
+
+tools_venv="$cache/tools-$(key "$python_main" requirements/tools.lock)"
+if [ ! -f "$tools_venv/.relay-complete" ]; then
+  echo "setup: building $tools_venv from requirements/tools.lock with uv (checkov, kubernetes-validate)"
+  rm -rf "$tools_venv"
+  "$main_venv/bin/uv" venv -q --python "$python_main" "$tools_venv"
+  "$main_venv/bin/uv" pip sync -q --python "$tools_venv/bin/python" requirements/tools.lock
+  touch "$tools_venv/.relay-complete"
+fi
+ln -sfn "$tools_venv" "$root/.venv-tools"
+echo "setup: .venv -> $main_venv; .venv-tfx -> $tfx_venv; .venv-tools -> $tools_venv"
