@@ -1,11 +1,11 @@
 # syntax=docker/dockerfile:1.7
 # Relay images, multi-stage:
 #   --target airflow  Airflow (api-server, scheduler, dag-processor) with the DAGs and Relay's code
-#   --target worker   the step runner (`relay step NAME ...`) used by Kubernetes pods
-# Both install the same pinned lock (requirements/main.lock) and run as a non-root user.
-ARG PYTHON_IMAGE=python:3.11.7-slim-bookworm
-
-FROM ${PYTHON_IMAGE} AS base
+#   --target worker   the step runner (`relay step NAME ...`) used by Kubernetes pods, and TorchServe
+#   --target tfx      TFX data validation (Python 3.10, requirements/tfx.lock)
+# Each installs its pinned lock, runs as a non-root user, and carries no secrets: credentials come
+# from the pod's service account (IRSA) at run time. Base images are pinned to exact versions.
+FROM python:3.11.7-slim-bookworm AS base
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
     OMP_NUM_THREADS=1 RELAY_HOME=/var/lib/relay
 RUN apt-get update \
@@ -44,5 +44,21 @@ CMD ["--help"]
 FROM app AS airflow
 ENV AIRFLOW_HOME=/var/lib/relay/airflow AIRFLOW__CORE__DAGS_FOLDER=/opt/relay/dags \
     AIRFLOW__CORE__LOAD_EXAMPLES=False
+HEALTHCHECK --interval=30s --timeout=5s CMD python -c \
+  "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/api/v2/monitor/health', timeout=4)"
 ENTRYPOINT ["airflow"]
 CMD ["api-server"]
+
+FROM python:3.10.13-slim-bookworm AS tfx
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    TF_CPP_MIN_LOG_LEVEL=2 PYTHONPATH=/opt/relay
+WORKDIR /opt/relay
+COPY requirements/tfx.lock requirements/tfx.lock
+RUN python -m venv /opt/venv \
+ && /opt/venv/bin/pip install --no-deps -r requirements/tfx.lock \
+ && useradd --create-home --uid 10001 relay
+ENV PATH=/opt/venv/bin:$PATH
+COPY components/__init__.py components/tfx_validate.py components/
+COPY pipelines/schemas pipelines/schemas
+USER relay
+ENTRYPOINT ["python", "-m", "components.tfx_validate"]
