@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -185,6 +186,7 @@ class ModelRegistry:
             git(["add", "-A"], self.path)
             git(["commit", "-q", "-m", f"{task} {version}: register (gate passed)"], self.path)
             tag = f"{task}@{version}"
+            self._after_last_tag_second()
             gto.api.register(str(self.path), task, ref="HEAD", version=version,
                              message=f"Register {task} {version}", author="Relay", author_email="relay@localhost")
             self._push([tag])
@@ -205,10 +207,19 @@ class ModelRegistry:
         with self.locked():
             self.push(self.assign_unlocked(task, version, stage))
 
+    def _after_last_tag_second(self) -> None:
+        # GTO orders events by their tag's timestamp, which has one-second resolution: two stage events
+        # in the same second (unassign old, assign new) could be read in either order.
+        newest = git(["for-each-ref", "--sort=-creatordate", "--count=1", "--format=%(creatordate:unix)",
+                      "refs/tags"], self.path)
+        while newest and int(newest) >= int(time.time()):
+            time.sleep(0.05)
+
     def assign_unlocked(self, task: str, version: str, stage: str) -> list[str]:
         """The GTO stage assignment alone; the caller holds ``locked()``. Returns the new tags."""
         import gto.api
 
+        self._after_last_tag_second()
         before = set(git(["tag", "--list"], self.path).split())
         # force: a rollback re-assigns a stage the version held before; each event gets its own tag.
         gto.api.assign(str(self.path), task, stage, version=version, force=True, author="Relay",
@@ -219,6 +230,7 @@ class ModelRegistry:
         """Take ``stage`` away from ``version`` (a GTO unassignment tag); the caller holds ``locked()``."""
         import gto.api
 
+        self._after_last_tag_second()
         before = set(git(["tag", "--list"], self.path).split())
         gto.api.unassign(str(self.path), task, version=version, stage=stage, author="Relay",
                          author_email="relay@localhost")

@@ -82,7 +82,9 @@ class GateSpec(_Strict):
 
 
 class DeploySpec(_Strict):
-    target: Literal["local"] = "local"
+    target: Literal["local", "kubernetes"] = Field(
+        default="local", description="local: the project's TorchServe; kubernetes: pin the version in the "
+                                     "GitOps staging overlay (Argo CD deploys it).")
     smoke_samples: int = Field(default=20, ge=1)
 
 

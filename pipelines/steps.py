@@ -176,6 +176,14 @@ def _deploy(spec: TaskSpec, run: Path, settings: Settings) -> dict:
     from components.deploy.local import deploy_local
 
     registration = json.loads((run / "register" / "registration.json").read_text())
+    if spec.deploy.target == "kubernetes":
+        from components.promote import promote
+
+        promotion = promote(spec.name, registration["version"], "staging", settings)
+        summary = {"version": promotion.version, "env": "staging", "previous": promotion.previous,
+                   "commit": promotion.commit, "live": promotion.live}
+        write_json(run / "deploy" / "deployment.json", summary)
+        return summary
     result = deploy_local(spec, registration["version"], Path(registration["mar"]), run / "data", settings)
     summary = {"version": result.version, "previous_default": result.previous_default,
                "smoke_accuracy": result.smoke_accuracy, "url": result.inference_url}

@@ -102,3 +102,20 @@ def test_promoted_overlay_renders_with_kustomize(registry):
 def test_unknown_environment(registry):
     with pytest.raises(RelayError, match="unknown environment 'qa'"):
         promote("digits", "v0.1.0", "qa", registry.settings)
+
+
+def test_kubernetes_deploy_target_pins_the_new_version_in_staging(registry, tmp_path):
+    import json
+
+    from pipelines.spec import load_spec
+    from pipelines.steps import RUN_SPEC, run_step
+
+    spec = load_spec("digits")
+    spec = spec.model_copy(update={"deploy": spec.deploy.model_copy(update={"target": "kubernetes"})})
+    run = tmp_path / "run"
+    (run / "register").mkdir(parents=True)
+    (run / RUN_SPEC).write_text(json.dumps(spec.model_dump(mode="json")))
+    (run / "register" / "registration.json").write_text(json.dumps({"version": "v0.2.0", "mar": "unused"}))
+    summary = run_step("deploy", run, registry.settings)
+    assert summary["env"] == "staging" and summary["version"] == "v0.2.0"
+    assert _remote_pin(registry, "staging") == "v0.2.0" and "Argo CD" in summary["live"]
