@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from components.deploy.kubernetes import live_check
 from components.errors import RelayError
 from components.registry import ModelRegistry, git
 from components.settings import PROJECT_DIR, Settings, get_settings
@@ -76,11 +77,6 @@ def _write_manifests(repo: Path, task: str, env: str, version: str, registry_url
     return overlay
 
 
-def _live_check(env: str) -> str:
-    # The pipeline never applies to a cluster; Argo CD does. Waiting on a rollout needs a kubeconfig.
-    return (f"no kubeconfig here: stopped after the commit; Argo CD applies it to relay-{env}")
-
-
 def promote(task: str, version: str, env: str, settings: Settings | None = None) -> Promotion:
     """Pin ``version`` of ``task`` in ``env``: GTO assignment + overlay commit, pushed."""
     if env not in ENVIRONMENTS:
@@ -126,5 +122,17 @@ def _pin(registry: ModelRegistry, task: str, version: str, env: str, message: st
     git(["add", "-A", "k8s"], registry.path)
     git(["commit", "-q", "-m", message], registry.path)
     registry.push(tags)
-    return Promotion(task, env, version, previous, git(["rev-parse", "HEAD"], registry.path), overlay,
-                     _live_check(env))
+    commit = git(["rev-parse", "HEAD"], registry.path)
+    return Promotion(task, env, version, previous, commit, overlay, live_check(task, env, version, _smoke_image(task)))
+
+
+def _smoke_image(task: str) -> bytes | None:
+    """One image of the task's dataset in this checkout, for the post-rollout smoke prediction."""
+    from pipelines.spec import load_spec
+
+    try:
+        dataset = load_spec(task).dataset_dir()
+    except RelayError:
+        return None
+    image = next(iter(sorted(dataset.glob("*/*.png"))), None) if dataset.is_dir() else None
+    return image.read_bytes() if image else None

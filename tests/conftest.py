@@ -16,6 +16,8 @@ import tempfile
 os.environ["OMP_NUM_THREADS"] = "1"
 # Airflow writes its config and DB under AIRFLOW_HOME at import: keep tests out of ~/airflow.
 os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="relay-test-airflow-")
+# Promotion tests must never reach a developer's real cluster through their kubeconfig.
+os.environ["KUBECONFIG"] = os.path.join(os.environ["AIRFLOW_HOME"], "no-kubeconfig")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
