@@ -126,7 +126,8 @@ def measure_tensorflow(home: Path) -> dict[str, float]:
         model = build_keras_model(Architecture.from_spec(spec), policy)
         model.compile(optimizer=keras.optimizers.Adam(1e-3),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        step_ms[policy] = p50_latency_ms(lambda x: model.train_on_batch(x, batch_y), batch_x, 200, warmup=20)
+        step_ms[policy] = p50_latency_ms(lambda x, model=model: model.train_on_batch(x, batch_y), batch_x, 200,
+                                         warmup=20)
     return {
         "tf_onnx_vs_keras_b1": b1_keras / b1_onnx, "tf_onnx_vs_keras_b64": b64_keras / b64_onnx,
         "keras_b1_ms": b1_keras, "tf_onnx_b1_ms": b1_onnx, "keras_b64_ms": b64_keras, "tf_onnx_b64_ms": b64_onnx,

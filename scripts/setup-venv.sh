@@ -41,23 +41,18 @@ if [ ! -x "$python_tfx" ]; then
   echo "setup: Python 3.10 not found at $python_tfx (set RELAY_TFX_PYTHON); TFX validation needs it" >&2
   exit 1
 fi
-tfx_venv="$cache/tfx-$(key "$python_tfx" requirements/tfx.lock)"
-if [ ! -f "$tfx_venv/.relay-complete" ]; then
-  echo "setup: building $tfx_venv from requirements/tfx.lock with uv (a few minutes, once per lock)"
-  rm -rf "$tfx_venv"
-  "$main_venv/bin/uv" venv -q --python "$python_tfx" "$tfx_venv"
-  "$main_venv/bin/uv" pip sync -q --python "$tfx_venv/bin/python" requirements/tfx.lock
-  touch "$tfx_venv/.relay-complete"
-fi
-ln -sfn "$tfx_venv" "$root/.venv-tfx"
-
-tools_venv="$cache/tools-$(key "$python_main" requirements/tools.lock)"
-if [ ! -f "$tools_venv/.relay-complete" ]; then
-  echo "setup: building $tools_venv from requirements/tools.lock with uv (checkov, kubernetes-validate)"
-  rm -rf "$tools_venv"
-  "$main_venv/bin/uv" venv -q --python "$python_main" "$tools_venv"
-  "$main_venv/bin/uv" pip sync -q --python "$tools_venv/bin/python" requirements/tools.lock
-  touch "$tools_venv/.relay-complete"
-fi
-ln -sfn "$tools_venv" "$root/.venv-tools"
-echo "setup: .venv -> $main_venv; .venv-tfx -> $tfx_venv; .venv-tools -> $tools_venv"
+uv_venv() {  # uv_venv NAME PYTHON LOCK WHAT: build $cache/NAME-<key> from LOCK with uv; link .venv-NAME to it
+  local name=$1 python=$2 lock=$3 what=$4 venv
+  venv="$cache/$name-$(key "$python" "$lock")"
+  if [ ! -f "$venv/.relay-complete" ]; then
+    echo "setup: building $venv from $lock with uv ($what)"
+    rm -rf "$venv"
+    "$main_venv/bin/uv" venv -q --python "$python" "$venv"
+    "$main_venv/bin/uv" pip sync -q --python "$venv/bin/python" "$lock"
+    touch "$venv/.relay-complete"
+  fi
+  ln -sfn "$venv" "$root/.venv-$name"
+}
+uv_venv tfx "$python_tfx" requirements/tfx.lock "TFX 1.16; a few minutes, once per lock"
+uv_venv tools "$python_main" requirements/tools.lock "checkov, kubernetes-validate"
+echo "setup: .venv -> $main_venv; .venv-tfx -> $(readlink .venv-tfx); .venv-tools -> $(readlink .venv-tools)"

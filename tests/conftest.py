@@ -142,3 +142,39 @@ def keras_run(trained_run, tmp_path_factory):
     train_model(spec, source / "data", run / "train")
     optimize_model(spec, run / "train", source / "data", run / "optimize")
     return spec, source / "data", run
+
+
+def write_gate_report(target: Path, passed: bool = True) -> Path:
+    """A gate report written by the real gate: an exact, slower copy passes; wrong labels fail."""
+    import numpy as np
+
+    from components.gate import evaluate_gate, write_gate
+    from pipelines.spec import GateSpec
+
+    images = np.random.default_rng(0).random((20, 1, 8, 8), dtype=np.float32)
+
+    def optimized(x):
+        return x.reshape(len(x), -1)[:, :10]
+
+    def original(x):
+        for _ in range(20):
+            optimized(x).sum()
+        return optimized(x)
+
+    labels = optimized(images).argmax(1)
+    gate = evaluate_gate(GateSpec(latency_runs=20), original, optimized, images, labels if passed else (labels + 1) % 10)
+    assert gate["passed"] is passed
+    write_gate("digits", gate, {}, target)
+    return target
+
+
+def checkov(*args: str) -> dict:
+    """Run checkov (from .venv-tools, offline) and return its JSON summary; fails on a checkov error."""
+    import json
+    import subprocess
+
+    result = subprocess.run([str(PROJECT / ".venv-tools" / "bin" / "checkov"), *args, "--skip-download", "--quiet",
+                             "--compact", "-o", "json"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    return json.loads(result.stdout)["summary"]
+

@@ -6,34 +6,9 @@ from pathlib import Path
 import pytest
 
 from components.errors import RelayError
-from components.gate import evaluate_gate, write_gate
 from components.promote import overlay_file, pinned_version, pinned_version_text, promote, rollback
 from components.registry import ModelRegistry, git
-from pipelines.spec import GateSpec
-from tests.conftest import make_settings
-
-
-def _gate_dir(tmp_path: Path, passed: bool) -> Path:
-    import numpy as np
-
-    images = np.random.default_rng(0).random((20, 1, 8, 8), dtype=np.float32)
-
-    def fast(x):
-        return x.reshape(len(x), -1)[:, :10]
-
-    def slow(x):
-        for _ in range(20):
-            fast(x).sum()
-        return fast(x)
-
-    labels = fast(images).argmax(1)
-    floor = 0.5 if passed else 1.01 - 1e-3  # an unreachable floor fails the gate
-    gate = evaluate_gate(GateSpec(latency_runs=20, min_accuracy=min(floor, 1.0)), slow, fast, images,
-                         labels if passed else (labels + 1) % 10)
-    target = tmp_path / ("gate-pass" if passed else "gate-fail")
-    write_gate("digits", gate, {}, target)
-    assert gate["passed"] is passed
-    return target
+from tests.conftest import make_settings, write_gate_report
 
 
 @pytest.fixture
@@ -42,8 +17,8 @@ def registry(tmp_path):
     subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(remote)], check=True)
     settings = make_settings(tmp_path / "home", registry_remote=str(remote))
     registry = ModelRegistry(settings)
-    for passed in (True, True, False):
-        gate = _gate_dir(tmp_path, passed)
+    for index, passed in enumerate((True, True, False)):
+        gate = write_gate_report(tmp_path / f"gate-{index}", passed)
 
         def build(version, dest, gate=gate):
             (dest / "model.onnx").write_bytes(b"onnx " + version.encode())

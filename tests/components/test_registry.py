@@ -7,11 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from components.gate import evaluate_gate, write_gate
 from components.registry import ModelRegistry, git
 from components.settings import Settings
-from pipelines.spec import GateSpec
-from tests.conftest import make_settings
+from tests.conftest import make_settings, write_gate_report
 
 
 def _bare_remote(path: Path) -> str:
@@ -31,23 +29,7 @@ def _artifacts(model: Path, gate_dir: Path):
 
 @pytest.fixture
 def gate_dir(tmp_path):
-    """A passed gate report, written by the gate itself (an exact copy that is slower to run passes)."""
-    import numpy as np
-
-    images = np.random.default_rng(0).random((20, 1, 8, 8), dtype=np.float32)
-
-    def optimized(x):
-        return x.reshape(len(x), -1)[:, :10]
-
-    def original(x):
-        for _ in range(20):
-            optimized(x).sum()
-        return optimized(x)
-
-    gate = evaluate_gate(GateSpec(latency_runs=20), original, optimized, images, optimized(images).argmax(1))
-    assert gate["passed"]
-    write_gate("digits", gate, {}, tmp_path / "gate")
-    return tmp_path / "gate"
+    return write_gate_report(tmp_path / "gate")
 
 
 @pytest.fixture

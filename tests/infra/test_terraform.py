@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PROJECT
+from tests.conftest import PROJECT, checkov
 
 TERRAFORM_DIR = PROJECT / "infra" / "terraform"
 MIRROR = Path("/opt/tf-plugins")
@@ -50,14 +50,8 @@ def test_terraform_init_and_validate_through_the_provider_mirror(tmp_path):
 
 
 def test_checkov_finds_no_failures_and_every_skip_has_a_reason():
-    import json
-
-    result = subprocess.run([str(PROJECT / ".venv-tools" / "bin" / "checkov"), "-d", str(TERRAFORM_DIR),
-                             "--framework", "terraform", "--skip-download", "--quiet", "--compact", "-o", "json"],
-                            capture_output=True, text=True)
-    summary = json.loads(result.stdout)["summary"]
-    assert result.returncode == 0 and summary["failed"] == 0, result.stdout[-3000:]
-    assert summary["passed"] >= 100
+    summary = checkov("-d", str(TERRAFORM_DIR), "--framework", "terraform")
+    assert summary["failed"] == 0 and summary["passed"] >= 100
     skips = re.findall(r"#checkov:skip=([A-Z0-9_]+):?(.*)", "".join(p.read_text() for p in TERRAFORM_DIR.glob("*.tf")))
     assert skips and all(reason.strip() for _, reason in skips)
     assert summary["skipped"] == len(skips)
