@@ -1,8 +1,10 @@
 """Serving manifests, validated offline: kustomize renders each overlay, kubernetes-validate checks it
 strictly against the Kubernetes schemas, and checkov finds no failures. No API server exists here."""
 
+import os
 import re
 import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
@@ -77,3 +79,29 @@ def test_argocd_applications_watch_the_overlays():
         app = yaml.safe_load((PROJECT / "infra" / "argocd" / f"digits-{env}.yaml").read_text())
         assert app["kind"] == "Application" and app["spec"]["source"]["path"] == f"k8s/digits/overlays/{env}"
         assert app["spec"]["destination"]["namespace"] == f"relay-{env}"
+
+
+def test_tfserving_component_renders_validates_and_serves_the_models_config(tmp_path):
+    overlay = tmp_path / "staging-tfserving"
+    overlay.mkdir()
+    k8s = PROJECT / "infra" / "k8s"
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "resources": [str(Path(os.path.relpath(k8s / "overlays" / "staging", overlay)))],
+        "components": [str(Path(os.path.relpath(k8s / "components" / "tfserving", overlay)))]}))
+    text = subprocess.run(["kubectl", "kustomize", str(overlay)], capture_output=True, text=True, check=True).stdout
+    rendered = tmp_path / "rendered.yaml"
+    rendered.write_text(text)
+    validate = subprocess.run([str(TOOLS / "kubernetes-validate"), "--strict", "-k", "1.32.0", str(rendered)],
+                              capture_output=True, text=True)
+    assert validate.returncode == 0, validate.stdout + validate.stderr
+    assert checkov("-f", str(rendered), "--framework", "kubernetes")["failed"] == 0
+
+    docs = [doc for doc in yaml.safe_load_all(text) if doc]
+    tfserving = next(d for d in by_kind(docs, "Deployment") if d["metadata"]["name"] == "tfserving")
+    pod = tfserving["spec"]["template"]["spec"]
+    (server,) = pod["containers"]
+    assert server["image"] == "tensorflow/serving:2.19.0"
+    assert "--model_config_file=/models/tfserving/models.config" in server["args"]
+    assert '"models/$MODEL_TASK/artifacts/tfserving"' in pod["initContainers"][0]["args"][0]
+    assert tfserving["metadata"]["namespace"] == "relay-staging"
