@@ -86,7 +86,7 @@ def test_tfserving_component_renders_validates_and_serves_the_models_config(tmp_
     overlay.mkdir()
     k8s = PROJECT / "infra" / "k8s"
     (overlay / "kustomization.yaml").write_text(yaml.safe_dump({
-        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "namespace": "relay-staging",
         "resources": [str(Path(os.path.relpath(k8s / "overlays" / "staging", overlay)))],
         "components": [str(Path(os.path.relpath(k8s / "components" / "tfserving", overlay)))]}))
     text = subprocess.run(["kubectl", "kustomize", str(overlay)], capture_output=True, text=True, check=True).stdout
