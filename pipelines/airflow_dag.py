@@ -67,9 +67,14 @@ def _pod_steps(spec: TaskSpec) -> dict[str, object]:
         return k8s.V1ResourceRequirements(requests={"cpu": "500m", "memory": "1Gi"},
                                           limits={"cpu": "2", "memory": "4Gi"})
 
+    # With RELAY_RUNS_URI (s3://bucket/runs) each pod downloads the run, steps it and uploads its outputs;
+    # without it the pods share the relay-home volume.
+    runs_uri = os.environ.get("RELAY_RUNS_URI")
+    location = (["--run-uri", f"{runs_uri.rstrip('/')}/{spec.name}/{run_dir.rsplit('/', 1)[1]}"] if runs_uri
+                else ["--run-dir", run_dir])
     operators = {}
     for step in STEPS:
-        arguments = ["step", step, "--run-dir", run_dir]
+        arguments = ["step", step, *location]
         if step == "data":
             arguments += ["--task", spec.name, "--framework", "{{ params.framework }}",
                           "--epochs", "{{ params.epochs }}"]

@@ -71,24 +71,41 @@ def run(task: Annotated[str, typer.Argument(help="Task name (pipelines/specs/NAM
 def step(name: Annotated[str, typer.Argument(help=f"One of: {', '.join(STEPS)}.")],
          task: Annotated[Optional[str], typer.Option(help="Task name; `data` starts a new run of it.")] = None,
          run_dir: Annotated[Optional[Path], typer.Option(help="Run directory (default: the task's latest run).")] = None,
+         run_uri: Annotated[Optional[str], typer.Option(help="Run addressed by URI (s3://…, file://…): "
+                                                             "downloaded, stepped, uploaded.")] = None,
          framework: Framework = None, epochs: Epochs = None) -> None:
     """Run one step. `data --task T` starts a run (in --run-dir if given); later steps use --run-dir or T's latest run."""
     _quiet_libraries()
     try:
-        overrides = {k: v for k, v in {"framework": framework, "epochs": epochs}.items() if v is not None}
-        if name == "data" and task is not None:
-            run_dir = start_run(task, overrides, run_dir=run_dir)
-        elif run_dir is None:
-            if task is None:
-                raise RelayError("give --task (or --run-dir)")
-            run_dir = latest_run(load_spec(task).name)
-        summary = run_step(name, run_dir)
-        console.print_json(json.dumps({"run_dir": str(run_dir), **summary}))
-        if name == "gate" and not gate_passed(run_dir):
-            err.print(f"[bold red]gate failed[/]: see {run_dir / 'gate' / 'gate.md'}")
-            raise typer.Exit(1)
+        if run_uri is None:
+            code = _step(name, task, run_dir, framework, epochs)
+        else:
+            from components.settings import get_settings
+            from pipelines.run_store import local_run
+
+            with local_run(run_uri, get_settings()) as local:  # a failed gate's report is uploaded too
+                code = _step(name, task, local, framework, epochs)
     except RelayError as error:
         _fail(error)
+    if code:
+        raise typer.Exit(code)
+
+
+def _step(name: str, task: str | None, run_dir: Path | None, framework: str | None, epochs: int | None) -> int:
+    """Run one step; return the exit code (1: the gate failed)."""
+    overrides = {k: v for k, v in {"framework": framework, "epochs": epochs}.items() if v is not None}
+    if name == "data" and task is not None:
+        run_dir = start_run(task, overrides, run_dir=run_dir)
+    elif run_dir is None:
+        if task is None:
+            raise RelayError("give --task (or --run-dir)")
+        run_dir = latest_run(load_spec(task).name)
+    summary = run_step(name, run_dir)
+    console.print_json(json.dumps({"run_dir": str(run_dir), **summary}))
+    if name == "gate" and not gate_passed(run_dir):
+        err.print(f"[bold red]gate failed[/]: see {run_dir / 'gate' / 'gate.md'}")
+        return 1
+    return 0
 
 
 @app.command()

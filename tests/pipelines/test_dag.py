@@ -102,3 +102,16 @@ def test_promote_dag_has_a_form_for_task_version_and_env():
 
     with pytest.raises(ParamValidationError):
         dag.params.get_param("version").resolve("latest")
+
+
+def test_pod_mode_passes_the_run_by_uri_when_a_runs_uri_is_set(monkeypatch):
+    from pipelines.airflow_dag import build_dag
+    from pipelines.spec import spec_path
+
+    monkeypatch.setenv("RELAY_EXECUTION", "kubernetes")
+    monkeypatch.setenv("RELAY_RUNS_URI", "s3://relay-dvc-prod/runs/")
+    dag = build_dag(spec_path("digits"))
+    for name in ("data", "train", "deploy"):
+        arguments = dag.get_task(name).arguments
+        assert arguments[2] == "--run-uri"
+        assert arguments[3].startswith("s3://relay-dvc-prod/runs/digits/airflow-{{ run_id")
