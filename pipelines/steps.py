@@ -201,4 +201,24 @@ def run_step(name: str, run_dir: Path, settings: Settings | None = None) -> dict
         raise RelayError(f"unknown step '{name}'; steps: {', '.join(STEPS)}")
     settings = settings or get_settings()
     run_dir = Path(run_dir)
-    return _STEP_FUNCTIONS[name](run_spec(run_dir), run_dir, settings)
+    spec = run_spec(run_dir)
+    if name != "data":
+        _dataset_present(spec, run_dir, settings)
+    return _STEP_FUNCTIONS[name](spec, run_dir, settings)
+
+
+def _dataset_present(spec: TaskSpec, run: Path, settings: Settings) -> None:
+    """Steps read images through the manifest. A step in a fresh pod fetches the run's dataset
+    version first, and refuses a workspace that holds a different version."""
+    from components.data import ensure_dataset, read_data_info
+
+    info_path = run / "data" / "data.json"
+    if not info_path.is_file():
+        return  # the data step has not run: the step itself reports what is missing
+    info = read_data_info(run / "data")
+    if Path(info["dataset_dir"]).is_dir():
+        return
+    fetched = ensure_dataset(spec, settings)
+    if info["dataset_md5"] and fetched != info["dataset_md5"]:
+        raise RelayError(f"this run used dataset version {info['dataset_md5']}, but {fetched} was fetched: "
+                         f"check out the matching {spec.dataset.path}.dvc")
