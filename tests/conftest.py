@@ -178,3 +178,7 @@ def checkov(*args: str) -> dict:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     return json.loads(result.stdout)["summary"]
 
+
+needs_kubectl = pytest.mark.skipif(shutil.which("kubectl") is None,
+                                   reason="kubectl (for offline `kubectl kustomize`) is not on the PATH")
+

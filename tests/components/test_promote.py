@@ -8,7 +8,7 @@ import pytest
 from components.errors import RelayError
 from components.promote import overlay_file, pinned_version, pinned_version_text, promote, rollback
 from components.registry import ModelRegistry, git
-from tests.conftest import make_settings, write_gate_report
+from tests.conftest import make_settings, needs_kubectl, write_gate_report
 
 
 @pytest.fixture
@@ -66,6 +66,7 @@ def test_promotion_path_refusals_and_rollback(registry):
     assert pinned_version(overlay_file(registry.path, "digits", "staging")) == "v0.2.0"
 
 
+@needs_kubectl
 def test_promoted_overlay_renders_with_kustomize(registry):
     promote("digits", "v0.1.0", "staging", registry.settings)
     rendered = subprocess.run(["kubectl", "kustomize", str(registry.path / "k8s" / "digits" / "overlays" / "staging")],

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import PROJECT, checkov
+from tests.conftest import PROJECT, checkov, needs_kubectl
+
+pytestmark = needs_kubectl
 
 OVERLAYS = ["staging", "production"]
 TOOLS = PROJECT / ".venv-tools" / "bin"
