@@ -107,3 +107,29 @@ def test_tfserving_component_renders_validates_and_serves_the_models_config(tmp_
     assert "--model_config_file=/models/tfserving/models.config" in server["args"]
     assert '"models/$MODEL_TASK/artifacts/tfserving"' in pod["initContainers"][0]["args"][0]
     assert tfserving["metadata"]["namespace"] == "relay-staging"
+
+
+def test_worker_namespace_for_step_pods_validates(tmp_path):
+    text = subprocess.run(["kubectl", "kustomize", str(PROJECT / "infra" / "k8s" / "workers")],
+                          capture_output=True, text=True, check=True).stdout
+    rendered = tmp_path / "workers.yaml"
+    rendered.write_text(text)
+    validate = subprocess.run([str(TOOLS / "kubernetes-validate"), "--strict", "-k", "1.32.0", str(rendered)],
+                              capture_output=True, text=True)
+    assert validate.returncode == 0, validate.stdout + validate.stderr
+    assert checkov("-f", str(rendered), "--framework", "kubernetes")["failed"] == 0
+    docs = {doc["kind"]: doc for doc in yaml.safe_load_all(text) if doc}
+    # The names the pod-mode DAG uses (pipelines/airflow_dag.py).
+    assert docs["ServiceAccount"]["metadata"]["name"] == "relay-worker"
+    assert docs["PersistentVolumeClaim"]["metadata"]["name"] == "relay-home"
+    assert docs["PersistentVolumeClaim"]["spec"]["accessModes"] == ["ReadWriteMany"]
+
+
+def test_airflow_runs_from_its_helm_chart_as_an_argocd_app():
+    apps = {doc["metadata"]["name"]: doc for doc in yaml.safe_load_all(
+        (PROJECT / "infra" / "argocd" / "airflow.yaml").read_text())}
+    helm = apps["relay-airflow"]["spec"]["source"]
+    assert helm["chart"] == "airflow" and helm["repoURL"] == "https://airflow.apache.org"
+    env = {e["name"]: e["value"] for e in helm["helm"]["valuesObject"]["env"]}
+    assert env["RELAY_EXECUTION"] == "kubernetes" and env["RELAY_RUNS_URI"].startswith("s3://")
+    assert apps["relay-workers"]["spec"]["source"]["path"] == "infra/k8s/workers"
