@@ -8,6 +8,7 @@ manifests come from this checkout's ``infra/k8s`` and are copied in on each prom
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,11 +54,13 @@ def pinned_version_text(text: str) -> str | None:
     return None
 
 
-def _write_manifests(repo: Path, task: str, env: str, version: str, registry_url: str) -> Path:
-    """Copy the base and the environment's overlay into the GitOps repo, pinning task and version."""
+def _write_manifests(repo: Path, task: str, env: str, version: str, registry_url: str, framework: str) -> Path:
+    """Copy the base, components and the environment's overlay into the GitOps repo, pinning task and
+    version; a TensorFlow version also gets TF Serving (the tfserving component) beside TorchServe."""
     target = repo / "k8s" / task
-    shutil.rmtree(target / "base", ignore_errors=True)
-    shutil.copytree(K8S_SOURCE / "base", target / "base")
+    for folder in ("base", "components"):
+        shutil.rmtree(target / folder, ignore_errors=True)
+        shutil.copytree(K8S_SOURCE / folder, target / folder)
     base = yaml.safe_load((target / "base" / "kustomization.yaml").read_text())
     for generator in base["configMapGenerator"]:
         if generator["name"] == "relay-model":
@@ -72,6 +75,10 @@ def _write_manifests(repo: Path, task: str, env: str, version: str, registry_url
     for generator in data["configMapGenerator"]:
         if generator["name"] == "relay-model":
             generator["literals"] = [f"MODEL_VERSION={version}"]
+    if framework == "tensorflow":
+        data["components"] = ["../../components/tfserving"]
+    else:
+        data.pop("components", None)
     overlay.write_text(f"# Pinned by relay: {task} {version} in {env}. Argo CD syncs this overlay.\n"
                        + yaml.safe_dump(data, sort_keys=False))
     return overlay
@@ -118,7 +125,8 @@ def _pin(registry: ModelRegistry, task: str, version: str, env: str, message: st
     if previous and previous != version:  # one version per environment: the one the overlay pins
         tags += registry.unassign_unlocked(task, previous, env)
     tags += registry.assign_unlocked(task, version, env)
-    _write_manifests(registry.path, task, env, version, registry.remote or str(registry.path))
+    framework = json.loads(registry.read_file(task, version, "model.json")).get("framework", "pytorch")
+    _write_manifests(registry.path, task, env, version, registry.remote or str(registry.path), framework)
     git(["add", "-A", "k8s"], registry.path)
     git(["commit", "-q", "-m", message], registry.path)
     registry.push(tags)

@@ -203,6 +203,23 @@ def rollback(task: Annotated[str, typer.Argument(help="Task name.")],
                   f"{result.live}", highlight=False)
 
 
+@app.command("fetch-model")
+def fetch_model(task: Annotated[str, typer.Argument(help="Task name.")],
+                version: Annotated[str, typer.Option(help="Registered version, e.g. v0.2.0.")],
+                registry: Annotated[str, typer.Option(help="Registry git URL or path.")],
+                to: Annotated[Path, typer.Option("--to", help="Destination folder.")],
+                tfserving: Annotated[bool, typer.Option(help="Fetch the TF Serving base path instead of the .mar.")]
+                = False) -> None:
+    """Fetch a version's serving artifacts through DVC (what the serving pods' initContainers run)."""
+    from components.deploy.fetch import fetch_model as fetch
+
+    try:
+        paths = fetch(registry, task, version, to, tfserving)
+    except RelayError as error:
+        _fail(error)
+    console.print("\n".join(str(path) for path in paths))
+
+
 @serve_app.command("start")
 def serve_start() -> None:
     """Start the local TorchServe (127.0.0.1, token auth on) if it is not running."""

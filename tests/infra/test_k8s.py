@@ -52,7 +52,7 @@ def test_serving_pod_is_locked_down_and_probes_work_with_token_auth(env):
     (server,) = pod["containers"]
     assert server["readinessProbe"]["httpGet"] == {"path": "/metrics", "port": "metrics"}  # /ping needs the token
     (fetch,) = pod["initContainers"]
-    assert "dvc get" in fetch["args"][0] and '--rev "$MODEL_TASK@$MODEL_VERSION"' in fetch["args"][0]
+    assert fetch["args"][0].startswith('relay fetch-model "$MODEL_TASK" --version "$MODEL_VERSION"')
     for kind in ("Service", "PodDisruptionBudget", "HorizontalPodAutoscaler", "NetworkPolicy", "ServiceAccount"):
         assert len(by_kind(docs, kind)) == 1, kind
 
@@ -105,7 +105,7 @@ def test_tfserving_component_renders_validates_and_serves_the_models_config(tmp_
     (server,) = pod["containers"]
     assert server["image"] == "tensorflow/serving:2.19.0"
     assert "--model_config_file=/models/tfserving/models.config" in server["args"]
-    assert '"models/$MODEL_TASK/artifacts/tfserving"' in pod["initContainers"][0]["args"][0]
+    assert pod["initContainers"][0]["args"][0].endswith("--to /models --tfserving")
     assert tfserving["metadata"]["namespace"] == "relay-staging"
 
 
