@@ -147,8 +147,10 @@ def _register(spec: TaskSpec, run: Path, settings: Settings) -> dict:
         for name in ("gate.json", "gate.md", "gate.png"):
             copy_file(run / "gate" / name, dest / name)
         if framework == "tensorflow":
-            _tfserving_artifacts(spec.name, version, run / "train" / "saved_model", dest / "tfserving",
-                                 registry.stage_version(spec.name, "production"))
+            from components.deploy.tfserving import write_tfserving_artifacts
+
+            write_tfserving_artifacts(spec.name, version, run / "train" / "saved_model", dest / "tfserving",
+                                      registry.stage_version(spec.name, "production"))
 
     metadata = {"run_id": run.name, "framework": framework,
                 "dataset_md5": read_data_info(run / "data")["dataset_md5"], "spec": spec.model_dump(mode="json")}
@@ -157,19 +159,6 @@ def _register(spec: TaskSpec, run: Path, settings: Settings) -> dict:
                "mar": str(registration.artifacts_dir / "model.mar")}
     write_json(run / "register" / "registration.json", summary)
     return summary
-
-
-def _tfserving_artifacts(name: str, version: str, saved_model: Path, base: Path, production: str | None) -> None:
-    """TF Serving's model base path and models.config: the new version is ``canary`` beside the
-    production version as ``stable`` (the serving pod fetches both), or ``stable`` when it is the first."""
-    from components.atomic import write_text
-    from components.deploy.tfserving import parse_models_config, render_models_config, write_model_base
-
-    write_model_base(saved_model, base, name, version)
-    labels = {"stable": production, "canary": version} if production and production != version else {"stable": version}
-    config = render_models_config(name, f"/models/{name}", labels)
-    parse_models_config(config)
-    write_text(base / "models.config", config)
 
 
 def _deploy(spec: TaskSpec, run: Path, settings: Settings) -> dict:

@@ -55,6 +55,19 @@ def parse_models_config(text: str):
     return text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
 
 
+def write_tfserving_artifacts(name: str, version: str, saved_model: Path, base: Path,
+                              production: str | None) -> None:
+    """TF Serving's model base path and models.config: the new version is ``canary`` beside the
+    production version as ``stable`` (the serving pod fetches both), or ``stable`` when it is the first."""
+    from components.atomic import write_text
+
+    write_model_base(saved_model, base, name, version)
+    labels = {"stable": production, "canary": version} if production and production != version else {"stable": version}
+    config = render_models_config(name, f"/models/tfserving/{name}", labels)
+    parse_models_config(config)
+    write_text(base / "models.config", config)
+
+
 class TFServingClient:
     """Predict against a TF Serving model over REST (row or columnar JSON) or gRPC."""
 

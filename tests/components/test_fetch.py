@@ -6,10 +6,9 @@ import subprocess
 import pytest
 
 from components.deploy.fetch import fetch_model, version_from_servable
-from components.deploy.tfserving import parse_models_config, servable_version
+from components.deploy.tfserving import parse_models_config, servable_version, write_tfserving_artifacts
 from components.errors import RelayError
 from components.registry import ModelRegistry
-from pipelines.steps import _tfserving_artifacts
 from tests.conftest import make_settings, needs_kubectl, write_gate_report
 
 
@@ -29,8 +28,8 @@ def tf_registry(tmp_path, keras_run):
         (dest / "model.mar").write_bytes(b"mar " + version.encode())
         for report in gate.iterdir():
             (dest / report.name).write_bytes(report.read_bytes())
-        _tfserving_artifacts("digits", version, run / "train" / "saved_model", dest / "tfserving",
-                             registry.stage_version("digits", "production"))
+        write_tfserving_artifacts("digits", version, run / "train" / "saved_model", dest / "tfserving",
+                                  registry.stage_version("digits", "production"))
 
     registry.register("digits", build, {"framework": "tensorflow"})
     registry.assign("digits", "v0.1.0", "production")
