@@ -8,6 +8,7 @@ manifests come from this checkout's ``infra/k8s`` and are copied in on each prom
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from dataclasses import dataclass
@@ -98,7 +99,8 @@ def promote(task: str, version: str, env: str, settings: Settings | None = None)
         if env == "production" and not registry.was_in_stage(task, version, "staging"):
             raise RelayError(f"refusing to promote {task} {version} to production: it never went to staging; "
                              f"run `relay promote {task} --version {version} --to staging` first")
-        return _pin(registry, task, version, env, f"promote {task} {version} to {env}")
+        pinned = _pin(registry, task, version, env, f"promote {task} {version} to {env}")
+    return _after_commit(pinned)
 
 
 def rollback(task: str, env: str, settings: Settings | None = None) -> Promotion:
@@ -114,8 +116,17 @@ def rollback(task: str, env: str, settings: Settings | None = None) -> Promotion
             text = git(["show", f"{commit}:{relative}"], registry.path)
             earlier = pinned_version_text(text)
             if earlier and earlier != current:
-                return _pin(registry, task, earlier, env, f"rollback {task} in {env} to {earlier} (from {current})")
-        raise RelayError(f"nothing to roll back: {env} has only ever run {task} {current}")
+                pinned = _pin(registry, task, earlier, env, f"rollback {task} in {env} to {earlier} (from {current})")
+                break
+        else:
+            raise RelayError(f"nothing to roll back: {env} has only ever run {task} {current}")
+    return _after_commit(pinned)
+
+
+def _after_commit(pinned: Promotion) -> Promotion:
+    # Outside the registry lock: waiting on a rollout must not block other registrations.
+    return dataclasses.replace(pinned, live=live_check(pinned.task, pinned.env, pinned.version,
+                                                       _smoke_image(pinned.task)))
 
 
 def _pin(registry: ModelRegistry, task: str, version: str, env: str, message: str) -> Promotion:
@@ -130,8 +141,7 @@ def _pin(registry: ModelRegistry, task: str, version: str, env: str, message: st
     git(["add", "-A", "k8s"], registry.path)
     git(["commit", "-q", "-m", message], registry.path)
     registry.push(tags)
-    commit = git(["rev-parse", "HEAD"], registry.path)
-    return Promotion(task, env, version, previous, commit, overlay, live_check(task, env, version, _smoke_image(task)))
+    return Promotion(task, env, version, previous, git(["rev-parse", "HEAD"], registry.path), overlay, live="")
 
 
 def _smoke_image(task: str) -> bytes | None:
