@@ -18,24 +18,32 @@ TOOLS = PROJECT / ".venv-tools" / "bin"
 
 
 def render(env: str) -> list[dict]:
-    text = subprocess.run(["kubectl", "kustomize", str(PROJECT / "infra" / "k8s" / "overlays" / env)],
-                          capture_output=True, text=True, check=True).stdout
-    return [doc for doc in yaml.safe_load_all(text) if doc]
+    return [doc for doc in yaml.safe_load_all(kustomize(PROJECT / "infra" / "k8s" / "overlays" / env)) if doc]
 
 
 def by_kind(docs: list[dict], kind: str) -> list[dict]:
     return [doc for doc in docs if doc["kind"] == kind]
 
 
-@pytest.mark.parametrize("env", OVERLAYS)
-def test_overlay_passes_strict_schema_validation_and_checkov(env, tmp_path):
-    rendered = tmp_path / f"{env}.yaml"
-    rendered.write_text(yaml.safe_dump_all(render(env)))
+def kustomize(folder) -> str:
+    return subprocess.run(["kubectl", "kustomize", str(folder)], capture_output=True, text=True, check=True).stdout
+
+
+def assert_valid(text: str, tmp_path) -> dict:
+    """kubernetes-validate --strict and checkov over rendered manifests; returns checkov's summary."""
+    rendered = tmp_path / "rendered.yaml"
+    rendered.write_text(text)
     validate = subprocess.run([str(TOOLS / "kubernetes-validate"), "--strict", "-k", "1.32.0", str(rendered)],
                               capture_output=True, text=True)
     assert validate.returncode == 0, validate.stdout + validate.stderr
     summary = checkov("-f", str(rendered), "--framework", "kubernetes")
-    assert summary["failed"] == 0 and summary["passed"] > 50
+    assert summary["failed"] == 0
+    return summary
+
+
+@pytest.mark.parametrize("env", OVERLAYS)
+def test_overlay_passes_strict_schema_validation_and_checkov(env, tmp_path):
+    assert assert_valid(yaml.safe_dump_all(render(env)), tmp_path)["passed"] > 50
 
 
 @pytest.mark.parametrize("env", OVERLAYS)
@@ -91,13 +99,8 @@ def test_tfserving_component_renders_validates_and_serves_the_models_config(tmp_
         "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "namespace": "relay-staging",
         "resources": [str(Path(os.path.relpath(k8s / "overlays" / "staging", overlay)))],
         "components": [str(Path(os.path.relpath(k8s / "components" / "tfserving", overlay)))]}))
-    text = subprocess.run(["kubectl", "kustomize", str(overlay)], capture_output=True, text=True, check=True).stdout
-    rendered = tmp_path / "rendered.yaml"
-    rendered.write_text(text)
-    validate = subprocess.run([str(TOOLS / "kubernetes-validate"), "--strict", "-k", "1.32.0", str(rendered)],
-                              capture_output=True, text=True)
-    assert validate.returncode == 0, validate.stdout + validate.stderr
-    assert checkov("-f", str(rendered), "--framework", "kubernetes")["failed"] == 0
+    text = kustomize(overlay)
+    assert_valid(text, tmp_path)
 
     docs = [doc for doc in yaml.safe_load_all(text) if doc]
     tfserving = next(d for d in by_kind(docs, "Deployment") if d["metadata"]["name"] == "tfserving")
@@ -110,14 +113,8 @@ def test_tfserving_component_renders_validates_and_serves_the_models_config(tmp_
 
 
 def test_worker_namespace_for_step_pods_validates(tmp_path):
-    text = subprocess.run(["kubectl", "kustomize", str(PROJECT / "infra" / "k8s" / "workers")],
-                          capture_output=True, text=True, check=True).stdout
-    rendered = tmp_path / "workers.yaml"
-    rendered.write_text(text)
-    validate = subprocess.run([str(TOOLS / "kubernetes-validate"), "--strict", "-k", "1.32.0", str(rendered)],
-                              capture_output=True, text=True)
-    assert validate.returncode == 0, validate.stdout + validate.stderr
-    assert checkov("-f", str(rendered), "--framework", "kubernetes")["failed"] == 0
+    text = kustomize(PROJECT / "infra" / "k8s" / "workers")
+    assert_valid(text, tmp_path)
     docs = {doc["kind"]: doc for doc in yaml.safe_load_all(text) if doc}
     # The names the pod-mode DAG uses (pipelines/airflow_dag.py).
     assert docs["ServiceAccount"]["metadata"]["name"] == "relay-worker"
