@@ -77,7 +77,7 @@ class ModelRegistry:
                 "`models/<task>/artifacts.dvc` (ONNX model, .mar, gate.json in DVC) and the gate report.\n")
             git(["add", "-A"], self.path)
             git(["commit", "-q", "-m", "Initialize the Relay model registry"], self.path)
-            self._push([])
+            self.push([])
         versioning.configure_remote(self.path, versioning.remote_url(self.settings))
         return self
 
@@ -102,7 +102,8 @@ class ModelRegistry:
         if self.remote and git(["ls-remote", "--heads", "origin", BRANCH], self.path):
             git(["pull", "-q", "--ff-only", "--tags", "origin", BRANCH], self.path)
 
-    def _push(self, tags: list[str]) -> None:
+    def push(self, tags: list[str]) -> None:
+        """Push the branch and ``tags`` to the remote, if there is one."""
         if self.remote:
             git(["push", "-q", "origin", f"HEAD:refs/heads/{BRANCH}", *[f"refs/tags/{t}" for t in tags]], self.path)
 
@@ -189,7 +190,7 @@ class ModelRegistry:
             self._after_last_tag_second()
             gto.api.register(str(self.path), task, ref="HEAD", version=version,
                              message=f"Register {task} {version}", author="Relay", author_email="relay@localhost")
-            self._push([tag])
+            self.push([tag])
             return Registration(task, version, tag, git(["rev-parse", "HEAD"], self.path), artifacts)
 
     def _annotate(self, task: str) -> None:
@@ -235,10 +236,6 @@ class ModelRegistry:
         gto.api.unassign(str(self.path), task, version=version, stage=stage, author="Relay",
                          author_email="relay@localhost")
         return sorted(set(git(["tag", "--list"], self.path).split()) - before)
-
-    def push(self, tags: list[str]) -> None:
-        """Push the branch and ``tags`` to the remote, if there is one."""
-        self._push(tags)
 
     def was_in_stage(self, task: str, version: str, stage: str) -> bool:
         """Whether ``version`` was ever assigned ``stage`` (GTO tags ``task#stage#N`` on its commit)."""
