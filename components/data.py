@@ -15,14 +15,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from components import versioning
 from components.atomic import atomic_dir, write_json
 from components.errors import RelayError
-from components.imaging import decode_image, to_batch
+from components.imaging import ImageRejected, ImageTooLarge, decode_image, open_checked, to_batch
 from components.settings import Settings, get_settings
-from pipelines.spec import TaskSpec
+from pipelines.spec import DEFAULT_MAX_PIXELS, TaskSpec
 
 MANIFEST = "manifest.csv"
 IMAGE_SUFFIXES = {".png"}
@@ -96,15 +96,18 @@ def ensure_dataset(spec: TaskSpec, settings: Settings) -> str | None:
         return actual
 
 
-def _describe_image(path: Path) -> dict:
+def _describe_image(path: Path, max_pixels: int) -> dict:
+    """One manifest row's facts about an image file. An oversized image raises ImageTooLarge, undecoded."""
     raw = path.read_bytes()
     row = {"bytes": len(raw), "content_hash": hashlib.sha256(raw).hexdigest(), "readable": True}
     try:
-        with Image.open(path) as image:
+        with open_checked(raw, max_pixels, str(path)) as image:
             image.load()
             row.update(width=image.width, height=image.height, mode=image.mode,
                        mean_intensity=float(np.asarray(image.convert("L"), dtype=np.float32).mean() / 255))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+    except ImageTooLarge:
+        raise
+    except (ImageRejected, OSError, SyntaxError, ValueError):
         row.update(width=None, height=None, mode=None, mean_intensity=None, readable=False)
     return row
 
@@ -126,16 +129,28 @@ def split_by_hash(manifest: pd.DataFrame, test_fraction: float, seed: int) -> pd
     return manifest["content_hash"].map(split_of)
 
 
-def build_manifest(dataset_dir: Path, test_fraction: float, seed: int) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Describe every image under ``dataset_dir/<label>/``; also count images per label folder."""
+def build_manifest(dataset_dir: Path, test_fraction: float, seed: int,
+                   max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Describe every image under ``dataset_dir/<label>/``; also count images per label folder.
+
+    Images over ``max_pixels`` stop the step with one error naming them; none of them is decoded.
+    """
     if not dataset_dir.is_dir():
         raise RelayError(f"dataset directory {dataset_dir} does not exist")
-    rows, counts = [], {}
+    rows, counts, oversized = [], {}, []
     for folder in sorted(p for p in dataset_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
         files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         counts[folder.name] = len(files)
         for path in files:
-            rows.append({"path": str(path.relative_to(dataset_dir)), "label": folder.name, **_describe_image(path)})
+            try:
+                rows.append({"path": str(path.relative_to(dataset_dir)), "label": folder.name,
+                             **_describe_image(path, max_pixels)})
+            except ImageTooLarge as error:
+                oversized.append(str(error))
+    if oversized:
+        raise RelayError(f"{len(oversized)} image(s) over the pixel limit, none decoded: {'; '.join(oversized[:3])}"
+                         f"{' …' if len(oversized) > 3 else ''}. Remove them, or raise dataset.image.max_pixels "
+                         "in the task spec if they are genuine.")
     columns = ["path", "label", "width", "height", "mode", "bytes", "mean_intensity", "content_hash", "readable"]
     manifest = pd.DataFrame(rows, columns=columns)
     manifest["split"] = split_by_hash(manifest, test_fraction, seed) if rows else pd.Series(dtype=str)
@@ -147,13 +162,14 @@ def prepare_data(spec: TaskSpec, out_dir: Path, settings: Settings | None = None
     settings = settings or get_settings()
     md5 = ensure_dataset(spec, settings)
     dataset_dir = spec.dataset_dir(settings.project_dir)
-    manifest, counts = build_manifest(dataset_dir, spec.dataset.test_fraction, spec.dataset.split_seed)
+    manifest, counts = build_manifest(dataset_dir, spec.dataset.test_fraction, spec.dataset.split_seed,
+                                      spec.dataset.image.max_pixels)
     with atomic_dir(out_dir) as tmp:
         manifest.to_csv(tmp / MANIFEST, index=False)
         # The version id of the data: DVC's md5 when tracked, else a digest of every file's path and hash.
         version = md5 or hashlib.sha256("".join(manifest["path"] + manifest["content_hash"]).encode()).hexdigest()[:32]
         write_json(tmp / "data.json", {
-            "dataset_dir": str(dataset_dir), "dataset_md5": md5, "dataset_version": version, "images": len(manifest),
+            "dataset_dir": str(dataset_dir), "dataset_md5": md5, "max_pixels": spec.dataset.image.max_pixels, "dataset_version": version, "images": len(manifest),
             "class_counts": counts, "split_counts": manifest["split"].value_counts().to_dict(),
         })
     return DataResult(out_dir / MANIFEST, dataset_dir, md5, len(manifest))
@@ -171,6 +187,7 @@ def load_split(data_dir: Path, split: str, classes: list[str]) -> tuple[np.ndarr
     root = Path(info["dataset_dir"])
     paths = [root / p for p in rows["path"]]
     index = {name: i for i, name in enumerate(classes)}
-    images = to_batch([decode_image(p) for p in paths]) if paths else np.zeros((0, 1, 1, 1), np.float32)
+    max_pixels = info.get("max_pixels", DEFAULT_MAX_PIXELS)
+    images = to_batch([decode_image(p, max_pixels) for p in paths]) if paths else np.zeros((0, 1, 1, 1), np.float32)
     labels = np.array([index[label] for label in rows["label"]], dtype=np.int64)
     return images, labels, paths

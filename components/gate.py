@@ -26,8 +26,11 @@ GATE_REPORT = "gate.md"
 
 @dataclass(frozen=True)
 class Champion:
+    """The model a new one must match: the version served as default, or the production stage's."""
+
     version: str
     predict: Predictor
+    role: str = "production"
 
 
 @dataclass(frozen=True)
@@ -88,8 +91,8 @@ def evaluate_gate(thresholds: GateSpec, original: Predictor, optimized: Predicto
         floor = acc_champion - thresholds.champion_tolerance_pp / 100
         checks.append({"name": "champion", "passed": acc_optimized >= floor - EPSILON, "value": acc_optimized,
                        "threshold": floor, "unit": "",
-                       "rule": f"optimized accuracy ≥ production {champion.version} − tolerance"})
-        champion_info = {"version": champion.version, "accuracy": acc_champion}
+                       "rule": f"optimized accuracy ≥ {champion.role} {champion.version} − tolerance"})
+        champion_info = {"version": champion.version, "accuracy": acc_champion, "role": champion.role}
     return {
         "passed": all(c["passed"] for c in checks),
         "checks": checks,
@@ -115,8 +118,9 @@ def render_report(task: str, gate: dict, notes: dict[str, str]) -> str:
     lines += ["", "| metric | value |", "|---|---|"]
     lines += [f"| {key} | {value:.6g} |" for key, value in gate["metrics"].items()]
     champion = gate.get("champion")
-    lines += ["", f"Production champion: {champion['version']} at accuracy {champion['accuracy']:.4f}"
-              if champion else "Production champion: none yet (the champion check is not applied)."]
+    lines += ["", f"Champion ({champion.get('role', 'production')}): {champion['version']} at accuracy "
+                  f"{champion['accuracy']:.4f} on this held-out set"
+              if champion else "Champion: none yet (nothing served or in production; the champion check is not applied)."]
     lines += [f"- {name}: {text}" for name, text in notes.items()]
     return "\n".join(lines) + "\n"
 
@@ -131,7 +135,7 @@ def plot_gate(gate: dict, target: Path) -> Path:
     metrics = gate["metrics"]
     names, accuracies = ["original", "optimized"], [metrics["accuracy_original"], metrics["accuracy_optimized"]]
     if gate.get("champion"):
-        names.append(f"production {gate['champion']['version']}")
+        names.append(f"{gate['champion'].get('role', 'production')} {gate['champion']['version']}")
         accuracies.append(gate["champion"]["accuracy"])
     figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
     left.bar(names, [a * 100 for a in accuracies], color=["#888", "#2a7", "#47c"][: len(names)])

@@ -2,39 +2,55 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from components import imaging, onnx_runtime
+from components import imaging, model_version, onnx_runtime
 from components.atomic import copy_file
 from components.errors import RelayError
+from pipelines.spec import TaskSpec
 
 # Loaded only inside TorchServe, where imaging.py and onnx_runtime.py sit beside it in the model dir.
 HANDLER = Path(__file__).with_name("serving_handler.py")
 
 
-def mar_version(version: str) -> str:
-    """TorchServe's version string for a registry version: ``v0.3.0`` → ``0.3.0``."""
-    return version.removeprefix("v")
+def serving_config(spec: TaskSpec) -> dict:
+    """What the handler must know from the spec: the input size and the request limits."""
+    image = spec.dataset.image
+    return {"height": image.height, "width": image.width, "mode": image.mode, "max_pixels": image.max_pixels,
+            "max_request_bytes": spec.deploy.max_request_bytes}
 
 
-def build_mar(model_name: str, version: str, onnx_model: Path, classes: list[str], target: Path) -> Path:
-    """Write ``target`` (a .mar) serving ``onnx_model`` through the ONNX Runtime handler."""
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def build_mar(spec: TaskSpec, version: str, onnx_model: Path, target: Path) -> Path:
+    """Write ``target`` (a .mar) serving ``onnx_model`` as ``spec.name`` through the ONNX Runtime handler."""
+    from components.serving_handler import SERVING_CONFIG
+
     archiver = Path(sys.executable).with_name("torch-model-archiver")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         labels = work / "index_to_name.json"
-        labels.write_text(json.dumps({str(i): name for i, name in enumerate(classes)}))
-        extra = [imaging.__file__, onnx_runtime.__file__, str(labels)]
+        labels.write_text(json.dumps({str(i): name for i, name in enumerate(spec.dataset.classes)}))
+        config = work / SERVING_CONFIG
+        config.write_text(json.dumps(serving_config(spec)))
+        extra = [imaging.__file__, onnx_runtime.__file__, str(labels), str(config)]
         proc = subprocess.run([
-            str(archiver), "--model-name", model_name, "--version", mar_version(version),
+            str(archiver), "--model-name", spec.name, "--version", model_version.served(version),
             "--serialized-file", str(onnx_model), "--handler", str(HANDLER),
             "--extra-files", ",".join(extra), "--export-path", str(work), "--force",
         ], capture_output=True, text=True)
         if proc.returncode != 0:
-            raise RelayError(f"torch-model-archiver failed for {model_name}: {proc.stderr.strip().splitlines()[-1:]}")
-        copy_file(work / f"{model_name}.mar", target)
+            raise RelayError(f"torch-model-archiver failed for {spec.name}: {proc.stderr.strip().splitlines()[-1:]}")
+        copy_file(work / f"{spec.name}.mar", target)
     return target

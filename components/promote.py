@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from components import model_version
 from components.deploy.kubernetes import live_check
 from components.errors import RelayError
 from components.registry import ModelRegistry, git
@@ -89,6 +90,7 @@ def promote(task: str, version: str, env: str, settings: Settings | None = None)
     """Pin ``version`` of ``task`` in ``env``: GTO assignment + overlay commit, pushed."""
     if env not in ENVIRONMENTS:
         raise RelayError(f"unknown environment '{env}': use one of {', '.join(ENVIRONMENTS)}")
+    version = model_version.canonical(version)
     registry = ModelRegistry(settings or get_settings()).ensure()
     with registry.locked():
         known = [row["version"] for row in registry.versions(task)]
@@ -103,8 +105,18 @@ def promote(task: str, version: str, env: str, settings: Settings | None = None)
     return _after_commit(pinned)
 
 
+ROLLED_BACK_FROM = "Relay-Rolled-Back-From"  # a git trailer on rollback commits
+
+
 def rollback(task: str, env: str, settings: Settings | None = None) -> Promotion:
-    """Pin the version ``env`` had before the current one, with a new commit (history is kept)."""
+    """Pin the newest version ``env`` ran before the current one that is still good, with a new commit.
+
+    It walks back through the overlay's history, skipping every version that was rolled back from
+    (rolling back twice never brings a bad version back) and every version whose gate failed. A
+    rolled-back version returns only when promoted again by name.
+    """
+    if env not in ENVIRONMENTS:
+        raise RelayError(f"unknown environment '{env}': use one of {', '.join(ENVIRONMENTS)}")
     registry = ModelRegistry(settings or get_settings()).ensure()
     with registry.locked():
         overlay = overlay_file(registry.path, task, env)
@@ -112,14 +124,24 @@ def rollback(task: str, env: str, settings: Settings | None = None) -> Promotion
         if current is None:
             raise RelayError(f"nothing to roll back: {task} was never promoted to {env}")
         relative = str(overlay.relative_to(registry.path))
-        for commit in git(["log", "--format=%H", "--", relative], registry.path).split():
-            text = git(["show", f"{commit}:{relative}"], registry.path)
-            earlier = pinned_version_text(text)
-            if earlier and earlier != current:
-                pinned = _pin(registry, task, earlier, env, f"rollback {task} in {env} to {earlier} (from {current})")
+        history = git(["log", f"--format=%H%x00%(trailers:key={ROLLED_BACK_FROM},valueonly,separator=%x20)",
+                       "--", relative], registry.path).splitlines()
+        commits, rolled_back = [], {current}
+        for line in history:
+            commit, _, trailer = line.partition("\0")
+            commits.append(commit)
+            rolled_back.update(trailer.split())
+        for commit in commits:
+            earlier = pinned_version_text(git(["show", f"{commit}:{relative}"], registry.path))
+            if earlier and earlier not in rolled_back and registry.gate(task, earlier)["passed"]:
+                message = (f"rollback {task} in {env} to {earlier} (from {current})\n\n"
+                           f"{ROLLED_BACK_FROM}: {current}")
+                pinned = _pin(registry, task, earlier, env, message)
                 break
         else:
-            raise RelayError(f"nothing to roll back: {env} has only ever run {task} {current}")
+            raise RelayError(f"nothing to roll back to: {env} runs {task} {current}, and every earlier version was "
+                             f"rolled back from ({', '.join(sorted(rolled_back - {current})) or 'none'}); promote one "
+                             "by name to pin it again")
     return _after_commit(pinned)
 
 
@@ -132,6 +154,7 @@ def _after_commit(pinned: Promotion) -> Promotion:
 def _pin(registry: ModelRegistry, task: str, version: str, env: str, message: str) -> Promotion:
     overlay = overlay_file(registry.path, task, env)
     previous = pinned_version(overlay)
+    before = registry.head()
     tags = []
     if previous and previous != version:  # one version per environment: the one the overlay pins
         tags += registry.unassign_unlocked(task, previous, env)
@@ -140,7 +163,7 @@ def _pin(registry: ModelRegistry, task: str, version: str, env: str, message: st
     _write_manifests(registry.path, task, env, version, registry.remote or str(registry.path), framework)
     git(["add", "-A", "k8s"], registry.path)
     git(["commit", "-q", "-m", message], registry.path)
-    registry.push(tags)
+    registry.publish(tags, before)
     return Promotion(task, env, version, previous, git(["rev-parse", "HEAD"], registry.path), overlay, live="")
 
 

@@ -8,6 +8,7 @@ set it tracks that git remote and pushes every registration (commit and tag) to 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -23,11 +24,13 @@ import semver
 from components import versioning
 from components.atomic import write_json
 from components.errors import RelayError
+from components.package import sha256_file
 from components.settings import Settings, get_settings
 
 GIT_IDENTITY = {"GIT_AUTHOR_NAME": "Relay", "GIT_AUTHOR_EMAIL": "relay@localhost",
                 "GIT_COMMITTER_NAME": "Relay", "GIT_COMMITTER_EMAIL": "relay@localhost"}
-BRANCH = "main"
+LOCAL_BRANCH = "main"  # a registry without a remote; with one, the remote's default branch (its HEAD)
+MODEL_JSON = "model.json"
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,7 @@ class Registration:
     tag: str  # "digits@v1.2.0"
     commit: str
     artifacts_dir: Path
+    reused: bool = False  # True: this run was registered before (a retried step); nothing new was made
 
 
 def git(args: list[str], repo: Path, check: bool = True) -> str:
@@ -56,30 +60,55 @@ class ModelRegistry:
         self.path = self.settings.registry_dir
         self.remote = self.settings.registry_remote
 
+    @property
+    def branch(self) -> str:
+        """The branch Relay commits to: the one the clone checked out, i.e. the remote's default branch."""
+        return git(["symbolic-ref", "--short", "HEAD"], self.path)
+
     def ensure(self) -> ModelRegistry:
-        """Create (or clone) the registry repository and configure its DVC remote."""
+        """Create (or clone) the registry repository and commit its DVC remote to ``.dvc/config``.
+
+        The remote is committed, not kept in the git-ignored ``.dvc/config.local``, so that a plain
+        ``git clone`` of the registry (a serving pod's ``relay fetch-model``) can fetch the artifacts.
+        """
         if not (self.path / ".git").is_dir():
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if self.remote:
+                # A clone checks out the remote's HEAD, even an unborn one (`git init --bare` → master).
                 proc = subprocess.run(["git", "clone", "-q", self.remote, str(self.path)], capture_output=True,
                                       text=True)
                 if proc.returncode != 0:
                     raise RelayError(f"cannot clone the registry remote {self.remote}: {proc.stderr.strip()}")
-                if not git(["rev-parse", "--verify", "-q", "HEAD"], self.path, check=False):
-                    git(["symbolic-ref", "HEAD", f"refs/heads/{BRANCH}"], self.path)  # an empty remote: start main
             else:
                 self.path.mkdir(parents=True, exist_ok=True)
-                git(["init", "-q", "-b", BRANCH], self.path)
-        if not (self.path / ".dvc").is_dir():
-            versioning.dvc(["init", "-q"], self.path)
-            (self.path / "README.md").write_text(
-                "# Relay model registry\n\nEach model version is a GTO tag `<task>@vX.Y.Z` on a commit holding\n"
-                "`models/<task>/artifacts.dvc` (ONNX model, .mar, gate.json in DVC) and the gate report.\n")
-            git(["add", "-A"], self.path)
-            git(["commit", "-q", "-m", "Initialize the Relay model registry"], self.path)
-            self.push([])
-        versioning.configure_remote(self.path, versioning.remote_url(self.settings))
+                git(["init", "-q", "-b", LOCAL_BRANCH], self.path)
+        url = versioning.remote_url(self.settings)
+        with self._lock():
+            self._sync()
+            before = self.head()
+            if not (self.path / ".dvc").is_dir():
+                versioning.dvc(["init", "-q"], self.path)
+                (self.path / "README.md").write_text(
+                    "# Relay model registry\n\nEach model version is a GTO tag `<task>@vX.Y.Z` on a commit holding\n"
+                    "`models/<task>/artifacts.dvc` (ONNX model, .mar, gate.json in DVC) and the gate report.\n"
+                    "The DVC remote holding the artifacts is in `.dvc/config`.\n")
+            versioning.configure_remote(self.path, url, committed=True)
+            if git(["status", "--porcelain"], self.path):
+                git(["add", "-A"], self.path)
+                message = "Initialize the Relay model registry" if before is None else f"DVC remote: {url}"
+                git(["commit", "-q", "-m", message], self.path)
+                self.publish([], before)
         return self
+
+    def dvc_remote(self) -> str | None:
+        """The DVC remote URL committed in the registry (what a clone of it fetches from)."""
+        try:
+            return versioning.dvc(["remote", "list", "--project"], self.path).split()[1]
+        except (versioning.DvcError, IndexError):
+            return None
+
+    def head(self) -> str | None:
+        return git(["rev-parse", "--verify", "-q", "HEAD"], self.path, check=False) or None
 
     @contextmanager
     def locked(self) -> Iterator[None]:
@@ -99,13 +128,40 @@ class ModelRegistry:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _sync(self) -> None:
-        if self.remote and git(["ls-remote", "--heads", "origin", BRANCH], self.path):
-            git(["pull", "-q", "--ff-only", "--tags", "origin", BRANCH], self.path)
+        if not self.remote:
+            return
+        proc = subprocess.run(["git", "fetch", "-q", "--tags", "origin"], cwd=self.path, capture_output=True,
+                              text=True)
+        if proc.returncode != 0:
+            raise RelayError(f"the registry remote {self.remote} is not reachable: {proc.stderr.strip()}; "
+                             "nothing was changed")
+        if git(["ls-remote", "--heads", "origin", self.branch], self.path):
+            git(["merge", "-q", "--ff-only", f"origin/{self.branch}"], self.path)
 
     def push(self, tags: list[str]) -> None:
         """Push the branch and ``tags`` to the remote, if there is one."""
         if self.remote:
-            git(["push", "-q", "origin", f"HEAD:refs/heads/{BRANCH}", *[f"refs/tags/{t}" for t in tags]], self.path)
+            git(["push", "-q", "--atomic", "origin", f"HEAD:refs/heads/{self.branch}",
+                 *[f"refs/tags/{t}" for t in tags]], self.path)
+
+    def publish(self, tags: list[str], before: str | None) -> None:
+        """Push; when the remote refuses, undo the local commits and ``tags`` so the clone matches the
+        remote again (nothing half-registered), and raise one error saying so."""
+        try:
+            self.push(tags)
+        except RelayError as error:
+            self._undo(tags, before)
+            reason = str(error).split(": ", 1)[-1]
+            raise RelayError(f"the registry remote {self.remote} refused the push ({reason}); nothing was "
+                             "registered or promoted: the local registry was reset to match the remote. "
+                             "Fix the remote and run the step again.") from None
+
+    def _undo(self, tags: list[str], before: str | None) -> None:
+        for tag in tags:
+            git(["tag", "-d", tag], self.path, check=False)
+        if before is not None:
+            git(["reset", "-q", "--hard", before], self.path)
+            git(["clean", "-q", "-fd"], self.path)
 
     def versions(self, task: str) -> list[dict]:
         """Registered versions of ``task``, newest first: ``{version, stages, commit, created_at}``."""
@@ -160,38 +216,64 @@ class ModelRegistry:
         """Register a new version of ``task``.
 
         ``build(version, dir)`` writes the version's artifacts into ``dir``. They are DVC-tracked and
-        pushed, the pointer and gate report are committed, then GTO tags the commit. Everything from
-        choosing the version to the tag happens under one lock, so registrations never race.
+        pushed, the pointer, the gate report and each artifact's sha256 are committed, then GTO tags the
+        commit and both are pushed. Everything from choosing the version to the push happens under one
+        lock, so registrations never race; if any part fails, the local registry is reset and nothing is
+        registered. A run that was registered before (a retried step) gets its earlier version back.
         """
         import gto.api
 
         self.ensure()
         with self._lock():
             self._sync()
+            if metadata.get("run_id") and (earlier := self.version_of_run(task, metadata["run_id"])):
+                return Registration(task, earlier, f"{task}@{earlier}",
+                                    git(["rev-parse", f"{task}@{earlier}^{{commit}}"], self.path),
+                                    self.path / "models" / task / "artifacts", reused=True)
             version = self.next_version(task)
+            tag = f"{task}@{version}"
+            before = self.head()
             model_dir = self.path / "models" / task
             artifacts = model_dir / "artifacts"
             staging = model_dir / ".artifacts.incoming"
-            shutil.rmtree(staging, ignore_errors=True)
-            staging.mkdir(parents=True)
-            build(version, staging)
-            shutil.rmtree(artifacts, ignore_errors=True)
-            staging.rename(artifacts)
-            for report in artifacts.glob("gate.*"):  # the gate report is readable in git, beside the pointer
-                shutil.copy2(report, model_dir / report.name)
-            write_json(model_dir / "model.json", {**metadata, "task": task, "version": version})
-            self._annotate(task)
-            rel = str(artifacts.relative_to(self.path))
-            versioning.dvc(["add", "-q", rel], self.path)
-            versioning.dvc(["push", "-q", rel + ".dvc"], self.path)
-            git(["add", "-A"], self.path)
-            git(["commit", "-q", "-m", f"{task} {version}: register (gate passed)"], self.path)
-            tag = f"{task}@{version}"
-            self._after_last_tag_second()
-            gto.api.register(str(self.path), task, ref="HEAD", version=version,
-                             message=f"Register {task} {version}", author="Relay", author_email="relay@localhost")
-            self.push([tag])
+            try:
+                shutil.rmtree(staging, ignore_errors=True)
+                staging.mkdir(parents=True)
+                build(version, staging)
+                digests = {p.relative_to(staging).as_posix(): sha256_file(p)
+                           for p in sorted(staging.rglob("*")) if p.is_file()}
+                shutil.rmtree(artifacts, ignore_errors=True)
+                staging.rename(artifacts)
+                for report in artifacts.glob("gate.*"):  # the gate report is readable in git, beside the pointer
+                    shutil.copy2(report, model_dir / report.name)
+                write_json(model_dir / MODEL_JSON, {**metadata, "task": task, "version": version, "sha256": digests})
+                self._annotate(task)
+                rel = str(artifacts.relative_to(self.path))
+                versioning.dvc(["add", "-q", rel], self.path)
+                versioning.dvc(["push", "-q", rel + ".dvc"], self.path)
+                git(["add", "-A"], self.path)
+                git(["commit", "-q", "-m", f"{task} {version}: register (gate passed)"], self.path)
+                self._after_last_tag_second()
+                gto.api.register(str(self.path), task, ref="HEAD", version=version,
+                                 message=f"Register {task} {version}", author="Relay", author_email="relay@localhost")
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                shutil.rmtree(artifacts, ignore_errors=True)  # restored from DVC for the previous version on use
+                self._undo([tag], before)
+                raise
+            self.publish([tag], before)
             return Registration(task, version, tag, git(["rev-parse", "HEAD"], self.path), artifacts)
+
+    def version_of_run(self, task: str, run_id: str) -> str | None:
+        """The version registered from run ``run_id``, if any."""
+        for row in self.versions(task):
+            if self.model_info(task, row["version"]).get("run_id") == run_id:
+                return row["version"]
+        return None
+
+    def model_info(self, task: str, version: str) -> dict:
+        """A version's ``model.json``: run, framework, dataset, spec and each artifact's sha256."""
+        return json.loads(self.read_file(task, version, MODEL_JSON))
 
     def _annotate(self, task: str) -> None:
         import yaml
@@ -206,7 +288,8 @@ class ModelRegistry:
     def assign(self, task: str, version: str, stage: str) -> None:
         """Assign ``stage`` to ``version`` with a GTO tag (and push it)."""
         with self.locked():
-            self.push(self.assign_unlocked(task, version, stage))
+            before = self.head()
+            self.publish(self.assign_unlocked(task, version, stage), before)
 
     def _after_last_tag_second(self) -> None:
         # GTO orders events by their tag's timestamp, which has one-second resolution: two stage events
@@ -250,8 +333,20 @@ class ModelRegistry:
         return json.loads(self.read_file(task, version, "gate.json"))
 
     def artifact_bytes(self, task: str, version: str, name: str) -> bytes:
-        """A DVC-tracked artifact of a version (e.g. ``model.onnx``), from the cache or the remote."""
+        """A DVC-tracked artifact of a version (e.g. ``model.onnx``), from the cache or the remote.
+
+        Its sha256 must equal the one committed at registration, so a swapped file in the DVC cache or
+        remote is refused.
+        """
         import dvc.api
 
-        return dvc.api.read(f"models/{task}/artifacts/{name}", repo=str(self.path),
-                            rev=f"{task}@{version}", mode="rb")
+        data = dvc.api.read(f"models/{task}/artifacts/{name}", repo=str(self.path), rev=f"{task}@{version}",
+                            mode="rb")
+        expected = self.model_info(task, version).get("sha256", {}).get(name)
+        if expected is None:
+            raise RelayError(f"the registry has no sha256 for {task} {version} {name}: register the model again")
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != expected:
+            raise RelayError(f"{task} {version} {name} from the DVC store has sha256 {actual[:12]}…, but the registry "
+                             f"recorded {expected[:12]}…: refusing a swapped artifact")
+        return data

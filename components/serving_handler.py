@@ -2,7 +2,13 @@
 
 TorchServe's stock handler loads an .onnx file into a session but then calls ``self.model(x)``,
 so it cannot serve ONNX. This one calls ``session.run``. It is packed into the .mar beside
-``imaging.py`` and ``onnx_runtime.py`` (its only Relay imports) and ``index_to_name.json``.
+``imaging.py`` and ``onnx_runtime.py`` (its only Relay imports), ``index_to_name.json`` and
+``relay_serving.json`` (the input size and the request limits from the task spec).
+
+A request the model cannot take gets a 4xx with the reason in the body, in TorchServe's own error
+shape (``{"code", "type", "message"}``), and never reaches the session: 400 for a body that is not a
+decodable image of the model's size, 413 for a body or an image over the limits, 415 for a body
+that is not an image file.
 """
 
 from __future__ import annotations
@@ -12,8 +18,16 @@ import os
 
 import numpy as np
 
-from imaging import decode_image, to_batch  # shipped in the .mar as extra files
+from imaging import ImageRejected, ImageTooLarge, decode_image, to_batch  # shipped in the .mar as extra files
 from onnx_runtime import make_session
+
+SERVING_CONFIG = "relay_serving.json"
+# Raw image bodies; multipart uploads arrive as a 'data' field, octet-stream from clients that set no type.
+ACCEPTED_TYPES = ("image/", "application/octet-stream", "multipart/form-data")
+
+
+class UnsupportedType(ImageRejected):
+    status = 415
 
 
 class OnnxImageClassifier:
@@ -24,26 +38,61 @@ class OnnxImageClassifier:
     def initialize(self, context) -> None:
         model_dir = context.system_properties["model_dir"]
         serialized = context.manifest["model"]["serializedFile"]
-        self.session = make_session(os.path.join(model_dir, serialized), threads=1)
-        self.input_name = self.session.get_inputs()[0].name
+        with open(os.path.join(model_dir, SERVING_CONFIG)) as handle:
+            self.config = json.load(handle)
         with open(os.path.join(model_dir, "index_to_name.json")) as handle:
             self.classes = json.load(handle)
+        self.session = make_session(os.path.join(model_dir, serialized), threads=1)
+        self.input_name = self.session.get_inputs()[0].name
+
+    def _image(self, row: dict, content_type: str) -> np.ndarray:
+        payload = row.get("data") if row.get("data") is not None else row.get("body")
+        if content_type and not content_type.lower().startswith(ACCEPTED_TYPES):
+            raise UnsupportedType(f"Content-Type {content_type} is not an image: send the image file as the body "
+                                  "with Content-Type image/png, image/jpeg, … or application/octet-stream")
+        if not isinstance(payload, (bytes, bytearray)):
+            raise UnsupportedType("the body is not an image file: send the file's bytes as the raw body "
+                                  "(Content-Type image/png, image/jpeg, …)")
+        if not payload:
+            raise ImageRejected("the request body is empty: send an image file")
+        limit = self.config["max_request_bytes"]
+        if len(payload) > limit:
+            raise ImageTooLarge(f"the body is {len(payload)} bytes, over the limit of {limit} (deploy.max_request_bytes)")
+        pixels = decode_image(bytes(payload), self.config["max_pixels"], "the image")
+        expected = (self.config["height"], self.config["width"])
+        if pixels.shape != expected:
+            raise ImageRejected(f"the image is {pixels.shape[1]}x{pixels.shape[0]}; this model takes "
+                                f"{expected[1]}x{expected[0]} images")
+        return pixels
 
     def handle(self, data: list[dict], context) -> list[dict]:
-        """One PNG per request row (raw body or multipart 'data'); one prediction per row."""
-        images = []
-        for row in data:
-            payload = row.get("data") or row.get("body")
-            if not isinstance(payload, (bytes, bytearray)):
-                raise ValueError("send the image file as the raw request body (Content-Type: image/png)")
-            images.append(decode_image(bytes(payload)))
-        logits = self.session.run(None, {self.input_name: to_batch(images)})[0]
-        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-        probabilities = shifted / shifted.sum(axis=1, keepdims=True)
-        return [
-            {"class": self.classes[str(int(index))], "index": int(index), "probability": float(row[index])}
-            for index, row in zip(logits.argmax(axis=1), probabilities)
-        ]
+        """One image per request row; one prediction (or one 4xx error) per row."""
+        results: list[dict | None] = [None] * len(data)
+        images, rows = [], []
+        for index, row in enumerate(data):
+            try:
+                images.append(self._image(row, _content_type(context, index)))
+                rows.append(index)
+            except ImageRejected as error:
+                context.set_response_status(error.status, _PHRASES[error.status], index)
+                results[index] = {"code": error.status, "type": type(error).__name__, "message": str(error)}
+        if images:
+            logits = self.session.run(None, {self.input_name: to_batch(images)})[0]
+            shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+            probabilities = shifted / shifted.sum(axis=1, keepdims=True)
+            for index, row_logits, row_probabilities in zip(rows, logits, probabilities):
+                best = int(row_logits.argmax())
+                results[index] = {"class": self.classes[str(best)], "index": best,
+                                  "probability": float(row_probabilities[best])}
+        return results
+
+
+_PHRASES = {400: "Bad Request", 413: "Payload Too Large", 415: "Unsupported Media Type"}
+
+
+def _content_type(context, index: int) -> str:
+    headers = context.get_all_request_header(index) or {}
+    return next((str(value) for key, value in headers.items() if key.lower() == "content-type"), "")
 
 
 _service = OnnxImageClassifier()

@@ -21,16 +21,23 @@ class DvcError(RelayError):
 
 
 def dvc(args: list[str], repo: Path) -> str:
-    """Run ``dvc ARGS`` in ``repo`` with this interpreter's DVC; raise DvcError with its last line."""
+    """Run ``dvc ARGS`` in ``repo`` with this interpreter's DVC; raise DvcError with DVC's own reason
+    (its ERROR lines, not the "Having any troubles?" footer)."""
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "DVC_NO_UPDATE_CHECK": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "dvc", *args], cwd=repo, env=env, capture_output=True, text=True
     )
     if proc.returncode != 0:
-        lines = [line for line in (proc.stderr + proc.stdout).splitlines() if line.strip()]
-        detail = next((line for line in lines if line.startswith("ERROR")), lines[-1] if lines else "")
-        raise DvcError(f"dvc {' '.join(args)} failed in {repo}: {detail.strip()}")
+        raise DvcError(f"dvc {' '.join(args)} failed in {repo}: {dvc_reason(proc.stderr + proc.stdout)}")
     return proc.stdout
+
+
+def dvc_reason(output: str) -> str:
+    """DVC's reason for a failure: its ERROR lines, without the "Having any troubles?" footer."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("ERROR")]
+    useful = [line for line in lines if not line.startswith(("Having any troubles", "+-", "|"))]
+    return " ".join(errors) if errors else (useful[-1] if useful else "(no output)")
 
 
 def remote_url(settings: Settings) -> str:
@@ -47,9 +54,10 @@ def remote_url(settings: Settings) -> str:
     return url
 
 
-def configure_remote(repo: Path, url: str) -> None:
-    """Make ``url`` the default remote of ``repo`` in its git-ignored local config."""
-    dvc(["remote", "add", "--local", "--force", "--default", REMOTE_NAME, url], repo)
+def configure_remote(repo: Path, url: str, committed: bool = False) -> None:
+    """Make ``url`` the default remote of ``repo``: in its git-ignored local config, or with
+    ``committed`` in ``.dvc/config``, so that every clone of the repo (a pod's `dvc get`) finds it."""
+    dvc(["remote", "add", *([] if committed else ["--local"]), "--force", "--default", REMOTE_NAME, url], repo)
 
 
 @contextmanager

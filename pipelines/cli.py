@@ -34,7 +34,7 @@ MaxDrop = Annotated[Optional[float], typer.Option(help="Override gate.max_accura
 MinAccuracy = Annotated[Optional[float], typer.Option(help="Override gate.min_accuracy.")]
 
 
-def _fail(error: Exception) -> None:
+def _fail(error: Exception | str) -> None:
     err.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
@@ -109,9 +109,10 @@ def _step(name: str, task: str | None, run_dir: Path | None, framework: str | No
 
 
 @app.command()
-def predict(path: Annotated[Path, typer.Argument(help="An image file (PNG).", exists=True, dir_okay=False)],
+def predict(path: Annotated[Path, typer.Argument(help="An image file.", exists=True, dir_okay=False)],
             task: Annotated[str, typer.Option(help="The served model's name.")] = "digits",
-            version: Annotated[Optional[str], typer.Option(help="A served version (default: the default one).")] = None
+            version: Annotated[Optional[str], typer.Option(help="A served version, v0.2.0 or 0.2.0 "
+                                                                "(default: the default one).")] = None
             ) -> None:
     """Print the class the served model returns for PATH."""
     from components.deploy.torchserve import TorchServe
@@ -119,15 +120,15 @@ def predict(path: Annotated[Path, typer.Argument(help="An image file (PNG).", ex
     try:
         result = TorchServe().predict(task, path.read_bytes(), version)
     except RelayError as error:
-        _fail(error)
+        _fail(f"{path}: {error}")
     console.print(f"{path}: class [bold]{result['class']}[/] (p={result['probability']:.3f})", highlight=False)
 
 
 @app.command()
 def models(task: Annotated[str, typer.Argument(help="Task name.")]) -> None:
     """List TASK's registered versions: stage, gate result and where each is served."""
+    from components import model_version
     from components.deploy.torchserve import TorchServe
-    from components.package import mar_version
     from components.registry import ModelRegistry
 
     registry = ModelRegistry()
@@ -137,8 +138,9 @@ def models(task: Annotated[str, typer.Argument(help="Task name.")]) -> None:
         return
     server, served, default = TorchServe(), set(), None
     if server.pid():
-        served = {entry["modelVersion"] for entry in server.describe(task)}
+        served = {model_version.canonical(entry["modelVersion"]) for entry in server.describe(task)}
         default = server.default_version(task)
+        default = default and model_version.canonical(default)
     table = Table(title=f"{task} in {registry.path}")
     for column in ("version", "stages", "gate", "accuracy", "served"):
         table.add_column(column)
@@ -146,12 +148,19 @@ def models(task: Annotated[str, typer.Argument(help="Task name.")]) -> None:
         version = row["version"]
         gate = registry.gate(task, version)
         where = ""
-        if mar_version(version) in served:
-            where = f"{server.inference_url}/predictions/{task}/{mar_version(version)}"
-            where += " (default)" if default == mar_version(version) else ""
+        if version in served:
+            where = f"{server.inference_url}/predictions/{task}/{model_version.served(version)}"
+            where += " (default)" if default == version else ""
         table.add_row(version, ", ".join(row["stages"]), "pass" if gate["passed"] else "FAIL",
                       f"{gate['metrics']['accuracy_optimized']:.4f}", where)
     console.print(table)
+    remote = registry.dvc_remote()
+    if remote and "://" not in remote:
+        console.print(f"DVC remote {remote} is a local path: it is valid only on this machine, so pods and other "
+                      "machines cannot fetch these models from a clone of the registry. Set RELAY_DVC_REMOTE to a "
+                      "shared URL (s3://…) for them, or pass `relay fetch-model --dvc-remote`.", highlight=False)
+    elif remote:
+        console.print(f"DVC remote: {remote}", highlight=False)
 
 
 @app.command("dag-test")
@@ -209,12 +218,16 @@ def fetch_model(task: Annotated[str, typer.Argument(help="Task name.")],
                 registry: Annotated[str, typer.Option(help="Registry git URL or path.")],
                 to: Annotated[Path, typer.Option("--to", help="Destination folder.")],
                 tfserving: Annotated[bool, typer.Option(help="Fetch the TF Serving base path instead of the .mar.")]
-                = False) -> None:
+                = False,
+                dvc_remote: Annotated[Optional[str], typer.Option(
+                    envvar="RELAY_DVC_REMOTE", show_envvar=True,
+                    help="DVC remote URL to fetch from instead of the one committed in the registry "
+                         "(a pod's own endpoint; credentials come from the environment).")] = None) -> None:
     """Fetch a version's serving artifacts through DVC (what the serving pods' initContainers run)."""
     from components.deploy.fetch import fetch_model as fetch
 
     try:
-        paths = fetch(registry, task, version, to, tfserving)
+        paths = fetch(registry, task, version, to, tfserving, dvc_remote or None)
     except RelayError as error:
         _fail(error)
     console.print("\n".join(str(path) for path in paths))
@@ -222,16 +235,18 @@ def fetch_model(task: Annotated[str, typer.Argument(help="Task name.")],
 
 @serve_app.command("start")
 def serve_start() -> None:
-    """Start the local TorchServe (127.0.0.1, token auth on) if it is not running."""
-    from components.deploy.torchserve import TorchServe
+    """Start the local TorchServe (127.0.0.1, token auth on) and serve what was served before it stopped."""
+    from components.deploy.local import start_serving
+    from components.settings import get_settings
 
     try:
-        server = TorchServe()
-        pid = server.start()
+        server, restored = start_serving(get_settings())
     except RelayError as error:
         _fail(error)
-    console.print(f"TorchServe pid {pid}: inference {server.inference_url}, management {server.management_url}, "
-                  f"keys in {server.key_file}")
+    console.print(f"TorchServe pid {server.pid()}: inference {server.inference_url}, management "
+                  f"{server.management_url}, keys in {server.key_file}", highlight=False)
+    for task, note in restored.items():
+        console.print(f"  {task}: {note}", highlight=False)
 
 
 @serve_app.command("stop")
@@ -248,9 +263,23 @@ def serve_status() -> None:
     """Say whether the local TorchServe runs, and what it serves."""
     from components.deploy.torchserve import TorchServe
 
+    from components import model_version
+    from components.deploy.local import served_state
+
     server = TorchServe()
     pid = server.pid()
-    console.print(f"TorchServe: {'running, pid ' + str(pid) if pid else 'not running'} ({server.dir})")
+    console.print(f"TorchServe: {'running, pid ' + str(pid) if pid else 'not running'} ({server.dir})",
+                  highlight=False)
+    for task, entry in served_state(server.settings).items():
+        if pid:
+            live = sorted(model_version.canonical(e["modelVersion"]) for e in server.describe(task))
+            default = server.default_version(task)
+            console.print(f"  {task}: serving {', '.join(live) or 'nothing'}; default "
+                          f"{model_version.canonical(default) if default else 'none'} "
+                          f"({server.inference_url}/predictions/{task})", highlight=False)
+        else:
+            console.print(f"  {task}: default {entry['default']}, also {', '.join(entry['versions'][1:]) or '-'}; "
+                          "`relay serve start` serves them again", highlight=False)
 
 
 def main() -> None:

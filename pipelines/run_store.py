@@ -15,6 +15,7 @@ from pathlib import Path
 
 import fsspec
 
+from components.atomic import is_temp_name
 from components.settings import Settings
 
 
@@ -30,8 +31,11 @@ def local_run(uri: str, settings: Settings) -> Iterator[Path]:
     yield local
     fs.makedirs(root, exist_ok=True)
     for path in sorted(local.rglob("*")):
+        relative = path.relative_to(local)
+        if any(is_temp_name(part) for part in relative.parts):
+            continue  # a killed writer's unpublished temp: never uploaded
         if path.is_file() and not path.is_symlink():
-            target = f"{root.rstrip('/')}/{path.relative_to(local).as_posix()}"
+            target = f"{root.rstrip('/')}/{relative.as_posix()}"
             fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
             fs.put_file(str(path), target)
     shutil.rmtree(local, ignore_errors=True)

@@ -24,10 +24,16 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+DEFAULT_MAX_PIXELS = 50_000_000  # above any phone camera (48 MP); a decompression bomb is far larger
+
+
 class ImageSpec(_Strict):
     width: int = Field(gt=0)
     height: int = Field(gt=0)
     mode: Literal["L"] = "L"
+    max_pixels: int = Field(default=DEFAULT_MAX_PIXELS, gt=0,
+                            description="Images with more pixels are refused from their header, never decoded "
+                                        "(data step and serving handler).")
 
 
 class DriftSpec(_Strict):
@@ -86,6 +92,8 @@ class DeploySpec(_Strict):
         default="local", description="local: the project's TorchServe; kubernetes: pin the version in the "
                                      "GitOps staging overlay (Argo CD deploys it).")
     smoke_samples: int = Field(default=20, ge=1)
+    max_request_bytes: int = Field(default=16_000_000, gt=0, le=64_000_000,
+                                   description="Larger prediction request bodies get HTTP 413 from the handler.")
 
 
 class TaskSpec(_Strict):

@@ -110,9 +110,9 @@ def _gate(spec: TaskSpec, run: Path, settings: Settings) -> dict:
     images, labels, _ = load_split(run / "data", "test", spec.dataset.classes)
     registry = ModelRegistry(settings)
     champion = None
-    production = registry.stage_version(spec.name, "production")
-    if production:
-        champion = Champion(production, onnx_predictor(registry.artifact_bytes(spec.name, production, "model.onnx")))
+    role, version = _champion_version(spec, registry, settings)
+    if version:
+        champion = Champion(version, onnx_predictor(registry.artifact_bytes(spec.name, version, "model.onnx")), role)
     gate = evaluate_gate(spec.gate, load_predictor(run / "train"), onnx_predictor(run / "optimize" / "model.onnx"),
                          images, labels, champion)
     optimize_info = json.loads((run / "optimize" / "optimize.json").read_text())
@@ -122,6 +122,17 @@ def _gate(spec: TaskSpec, run: Path, settings: Settings) -> dict:
     result = write_gate(spec.name, gate, notes, run / "gate")
     return {"passed": result.passed, "failed_checks": result.failed_checks, "report": str(result.report),
             "accuracy": gate["metrics"]["accuracy_optimized"]}
+
+
+def _champion_version(spec: TaskSpec, registry, settings: Settings) -> tuple[str, str | None]:
+    """Which model a new one must match: for a task served locally, the version served as default;
+    otherwise (or when nothing is served yet) the GTO production stage."""
+    if spec.deploy.target == "local":
+        from components.deploy.local import served_default
+
+        if default := served_default(settings, spec.name):
+            return "served default", default
+    return "production", registry.stage_version(spec.name, "production")
 
 
 def gate_passed(run: Path) -> bool:
@@ -143,7 +154,7 @@ def _register(spec: TaskSpec, run: Path, settings: Settings) -> dict:
 
     def build(version: str, dest: Path) -> None:
         copy_file(model, dest / "model.onnx")
-        build_mar(spec.name, version, model, spec.dataset.classes, dest / "model.mar")
+        build_mar(spec, version, model, dest / "model.mar")
         for name in ("gate.json", "gate.md", "gate.png"):
             copy_file(run / "gate" / name, dest / name)
         if framework == "tensorflow":
@@ -156,7 +167,7 @@ def _register(spec: TaskSpec, run: Path, settings: Settings) -> dict:
                 "dataset_md5": read_data_info(run / "data")["dataset_md5"], "spec": spec.model_dump(mode="json")}
     registration = registry.register(spec.name, build, metadata)
     summary = {"version": registration.version, "tag": registration.tag, "commit": registration.commit,
-               "mar": str(registration.artifacts_dir / "model.mar")}
+               "reused": registration.reused}
     write_json(run / "register" / "registration.json", summary)
     return summary
 
@@ -173,7 +184,7 @@ def _deploy(spec: TaskSpec, run: Path, settings: Settings) -> dict:
                    "commit": promotion.commit, "live": promotion.live}
         write_json(run / "deploy" / "deployment.json", summary)
         return summary
-    result = deploy_local(spec, registration["version"], Path(registration["mar"]), run / "data", settings)
+    result = deploy_local(spec, registration["version"], run / "data", settings)
     summary = {"version": result.version, "previous_default": result.previous_default,
                "smoke_accuracy": result.smoke_accuracy, "url": result.inference_url}
     write_json(run / "deploy" / "deployment.json", summary)
@@ -191,9 +202,24 @@ def run_step(name: str, run_dir: Path, settings: Settings | None = None) -> dict
     settings = settings or get_settings()
     run_dir = Path(run_dir)
     spec = run_spec(run_dir)
+    _inputs_present(name, run_dir)
     if name != "data":
         _dataset_present(spec, run_dir, settings)
     return _STEP_FUNCTIONS[name](spec, run_dir, settings)
+
+
+# What each step reads from earlier steps; a missing one is a step that did not run (or failed).
+_NEEDS = {"validate": ("data/data.json",), "train": ("data/data.json",), "optimize": ("train/metrics.json",),
+          "gate": ("optimize/optimize.json",), "register": ("gate/gate.json",),
+          "deploy": ("register/registration.json",)}
+
+
+def _inputs_present(name: str, run: Path) -> None:
+    for needed in _NEEDS.get(name, ()):
+        if not (run / needed).is_file():
+            producer = needed.split("/")[0]
+            raise RelayError(f"step {name} needs {needed} from step {producer}, which has not completed in {run}: "
+                             f"run `relay step {producer} --run-dir {run}` first (or see why it failed)")
 
 
 def _dataset_present(spec: TaskSpec, run: Path, settings: Settings) -> None:

@@ -1,22 +1,34 @@
 """The local deploy target: a new model version goes live on the project's TorchServe.
 
 The new version is registered beside the current one, smoke-tested on held-out images through the
-real inference API, and only then made the default. If the smoke test fails the new version is
-removed and the default is untouched; the previous version stays registered for rollback.
+real inference API, and only then made the default. If TorchServe refuses it or the smoke test fails,
+the new version is removed and the default is untouched; the previous version stays registered for
+rollback.
+
+What is served is recorded in ``<serve dir>/served.json`` (per task: the default and the previous
+version). TorchServe runs with ``--ncs`` (no snapshot), so a restarted server serves nothing by itself:
+``start_serving`` re-registers the recorded versions from the registry's artifacts (sha256-checked),
+never from leftovers in the model store. The served default is also the gate's champion.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.atomic import copy_file
+from components import model_version
+from components.atomic import atomic_file, write_json
 from components.data import load_split
 from components.deploy.torchserve import TorchServe
-from components.errors import ServingError
-from components.package import mar_version
+from components.errors import RelayError, ServingError
+from components.package import sha256_file
+from components.registry import ModelRegistry
 from components.settings import Settings
 from pipelines.spec import TaskSpec
+
+SERVED_STATE = "served.json"
+KEEP_VERSIONS = 2  # the default and the one before it (the rollback target)
 
 
 @dataclass(frozen=True)
@@ -28,31 +40,107 @@ class DeployResult:
     inference_url: str
 
 
+def served_state(settings: Settings) -> dict[str, dict]:
+    """Per task, what the local server should serve: ``{"default": "v0.2.0", "versions": [...]}``."""
+    path = settings.serve_dir / SERVED_STATE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def served_default(settings: Settings, task: str) -> str | None:
+    """The version the local server serves as ``task``'s default (the champion a new model must match)."""
+    return served_state(settings).get(task, {}).get("default")
+
+
+def _record(settings: Settings, task: str, default: str, versions: list[str]) -> None:
+    state = served_state(settings)
+    state[task] = {"default": default, "versions": versions}
+    write_json(settings.serve_dir / SERVED_STATE, state)
+
+
+def install_version(server: TorchServe, registry: ModelRegistry, task: str, version: str) -> None:
+    """Register ``version`` on ``server`` from the registry's .mar, after checking its sha256."""
+    served = model_version.served(version)
+    if served in {entry["modelVersion"] for entry in server.describe(task)}:
+        return
+    mar = server.model_store / f"{task}-{served}.mar"
+    with atomic_file(mar, "wb") as handle:
+        handle.write(registry.artifact_bytes(task, version, "model.mar"))  # sha256-checked against the record
+    # Checked again as TorchServe is about to read it: the file in the store must be the registered one.
+    expected = registry.model_info(task, version)["sha256"]["model.mar"]
+    if sha256_file(mar) != expected:
+        raise ServingError(f"{mar} does not match the sha256 the registry recorded for {task} {version}: "
+                           "refusing to register it")
+    try:
+        server.register(mar.name, task)
+    except ServingError as error:
+        if served in {entry["modelVersion"] for entry in server.describe(task)}:
+            server.unregister(task, served)
+        raise ServingError(f"TorchServe refused {task} {version}: {error}") from None
+
+
+def start_serving(settings: Settings) -> tuple[TorchServe, dict[str, str]]:
+    """Start the local TorchServe if needed and make it serve what ``served.json`` records.
+
+    Returns the server and, per task, a note of what was restored (or why not).
+    """
+    server = TorchServe(settings)
+    server.start()
+    state = served_state(settings)
+    notes: dict[str, str] = {}
+    if not state:
+        return server, notes
+    registry = ModelRegistry(settings)
+    for task, entry in state.items():
+        restored, problems = [], []
+        for version in reversed(entry["versions"]):  # the previous version first, the default last
+            try:
+                install_version(server, registry, task, version)
+                restored.append(version)
+            except RelayError as error:
+                problems.append(str(error))
+        default = entry["default"]
+        if default in restored:
+            if server.default_version(task) != model_version.served(default):
+                server.set_default(task, model_version.served(default))
+            notes[task] = f"serving {', '.join(restored)} (default {default})"
+        else:
+            notes[task] = f"NOT serving default {default}: {'; '.join(problems)}"
+    return server, notes
+
+
 def smoke_test(server: TorchServe, model: str, version: str, paths: list[Path], labels: list[str]) -> float:
     """Accuracy of ``model``/``version`` as served, on the given image files."""
     hits = sum(server.predict(model, path.read_bytes(), version)["class"] == label for path, label in zip(paths, labels))
     return hits / len(paths)
 
 
-def deploy_local(spec: TaskSpec, version: str, mar: Path, data_dir: Path, settings: Settings) -> DeployResult:
-    """Serve ``mar`` as ``spec.name`` version ``version`` and make it the default after a smoke test."""
-    server = TorchServe(settings)
-    server.start()
-    name, served_version = spec.name, mar_version(version)
-    mar_file = f"{name}-{served_version}.mar"
-    copy_file(mar, server.model_store / mar_file)
-    previous = server.default_version(name)
-    if served_version not in {entry["modelVersion"] for entry in server.describe(name)}:
-        server.register(mar_file, name)
+def deploy_local(spec: TaskSpec, version: str, data_dir: Path, settings: Settings) -> DeployResult:
+    """Serve registered ``version`` of ``spec.name`` and make it the default after a smoke test.
+
+    Idempotent: deploying the version that is already the default changes nothing.
+    """
+    version = model_version.canonical(version)
+    server, _ = start_serving(settings)  # a server that died since the last deploy comes back first
+    name, served = spec.name, model_version.served(version)
+    previous = served_default(settings, name)
+    if previous is not None and model_version.served(previous) != server.default_version(name):
+        previous = None  # the recorded default could not be restored; nothing older is live
+    install_version(server, ModelRegistry(settings), name, version)
 
     _, label_index, paths = load_split(data_dir, "test", spec.dataset.classes)
     count = min(spec.deploy.smoke_samples, len(paths))
     labels = [spec.dataset.classes[i] for i in label_index[:count]]
-    accuracy = smoke_test(server, name, served_version, paths[:count], labels)
+    accuracy = smoke_test(server, name, served, paths[:count], labels)
     if accuracy < spec.gate.min_accuracy:
-        if previous is not None and previous != served_version:
-            server.unregister(name, served_version)
+        if previous != version:
+            server.unregister(name, served)
         raise ServingError(f"smoke test of {name} {version} on TorchServe: accuracy {accuracy:.3f} on {count} "
                            f"held-out images is below {spec.gate.min_accuracy}; the default stays {previous}")
-    server.set_default(name, served_version)
-    return DeployResult(name, version, previous, accuracy, f"{server.inference_url}/predictions/{name}")
+    server.set_default(name, served)
+    keep = [version] + ([previous] if previous and previous != version else [])
+    for entry in server.describe(name):
+        if model_version.canonical(entry["modelVersion"]) not in keep:
+            server.unregister(name, entry["modelVersion"])
+    _record(settings, name, version, keep[:KEEP_VERSIONS])
+    return DeployResult(name, version, previous if previous != version else None, accuracy,
+                        f"{server.inference_url}/predictions/{name}")

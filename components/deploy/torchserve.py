@@ -20,10 +20,29 @@ from pathlib import Path
 import psutil
 import requests
 
+from components import model_version
 from components.errors import ServingError
 from components.settings import Settings, get_settings
 
 JAVA_MAIN = "org.pytorch.serve.ModelServer"
+
+
+class PredictionRefused(ServingError):
+    """The server answered a prediction request with an error status."""
+
+    def __init__(self, status: int, reason: str):
+        self.status = status
+        kind = "the request was refused" if 400 <= status < 500 else "the server failed"
+        super().__init__(f"HTTP {status}, {kind}: {reason}")
+
+
+def _reason(response: requests.Response) -> str:
+    """The message in TorchServe's (and Relay's handler's) error body, else the body itself."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text.strip() or response.reason
+    return str(body.get("message", body)) if isinstance(body, dict) else str(body)
 
 
 class TorchServe:
@@ -62,6 +81,9 @@ class TorchServe:
             # Only .mar files from this instance's own model store may be registered.
             f"allowed_urls=file://{self.model_store}/.*\\\\.mar",
             "enable_model_api=true",
+            # Bodies over this get 413 from TorchServe itself; each model's handler applies its own,
+            # smaller deploy.max_request_bytes.
+            "max_request_size=67108864",
             "metrics_mode=prometheus",
             "default_workers_per_model=1",
             "install_py_dep_per_model=false",
@@ -103,9 +125,11 @@ class TorchServe:
                "METRICS_LOCATION": str(self.dir / "logs")}
         launcher = Path(sys.executable).with_name("torchserve")
         with open(self.dir / "logs" / "launcher.log", "ab") as log:
+            # Fully detached: stdin from /dev/null, no inherited descriptors, its own session. An Airflow
+            # task's stdin is a socket to its supervisor; a server holding it keeps the task slot busy.
             subprocess.run([str(launcher), "--start", "--ncs", "--model-store", str(self.model_store),
-                            "--ts-config", str(self.config)], cwd=self.dir, env=env, stdout=log,
-                           stderr=subprocess.STDOUT, check=True)
+                            "--ts-config", str(self.config)], cwd=self.dir, env=env, stdin=subprocess.DEVNULL,
+                           stdout=log, stderr=subprocess.STDOUT, close_fds=True, start_new_session=True, check=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             pid = self.pid()
@@ -201,10 +225,12 @@ class TorchServe:
         response = self._request("GET", self.management_url, f"/models/{model_name}", "management")
         return response.json()[0]["modelVersion"] if response.status_code == 200 else None
 
-    def predict(self, model_name: str, image: bytes, version: str | None = None) -> dict:
-        path = f"/predictions/{model_name}" + (f"/{version}" if version else "")
+    def predict(self, model_name: str, image: bytes, version: str | None = None,
+                content_type: str = "application/octet-stream") -> dict:
+        """The served model's answer for one image file; ``version`` in either form (v0.2.0 or 0.2.0)."""
+        path = f"/predictions/{model_name}" + (f"/{model_version.served(version)}" if version else "")
         response = self._request("POST", self.inference_url, path, "inference", data=image,
-                                 headers={"Content-Type": "image/png"})
+                                 headers={"Content-Type": content_type})
         if response.status_code != 200:
-            raise ServingError(f"prediction from {model_name} failed ({response.status_code}): {response.text.strip()}")
+            raise PredictionRefused(response.status_code, _reason(response))
         return response.json()

@@ -74,7 +74,7 @@ def test_champion_check_uses_the_tolerance():
     worse = perturbed(0.005)  # 0.5 pp below the champion
     within = evaluate_gate(GateSpec(latency_runs=30, min_agreement=0.99), worse, worse, IMAGES, LABELS,
                            Champion("v0.1.0", model))
-    assert checks(within)["champion"] and within["champion"] == {"version": "v0.1.0", "accuracy": 1.0}
+    assert checks(within)["champion"] and within["champion"] == {"version": "v0.1.0", "accuracy": 1.0, "role": "production"}
     beyond = evaluate_gate(GateSpec(latency_runs=30, champion_tolerance_pp=0.1), worse, worse, IMAGES, LABELS,
                            Champion("v0.1.0", model))
     assert checks(beyond)["champion"] is False and not beyond["passed"]
