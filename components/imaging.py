@@ -17,6 +17,10 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 
+# The serving contract packed into each .mar beside this module: input size and request limits.
+SERVING_CONFIG = "relay_serving.json"
+
+
 class ImageRejected(ValueError):
     """An input that is not an image this model takes. ``status`` is the HTTP code a server answers."""
 
@@ -42,7 +46,9 @@ def open_checked(data: bytes | Path | str, max_pixels: int, name: str) -> Iterat
             image = Image.open(source)
     except Image.DecompressionBombError as error:
         raise ImageTooLarge(f"{name}: {error} (the limit here is {_megapixels(max_pixels)})") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+    except UnidentifiedImageError:
+        raise ImageRejected(f"{name}: not a decodable image (no image format recognised)") from None
+    except (OSError, SyntaxError, ValueError) as error:
         raise ImageRejected(f"{name}: not a decodable image ({type(error).__name__}: {error})") from None
     with image:
         pixels = image.width * image.height

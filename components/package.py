@@ -35,14 +35,12 @@ def sha256_file(path: Path) -> str:
 
 def build_mar(spec: TaskSpec, version: str, onnx_model: Path, target: Path) -> Path:
     """Write ``target`` (a .mar) serving ``onnx_model`` as ``spec.name`` through the ONNX Runtime handler."""
-    from components.serving_handler import SERVING_CONFIG
-
     archiver = Path(sys.executable).with_name("torch-model-archiver")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         labels = work / "index_to_name.json"
         labels.write_text(json.dumps({str(i): name for i, name in enumerate(spec.dataset.classes)}))
-        config = work / SERVING_CONFIG
+        config = work / imaging.SERVING_CONFIG
         config.write_text(json.dumps(serving_config(spec)))
         extra = [imaging.__file__, onnx_runtime.__file__, str(labels), str(config)]
         proc = subprocess.run([

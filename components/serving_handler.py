@@ -18,10 +18,9 @@ import os
 
 import numpy as np
 
-from imaging import ImageRejected, ImageTooLarge, decode_image, to_batch  # shipped in the .mar as extra files
+from imaging import SERVING_CONFIG, ImageRejected, ImageTooLarge, decode_image, to_batch  # shipped in the .mar
 from onnx_runtime import make_session
 
-SERVING_CONFIG = "relay_serving.json"
 # Raw image bodies; multipart uploads arrive as a 'data' field, octet-stream from clients that set no type.
 ACCEPTED_TYPES = ("image/", "application/octet-stream", "multipart/form-data")
 
@@ -99,9 +98,9 @@ _service = OnnxImageClassifier()
 
 
 def handle(data, context):
-    """TorchServe's entry point for a module-level handler."""
+    """TorchServe's entry point for a module-level handler; TorchServe calls it with ``data=None`` once
+    when the worker starts, so a model that cannot load fails its registration, not a request."""
     if data is None:
-        return None
-    if _service.session is None:
         _service.initialize(context)
+        return None
     return _service.handle(data, context)

@@ -182,3 +182,39 @@ def checkov(*args: str) -> dict:
 needs_kubectl = pytest.mark.skipif(shutil.which("kubectl") is None,
                                    reason="kubectl (for offline `kubectl kustomize`) is not on the PATH")
 
+
+
+def register_onnx(settings: Settings, spec, onnx_model: Path, run_id: str | None = None) -> str:
+    """Register ``onnx_model`` in the settings' registry as the real register step does (ONNX, .mar,
+    a passing gate report written by the real gate); return the new version."""
+    from components.atomic import copy_file
+    from components.package import build_mar
+    from components.registry import ModelRegistry
+
+    gate = write_gate_report(Path(settings.home) / "gate-report")
+
+    def build(version: str, dest: Path) -> None:
+        copy_file(onnx_model, dest / "model.onnx")
+        build_mar(spec, version, onnx_model, dest / "model.mar")
+        for report in gate.iterdir():
+            copy_file(report, dest / report.name)
+
+    return ModelRegistry(settings).register(spec.name, build, {"run_id": run_id or str(onnx_model),
+                                                               "framework": "pytorch"}).version
+
+
+def untrained_onnx(spec, target: Path, seed: int = 123) -> Path:
+    """An ONNX model of the spec's architecture with random weights: it fails any accuracy check."""
+    import torch
+
+    from components.models.architecture import Architecture
+    from components.models.torch_cnn import build_torch_model
+    from components.optimize.torch_onnx import export_onnx
+
+    train_dir = target.with_suffix(".train")
+    train_dir.mkdir(parents=True)
+    arch = Architecture.from_spec(spec)
+    torch.manual_seed(seed)
+    torch.save(build_torch_model(arch).state_dict(), train_dir / "model.pt")
+    arch.save(train_dir)
+    return export_onnx(train_dir, target, spec)

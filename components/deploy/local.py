@@ -130,14 +130,23 @@ def deploy_local(spec: TaskSpec, version: str, data_dir: Path, settings: Setting
     _, label_index, paths = load_split(data_dir, "test", spec.dataset.classes)
     count = min(spec.deploy.smoke_samples, len(paths))
     labels = [spec.dataset.classes[i] for i in label_index[:count]]
-    accuracy = smoke_test(server, name, served, paths[:count], labels)
+    try:
+        accuracy = smoke_test(server, name, served, paths[:count], labels)
+    except ServingError as error:
+        if previous != version:
+            server.unregister(name, served)
+        raise ServingError(f"smoke test of {name} {version} on TorchServe failed ({error}); "
+                           f"the default stays {previous}") from None
     if accuracy < spec.gate.min_accuracy:
         if previous != version:
             server.unregister(name, served)
         raise ServingError(f"smoke test of {name} {version} on TorchServe: accuracy {accuracy:.3f} on {count} "
                            f"held-out images is below {spec.gate.min_accuracy}; the default stays {previous}")
     server.set_default(name, served)
-    keep = [version] + ([previous] if previous and previous != version else [])
+    if previous == version:  # a retried deploy: keep what it kept
+        keep = served_state(settings)[name]["versions"]
+    else:
+        keep = [version] + ([previous] if previous else [])
     for entry in server.describe(name):
         if model_version.canonical(entry["modelVersion"]) not in keep:
             server.unregister(name, entry["modelVersion"])

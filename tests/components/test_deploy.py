@@ -1,15 +1,21 @@
-"""Deploying to the local TorchServe: new version beside the old, smoke test, then default."""
+"""Deploying to the local TorchServe: new version beside the old, smoke test, then default; what is
+served survives a restart or a crash; a refused or swapped model never replaces the default."""
 
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import psutil
 import pytest
-import torch
 
-from components.deploy.local import deploy_local
+from components.data import load_split
+from components.deploy.local import deploy_local, served_state, start_serving
 from components.deploy.torchserve import TorchServe
-from components.errors import ServingError
-from components.models.architecture import Architecture
-from components.models.torch_cnn import build_torch_model
-from components.optimize.torch_onnx import export_onnx
-from components.package import build_mar
+from components.errors import RelayError, ServingError
+from components.registry import ModelRegistry
+from tests.conftest import register_onnx, untrained_onnx
 
 
 @pytest.fixture
@@ -25,42 +31,192 @@ def spec(trained_run):
     return spec.model_copy(update={"gate": spec.gate.model_copy(update={"min_accuracy": 0.7})})
 
 
-def _untrained_onnx(spec, tmp_path):
-    """An ONNX model with random weights: it cannot pass a smoke test."""
-    train_dir = tmp_path / "untrained"
-    train_dir.mkdir()
-    arch = Architecture.from_spec(spec)
-    torch.manual_seed(123)
-    torch.save(build_torch_model(arch).state_dict(), train_dir / "model.pt")
-    arch.save(train_dir)
-    return export_onnx(train_dir, tmp_path / "untrained.onnx", spec)
-
-
-def test_new_version_goes_live_beside_the_old_one(spec, trained_run, served, settings, tmp_path):
+@pytest.fixture
+def two_versions(spec, trained_run, settings, served):
+    """v0.1.0 then v0.2.0 (the same trained model, registered twice) deployed one after the other."""
     _, run = trained_run
     model = run / "optimize" / "model.onnx"
-    first = deploy_local(spec, "v0.1.0", build_mar(spec.name, "v0.1.0", model, spec.dataset.classes,
-                                                    tmp_path / "a.mar"), run / "data", settings)
-    assert first.previous_default is None and first.smoke_accuracy >= 0.7
-    second = deploy_local(spec, "v0.2.0", build_mar(spec.name, "v0.2.0", model, spec.dataset.classes,
-                                                     tmp_path / "b.mar"), run / "data", settings)
-    assert second.previous_default == "0.1.0"
-    assert served.default_version("digits") == "0.2.0"
-    assert {m["modelVersion"] for m in served.describe("digits")} == {"0.1.0", "0.2.0"}  # rollback target kept
+    first = deploy_local(spec, register_onnx(settings, spec, model, "run-1"), run / "data", settings)
+    second = deploy_local(spec, register_onnx(settings, spec, model, "run-2"), run / "data", settings)
+    return first, second
 
-    from components.data import load_split
 
+def _versions(server: TorchServe) -> set[str]:
+    return {entry["modelVersion"] for entry in server.describe("digits")}
+
+
+def _accuracy(server, run, spec, count=10) -> float:
     _, labels, paths = load_split(run / "data", "test", spec.dataset.classes)
-    answers = [served.predict("digits", p.read_bytes())["class"] for p in paths[:10]]
-    assert sum(a == spec.dataset.classes[y] for a, y in zip(answers, labels[:10])) >= 7
+    answers = [server.predict("digits", p.read_bytes())["class"] for p in paths[:count]]
+    return sum(a == spec.dataset.classes[y] for a, y in zip(answers, labels[:count])) / count
+
+
+def test_new_version_goes_live_beside_the_old_one(spec, trained_run, served, two_versions):
+    first, second = two_versions
+    assert first.previous_default is None and first.smoke_accuracy >= 0.7
+    assert second.previous_default == "v0.1.0"
+    assert served.default_version("digits") == "0.2.0"
+    assert _versions(served) == {"0.1.0", "0.2.0"}  # rollback target kept
+    assert served_state(served.settings)["digits"] == {"default": "v0.2.0", "versions": ["v0.2.0", "v0.1.0"]}
+    assert _accuracy(served, trained_run[1], spec) >= 0.7
+
+
+def test_redeploying_the_default_changes_nothing(spec, trained_run, served, settings, two_versions):
+    again = deploy_local(spec, "0.2.0", trained_run[1] / "data", settings)  # either version form
+    assert again.version == "v0.2.0" and again.previous_default is None
+    assert served.default_version("digits") == "0.2.0" and _versions(served) == {"0.1.0", "0.2.0"}
+
+
+def test_only_the_default_and_the_previous_version_stay_served(spec, trained_run, served, settings, two_versions):
+    _, run = trained_run
+    third = deploy_local(spec, register_onnx(settings, spec, run / "optimize" / "model.onnx", "run-3"),
+                         run / "data", settings)
+    assert third.previous_default == "v0.2.0" and _versions(served) == {"0.2.0", "0.3.0"}
 
 
 def test_failed_smoke_test_leaves_the_default_untouched(spec, trained_run, served, settings, tmp_path):
     _, run = trained_run
-    good = build_mar(spec.name, "v0.1.0", run / "optimize" / "model.onnx", spec.dataset.classes, tmp_path / "a.mar")
-    deploy_local(spec, "v0.1.0", good, run / "data", settings)
-    bad = build_mar(spec.name, "v0.2.0", _untrained_onnx(spec, tmp_path), spec.dataset.classes, tmp_path / "b.mar")
-    with pytest.raises(ServingError, match="smoke test of digits v0.2.0 .* the default stays 0.1.0"):
-        deploy_local(spec, "v0.2.0", bad, run / "data", settings)
+    deploy_local(spec, register_onnx(settings, spec, run / "optimize" / "model.onnx"), run / "data", settings)
+    bad = register_onnx(settings, spec, untrained_onnx(spec, tmp_path / "untrained.onnx"))
+    with pytest.raises(ServingError, match="smoke test of digits v0.2.0 .* the default stays v0.1.0"):
+        deploy_local(spec, bad, run / "data", settings)
     assert served.default_version("digits") == "0.1.0"
-    assert {m["modelVersion"] for m in served.describe("digits")} == {"0.1.0"}
+    assert _versions(served) == {"0.1.0"}
+    assert served_state(settings)["digits"]["default"] == "v0.1.0"
+
+
+def test_a_model_torchserve_refuses_is_removed_and_the_default_keeps_serving(spec, trained_run, served, settings,
+                                                                             tmp_path):
+    """The handler raises at initialize (the ONNX file is not a model): registration fails."""
+    _, run = trained_run
+    deploy_local(spec, register_onnx(settings, spec, run / "optimize" / "model.onnx"), run / "data", settings)
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"this is not an ONNX model")
+    version = register_onnx(settings, spec, broken)
+    with pytest.raises(ServingError, match="TorchServe refused digits v0.2.0"):
+        deploy_local(spec, version, run / "data", settings)
+    assert served.default_version("digits") == "0.1.0" and _versions(served) == {"0.1.0"}
+    assert _accuracy(served, run, spec) >= 0.7
+
+
+def test_a_restart_serves_the_default_and_the_previous_version_again(spec, trained_run, served, settings,
+                                                                     two_versions):
+    for leftover in served.model_store.glob("*.mar"):  # served again from the registry, not from leftovers
+        leftover.unlink()
+    assert served.stop() is True
+    assert served.pid() is None
+    server, notes = start_serving(settings)
+    assert notes == {"digits": "serving v0.1.0, v0.2.0 (default v0.2.0)"}
+    assert server.default_version("digits") == "0.2.0" and _versions(server) == {"0.1.0", "0.2.0"}
+    assert _accuracy(server, trained_run[1], spec) >= 0.7
+
+
+def test_a_server_killed_between_deploys_comes_back_with_the_next_deploy(spec, trained_run, served, settings,
+                                                                         two_versions):
+    _, run = trained_run
+    java = psutil.Process(served.pid())
+    java.send_signal(signal.SIGKILL)
+    java.wait(10)
+    third = deploy_local(spec, register_onnx(settings, spec, run / "optimize" / "model.onnx", "run-3"),
+                         run / "data", settings)
+    assert third.previous_default == "v0.2.0"
+    assert served.default_version("digits") == "0.3.0" and _versions(served) == {"0.2.0", "0.3.0"}
+
+
+def test_a_swapped_artifact_is_refused_when_serving_again(spec, trained_run, served, settings, two_versions):
+    """The .mar in the DVC cache is replaced: its sha256 no longer matches the registry's record."""
+    registry = ModelRegistry(settings)
+    digest = registry.model_info("digits", "v0.2.0")["sha256"]["model.mar"]
+    swapped = 0
+    for blob in (registry.path / ".dvc" / "cache").rglob("*"):
+        if blob.is_file() and blob.read_bytes()[:2] == b"PK":  # the .mar zips in DVC's cache
+            blob.chmod(0o644)
+            blob.write_bytes(blob.read_bytes() + b"tampered")
+            swapped += 1
+    assert swapped >= 1 and digest
+    served.stop()
+    server, notes = start_serving(settings)
+    assert "NOT serving default v0.2.0" in notes["digits"] and "refusing a swapped artifact" in notes["digits"]
+    assert "0.2.0" not in _versions(server)
+
+
+def _open_files(pid: int) -> set[str]:
+    targets = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            targets.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except FileNotFoundError:
+            pass  # closed while we looked
+    return targets
+
+
+def test_the_server_is_fully_detached_from_the_process_that_starts_it(served, settings):
+    """As in an Airflow task, the starting process's stdin is a socket (to its supervisor), and it has
+    another inheritable socket open: the server must hold neither, and must not share its session."""
+    import socket
+    import subprocess
+    import sys
+
+    from tests.conftest import PROJECT, settings_env
+
+    supervisor, task_end = socket.socketpair()
+    extra, _ = socket.socketpair()
+    os.set_inheritable(extra.fileno(), True)
+    starter = subprocess.run([sys.executable, "-c", "from components.deploy.torchserve import TorchServe; "
+                              "print(TorchServe().start())"], stdin=task_end, pass_fds=[extra.fileno()],
+                             env={**os.environ, **settings_env(settings), "PYTHONPATH": str(PROJECT)},
+                             capture_output=True, text=True, timeout=120)
+    assert starter.returncode == 0, starter.stderr[-2000:]
+    pid = int(starter.stdout.split()[-1])
+    assert served.pid() == pid
+    assert os.getsid(pid) != os.getsid(0)  # its own session (led by the launcher, which has exited)
+    held = _open_files(pid)
+    assert os.readlink(f"/proc/{pid}/fd/0") == "/dev/null"
+    for sock in (task_end, extra):
+        assert f"socket:[{os.fstat(sock.fileno()).st_ino}]" not in held
+    for sock in (supervisor, task_end, extra):
+        sock.close()
+
+
+BAD_REQUESTS = {  # body, content type → status, a phrase of the reason
+    "empty": (b"", "image/png", 400, "the request body is empty"),
+    "random bytes": (bytes(range(256)) * 4, "application/octet-stream", 400, "not a decodable image"),
+    "truncated png": (None, "image/png", 400, "not a decodable image"),
+    "wrong size": (None, "image/png", 400, "this model takes 8x8 images"),
+    "json body": (b'{"image": [1, 2, 3]}', "application/json", 415, "is not an image"),
+    "text body": (b"hello", "text/plain", 415, "is not an image"),
+    "too many bytes": (b"\0" * 16_000_001, "image/png", 413, "over the limit of 16000000"),
+    "too many pixels": (None, "image/png", 413, "over the limit of 50.0 MP"),
+}
+
+
+def _body(kind: str, sample: Path) -> bytes:
+    import io
+
+    from PIL import Image
+
+    if kind == "truncated png":
+        return sample.read_bytes()[:40]
+    size = (16, 16) if kind == "wrong size" else (8000, 8000)
+    buffer = io.BytesIO()
+    Image.new("L", size).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_bad_requests_get_a_4xx_with_the_reason_and_serving_goes_on(spec, trained_run, served, settings):
+    _, run = trained_run
+    deploy_local(spec, register_onnx(settings, spec, run / "optimize" / "model.onnx"), run / "data", settings)
+    _, _, paths = load_split(run / "data", "test", spec.dataset.classes)
+    answers = {}
+    for kind, (body, content_type, status, reason) in BAD_REQUESTS.items():
+        with pytest.raises(ServingError) as refused:
+            served.predict("digits", _body(kind, paths[0]) if body is None else body, content_type=content_type)
+        answers[kind] = (refused.value.status, reason in str(refused.value), str(refused.value))
+    assert {kind: answer[:2] for kind, answer in answers.items()} == {
+        kind: (status, True) for kind, (_, _, status, _) in BAD_REQUESTS.items()}, answers
+    assert _accuracy(served, run, spec, count=5) >= 0.6  # and it keeps serving
+
+    image = paths[0].read_bytes()  # either version form reaches the same model
+    assert served.predict("digits", image, "v0.1.0") == served.predict("digits", image, "0.1.0")
+    with pytest.raises(RelayError, match="'latest' is not a model version"):
+        served.predict("digits", image, "latest")
