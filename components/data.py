@@ -92,7 +92,10 @@ def ensure_dataset(spec: TaskSpec, settings: Settings) -> str | None:
                 f"regenerated {dataset_dir.name} hashes to {actual}, but {rel} records {expected}: "
                 "the generator changed; restore the committed pointer with `git checkout " + rel + "`"
             )
-        versioning.dvc(["push", rel], repo)
+        try:
+            versioning.dvc(["push", rel], repo)
+        except versioning.DvcError as error:
+            raise RelayError(f"cannot push {rel} to the DVC remote {url}: {str(error).split(': ', 1)[-1]}") from None
         return actual
 
 

@@ -151,7 +151,7 @@ class ModelRegistry:
             self.push(tags)
         except RelayError as error:
             self._undo(tags, before)
-            reason = str(error).split(": ", 1)[-1]
+            reason = " ".join(str(error).split(": ", 1)[-1].split())  # one line
             raise RelayError(f"the registry remote {self.remote} refused the push ({reason}); nothing was "
                              "registered or promoted: the local registry was reset to match the remote. "
                              "Fix the remote and run the step again.") from None
@@ -250,7 +250,11 @@ class ModelRegistry:
                 self._annotate(task)
                 rel = str(artifacts.relative_to(self.path))
                 versioning.dvc(["add", "-q", rel], self.path)
-                versioning.dvc(["push", "-q", rel + ".dvc"], self.path)
+                try:
+                    versioning.dvc(["push", rel + ".dvc"], self.path)
+                except versioning.DvcError as error:
+                    raise RelayError(f"cannot push {task} {version} to the DVC remote {self.dvc_remote()}: "
+                                     f"{str(error).split(': ', 1)[-1]}; nothing was registered") from None
                 git(["add", "-A"], self.path)
                 git(["commit", "-q", "-m", f"{task} {version}: register (gate passed)"], self.path)
                 self._after_last_tag_second()
