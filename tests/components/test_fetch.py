@@ -2,6 +2,7 @@
 fetch the pinned version's artifacts, and for TF Serving the stable version labelled beside a canary."""
 
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -65,3 +66,47 @@ def test_promoting_a_tensorflow_version_adds_tf_serving_to_the_overlay(tf_regist
     rendered = subprocess.run(["kubectl", "kustomize", str(overlay)], capture_output=True, text=True,
                               check=True).stdout
     assert "name: tfserving" in rendered and "name: torchserve" in rendered and "MODEL_VERSION: v0.2.0" in rendered
+
+
+def test_the_init_containers_command_works_from_a_clone_of_the_gitops_remote(tmp_path, trained_run):
+    """What a serving pod runs, against a bare remote cloned afresh: it sees only what was pushed
+    (the committed DVC remote), not the registry's working copy or its git-ignored config."""
+    import os
+    import shutil
+    import sys
+
+    from tests.conftest import PROJECT, register_onnx
+
+    spec, run = trained_run
+    remote = tmp_path / "gitops.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(remote)], check=True)
+    settings = make_settings(tmp_path / "home", registry_remote=str(remote))
+    version = register_onnx(settings, spec, run / "optimize" / "model.onnx")
+    shutil.rmtree(settings.registry_dir)  # nothing of the working copy is left to lean on
+    clone = tmp_path / "fresh-clone"
+    subprocess.run(["git", "clone", "-q", str(remote), str(clone)], check=True)
+    assert "url = " + settings.dvc_remote in (clone / ".dvc" / "config").read_text()
+    pod_env = {key: value for key, value in os.environ.items() if not key.startswith("RELAY_")}
+
+    def init_container(registry: str, env: dict, out: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "pipelines.cli", "fetch-model", "digits", "--version", version,
+                               "--registry", registry, "--to", str(tmp_path / out)], cwd=tmp_path,
+                              env={**env, "PYTHONPATH": str(PROJECT), "HOME": str(tmp_path)},
+                              capture_output=True, text=True, timeout=300)
+
+    for registry, out in ((str(remote), "store-remote"), (str(clone), "store-clone")):
+        fetched = init_container(registry, pod_env, out)
+        assert fetched.returncode == 0, fetched.stderr[-2000:]
+        assert (tmp_path / out / "digits.mar").read_bytes()[:2] == b"PK"
+
+    # A pod with its own DVC remote URL (its endpoint, its credentials) fetches from there.
+    moved = tmp_path / "pod-remote"
+    Path(settings.dvc_remote).rename(moved)
+    failed = init_container(str(remote), pod_env, "store-missing")
+    assert failed.returncode == 2
+    reason = " ".join(failed.stderr.split())
+    assert "dvc get models/digits/artifacts/model.mar" in reason and "Having any troubles" not in reason
+    assert "ERROR" in reason
+    fetched = init_container(str(remote), {**pod_env, "RELAY_DVC_REMOTE": str(moved)}, "store-pod-remote")
+    assert fetched.returncode == 0, fetched.stderr[-2000:]
+    assert (tmp_path / "store-pod-remote" / "digits.mar").is_file()

@@ -95,3 +95,22 @@ def test_kubernetes_deploy_target_pins_the_new_version_in_staging(registry, tmp_
     summary = run_step("deploy", run, registry.settings)
     assert summary["env"] == "staging" and summary["version"] == "v0.2.0"
     assert _remote_pin(registry, "staging") == "v0.2.0" and "Argo CD" in summary["live"]
+
+
+def test_rolling_back_twice_never_brings_the_bad_version_back(registry):
+    settings = registry.settings
+    for version in ("v0.1.0", "v0.2.0"):
+        promote("digits", version, "staging", settings)
+        promote("digits", version, "production", settings)
+    assert rollback("digits", "production", settings).version == "v0.1.0"
+    with pytest.raises(RelayError, match=r"nothing to roll back to: production runs digits v0.1.0, and every earlier "
+                                         r"version was rolled back from \(v0.2.0\); promote one by name"):
+        rollback("digits", "production", settings)
+    assert _remote_pin(registry, "production") == "v0.1.0"
+    trailer = git(["log", "-1", "--format=%(trailers:key=Relay-Rolled-Back-From,valueonly)", "main"],
+                  Path(registry.remote))
+    assert trailer.strip() == "v0.2.0"
+
+    again = promote("digits", "0.2.0", "production", settings)  # by name (either form): allowed
+    assert (again.previous, again.version) == ("v0.1.0", "v0.2.0")
+    assert rollback("digits", "production", settings).version == "v0.1.0"
