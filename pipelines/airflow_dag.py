@@ -7,13 +7,21 @@ by Airflow's JSON schema in the form and again by the spec model when the run st
 from __future__ import annotations
 
 import os
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from airflow.sdk import DAG, Param, task
 
 from pipelines.spec import TaskSpec, load_spec
-from pipelines.steps import STEPS, run_step, start_run
+from pipelines.steps import RETRYABLE, STEPS, run_step, start_run
+
+
+def _retries(step: str) -> dict:
+    """Retries with exponential backoff (30 s, 60 s, …) for steps that can fail for passing reasons."""
+    if step not in RETRYABLE:
+        return {"retries": 0}
+    return {"retries": 3, "retry_delay": timedelta(seconds=30), "retry_exponential_backoff": True,
+            "max_retry_delay": timedelta(minutes=10)}
 
 
 def _params(spec: TaskSpec) -> dict[str, Param]:
@@ -33,7 +41,7 @@ def _params(spec: TaskSpec) -> dict[str, Param]:
 
 
 def _step_task(name: str):
-    @task(task_id=name)
+    @task(task_id=name, **_retries(name))
     def step(run_dir: str) -> str:
         print(run_step(name, Path(run_dir)))
         return run_dir
@@ -85,7 +93,7 @@ def _pod_steps(spec: TaskSpec) -> dict[str, object]:
             container_security_context=security, service_account_name="relay-worker",
             # `relay step gate` exits 1 when the gate fails: skip register and deploy, as the local DAG does.
             skip_on_exit_code=1 if step == "gate" else None,
-            get_logs=True, on_finish_action="delete_succeeded_pod")
+            get_logs=True, on_finish_action="delete_succeeded_pod", **_retries(step))
     return operators
 
 
@@ -117,13 +125,13 @@ def build_dag(spec_file: Path) -> DAG:
                 pods[upstream] >> pods[downstream]
             return dag
 
-        @task(task_id="data")
+        @task(task_id="data", **_retries("data"))
         def data(params: dict | None = None, run_id: str | None = None) -> str:
             run_dir = start_run(str(spec_file), dict(params or {}), run_id=f"airflow-{run_id}")
             print(run_step("data", run_dir))
             return str(run_dir)
 
-        @task.short_circuit(task_id="gate")
+        @task.short_circuit(task_id="gate", **_retries("gate"))
         def gate(run_dir: str) -> bool:
             """False skips register and deploy: a failed gate never touches what is served."""
             summary = run_step("gate", Path(run_dir))

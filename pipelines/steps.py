@@ -21,6 +21,9 @@ from components.settings import Settings, get_settings
 from pipelines.spec import TaskSpec, load_spec, parse_spec
 
 STEPS = ("data", "validate", "train", "optimize", "gate", "register", "deploy")
+# Steps that can fail for passing reasons (a DVC or git remote, the model server): orchestrators retry
+# them with backoff. validate and gate fail deterministically: a retry would only repeat the verdict.
+RETRYABLE = ("data", "register", "deploy")
 RUN_SPEC = "spec.json"
 
 
@@ -166,10 +169,9 @@ def _register(spec: TaskSpec, run: Path, settings: Settings) -> dict:
     metadata = {"run_id": run.name, "framework": framework,
                 "dataset_md5": read_data_info(run / "data")["dataset_md5"], "spec": spec.model_dump(mode="json")}
     registration = registry.register(spec.name, build, metadata)
-    summary = {"version": registration.version, "tag": registration.tag, "commit": registration.commit,
-               "reused": registration.reused}
+    summary = {"version": registration.version, "tag": registration.tag, "commit": registration.commit}
     write_json(run / "register" / "registration.json", summary)
-    return summary
+    return {**summary, "reused": registration.reused}
 
 
 def _deploy(spec: TaskSpec, run: Path, settings: Settings) -> dict:

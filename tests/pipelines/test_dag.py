@@ -115,3 +115,16 @@ def test_pod_mode_passes_the_run_by_uri_when_a_runs_uri_is_set(monkeypatch):
         arguments = dag.get_task(name).arguments
         assert arguments[2] == "--run-uri"
         assert arguments[3].startswith("s3://relay-dvc-prod/runs/digits/airflow-{{ run_id")
+
+
+@pytest.mark.parametrize("mode", ["local", "kubernetes"])
+def test_only_steps_that_fail_for_passing_reasons_retry_with_backoff(monkeypatch, mode):
+    from pipelines.airflow_dag import build_dag
+    from pipelines.spec import SPECS_DIR
+
+    monkeypatch.setenv("RELAY_EXECUTION", mode)
+    dag = build_dag(SPECS_DIR / "digits.yaml")
+    retries = {task.task_id: task.retries for task in dag.tasks}
+    assert retries == {"data": 3, "validate": 0, "train": 0, "optimize": 0, "gate": 0, "register": 3, "deploy": 3}
+    for step in ("data", "register", "deploy"):
+        assert dag.get_task(step).retry_exponential_backoff
