@@ -44,6 +44,12 @@ TARGETS = {  # key: (description, comparison, target)
     "tf_onnx_vs_keras_b64": ("ONNX Runtime over Keras model(x), batch 64", ">=", 5.0),
     "tf_mixed_vs_fp32_step": ("Keras train step, mixed_bfloat16 over float32 (speed-up)", None, None),
     "tfx_validate_s": ("TFX validation pipeline wall time excluding import, s", None, None),
+    "load_errors": ("errors in 10,000 requests at concurrency 32 (TorchServe, loopback)", "<=", 0),
+    "load_p50_ms": ("p50 latency under that load, ms", None, None),
+    "load_p99_ms": ("p99 latency under that load, ms", None, None),
+    "load_rps": ("requests per second under that load", None, None),
+    "load_rss_change": ("server RSS after / before the load, ratio", "<=", 1.2),
+    "deploy_failed_requests": ("failed requests while a new version is deployed and made default", "<=", 0),
 }
 
 
@@ -137,6 +143,52 @@ def measure_tensorflow(home: Path) -> dict[str, float]:
     }
 
 
+def measure_load(home: Path) -> dict[str, float]:
+    """10,000 requests at concurrency 32 against the digits model served by the real pipeline, then a
+    second version deployed and made default while 8 clients keep sending."""
+    import shutil
+    import threading
+
+    from components.deploy.load import run_load, server_rss_bytes
+    from components.deploy.torchserve import TorchServe
+    from pipelines.steps import STEPS
+
+    names = ["inference", "management", "metrics", "grpc_inference", "grpc_management"]
+    settings = Settings(home=home, **{f"ts_{name}_port": port for name, port in zip(names, _free_ports(len(names)))})
+    first = start_run("digits", settings=settings)
+    for step in STEPS:
+        run_step(step, first, settings)
+    server = TorchServe(settings)
+    try:
+        spec = run_spec(first)
+        _, _, paths = load_split(first / "data", "test", spec.dataset.classes)
+        bodies = [p.read_bytes() for p in paths]
+        run_load(server, "digits", bodies, total=1000, concurrency=32)  # warm-up: JIT, worker, connections
+        before = server_rss_bytes(server)
+        load = run_load(server, "digits", bodies, total=10_000, concurrency=32)
+        after = server_rss_bytes(server)
+
+        second = start_run("digits", settings=settings)  # the same model, registered as a new version
+        for step in ("data", "validate", "train", "optimize", "gate"):
+            shutil.rmtree(second / step, ignore_errors=True)
+            shutil.copytree(first / step, second / step)
+        run_step("register", second, settings)
+        deployed, results = threading.Event(), []
+        loop = threading.Thread(target=lambda: results.append(
+            run_load(server, "digits", bodies, concurrency=8, until=deployed.is_set)))
+        loop.start()
+        try:
+            run_step("deploy", second, settings)
+        finally:
+            deployed.set()
+            loop.join()
+    finally:
+        server.stop()
+    return {"load_errors": load.errors, "load_p50_ms": load.p50_ms, "load_p99_ms": load.p99_ms,
+            "load_rps": load.per_second, "load_rss_change": after / before,
+            "deploy_failed_requests": results[0].errors, "deploy_requests": results[0].requests}
+
+
 def measure_demo(home: Path) -> dict[str, float]:
     """Wall time of scripts/demo.sh (what `make demo` runs after setup), then stop its server."""
     env = _env(home)
@@ -152,18 +204,24 @@ def measure_demo(home: Path) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--skip-demo", action="store_true", help="skip the demo timing (about a minute)")
+    parser.add_argument("--only", choices=["load"], help="measure one group only (results.json keeps the others)")
     args = parser.parse_args()
     figures: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="relay-bench-") as tmp:
-        figures.update(measure_models(Path(tmp) / "models"))
-        figures.update(measure_tensorflow(Path(tmp) / "tensorflow"))
-        if not args.skip_demo:
+        if args.only == "load":
+            figures.update(measure_load(Path(tmp) / "load"))
+        else:
+            figures.update(measure_models(Path(tmp) / "models"))
+            figures.update(measure_tensorflow(Path(tmp) / "tensorflow"))
+            figures.update(measure_load(Path(tmp) / "load"))
+        if not args.skip_demo and args.only is None:
             figures.update(measure_demo(Path(tmp) / "demo"))
 
     table = Table(title="Relay benchmarks")
     for column in ("figure", "key", "value", "target", "met"):
         table.add_column(column)
-    results = {}
+    previous = json.loads(RESULTS.read_text())["figures"] if args.only and RESULTS.is_file() else {}
+    results = dict(previous)
     for key, value in figures.items():
         description, op, target = TARGETS.get(key) or (key, None, None)
         met = None if op is None else (value >= target if op == ">=" else value <= target)

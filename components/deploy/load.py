@@ -1,0 +1,89 @@
+"""A bounded load test against the real local TorchServe: keep-alive clients on loopback.
+
+Used by the load tests (pass/fail: zero errors, bounded memory, zero failed requests during a deploy)
+and by ``make bench`` (the p50/p99 figures). Each client thread has its own HTTP session.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import psutil
+import requests
+
+from components.deploy.torchserve import TorchServe
+
+
+@dataclass
+class LoadResult:
+    requests: int
+    errors: int
+    seconds: float
+    latencies_ms: list[float] = field(repr=False)
+    error_samples: list[str] = field(default_factory=list)
+
+    @property
+    def p50_ms(self) -> float:
+        return statistics.median(self.latencies_ms)
+
+    @property
+    def p99_ms(self) -> float:
+        return statistics.quantiles(self.latencies_ms, n=100)[98]
+
+    @property
+    def per_second(self) -> float:
+        return self.requests / self.seconds
+
+
+def server_rss_bytes(server: TorchServe) -> int:
+    """Resident memory of the server: its JVM and every Python worker it started."""
+    process = psutil.Process(server.pid())
+    return sum(p.memory_info().rss for p in [process, *process.children(recursive=True)])
+
+
+def run_load(server: TorchServe, model: str, bodies: list[bytes], total: int | None = None, concurrency: int = 32,
+             until: Callable[[], bool] | None = None, content_type: str = "application/octet-stream") -> LoadResult:
+    """POST ``bodies`` round-robin to ``model``'s default version from ``concurrency`` threads: ``total``
+    requests in all, or until ``until()`` is true. Every non-200 answer counts as an error."""
+    if (total is None) == (until is None):
+        raise ValueError("give either total or until")
+    url = f"{server.inference_url}/predictions/{model}"
+    headers = {"Authorization": f"Bearer {server._key('inference')}", "Content-Type": content_type}
+    lock = threading.Lock()
+    latencies: list[float] = []
+    errors: list[str] = []
+    issued = 0
+
+    def next_index() -> int | None:
+        nonlocal issued
+        with lock:
+            if (total is not None and issued >= total) or (until is not None and until()):
+                return None
+            issued += 1
+            return issued
+
+    def client() -> None:
+        with requests.Session() as session:
+            while (index := next_index()) is not None:
+                started = time.perf_counter()
+                try:
+                    response = session.post(url, data=bodies[index % len(bodies)], headers=headers, timeout=30)
+                    failure = None if response.status_code == 200 else f"{response.status_code}: {response.text[:200]}"
+                except requests.RequestException as error:
+                    failure = f"{type(error).__name__}: {error}"
+                elapsed = (time.perf_counter() - started) * 1000
+                with lock:
+                    latencies.append(elapsed)
+                    if failure:
+                        errors.append(failure)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        for future in [pool.submit(client) for _ in range(concurrency)]:
+            future.result()
+    return LoadResult(len(latencies), len(errors), time.perf_counter() - started, latencies, errors[:5])
