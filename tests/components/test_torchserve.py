@@ -74,3 +74,49 @@ def test_two_instances_run_side_by_side_and_stop_independently(server, tmp_path)
 def test_client_without_server_says_how_to_start_it(server):
     with pytest.raises(ServingError, match="relay serve start"):
         server.predict("digits", b"")
+
+
+def _non_loopback_addresses() -> list[str]:
+    import psutil
+
+    return [address.address for addresses in psutil.net_if_addrs().values() for address in addresses
+            if address.family == socket.AF_INET and not address.address.startswith("127.")]
+
+
+@pytest.mark.skipif(not _non_loopback_addresses(), reason="this machine has no non-loopback IPv4 address to try")
+def test_no_port_answers_on_any_other_address(server):
+    server.start()
+    s = server.settings
+    ports = [s.ts_inference_port, s.ts_management_port, s.ts_metrics_port, s.ts_grpc_inference_port,
+             s.ts_grpc_management_port]
+    for address in _non_loopback_addresses():
+        for port in ports:
+            with socket.socket() as probe:
+                probe.settimeout(2)
+                assert probe.connect_ex((address, port)) != 0, f"{address}:{port} accepts connections"
+    with socket.create_connection(("127.0.0.1", s.ts_management_port), timeout=2):
+        pass  # while loopback does
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "https://example.com/model.mar", "file://{tmp}/elsewhere.mar",
+                                 "{tmp}/elsewhere.mar", "file://{store}/../outside.mar"])
+def test_only_mar_files_from_the_model_store_can_be_registered(server, tmp_path, url):
+    server.start()
+    outside = server.model_store.parent / "outside.mar"
+    outside.write_bytes(b"PK not really a mar")
+    (tmp_path / "elsewhere.mar").write_bytes(b"PK")
+    response = server._request("POST", server.management_url, "/models", "management",
+                               params={"url": url.format(store=server.model_store, tmp=tmp_path),
+                                       "model_name": "x"})
+    assert response.status_code in (400, 403, 404), response.text
+    # A URL is refused by allowed_urls; a bare path is looked up inside the model store only.
+    assert "does not match any allowed URL" in response.text or "Model not found at" in response.text
+    assert server.describe("x") == []
+
+
+def test_the_management_api_refuses_the_inference_key(server):
+    server.start()
+    inference_key = json.loads(server.key_file.read_text())["inference"]["key"]
+    response = requests.get(f"{server.management_url}/models", headers={"Authorization": f"Bearer {inference_key}"},
+                            timeout=5)
+    assert response.status_code == 400
