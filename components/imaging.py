@@ -48,7 +48,7 @@ def open_checked(data: bytes | Path | str, max_pixels: int, name: str) -> Iterat
         raise ImageTooLarge(f"{name}: {error} (the limit here is {_megapixels(max_pixels)})") from None
     except UnidentifiedImageError:
         raise ImageRejected(f"{name}: not a decodable image (no image format recognised)") from None
-    except (OSError, SyntaxError, ValueError) as error:
+    except Exception as error:  # noqa: BLE001 - untrusted bytes: Pillow's plugins raise many kinds of error
         raise ImageRejected(f"{name}: not a decodable image ({type(error).__name__}: {error})") from None
     with image:
         pixels = image.width * image.height
@@ -64,7 +64,7 @@ def decode_image(data: bytes | Path | str, max_pixels: int, name: str | None = N
     with open_checked(data, max_pixels, name) as image:
         try:
             pixels = np.asarray(image.convert("L"), dtype=np.float32)
-        except (OSError, SyntaxError, ValueError) as error:  # a truncated body fails only when decoded
+        except Exception as error:  # noqa: BLE001 - a corrupt or truncated body fails only when decoded
             raise ImageRejected(f"{name}: not a decodable image ({type(error).__name__}: {error})") from None
     return pixels / 255.0
 

@@ -19,12 +19,16 @@ pip="$scratch/venv/bin/pip"
   "$pip" freeze --all --exclude-editable | grep -v '^pip==' | grep -v '^tensorflow @ ' \
     | sed 's/^torch==2.13.0+cpu$/torch==2.13.0/'
 } > requirements/main.lock
-"$scratch/venv/bin/uv" pip compile -q requirements/tfx.in --python-version 3.10 \
+# Each line gets the sha256 of the archive pip would install (from the index, or of the wheel on disk).
+"$pip" install --dry-run --ignore-installed --no-deps --quiet --report "$scratch/report.json" -r requirements/main.lock \
+  2>&1 | { grep -v "^WARNING: Location 'file://" || true; }
+"$scratch/venv/bin/python" scripts/hash_lock.py requirements/main.lock "$scratch/report.json"
+"$scratch/venv/bin/uv" pip compile -q --generate-hashes requirements/tfx.in --python-version 3.10 \
   --python-platform x86_64-unknown-linux-gnu -o "$scratch/tfx.lock"
-{ echo "# Fully pinned TFX environment (Python 3.10), resolved by uv from tfx.in (see 'make lock')."; cat "$scratch/tfx.lock"; } \
+{ echo "# Fully pinned TFX environment (Python 3.10), resolved by uv from tfx.in, with hashes (see 'make lock')."; cat "$scratch/tfx.lock"; } \
   > requirements/tfx.lock
-"$scratch/venv/bin/uv" pip compile -q requirements/tools.in --python-version 3.11 \
+"$scratch/venv/bin/uv" pip compile -q --generate-hashes requirements/tools.in --python-version 3.11 \
   --python-platform x86_64-unknown-linux-gnu -o "$scratch/tools.lock"
-{ echo "# Fully pinned tools environment (Python 3.11: checkov, kubernetes-validate), resolved by uv from tools.in (see 'make lock')."
+{ echo "# Fully pinned tools environment (Python 3.11: checkov, kubernetes-validate), resolved by uv from tools.in, with hashes (see 'make lock')."
   cat "$scratch/tools.lock"; } > requirements/tools.lock
 echo "wrote requirements/main.lock, tfx.lock and tools.lock"

@@ -29,7 +29,9 @@ if [ ! -f "$main_venv/.relay-complete" ]; then
   echo "setup: building $main_venv from requirements/main.lock (a few minutes, once per lock)"
   rm -rf "$main_venv"
   "$python_main" -m venv "$main_venv"
-  "$main_venv/bin/pip" install --no-deps --disable-pip-version-check -r requirements/main.lock 2>&1 | hide_index_noise
+  # --require-hashes: every wheel must match the sha256 in the lock, so a swapped file is refused.
+  "$main_venv/bin/pip" install --require-hashes --no-deps --disable-pip-version-check -r requirements/main.lock \
+    2>&1 | hide_index_noise
   "$main_venv/bin/pip" install --no-deps --no-build-isolation --disable-pip-version-check \
     requirements/shims/tensorflow 2>&1 | hide_index_noise
   "$main_venv/bin/pip" check
@@ -48,7 +50,7 @@ uv_venv() {  # uv_venv NAME PYTHON LOCK WHAT: build $cache/NAME-<key> from LOCK 
     echo "setup: building $venv from $lock with uv ($what)"
     rm -rf "$venv"
     "$main_venv/bin/uv" venv -q --python "$python" "$venv"
-    "$main_venv/bin/uv" pip sync -q --python "$venv/bin/python" "$lock"
+    "$main_venv/bin/uv" pip sync -q --require-hashes --python "$venv/bin/python" "$lock"
     touch "$venv/.relay-complete"
   fi
   ln -sfn "$venv" "$root/.venv-$name"

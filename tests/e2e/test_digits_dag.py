@@ -167,3 +167,60 @@ def test_tensorflow_run_through_the_same_dag_is_served(deployed):
 
     assert TorchServe(settings).default_version("digits") == newest.removeprefix("v")
     assert _served_accuracy(settings, _heldout(tf_dir, 40)) >= 0.9
+
+
+def test_a_restart_serves_the_same_versions_again(deployed):
+    settings, env, result, root, run = deployed
+    server = TorchServe(settings)
+    before = (server.default_version("digits"), {e["modelVersion"] for e in server.describe("digits")})
+    assert relay(["serve", "stop"], env, timeout=120).returncode == 0
+    stopped = relay(["serve", "status"], env, timeout=60)
+    assert "not running" in stopped.stdout and "relay serve start` serves them again" in stopped.stdout
+    started = relay(["serve", "start"], env, timeout=300)
+    assert started.returncode == 0, started.stderr[-2000:]
+    assert f"digits: serving" in started.stdout and f"(default v{before[0]})" in started.stdout
+    assert (server.default_version("digits"), {e["modelVersion"] for e in server.describe("digits")}) == before
+    status = relay(["serve", "status"], env, timeout=60)
+    assert f"default v{before[0]}" in status.stdout
+    assert _served_accuracy(settings, _heldout(run, 20)) >= 0.9
+
+
+def test_predict_accepts_either_version_form_and_names_the_file_it_refuses(deployed, tmp_path):
+    settings, env, _, _, run = deployed
+    sample, label = _heldout(run, 1)[0]
+    for version in ("v0.1.0", "0.1.0"):
+        answer = relay(["predict", str(sample), "--version", version], env, timeout=60)
+        assert answer.returncode == 0 and f"class {label}" in answer.stdout, answer.stderr
+    listing = relay(["models", "digits"], env, timeout=120)
+    assert "v0.1.0" in listing.stdout and "is a local path: it is valid only on this machine" in " ".join(
+        listing.stdout.split())
+    not_an_image = tmp_path / "notes.png"
+    not_an_image.write_text("not an image at all")
+    refused = relay(["predict", str(not_an_image)], env, timeout=60)
+    message = " ".join(refused.stderr.split())
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) <= 2
+    assert f"{not_an_image}: HTTP 400, the request was refused" in message and "not a decodable image" in message
+
+
+def test_no_token_or_password_appears_in_logs_or_run_reports(deployed):
+    """After every run above: no TorchServe key and no Airflow password in any log, report or registry file."""
+    settings, env, result, root, run = deployed
+    keys = json.loads(TorchServe(settings).key_file.read_text())
+    secrets = {entry["key"] for entry in keys.values()}
+    passwords = Path(env["AIRFLOW_HOME"]) / "simple_auth_manager_passwords.json.generated"
+    if passwords.is_file():
+        secrets |= set(json.loads(passwords.read_text()).values())
+    assert all(len(secret) >= 8 for secret in secrets) and len(secrets) >= 3
+    places = [settings.runs_dir, settings.serve_dir / "logs", settings.registry_dir, Path(env["AIRFLOW_HOME"])]
+    scanned = 0
+    for place in places:
+        for path in place.rglob("*"):
+            if not path.is_file() or path == passwords or path.suffix in {".mar", ".onnx", ".pt", ".pb", ".db"}:
+                continue
+            text = path.read_bytes().decode("utf-8", errors="ignore")
+            scanned += 1
+            leaked = [secret[:4] + "…" for secret in secrets if secret in text]
+            assert not leaked, f"{path} contains secrets {leaked}"
+    assert scanned > 50
+    for output in (result.stdout, result.stderr):
+        assert not any(secret in output for secret in secrets)
