@@ -142,17 +142,23 @@ OVERRIDABLE = {
 }
 
 
+def _field_name(part: object) -> str:
+    text = str(part)
+    return text if text.isprintable() and text.strip() == text and text else repr(text)
+
+
 def _one_line(error: ValidationError, source: str) -> SpecError:
     problems = []
     for item in error.errors():
-        field = ".".join(str(part) for part in item["loc"]) or "(root)"
+        field = ".".join(_field_name(part) for part in item["loc"]) or "(root)"
         message = item["msg"]
         if item["type"] == "literal_error":
             message = f"got {item['input']!r}; allowed: {item['ctx']['expected']}"
         elif item["type"] == "extra_forbidden":
             message = "unknown field"
         problems.append(f"{field}: {message}")
-    return SpecError(f"{source}: invalid spec: " + "; ".join(problems))
+    message = "; ".join(problems).replace("\r", "\\r").replace("\n", "\\n")  # one line, whatever the input
+    return SpecError(f"{source}: invalid spec: " + message)
 
 
 def parse_spec(data: dict[str, Any], source: str = "spec") -> TaskSpec:
@@ -180,7 +186,9 @@ def load_spec(task: str | Path, overrides: dict[str, Any] | None = None) -> Task
     """Load a task spec by name or path and apply run overrides (``OVERRIDABLE`` keys)."""
     path = spec_path(task)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise SpecError(f"{path}: not UTF-8 text (byte {error.start}): save the spec as UTF-8 YAML") from None
     except yaml.YAMLError as error:
         raise SpecError(f"{path}: not valid YAML: {error}".replace("\n", " ")) from None
     if not isinstance(data, dict):
