@@ -130,3 +130,19 @@ def test_airflow_runs_from_its_helm_chart_as_an_argocd_app():
     env = {e["name"]: e["value"] for e in helm["helm"]["valuesObject"]["env"]}
     assert env["RELAY_EXECUTION"] == "kubernetes" and env["RELAY_RUNS_URI"].startswith("s3://")
     assert apps["relay-workers"]["spec"]["source"]["path"] == "infra/k8s/workers"
+
+
+def test_production_airflow_uses_a_real_auth_manager_that_the_image_has():
+    """SimpleAuthManager (`make airflow`) is for development; the Helm values configure FabAuthManager,
+    which must import from the locked environment the images install."""
+    import importlib
+
+    from airflow.api_fastapi.auth.managers.base_auth_manager import BaseAuthManager
+
+    apps = {doc["metadata"]["name"]: doc for doc in yaml.safe_load_all(
+        (PROJECT / "infra" / "argocd" / "airflow.yaml").read_text())}
+    values = apps["relay-airflow"]["spec"]["source"]["helm"]["valuesObject"]
+    dotted = values["config"]["core"]["auth_manager"]
+    assert "SimpleAuthManager" not in dotted and values["webserver"]["defaultUser"]["enabled"] is False
+    module, _, name = dotted.rpartition(".")
+    assert issubclass(getattr(importlib.import_module(module), name), BaseAuthManager)

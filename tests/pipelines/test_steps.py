@@ -189,3 +189,32 @@ def test_retrying_any_step_on_the_same_run_matches_one_clean_pass(settings, trai
     finally:
         server.stop()
     assert PROJECT_DIR  # the spec pointed outside the project: the checkout was not touched
+
+
+def test_a_full_disk_during_a_step_publishes_nothing_and_says_so(settings, trained_run, tmp_path):
+    """`relay step optimize` under RLIMIT_FSIZE (writes past 64 KiB fail, as on a full disk)."""
+    import os
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import PROJECT, settings_env
+
+    spec, source = trained_run
+    run = _copy_run(source, tmp_path / "run", spec, steps=("data", "train"))
+    assert (source / "optimize" / "model.onnx").stat().st_size > 64 * 1024
+
+    def limit_file_size():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+
+    step = subprocess.run([sys.executable, "-m", "pipelines.cli", "step", "optimize", "--run-dir", str(run)],
+                          cwd=PROJECT, env={**os.environ, **settings_env(settings), "PYTHONPATH": str(PROJECT),
+                                            "PYTHONDONTWRITEBYTECODE": "1"},
+                          preexec_fn=limit_file_size, capture_output=True, text=True, timeout=300)
+    message = " ".join(step.stderr.split())
+    assert step.returncode == 2, step.stdout[-2000:] + step.stderr[-2000:]
+    assert f"writing {run / 'optimize'} failed: the file size limit was reached" in message
+    assert "nothing was published" in message and "Traceback" not in step.stderr
+    assert sorted(p.name for p in run.iterdir()) == ["data", "spec.json", "train"]
