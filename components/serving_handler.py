@@ -5,10 +5,10 @@ so it cannot serve ONNX. This one calls ``session.run``. It is packed into the .
 ``imaging.py`` and ``onnx_runtime.py`` (its only Relay imports), ``index_to_name.json`` and
 ``relay_serving.json`` (the input size and the request limits from the task spec).
 
-A request the model cannot take gets a 4xx with the reason in the body, in TorchServe's own error
-shape (``{"code", "type", "message"}``), and never reaches the session: 400 for a body that is not a
-decodable image of the model's size, 413 for a body or an image over the limits, 415 for a body
-that is not an image file.
+A request the model cannot take gets a 4xx with the reason in the body, in TorchServe's error shape
+(``{"code", "type", "message"}``; gRPC: INVALID_ARGUMENT and the like), and never reaches the session:
+400 for a body that is not a decodable image of the model's size, 413 for a body or an image over the
+limits, 415 for a body that is not an image file.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import numpy as np
 
 from imaging import SERVING_CONFIG, ImageRejected, ImageTooLarge, decode_image, to_batch  # shipped in the .mar
 from onnx_runtime import make_session
+from ts.utils.util import PredictionException  # the worker runs inside TorchServe's own Python
 
 # Raw image bodies; multipart uploads arrive as a 'data' field, octet-stream from clients that set no type.
 ACCEPTED_TYPES = ("image/", "application/octet-stream", "multipart/form-data")
@@ -73,6 +74,12 @@ class OnnxImageClassifier:
                 images.append(self._image(row, _content_type(context, index)))
                 rows.append(index)
             except ImageRejected as error:
+                if len(data) == 1:
+                    # The whole (one-request) batch fails with this status: TorchServe then answers HTTP with
+                    # it and gRPC with the matching code (INVALID_ARGUMENT for 400), reason included.
+                    raise PredictionException(str(error), error.status) from None
+                # In a batch of several, only this request fails (HTTP gets its status; gRPC, which
+                # ignores per-request statuses, gets OK with this error body).
                 context.set_response_status(error.status, _PHRASES[error.status], index)
                 results[index] = {"code": error.status, "type": type(error).__name__, "message": str(error)}
         if images:

@@ -220,3 +220,38 @@ def test_bad_requests_get_a_4xx_with_the_reason_and_serving_goes_on(spec, traine
     assert served.predict("digits", image, "v0.1.0") == served.predict("digits", image, "0.1.0")
     with pytest.raises(RelayError, match="'latest' is not a model version"):
         served.predict("digits", image, "latest")
+
+
+def test_grpc_clients_get_invalid_argument_with_the_reason(spec, trained_run, served, settings):
+    """TorchServe's gRPC inference API (its inference.proto, encoded by hand: the stubs ship only inside
+    TorchServe's jar) maps the handler's 400 to INVALID_ARGUMENT, instead of UNAVAILABLE."""
+    import grpc
+
+    _, run = trained_run
+    deploy_local(spec, register_onnx(settings, spec, run / "optimize" / "model.onnx"), run / "data", settings)
+    _, _, paths = load_split(run / "data", "test", spec.dataset.classes)
+
+    def varint(number: int) -> bytes:
+        out = b""
+        while True:
+            low, number = number & 0x7F, number >> 7
+            out += bytes([low | (0x80 if number else 0)])
+            if not number:
+                return out
+
+    def field(number: int, data: bytes) -> bytes:  # a length-delimited protobuf field
+        return varint(number << 3 | 2) + varint(len(data)) + data
+
+    def predictions_request(body: bytes) -> bytes:  # PredictionsRequest{model_name, input: {"data": body}}
+        return field(1, b"digits") + field(3, field(1, b"data") + field(2, body))
+
+    with grpc.insecure_channel(f"127.0.0.1:{settings.ts_grpc_inference_port}") as channel:
+        predictions = channel.unary_unary("/org.pytorch.serve.grpc.inference.InferenceAPIsService/Predictions",
+                                          request_serializer=bytes, response_deserializer=bytes)
+        metadata = [("authorization", f"Bearer {served._key('inference')}")]
+        answer = predictions(predictions_request(paths[0].read_bytes()), metadata=metadata, timeout=30)
+        assert b'"class"' in answer
+        with pytest.raises(grpc.RpcError) as refused:
+            predictions(predictions_request(b"not an image"), metadata=metadata, timeout=30)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a decodable image" in refused.value.details()
