@@ -18,10 +18,11 @@ WORKDIR /opt/relay
 FROM base AS deps
 COPY requirements/main.lock requirements/main.lock
 COPY requirements/shims requirements/shims
-# torch==2.13.0 is pinned exactly; the CPU build comes from PyTorch's CPU index. The shim makes
+# torch==2.13.0 is pinned exactly; the CPU build comes from PyTorch's CPU index. Every wheel must match
+# the sha256 in the lock (recorded from the CPU wheel Relay was locked with). The shim makes
 # tensorflow-cpu satisfy tensorflow-serving-api's "tensorflow" requirement (one TensorFlow only).
 RUN python -m venv /opt/venv \
- && /opt/venv/bin/pip install --no-deps --extra-index-url https://download.pytorch.org/whl/cpu \
+ && /opt/venv/bin/pip install --require-hashes --no-deps --extra-index-url https://download.pytorch.org/whl/cpu \
       -r requirements/main.lock \
  && /opt/venv/bin/pip install --no-deps --no-build-isolation requirements/shims/tensorflow \
  && /opt/venv/bin/pip check
@@ -55,7 +56,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_
 WORKDIR /opt/relay
 COPY requirements/tfx.lock requirements/tfx.lock
 RUN python -m venv /opt/venv \
- && /opt/venv/bin/pip install --no-deps -r requirements/tfx.lock \
+ && /opt/venv/bin/pip install --require-hashes --no-deps -r requirements/tfx.lock \
  && useradd --create-home --uid 10001 relay
 ENV PATH=/opt/venv/bin:$PATH
 COPY components/__init__.py components/tfx_validate.py components/

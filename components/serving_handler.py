@@ -74,12 +74,13 @@ class OnnxImageClassifier:
                 images.append(self._image(row, _content_type(context, index)))
                 rows.append(index)
             except ImageRejected as error:
-                if len(data) == 1:
+                if len(data) == 1 and error.status != 413:
                     # The whole (one-request) batch fails with this status: TorchServe then answers HTTP with
                     # it and gRPC with the matching code (INVALID_ARGUMENT for 400), reason included.
+                    # (TorchServe turns a raised 413 into 507, so 413 takes the per-request path below.)
                     raise PredictionException(str(error), error.status) from None
-                # In a batch of several, only this request fails (HTTP gets its status; gRPC, which
-                # ignores per-request statuses, gets OK with this error body).
+                # Only this request fails: HTTP gets its status; gRPC, which ignores per-request
+                # statuses, gets OK with this error body.
                 context.set_response_status(error.status, _PHRASES[error.status], index)
                 results[index] = {"code": error.status, "type": type(error).__name__, "message": str(error)}
         if images:

@@ -56,6 +56,7 @@ def test_final_images_run_as_a_non_root_user():
 def test_dependencies_come_from_the_locks():
     runs = " ".join(rest for keyword, rest in instructions() if keyword == "RUN")
     assert "-r requirements/main.lock" in runs and "-r requirements/tfx.lock" in runs
+    assert runs.count("pip install --require-hashes --no-deps") == 2  # a swapped wheel fails the build
     assert "pip install --no-deps" in runs and "pip check" in runs
 
 
