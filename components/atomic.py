@@ -8,6 +8,7 @@ dead writer's leftovers from a live one's and reclaim them.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -132,6 +133,15 @@ def copy_file(source: Path, target: Path) -> Path:
     with atomic_file(target, "wb") as handle, open(source, "rb") as src:
         shutil.copyfileobj(src, handle)
     return Path(target)
+
+
+def sha256_file(path: Path) -> str:
+    """The sha256 of a file, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def is_temp_name(name: str) -> bool:

@@ -95,7 +95,7 @@ def ensure_dataset(spec: TaskSpec, settings: Settings) -> str | None:
         try:
             versioning.dvc(["push", rel], repo)
         except versioning.DvcError as error:
-            raise RelayError(f"cannot push {rel} to the DVC remote {url}: {str(error).split(': ', 1)[-1]}") from None
+            raise RelayError(f"cannot push {rel} to the DVC remote {url}: {error.reason}") from None
         return actual
 
 
@@ -172,8 +172,8 @@ def prepare_data(spec: TaskSpec, out_dir: Path, settings: Settings | None = None
         # The version id of the data: DVC's md5 when tracked, else a digest of every file's path and hash.
         version = md5 or hashlib.sha256("".join(manifest["path"] + manifest["content_hash"]).encode()).hexdigest()[:32]
         write_json(tmp / "data.json", {
-            "dataset_dir": str(dataset_dir), "dataset_md5": md5, "max_pixels": spec.dataset.image.max_pixels, "dataset_version": version, "images": len(manifest),
-            "class_counts": counts, "split_counts": manifest["split"].value_counts().to_dict(),
+            "dataset_dir": str(dataset_dir), "dataset_md5": md5, "dataset_version": version, "images": len(manifest),
+            "max_pixels": spec.dataset.image.max_pixels, "class_counts": counts, "split_counts": manifest["split"].value_counts().to_dict(),
         })
     return DataResult(out_dir / MANIFEST, dataset_dir, md5, len(manifest))
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import sys
@@ -23,14 +22,6 @@ def serving_config(spec: TaskSpec) -> dict:
     image = spec.dataset.image
     return {"height": image.height, "width": image.width, "mode": image.mode, "max_pixels": image.max_pixels,
             "max_request_bytes": spec.deploy.max_request_bytes}
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def build_mar(spec: TaskSpec, version: str, onnx_model: Path, target: Path) -> Path:

@@ -9,7 +9,6 @@ manifests come from this checkout's ``infra/k8s`` and are copied in on each prom
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,7 +158,7 @@ def _pin(registry: ModelRegistry, task: str, version: str, env: str, message: st
     if previous and previous != version:  # one version per environment: the one the overlay pins
         tags += registry.unassign_unlocked(task, previous, env)
     tags += registry.assign_unlocked(task, version, env)
-    framework = json.loads(registry.read_file(task, version, "model.json")).get("framework", "pytorch")
+    framework = registry.model_info(task, version).get("framework", "pytorch")
     _write_manifests(registry.path, task, env, version, registry.remote or str(registry.path), framework)
     git(["add", "-A", "k8s"], registry.path)
     git(["commit", "-q", "-m", message], registry.path)

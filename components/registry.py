@@ -22,9 +22,8 @@ from pathlib import Path
 import semver
 
 from components import versioning
-from components.atomic import write_json
+from components.atomic import sha256_file, write_json
 from components.errors import RelayError
-from components.package import sha256_file
 from components.settings import Settings, get_settings
 
 GIT_IDENTITY = {"GIT_AUTHOR_NAME": "Relay", "GIT_AUTHOR_EMAIL": "relay@localhost",
@@ -254,7 +253,7 @@ class ModelRegistry:
                     versioning.dvc(["push", rel + ".dvc"], self.path)
                 except versioning.DvcError as error:
                     raise RelayError(f"cannot push {task} {version} to the DVC remote {self.dvc_remote()}: "
-                                     f"{str(error).split(': ', 1)[-1]}; nothing was registered") from None
+                                     f"{error.reason}; nothing was registered") from None
                 git(["add", "-A"], self.path)
                 git(["commit", "-q", "-m", f"{task} {version}: register (gate passed)"], self.path)
                 self._after_last_tag_second()

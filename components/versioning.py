@@ -17,7 +17,11 @@ REMOTE_NAME = "relay"
 
 
 class DvcError(RelayError):
-    """A DVC command failed."""
+    """A DVC command failed; ``reason`` is DVC's own explanation."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
 
 
 def dvc(args: list[str], repo: Path) -> str:
@@ -28,7 +32,8 @@ def dvc(args: list[str], repo: Path) -> str:
         [sys.executable, "-m", "dvc", *args], cwd=repo, env=env, capture_output=True, text=True
     )
     if proc.returncode != 0:
-        raise DvcError(f"dvc {' '.join(args)} failed in {repo}: {dvc_reason(proc.stderr + proc.stdout)}")
+        reason = dvc_reason(proc.stderr + proc.stdout)
+        raise DvcError(f"dvc {' '.join(args)} failed in {repo}: {reason}", reason)
     return proc.stdout
 
 

@@ -7,26 +7,23 @@ registry repository through DVC (`dvc get` at the tag, which reads the DVC remot
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import tempfile
-import sys
 from pathlib import Path
 
 from components import model_version
 from components.errors import RelayError
-from components.package import sha256_file
-from components.versioning import dvc_reason
+from components.atomic import sha256_file
+from components.versioning import DvcError, dvc
 
 
 def _dvc_get(registry: str, path: str, rev: str, out: Path, dvc_remote: str | None) -> None:
     # With dvc_remote the pod's own remote URL (and its credentials from the environment) replaces the
     # one committed in the registry, e.g. an in-cluster S3 endpoint.
     remote = ["--remote-config", f"url={dvc_remote}"] if dvc_remote else []
-    proc = subprocess.run([sys.executable, "-m", "dvc", "get", registry, path, "--rev", rev, "-o", str(out), *remote],
-                          capture_output=True, text=True, env={**os.environ, "DVC_NO_ANALYTICS": "1"})
-    if proc.returncode != 0:
-        raise RelayError(f"dvc get {path} at {rev} from {registry} failed: {dvc_reason(proc.stderr + proc.stdout)}")
+    try:
+        dvc(["get", registry, path, "--rev", rev, "-o", str(out), *remote], Path.cwd())
+    except DvcError as error:
+        raise RelayError(f"dvc get {path} at {rev} from {registry} failed: {error.reason}") from None
 
 
 def _check_sha256(registry: str, task: str, tag: str, mar: Path, dvc_remote: str | None) -> None:

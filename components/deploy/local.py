@@ -18,11 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from components import model_version
-from components.atomic import atomic_file, write_json
+from components.atomic import atomic_file, sha256_file, write_json
 from components.data import load_split
 from components.deploy.torchserve import TorchServe
 from components.errors import RelayError, ServingError
-from components.package import sha256_file
 from components.registry import ModelRegistry
 from components.settings import Settings
 from pipelines.spec import TaskSpec
@@ -132,16 +131,14 @@ def deploy_local(spec: TaskSpec, version: str, data_dir: Path, settings: Setting
     labels = [spec.dataset.classes[i] for i in label_index[:count]]
     try:
         accuracy = smoke_test(server, name, served, paths[:count], labels)
+        problem = (None if accuracy >= spec.gate.min_accuracy else
+                   f"accuracy {accuracy:.3f} on {count} held-out images is below {spec.gate.min_accuracy}")
     except ServingError as error:
+        problem = f"failed ({error})"
+    if problem:
         if previous != version:
             server.unregister(name, served)
-        raise ServingError(f"smoke test of {name} {version} on TorchServe failed ({error}); "
-                           f"the default stays {previous}") from None
-    if accuracy < spec.gate.min_accuracy:
-        if previous != version:
-            server.unregister(name, served)
-        raise ServingError(f"smoke test of {name} {version} on TorchServe: accuracy {accuracy:.3f} on {count} "
-                           f"held-out images is below {spec.gate.min_accuracy}; the default stays {previous}")
+        raise ServingError(f"smoke test of {name} {version} on TorchServe: {problem}; the default stays {previous}")
     server.set_default(name, served)
     if previous == version:  # a retried deploy: keep what it kept
         keep = served_state(settings)[name]["versions"]
