@@ -1,31 +1,46 @@
 """The data step: make sure the versioned dataset is present, then describe it in a manifest.
 
-The manifest has one row per image (path, label, size, mode, bytes, content hash, readable) and the
-seeded train/test split, so every later step reads the same held-out set for this data version.
+The manifest has one row per file found (path, label, format, size, mode, bytes, content hash,
+whether it decodes and why not, per-channel statistics of the preprocessed image) and a seeded,
+stratified three-way split by content hash (train, val, test), so every later step reads the same
+held-out sets for this data version. Rows are cached by content hash (and file stat), so adding 100
+images to 50,000 describes only the 100; new files are described in a process pool.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import math
+import multiprocessing
 import os
-from dataclasses import dataclass
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
+from rich.progress import Progress
 
 from components import versioning
 from components.atomic import atomic_dir, write_json
+from components.builtin_datasets import GENERATORS
 from components.errors import RelayError
-from components.imaging import ImageRejected, ImageTooLarge, decode_image, open_checked, to_batch
+from components.imaging import ImageRejected, Preprocessing, load_pixels, open_checked, preprocess_files
+from components.run_files import DATA_INFO, MANIFEST
 from components.settings import Settings, get_settings
-from pipelines.spec import DEFAULT_MAX_PIXELS, TaskSpec
+from components.spec import Normalization, TaskSpec
 
-MANIFEST = "manifest.csv"
-IMAGE_SUFFIXES = {".png"}
+SPLITS = ("train", "val", "test")
+SKIPPED = "skipped"  # split of an unusable file under on_bad_file: skip
+UNUSABLE = "none"    # split of an unusable file under on_bad_file: fail (validation then stops the run)
+CHANNEL_COLUMNS = [f"channel_mean_{c}" for c in range(3)]
+_SQUARE_COLUMNS = [f"channel_sq_{c}" for c in range(3)]
+COLUMNS = ["path", "label", "format", "width", "height", "mode", "bytes", "content_hash", "readable", "problem",
+           "mean_intensity", *CHANNEL_COLUMNS, *_SQUARE_COLUMNS]
+# Below this many new files a process pool costs more to start than it saves.
+_POOL_THRESHOLD = 64
 
 
 @dataclass(frozen=True)
@@ -36,26 +51,23 @@ class DataResult:
     images: int
 
 
-def write_sklearn_digits(dest: Path) -> int:
-    """Write scikit-learn's digits as ``dest/<label>/<index>.png``, byte-for-byte reproducibly."""
-    from sklearn.datasets import load_digits
+@dataclass
+class Discovery:
+    """What the data step found under a dataset root before describing any file."""
 
-    digits = load_digits()
-    # 0..16 intensities scaled to 0..255 with integer arithmetic: no float rounding differences.
-    pixels = (digits.images.astype(np.int64) * 255 + 8) // 16
-    with atomic_dir(dest) as tmp:
-        for index, (image, label) in enumerate(zip(pixels.astype(np.uint8), digits.target, strict=True)):
-            folder = tmp / str(label)
-            folder.mkdir(exist_ok=True)
-            Image.fromarray(image, mode="L").save(folder / f"{index:04d}.png", format="PNG", optimize=False)
-    return len(digits.target)
+    files: list[tuple[str, str]] = field(default_factory=list)          # (relative path, label)
+    problems: dict[str, str] = field(default_factory=dict)              # relative path → why it is refused
+    ignored: dict[str, list[str]] = field(default_factory=dict)         # reason → relative paths
+
+    def ignore(self, reason: str, rel: str) -> None:
+        self.ignored.setdefault(reason, []).append(rel)
 
 
 def ensure_dataset(spec: TaskSpec, settings: Settings) -> str | None:
     """Bring the DVC-tracked dataset into the workspace; return its DVC md5.
 
     A fresh clone pulls it from the remote. When the remote does not have it yet and the dataset is
-    the built-in one, it is regenerated, checked against the committed hash and pushed.
+    a built-in one, it is regenerated, checked against the committed hash and pushed.
     """
     dataset_dir = spec.dataset_dir(settings.project_dir)
     pointer = dataset_dir.with_name(dataset_dir.name + ".dvc")
@@ -71,6 +83,7 @@ def ensure_dataset(spec: TaskSpec, settings: Settings) -> str | None:
         if not dataset_dir.is_dir():
             raise RelayError(f"{dataset_dir} is missing: run `dvc pull {rel}` before `dvc repro`")
         return versioning.pointer_md5(pointer)
+    generator = GENERATORS.get(spec.dataset.source)
     url = versioning.remote_url(settings)
     with versioning.repo_lock(repo):
         versioning.configure_remote(repo, url)
@@ -80,11 +93,12 @@ def ensure_dataset(spec: TaskSpec, settings: Settings) -> str | None:
                 versioning.dvc(["pull", rel], repo)
                 return expected
             except versioning.DvcError as error:
-                if spec.dataset.source != "sklearn-digits":
-                    raise RelayError(f"cannot fetch {rel} from DVC remote {url}: {error}") from None
-        elif spec.dataset.source != "sklearn-digits":
-            raise RelayError(f"{rel} does not exist: add the dataset with `dvc add {dataset_dir.relative_to(repo)}`")
-        write_sklearn_digits(dataset_dir)
+                if generator is None:
+                    raise RelayError(f"cannot fetch {rel} from DVC remote {url}: {error.reason}") from None
+        elif generator is None:
+            raise RelayError(f"{rel} does not exist: bring the dataset under DVC with "
+                             f"`relay task new {spec.name} --from DIR` or `dvc add {dataset_dir.relative_to(repo)}`")
+        generator(dataset_dir)
         versioning.dvc(["add", str(dataset_dir.relative_to(repo))], repo)
         actual = versioning.pointer_md5(pointer)
         if expected is not None and actual != expected:
@@ -99,98 +113,286 @@ def ensure_dataset(spec: TaskSpec, settings: Settings) -> str | None:
         return actual
 
 
-def _describe_image(path: Path, max_pixels: int) -> dict:
-    """One manifest row's facts about an image file. An oversized image raises ImageTooLarge, undecoded."""
-    raw = path.read_bytes()
-    row = {"bytes": len(raw), "content_hash": hashlib.sha256(raw).hexdigest(), "readable": True}
+def _inside(path: Path, root: Path) -> bool:
+    return path.resolve().is_relative_to(root.resolve())
+
+
+def _accept(root: Path, path: Path, label: str, found: Discovery) -> None:
+    rel = path.relative_to(root).as_posix()
+    if path.name.startswith("."):
+        found.ignore("hidden file", rel)
+        return
+    found.files.append((rel, label))
+    if path.is_symlink() and not _inside(path, root):
+        found.problems[rel] = "a symlink pointing outside the dataset (refused)"
+
+
+def discover(root: Path, labels_csv: str | None = None) -> Discovery:
+    """List the dataset's files and their labels: ``root/<label>/...`` (any depth), or the rows of
+    ``labels_csv`` (``path,label``). Hidden files and folders are ignored, and counted."""
+    if not root.is_dir():
+        raise RelayError(f"dataset directory {root} does not exist")
+    found = Discovery()
+    if labels_csv:
+        return _discover_csv(root, root / labels_csv, found)
+    for entry in sorted(root.iterdir()):
+        if entry.name.startswith("."):
+            found.ignore("hidden file" if entry.is_file() else "hidden folder", entry.name)
+        elif entry.is_dir():
+            for folder, dirs, files in os.walk(entry, followlinks=False):
+                for hidden in (d for d in dirs if d.startswith(".")):
+                    found.ignore("hidden folder", (Path(folder) / hidden).relative_to(root).as_posix())
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for name in sorted(files):
+                    _accept(root, Path(folder) / name, entry.name, found)
+        else:
+            found.ignore("file outside the label folders", entry.name)
+    return found
+
+
+def _discover_csv(root: Path, csv_path: Path, found: Discovery) -> Discovery:
+    if not csv_path.is_file():
+        raise RelayError(f"dataset.labels_csv: {csv_path} does not exist")
+    with open(csv_path, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
+            raise RelayError(f"{csv_path}: needs a header with the columns path,label (found {reader.fieldnames})")
+        for line, row in enumerate(reader, start=2):
+            rel, label = (row["path"] or "").strip(), (row["label"] or "").strip()
+            if not rel or not label:
+                raise RelayError(f"{csv_path}:{line}: empty path or label")
+            path = root / rel
+            if not _inside(path, root):
+                found.files.append((rel, label))
+                found.problems[rel] = f"{csv_path.name} line {line} points outside the dataset (refused)"
+            elif not path.is_file():
+                found.files.append((rel, label))
+                found.problems[rel] = f"{csv_path.name} line {line} names a file that does not exist"
+            else:
+                _accept(root, path, label, found)
+    return found
+
+
+def describe_file(path: str, prep: Preprocessing) -> dict:
+    """One manifest row's facts about a file: hash, format, size, and the per-channel mean and mean
+    square of its preprocessed pixels. An image over ``max_pixels`` is refused from its header."""
+    raw = Path(path).read_bytes()
+    row: dict = {"bytes": len(raw), "content_hash": hashlib.sha256(raw).hexdigest(), "readable": True,
+                 "problem": "", "format": None, "width": None, "height": None, "mode": None}
     try:
-        with open_checked(raw, max_pixels, str(path)) as image:
-            image.load()
-            row.update(width=image.width, height=image.height, mode=image.mode,
-                       mean_intensity=float(np.asarray(image.convert("L"), dtype=np.float32).mean() / 255))
-    except ImageTooLarge:
-        raise
-    except (ImageRejected, OSError, SyntaxError, ValueError):
-        row.update(width=None, height=None, mode=None, mean_intensity=None, readable=False)
+        if not raw:
+            raise ImageRejected(f"{path}: an empty file")
+        with open_checked(raw, prep.max_pixels, path) as image:
+            row.update(format=image.format, width=image.width, height=image.height, mode=image.mode)
+        pixels = load_pixels(raw, prep, path).astype(np.float64) / 255.0
+    except ImageRejected as error:
+        reason = str(error).removeprefix(f"{path}: ")
+        return {**row, "readable": False, "problem": reason or "not an image"}
+    means = pixels.mean(axis=(0, 1))
+    squares = (pixels ** 2).mean(axis=(0, 1))
+    for c in range(3):
+        row[CHANNEL_COLUMNS[c]] = float(means[c]) if c < len(means) else None
+        row[_SQUARE_COLUMNS[c]] = float(squares[c]) if c < len(squares) else None
+    row["mean_intensity"] = float(means.mean())
     return row
 
 
-def split_by_hash(manifest: pd.DataFrame, test_fraction: float, seed: int) -> pd.Series:
-    """Assign 'train' or 'test' per content hash, stratified by label and seeded.
+def _describe_batch(paths: list[str], prep: Preprocessing) -> list[dict]:
+    return [describe_file(path, prep) for path in paths]
 
-    Identical images share a hash and therefore a split, so none leaks from train into test.
+
+class _RowCache:
+    """Described rows by content hash, and content hashes by file stat, per preprocessing setting."""
+
+    def __init__(self, directory: Path, key: str):
+        self.path = directory / f"{key}.json"
+        data = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        self.hashes: dict[str, str] = data.get("hashes", {})
+        self.rows: dict[str, dict] = data.get("rows", {})
+        self.added = 0
+
+    @staticmethod
+    def stat_key(path: Path) -> str:
+        stat = path.stat()
+        return f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}"
+
+    def lookup(self, path: Path) -> dict | None:
+        digest = self.hashes.get(self.stat_key(path))
+        return self.rows.get(digest) if digest else None
+
+    def store(self, path: Path, row: dict) -> None:
+        self.hashes[self.stat_key(path)] = row["content_hash"]
+        if row["readable"]:  # unreadable files are re-examined next time: they may have been fixed
+            self.rows[row["content_hash"]] = row
+        self.added += 1
+
+    def save(self) -> None:
+        if self.added:
+            write_json(self.path, {"hashes": self.hashes, "rows": self.rows})
+
+
+def describe_files(paths: list[Path], prep: Preprocessing, cache: _RowCache | None = None,
+                   label: str = "describe images") -> list[dict]:
+    """Describe ``paths`` (reusing cached rows); new files go through a process pool with a progress bar."""
+    rows: list[dict | None] = [cache.lookup(p) if cache else None for p in paths]
+    todo = [i for i, row in enumerate(rows) if row is None]
+    if todo:
+        chunks = [todo[i:i + 32] for i in range(0, len(todo), 32)]
+        with Progress(transient=True) as progress:
+            bar = progress.add_task(f"{label} ({len(todo)} new, {len(paths) - len(todo)} cached)", total=len(todo))
+            if len(todo) < _POOL_THRESHOLD:
+                results = (_describe_batch([str(paths[i]) for i in chunk], prep) for chunk in chunks)
+                for chunk, described in zip(chunks, results):
+                    _fill(rows, chunk, described, paths, cache)
+                    progress.advance(bar, len(chunk))
+            else:
+                # forkserver: a forked child of a process with running threads (Airflow, torch) can deadlock.
+                context = multiprocessing.get_context("forkserver")
+                with ProcessPoolExecutor(max_workers=min(os.cpu_count() or 1, 8), mp_context=context) as pool:
+                    futures = [pool.submit(_describe_batch, [str(paths[i]) for i in chunk], prep) for chunk in chunks]
+                    for chunk, future in zip(chunks, futures):
+                        _fill(rows, chunk, future.result(), paths, cache)
+                        progress.advance(bar, len(chunk))
+    return rows  # type: ignore[return-value]
+
+
+def _fill(rows: list, chunk: list[int], described: list[dict], paths: list[Path], cache: _RowCache | None) -> None:
+    for i, row in zip(chunk, described):
+        rows[i] = row
+        if cache:
+            cache.store(paths[i], row)
+
+
+def split_by_hash(manifest: pd.DataFrame, val_fraction: float, test_fraction: float, seed: int) -> pd.Series:
+    """Assign train, val or test per content hash, stratified by label and seeded; unusable rows get none.
+
+    Identical images share a hash and therefore a split, so none leaks from train into val or test.
     """
-    firsts = manifest.drop_duplicates("content_hash").sort_values(["label", "content_hash"])
+    usable = manifest[manifest["readable"].astype(bool)]
+    firsts = usable.sort_values(["content_hash", "label"]).drop_duplicates("content_hash").sort_values(
+        ["label", "content_hash"])
     rng = np.random.default_rng(seed)
     split_of: dict[str, str] = {}
     for _, group in firsts.groupby("label", sort=True):
         hashes = group["content_hash"].to_numpy()
         order = rng.permutation(len(hashes))
         n_test = math.ceil(len(hashes) * test_fraction) if len(hashes) > 1 else 0
+        n_val = math.ceil(len(hashes) * val_fraction) if len(hashes) > 2 else 0
         for rank, position in enumerate(order):
-            split_of[hashes[position]] = "test" if rank < n_test else "train"
-    return manifest["content_hash"].map(split_of)
+            split_of[hashes[position]] = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
+    return manifest["content_hash"].map(split_of).where(manifest["readable"].astype(bool), UNUSABLE)
 
 
-def build_manifest(dataset_dir: Path, test_fraction: float, seed: int,
-                   max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Describe every image under ``dataset_dir/<label>/``; also count images per label folder.
+def unnormalized(spec: TaskSpec) -> Preprocessing:
+    """The spec's preprocessing up to normalization (what the manifest's statistics describe)."""
+    channels = spec.input.channels
+    return Preprocessing(height=spec.input.height, width=spec.input.width, channels=channels,
+                         resize=spec.input.resize, mean=(0.0,) * channels, std=(1.0,) * channels,
+                         max_pixels=spec.dataset.max_pixels)
 
-    Images over ``max_pixels`` stop the step with one error naming them; none of them is decoded.
-    """
-    if not dataset_dir.is_dir():
-        raise RelayError(f"dataset directory {dataset_dir} does not exist")
-    rows, counts, oversized = [], {}, []
-    for folder in sorted(p for p in dataset_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        counts[folder.name] = len(files)
-        for path in files:
-            try:
-                rows.append({"path": str(path.relative_to(dataset_dir)), "label": folder.name,
-                             **_describe_image(path, max_pixels)})
-            except ImageTooLarge as error:
-                oversized.append(str(error))
-    if oversized:
-        raise RelayError(f"{len(oversized)} image(s) over the pixel limit, none decoded: {'; '.join(oversized[:3])}"
-                         f"{' …' if len(oversized) > 3 else ''}. Remove them, or raise dataset.image.max_pixels "
-                         "in the task spec if they are genuine.")
-    columns = ["path", "label", "width", "height", "mode", "bytes", "mean_intensity", "content_hash", "readable"]
-    manifest = pd.DataFrame(rows, columns=columns)
-    manifest["split"] = split_by_hash(manifest, test_fraction, seed) if rows else pd.Series(dtype=str)
-    return manifest, counts
+
+def _normalization(spec: TaskSpec, manifest: pd.DataFrame) -> tuple[tuple[float, ...], tuple[float, ...], str]:
+    if isinstance(spec.input.normalization, Normalization):
+        return tuple(spec.input.normalization.mean), tuple(spec.input.normalization.std), "spec"
+    train = manifest[manifest["split"] == "train"]
+    if train.empty:
+        return (0.0,) * spec.input.channels, (1.0,) * spec.input.channels, "none: the train split is empty"
+    means = train[CHANNEL_COLUMNS[:spec.input.channels]].to_numpy(np.float64).mean(axis=0)
+    squares = train[_SQUARE_COLUMNS[:spec.input.channels]].to_numpy(np.float64).mean(axis=0)
+    std = np.sqrt(np.maximum(squares - means ** 2, 0.0))
+    return (tuple(round(float(m), 6) for m in means), tuple(round(max(float(s), 1e-3), 6) for s in std),
+            "auto: the train split")
+
+
+def build_manifest(spec: TaskSpec, dataset_dir: Path, cache_dir: Path | None = None) -> tuple[pd.DataFrame, dict]:
+    """Describe every file of the dataset and split it; return the manifest and a summary for data.json."""
+    found = discover(dataset_dir, spec.dataset.labels_csv)
+    prep = unnormalized(spec)
+    key = hashlib.sha256(json.dumps(prep.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+    cache = _RowCache(cache_dir, key) if cache_dir else None
+    good = [(rel, label) for rel, label in found.files if rel not in found.problems]
+    described = describe_files([dataset_dir / rel for rel, _ in good], prep, cache)
+    rows = [{"path": rel, "label": label, **row} for (rel, label), row in zip(good, described)]
+    rows += [{"path": rel, "label": label, "readable": False, "problem": found.problems[rel]}
+             for rel, label in found.files if rel in found.problems]
+    manifest = pd.DataFrame(rows, columns=COLUMNS).sort_values("path", ignore_index=True)
+    manifest["readable"] = manifest["readable"].astype(bool)
+    manifest["problem"] = manifest["problem"].fillna("")
+    manifest["split"] = split_by_hash(manifest, spec.dataset.val_fraction, spec.dataset.test_fraction,
+                                      spec.dataset.split_seed)
+    if spec.dataset.on_bad_file == "skip":
+        manifest.loc[~manifest["readable"], "split"] = SKIPPED
+    if cache:
+        cache.save()
+    usable = manifest[manifest["readable"]]
+    counts = {label: int((usable["label"] == label).sum()) for label in spec.dataset.classes}
+    counts.update({label: int(n) for label, n in usable["label"].value_counts().items() if label not in counts})
+    mean, std, source = _normalization(spec, manifest)
+    hash_labels = usable.groupby("content_hash")["label"].nunique()
+    summary = {
+        "files": len(manifest), "images": len(usable), "class_counts": counts,
+        "split_counts": {split: int((manifest["split"] == split).sum()) for split in (*SPLITS, SKIPPED, UNUSABLE)},
+        "formats": {str(k): int(v) for k, v in usable["format"].value_counts().items()},
+        "modes": {str(k): int(v) for k, v in usable["mode"].value_counts().items()},
+        "sizes": {"min": [int(usable["width"].min()), int(usable["height"].min())] if len(usable) else None,
+                  "max": [int(usable["width"].max()), int(usable["height"].max())] if len(usable) else None},
+        "unusable": manifest.loc[~manifest["readable"], ["path", "problem"]].to_dict("records"),
+        "ignored": {reason: {"count": len(paths), "examples": paths[:5]} for reason, paths in found.ignored.items()},
+        "duplicates_within_label": int(usable.duplicated(["content_hash", "label"]).sum()),
+        "label_conflicts": int((hash_labels > 1).sum()),
+        "preprocessing": {**prep.to_dict(), "mean": list(mean), "std": list(std)},
+        "normalization_source": source,
+        "described": cache.added if cache else len(good),
+    }
+    return manifest, summary
 
 
 def prepare_data(spec: TaskSpec, out_dir: Path, settings: Settings | None = None) -> DataResult:
-    """The data step: fetch the dataset version and write its manifest and per-class counts."""
+    """The data step: fetch the dataset version and write its manifest and summary (data.json)."""
     settings = settings or get_settings()
     md5 = ensure_dataset(spec, settings)
     dataset_dir = spec.dataset_dir(settings.project_dir)
-    manifest, counts = build_manifest(dataset_dir, spec.dataset.test_fraction, spec.dataset.split_seed,
-                                      spec.dataset.image.max_pixels)
+    manifest, summary = build_manifest(spec, dataset_dir, settings.home / "cache" / "manifest")
     with atomic_dir(out_dir) as tmp:
         manifest.to_csv(tmp / MANIFEST, index=False)
         # The version id of the data: DVC's md5 when tracked, else a digest of every file's path and hash.
-        version = md5 or hashlib.sha256("".join(manifest["path"] + manifest["content_hash"]).encode()).hexdigest()[:32]
-        write_json(tmp / "data.json", {
-            "dataset_dir": str(dataset_dir), "dataset_md5": md5, "dataset_version": version, "images": len(manifest),
-            "max_pixels": spec.dataset.image.max_pixels, "class_counts": counts, "split_counts": manifest["split"].value_counts().to_dict(),
+        digest = "".join(manifest["path"] + manifest["content_hash"].fillna("-"))
+        version = md5 or hashlib.sha256(digest.encode()).hexdigest()[:32]
+        write_json(tmp / DATA_INFO, {
+            "dataset_dir": str(dataset_dir), "dataset_md5": md5, "dataset_version": version,
+            "max_pixels": spec.dataset.max_pixels, "cache_dir": str(settings.home / "cache"), **summary,
         })
-    return DataResult(out_dir / MANIFEST, dataset_dir, md5, len(manifest))
+    return DataResult(out_dir / MANIFEST, dataset_dir, md5, summary["images"])
 
 
 def read_data_info(data_dir: Path) -> dict:
-    return json.loads((data_dir / "data.json").read_text())
+    return json.loads((data_dir / DATA_INFO).read_text())
 
 
-def load_split(data_dir: Path, split: str, classes: list[str]) -> tuple[np.ndarray, np.ndarray, list[Path]]:
-    """Decode one split into (NCHW float32 images, int64 class indices, file paths)."""
-    info = read_data_info(data_dir)
-    manifest = pd.read_csv(data_dir / MANIFEST, dtype={"label": str})
-    rows = manifest[manifest["split"] == split]
-    root = Path(info["dataset_dir"])
-    paths = [root / p for p in rows["path"]]
+def read_manifest(data_dir: Path) -> pd.DataFrame:
+    return pd.read_csv(data_dir / MANIFEST, dtype={"label": str, "problem": str}, keep_default_na=False,
+                       na_values={"width": [""], "height": [""], "bytes": [""]})
+
+
+def data_preprocessing(data_dir: Path) -> Preprocessing:
+    """The run's preprocessing, normalization resolved (what the trained model is given)."""
+    return Preprocessing.from_dict(read_data_info(data_dir)["preprocessing"])
+
+
+def split_files(data_dir: Path, split: str, classes: list[str]) -> tuple[list[Path], np.ndarray]:
+    """One split's files and int64 class indices."""
+    root = Path(read_data_info(data_dir)["dataset_dir"])
+    rows = read_manifest(data_dir)
+    rows = rows[rows["split"] == split]
     index = {name: i for i, name in enumerate(classes)}
-    max_pixels = info.get("max_pixels", DEFAULT_MAX_PIXELS)
-    images = to_batch([decode_image(p, max_pixels) for p in paths]) if paths else np.zeros((0, 1, 1, 1), np.float32)
-    labels = np.array([index[label] for label in rows["label"]], dtype=np.int64)
-    return images, labels, paths
+    return [root / p for p in rows["path"]], np.array([index[label] for label in rows["label"]], dtype=np.int64)
+
+
+def load_split(data_dir: Path, split: str, classes: list[str], prep: Preprocessing | None = None,
+               limit: int | None = None) -> tuple[np.ndarray, np.ndarray, list[Path]]:
+    """Decode one split (its first ``limit`` files) into (normalized NCHW float32 images, int64 class
+    indices, file paths), with ``prep`` (default: the run's preprocessing). Training streams instead."""
+    paths, labels = split_files(data_dir, split, classes)
+    paths, labels = paths[:limit], labels[:limit]
+    return preprocess_files(paths, prep or data_preprocessing(data_dir)), labels, paths
+

@@ -15,13 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from components.atomic import atomic_dir, write_json, write_text
-from pipelines.spec import GateSpec
+from components.run_files import GATE_JSON, GATE_PLOT, GATE_REPORT
+from components.spec import GateSpec
 
 Predictor = Callable[[np.ndarray], np.ndarray]
 # Accuracies are ratios of counts: without this, 0.5 pp "at most 0.5 pp" fails on float rounding.
 EPSILON = 1e-9
-GATE_JSON = "gate.json"
-GATE_REPORT = "gate.md"
 
 
 @dataclass(frozen=True)
@@ -31,6 +30,8 @@ class Champion:
     version: str
     predict: Predictor
     role: str = "production"
+    images: np.ndarray | None = None
+    """The held-out images through the champion's own preprocessing; None: the same as the new model's."""
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ def evaluate_gate(thresholds: GateSpec, original: Predictor, optimized: Predicto
     ]
     champion_info = None
     if champion is not None:
-        acc_champion = _accuracy(champion.predict(images), labels)
+        acc_champion = _accuracy(champion.predict(images if champion.images is None else champion.images), labels)
         floor = acc_champion - thresholds.champion_tolerance_pp / 100
         checks.append({"name": "champion", "passed": acc_optimized >= floor - EPSILON, "value": acc_optimized,
                        "threshold": floor, "unit": "",
@@ -159,6 +160,6 @@ def write_gate(task: str, gate: dict, notes: dict[str, str], out_dir: Path) -> G
     with atomic_dir(out_dir) as tmp:
         write_json(tmp / GATE_JSON, gate)
         write_text(tmp / GATE_REPORT, render_report(task, gate, notes) + "\n![accuracy and latency](gate.png)\n")
-        plot_gate(gate, tmp / "gate.png")
+        plot_gate(gate, tmp / GATE_PLOT)
     failed = [c["name"] for c in gate["checks"] if not c["passed"]]
     return GateResult(gate["passed"], out_dir / GATE_JSON, gate["metrics"], failed)

@@ -11,28 +11,28 @@ from pathlib import Path
 from components import imaging, model_version, onnx_runtime
 from components.atomic import copy_file
 from components.errors import RelayError
-from pipelines.spec import TaskSpec
+from components.imaging import Preprocessing
+from components.spec import TaskSpec
 
 # Loaded only inside TorchServe, where imaging.py and onnx_runtime.py sit beside it in the model dir.
 HANDLER = Path(__file__).with_name("serving_handler.py")
 
 
-def serving_config(spec: TaskSpec) -> dict:
-    """What the handler must know from the spec: the input size and the request limits."""
-    image = spec.dataset.image
-    return {"height": image.height, "width": image.width, "mode": image.mode, "max_pixels": image.max_pixels,
-            "max_request_bytes": spec.deploy.max_request_bytes}
+def serving_config(spec: TaskSpec, prep: Preprocessing) -> dict:
+    """What the handler must know: the model's preprocessing and the spec's request limit."""
+    return {"preprocessing": prep.to_dict(), "max_request_bytes": spec.deploy.max_request_bytes}
 
 
-def build_mar(spec: TaskSpec, version: str, onnx_model: Path, target: Path) -> Path:
-    """Write ``target`` (a .mar) serving ``onnx_model`` as ``spec.name`` through the ONNX Runtime handler."""
+def build_mar(spec: TaskSpec, version: str, onnx_model: Path, prep: Preprocessing, target: Path) -> Path:
+    """Write ``target`` (a .mar) serving ``onnx_model`` as ``spec.name`` through the ONNX Runtime handler,
+    with ``prep``, the preprocessing the model was trained with."""
     archiver = Path(sys.executable).with_name("torch-model-archiver")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         labels = work / "index_to_name.json"
         labels.write_text(json.dumps({str(i): name for i, name in enumerate(spec.dataset.classes)}))
         config = work / imaging.SERVING_CONFIG
-        config.write_text(json.dumps(serving_config(spec)))
+        config.write_text(json.dumps(serving_config(spec, prep)))
         extra = [imaging.__file__, onnx_runtime.__file__, str(labels), str(config)]
         proc = subprocess.run([
             str(archiver), "--model-name", spec.name, "--version", model_version.served(version),

@@ -18,6 +18,7 @@ import yaml
 from components import model_version
 from components.deploy.kubernetes import live_check
 from components.errors import RelayError
+from components.frameworks import backend
 from components.registry import ModelRegistry, git
 from components.settings import PROJECT_DIR, Settings, get_settings
 
@@ -76,8 +77,9 @@ def _write_manifests(repo: Path, task: str, env: str, version: str, registry_url
     for generator in data["configMapGenerator"]:
         if generator["name"] == "relay-model":
             generator["literals"] = [f"MODEL_VERSION={version}"]
-    if framework == "tensorflow":
-        data["components"] = ["../../components/tfserving"]
+    components = backend(framework).KUSTOMIZE_COMPONENTS
+    if components:
+        data["components"] = list(components)
     else:
         data.pop("components", None)
     overlay.write_text(f"# Pinned by relay: {task} {version} in {env}. Argo CD syncs this overlay.\n"
@@ -168,7 +170,7 @@ def _pin(registry: ModelRegistry, task: str, version: str, env: str, message: st
 
 def _smoke_image(task: str) -> bytes | None:
     """One image of the task's dataset in this checkout, for the post-rollout smoke prediction."""
-    from pipelines.spec import load_spec
+    from components.spec import load_spec
 
     try:
         dataset = load_spec(task).dataset_dir()

@@ -24,6 +24,7 @@ import semver
 from components import versioning
 from components.atomic import sha256_file, write_json
 from components.errors import RelayError
+from components.run_files import GATE_JSON
 from components.settings import Settings, get_settings
 
 GIT_IDENTITY = {"GIT_AUTHOR_NAME": "Relay", "GIT_AUTHOR_EMAIL": "relay@localhost",
@@ -333,7 +334,7 @@ class ModelRegistry:
         return git(["show", f"{task}@{version}:models/{task}/{name}"], self.path)
 
     def gate(self, task: str, version: str) -> dict:
-        return json.loads(self.read_file(task, version, "gate.json"))
+        return json.loads(self.read_file(task, version, GATE_JSON))
 
     def artifact_bytes(self, task: str, version: str, name: str) -> bytes:
         """A DVC-tracked artifact of a version (e.g. ``model.onnx``), from the cache or the remote.

@@ -3,12 +3,13 @@
 TorchServe's stock handler loads an .onnx file into a session but then calls ``self.model(x)``,
 so it cannot serve ONNX. This one calls ``session.run``. It is packed into the .mar beside
 ``imaging.py`` and ``onnx_runtime.py`` (its only Relay imports), ``index_to_name.json`` and
-``relay_serving.json`` (the input size and the request limits from the task spec).
+``relay_serving.json`` (the model's preprocessing and the request limit). Preprocessing is
+``imaging``'s, the very code training and the gate ran: the handler has none of its own.
 
 A request the model cannot take gets a 4xx with the reason in the body, in TorchServe's error shape
 (``{"code", "type", "message"}``; gRPC: INVALID_ARGUMENT and the like), and never reaches the session:
-400 for a body that is not a decodable image of the model's size, 413 for a body or an image over the
-limits, 415 for a body that is not an image file.
+400 for a body that is not a decodable image, 413 for a body or an image over the limits, 415 for a
+body that is not an image file. Images of any size are resized by the model's resize policy.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import os
 
 import numpy as np
 
-from imaging import SERVING_CONFIG, ImageRejected, ImageTooLarge, decode_image, to_batch  # shipped in the .mar
+from imaging import SERVING_CONFIG, ImageRejected, ImageTooLarge, Preprocessing, load_pixels, normalize  # in the .mar
 from onnx_runtime import make_session
 from ts.utils.util import PredictionException  # the worker runs inside TorchServe's own Python
 
@@ -40,6 +41,7 @@ class OnnxImageClassifier:
         serialized = context.manifest["model"]["serializedFile"]
         with open(os.path.join(model_dir, SERVING_CONFIG)) as handle:
             self.config = json.load(handle)
+        self.prep = Preprocessing.from_dict(self.config["preprocessing"])
         with open(os.path.join(model_dir, "index_to_name.json")) as handle:
             self.classes = json.load(handle)
         self.session = make_session(os.path.join(model_dir, serialized), threads=1)
@@ -58,12 +60,7 @@ class OnnxImageClassifier:
         limit = self.config["max_request_bytes"]
         if len(payload) > limit:
             raise ImageTooLarge(f"the body is {len(payload)} bytes, over the limit of {limit} (deploy.max_request_bytes)")
-        pixels = decode_image(bytes(payload), self.config["max_pixels"], "the image")
-        expected = (self.config["height"], self.config["width"])
-        if pixels.shape != expected:
-            raise ImageRejected(f"the image is {pixels.shape[1]}x{pixels.shape[0]}; this model takes "
-                                f"{expected[1]}x{expected[0]} images")
-        return pixels
+        return load_pixels(bytes(payload), self.prep, "the image")
 
     def handle(self, data: list[dict], context) -> list[dict]:
         """One image per request row; one prediction (or one 4xx error) per row."""
@@ -84,7 +81,7 @@ class OnnxImageClassifier:
                 context.set_response_status(error.status, _PHRASES[error.status], index)
                 results[index] = {"code": error.status, "type": type(error).__name__, "message": str(error)}
         if images:
-            logits = self.session.run(None, {self.input_name: to_batch(images)})[0]
+            logits = self.session.run(None, {self.input_name: normalize(np.stack(images), self.prep)})[0]
             shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
             probabilities = shifted / shifted.sum(axis=1, keepdims=True)
             for index, row_logits, row_probabilities in zip(rows, logits, probabilities):

@@ -18,10 +18,11 @@ import sys
 import time
 from pathlib import Path
 
-STRING_FEATURES = ("label",)
+STRING_FEATURES = ("label", "format")
 INT_FEATURES = ("width", "height", "bytes")
-FLOAT_FEATURES = ("mean_intensity",)
-SPLITS = {"train": "train", "test": "eval"}  # manifest split → TFX split name
+# Per-channel mean intensity of the preprocessed image: channel_mean_0 for grey, 0-2 for RGB.
+FLOAT_FEATURES = ("mean_intensity", "aspect_ratio", "channel_mean_0", "channel_mean_1", "channel_mean_2")
+SPLITS = {"train": "train", "val": "eval", "test": "eval"}  # manifest split → TFX split name
 
 
 def write_examples(manifest_csv: Path, root: Path) -> None:
@@ -29,19 +30,21 @@ def write_examples(manifest_csv: Path, root: Path) -> None:
     import tensorflow as tf
 
     writers = {}
-    for split in SPLITS.values():
+    for split in set(SPLITS.values()):
         (root / split).mkdir(parents=True, exist_ok=True)
         writers[split] = tf.io.TFRecordWriter(str(root / split / "data.tfrecord"))
     with open(manifest_csv, newline="") as handle:
         for row in csv.DictReader(handle):
             if row["readable"] != "True" or row["split"] not in SPLITS:
                 continue  # unreadable files are GX's finding; they have no features to describe
+            row["aspect_ratio"] = str(float(row["width"]) / float(row["height"]))
             feature = {name: tf.train.Feature(bytes_list=tf.train.BytesList(value=[row[name].encode()]))
                        for name in STRING_FEATURES}
             feature.update({name: tf.train.Feature(int64_list=tf.train.Int64List(value=[int(float(row[name]))]))
                             for name in INT_FEATURES})
+            # A grey image has no channel_mean_1 and _2: absent features, not zeros, so the schema says so.
             feature.update({name: tf.train.Feature(float_list=tf.train.FloatList(value=[float(row[name])]))
-                            for name in FLOAT_FEATURES})
+                            for name in FLOAT_FEATURES if row.get(name) not in (None, "")})
             example = tf.train.Example(features=tf.train.Features(feature=feature))
             writers[SPLITS[row["split"]]].write(example.SerializeToString())
     for writer in writers.values():
@@ -55,7 +58,7 @@ def run_pipeline(examples: Path, schema_file: Path | None, work: Path) -> dict[s
     example_gen = tfx.components.ImportExampleGen(
         input_base=str(examples),
         input_config=tfx.proto.Input(splits=[tfx.proto.Input.Split(name=name, pattern=f"{name}/*")
-                                             for name in SPLITS.values()]))
+                                             for name in sorted(set(SPLITS.values()))]))
     statistics = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     if schema_file is not None:
         schema = tfx.components.ImportSchemaGen(schema_file=str(schema_file))
@@ -101,7 +104,7 @@ def validate(manifest_csv: Path, out: Path, schema_file: Path | None, previous_s
     pipeline_seconds = time.perf_counter() - started
 
     problems: list[str] = []
-    for split in SPLITS.values():
+    for split in sorted(set(SPLITS.values())):
         anomalies = anomalies_pb2.Anomalies.FromString(
             (outputs["anomalies"] / f"Split-{split}" / "SchemaDiff.pb").read_bytes())
         problems += [f"{split} split: {line}" for line in _anomaly_lines(anomalies)]
@@ -114,7 +117,8 @@ def validate(manifest_csv: Path, out: Path, schema_file: Path | None, previous_s
     drift: list[str] = []
     if previous_stats is not None:
         tfdv.get_feature(schema, "label").drift_comparator.infinity_norm.threshold = label_linf
-        for name in INT_FEATURES + FLOAT_FEATURES:
+        present = {feature.name for feature in schema.feature}
+        for name in (n for n in INT_FEATURES + FLOAT_FEATURES if n in present):
             tfdv.get_feature(schema, name).drift_comparator.jensen_shannon_divergence.threshold = js_threshold
         previous = statistics_pb2.DatasetFeatureStatisticsList()
         previous.ParseFromString(previous_stats.read_bytes())

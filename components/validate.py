@@ -1,10 +1,14 @@
 """The validate step: a Great Expectations suite over the dataset manifest.
 
-Three tables are validated, each a plain DataFrame derived from the manifest:
-- ``images``: one row per file (readable, size, mode, labels);
-- ``classes``: one row per label folder with its image count (catches empty classes);
-- ``split_hashes``: one row per distinct (content hash, split) pair, so a hash that appears in
-  both train and test shows up as a duplicate.
+Four tables are validated, each a plain DataFrame derived from the manifest:
+- ``images``: one row per file the run uses (all files, unless ``on_bad_file: skip`` left some out):
+  every file decodes, and is at least ``min_side`` pixels in width and height;
+- ``classes``: one row per label with its image count: the labels are exactly the spec's classes,
+  each has at least ``min_per_class`` images;
+- ``balance``: one row, the largest class count over the smallest, at most ``max_imbalance``;
+- ``hash_labels``: one row per distinct (content hash, label): no image content under two labels.
+
+Duplicates within one label are counted in the report, not failed: the split keeps them together.
 """
 
 from __future__ import annotations
@@ -23,10 +27,11 @@ from pathlib import Path
 import pandas as pd
 
 from components.atomic import atomic_dir, write_json
-from components.data import MANIFEST, read_data_info
+from components.data import MANIFEST, SKIPPED, read_data_info, read_manifest
+from components.run_files import VALIDATION
 from components.errors import DataValidationError
 from components.settings import PROJECT_DIR, Settings
-from pipelines.spec import TaskSpec
+from components.spec import TaskSpec
 
 SCHEMAS_DIR = PROJECT_DIR / "pipelines" / "schemas"
 
@@ -45,39 +50,45 @@ def _expectations(spec: TaskSpec) -> dict[str, list]:
     import great_expectations as gx
 
     E = gx.expectations
-    image = spec.dataset.image
+    data = spec.dataset
     return {
         "images": [
             E.ExpectColumnValuesToBeInSet(column="readable", value_set=[True],
-                                          meta={"why": "every file is a readable image"}),
-            E.ExpectColumnValuesToBeInSet(column="width", value_set=[image.width],
-                                          meta={"why": f"every image is {image.width} px wide"}),
-            E.ExpectColumnValuesToBeInSet(column="height", value_set=[image.height],
-                                          meta={"why": f"every image is {image.height} px high"}),
-            E.ExpectColumnValuesToBeInSet(column="mode", value_set=[image.mode],
-                                          meta={"why": f"every image has mode {image.mode}"}),
+                                          meta={"why": "every file is a decodable image"}),
+            E.ExpectColumnValuesToBeBetween(column="width", min_value=data.min_side,
+                                            meta={"why": f"every image is at least {data.min_side} px wide"}),
+            E.ExpectColumnValuesToBeBetween(column="height", min_value=data.min_side,
+                                            meta={"why": f"every image is at least {data.min_side} px high"}),
         ],
         "classes": [
-            E.ExpectColumnDistinctValuesToEqualSet(column="label", value_set=list(spec.dataset.classes),
-                                                   meta={"why": "the label folders are exactly the spec's classes"}),
-            E.ExpectColumnValuesToBeBetween(column="count", min_value=spec.dataset.min_per_class,
-                                            meta={"why": f"each class has at least {spec.dataset.min_per_class} images"}),
+            E.ExpectColumnDistinctValuesToEqualSet(column="label", value_set=list(data.classes),
+                                                   meta={"why": "the labels are exactly the spec's classes"}),
+            E.ExpectColumnValuesToBeBetween(column="count", min_value=data.min_per_class,
+                                            meta={"why": f"each class has at least {data.min_per_class} images"}),
         ],
-        "split_hashes": [
+        "balance": [
+            E.ExpectColumnValuesToBeBetween(column="ratio", max_value=data.max_imbalance,
+                                            meta={"why": f"the largest class is at most {data.max_imbalance:g}x "
+                                                         "the smallest (dataset.max_imbalance)"}),
+        ],
+        "hash_labels": [
             E.ExpectColumnValuesToBeUnique(column="content_hash",
-                                           meta={"why": "no image content is in both the train and the test split"}),
+                                           meta={"why": "no image content is under two labels"}),
         ],
     }
 
 
 def _tables(manifest: pd.DataFrame, class_counts: dict[str, int]) -> dict[str, pd.DataFrame]:
+    used = manifest[manifest["split"] != SKIPPED]
     # Unreadable files have no size: compare them as -1 so their rows fail the readable check, not a crash.
-    images = manifest.assign(width=manifest["width"].fillna(-1).astype(int),
-                             height=manifest["height"].fillna(-1).astype(int),
-                             mode=manifest["mode"].fillna("unreadable"))
+    images = used.assign(width=used["width"].fillna(-1).astype(int), height=used["height"].fillna(-1).astype(int))
     classes = pd.DataFrame({"label": list(class_counts), "count": list(class_counts.values())})
-    split_hashes = manifest[["content_hash", "split"]].drop_duplicates()
-    return {"images": images, "classes": classes, "split_hashes": split_hashes}
+    counts = [n for n in class_counts.values()]
+    ratio = max(counts) / min(counts) if counts and min(counts) > 0 else float("inf")
+    readable = used[used["readable"]]
+    hash_labels = readable.drop_duplicates(["content_hash", "label"])[["content_hash", "label", "path"]]
+    return {"images": images, "classes": classes, "balance": pd.DataFrame({"ratio": [ratio]}),
+            "hash_labels": hash_labels}
 
 
 def _describe_failure(table: str, frame: pd.DataFrame, result) -> str:
@@ -85,25 +96,35 @@ def _describe_failure(table: str, frame: pd.DataFrame, result) -> str:
     why = (config.meta or {}).get("why", config.type)
     column = config.kwargs.get("column")
     details = result.result or {}
+    if table == "images" and column == "readable":
+        bad = frame[~frame["readable"]]
+        examples = "; ".join(f"{row.path} ({row.problem})" for row in bad.head(3).itertuples())
+        return f"{why}: {len(bad)} file(s) fail: {examples}{' …' if len(bad) > 3 else ''}"
     if table == "images":
-        bad = frame[frame[column].astype(str).isin([str(v) for v in details.get("partial_unexpected_list", [])])]
-        examples = ", ".join(bad["path"].head(3))
-        return f"{why}: {details.get('unexpected_count', '?')} file(s) fail, e.g. {examples}"
+        bad = frame[(frame[column] < config.kwargs["min_value"]) & frame["readable"]]
+        examples = ", ".join(f"{row.path} ({row.width}x{row.height})" for row in bad.head(3).itertuples())
+        return f"{why}: {len(bad)} file(s) fail, e.g. {examples}"
     if table == "classes" and column == "label":
         expected = set(config.kwargs["value_set"])
         observed = set(frame["label"])
         parts = []
         if observed - expected:
-            parts.append(f"unknown label folder(s) {sorted(observed - expected)}")
+            parts.append(f"label(s) not in the spec {sorted(observed - expected)}")
         if expected - observed:
-            parts.append(f"missing class folder(s) {sorted(expected - observed)}")
+            parts.append(f"missing class(es) {sorted(expected - observed)}")
         return f"{why}: " + "; ".join(parts)
     if table == "classes":
         low = frame[frame["count"] < config.kwargs["min_value"]]
         listed = ", ".join(f"'{row.label}' has {row.count}" for row in low.itertuples())
         return f"{why}: {listed}"
-    dupes = frame[frame["content_hash"].duplicated()]["content_hash"].head(3).str[:12].tolist()
-    return f"{why}: {details.get('unexpected_count', len(dupes))} hash(es) in both, e.g. {dupes}"
+    if table == "balance":
+        return f"{why}: the ratio is {frame['ratio'].iloc[0]:.1f}"
+    conflicts = frame[frame["content_hash"].duplicated(keep=False)].sort_values(["content_hash", "label"])
+    examples = []
+    for _, group in list(conflicts.groupby("content_hash"))[:3]:
+        examples.append(" and ".join(f"{row.path} ('{row.label}')" for row in group.itertuples()))
+    count = conflicts["content_hash"].nunique()
+    return f"{why}: {count} image(s) under two labels, e.g. the same image as {'; '.join(examples)}"
 
 
 @contextmanager
@@ -129,8 +150,9 @@ def validate_dataset(spec: TaskSpec, data_dir: Path, out_dir: Path) -> Validatio
     import great_expectations as gx
 
     logging.getLogger("great_expectations").setLevel(logging.ERROR)
-    manifest = pd.read_csv(data_dir / MANIFEST, dtype={"label": str})
-    tables = _tables(manifest, read_data_info(data_dir)["class_counts"])
+    manifest = read_manifest(data_dir)
+    info = read_data_info(data_dir)
+    tables = _tables(manifest, info["class_counts"])
     expectations = _expectations(spec)
 
     failures: list[str] = []
@@ -156,9 +178,12 @@ def validate_dataset(spec: TaskSpec, data_dir: Path, out_dir: Path) -> Validatio
         with _renderer_log_to(tmp / "data_docs_render.log"):
             context.build_data_docs()
         shutil.copytree(Path(gx_root) / "gx" / "uncommitted" / "data_docs" / "local_site", tmp / "data_docs")
-        write_json(tmp / "validation.json", {"success": not failures, "failures": failures, "results": summary})
+        write_json(tmp / VALIDATION, {
+            "success": not failures, "failures": failures, "results": summary,
+            "skipped_files": manifest.loc[manifest["split"] == SKIPPED, ["path", "problem"]].to_dict("records"),
+            "ignored": info.get("ignored", {}), "duplicates_within_label": info.get("duplicates_within_label", 0)})
 
-    result = ValidationResult(not failures, out_dir / "validation.json", out_dir / "data_docs" / "index.html", failures)
+    result = ValidationResult(not failures, out_dir / VALIDATION, out_dir / "data_docs" / "index.html", failures)
     if failures:
         raise DataValidationError(
             f"dataset {spec.dataset.name} failed validation ({len(failures)} expectation(s)): "

@@ -6,7 +6,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the project, when run from a checkout
 
 from pipelines.airflow_dag import build_dag  # noqa: E402
-from pipelines.spec import all_specs  # noqa: E402
+from components.spec import all_specs  # noqa: E402
 
 for _spec_file in all_specs():
     _dag = build_dag(_spec_file)

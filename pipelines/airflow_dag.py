@@ -12,7 +12,7 @@ from pathlib import Path
 
 from airflow.sdk import DAG, Param, task
 
-from pipelines.spec import TaskSpec, load_spec
+from components.spec import TaskSpec, load_spec
 from pipelines.steps import RETRYABLE, STEPS, run_step, start_run
 
 
@@ -148,7 +148,7 @@ def build_dag(spec_file: Path) -> DAG:
 
 def build_promote_dag() -> DAG:
     """relay_promote: the same promotion as `relay promote`, with a form for task, version and env."""
-    from pipelines.spec import all_specs
+    from components.spec import all_specs
 
     tasks = [path.stem for path in all_specs()]
     with DAG(

@@ -36,7 +36,7 @@ def run_dag_test(task: str, conf: dict) -> tuple[str, str, dict[str, str]]:
     configure_airflow_env()
     migrate_db()
     from pipelines.airflow_dag import build_dag
-    from pipelines.spec import spec_path
+    from components.spec import spec_path
 
     dag = build_dag(spec_path(task))
     dag_run = dag.test(run_conf=conf)

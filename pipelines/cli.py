@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from components.errors import RelayError
-from pipelines.spec import load_spec
+from components.spec import load_spec
 from pipelines.steps import STEPS, gate_passed, latest_run, run_step, start_run
 
 app = typer.Typer(help="Relay: versioned data to a served, promoted model.", no_args_is_help=True,

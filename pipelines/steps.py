@@ -17,14 +17,16 @@ from typing import Any
 
 from components.atomic import write_json
 from components.errors import GateFailed, RelayError
+from components.run_files import (DATA_INFO, DEPLOYMENT, GATE_JSON, GATE_PLOT, GATE_REPORT, METRICS, OPTIMIZE_INFO,
+                                  OPTIMIZED_MODEL, PREPROCESSING, REGISTRATION, SPEC)
 from components.settings import Settings, get_settings
-from pipelines.spec import TaskSpec, load_spec, parse_spec
+from components.spec import TaskSpec, load_spec, parse_spec
 
 STEPS = ("data", "validate", "train", "optimize", "gate", "register", "deploy")
 # Steps that can fail for passing reasons (a DVC or git remote, the model server): orchestrators retry
 # them with backoff. validate and gate fail deterministically: a retry would only repeat the verdict.
 RETRYABLE = ("data", "register", "deploy")
-RUN_SPEC = "spec.json"
+RUN_SPEC = SPEC
 
 
 def _safe_id(run_id: str) -> str:
@@ -104,21 +106,26 @@ def _optimize(spec: TaskSpec, run: Path, settings: Settings) -> dict:
 
 
 def _gate(spec: TaskSpec, run: Path, settings: Settings) -> dict:
-    from components.data import load_split
+    from components.data import load_split, split_files
     from components.gate import Champion, evaluate_gate, write_gate
+    from components.imaging import Preprocessing, preprocess_files
     from components.onnx_runtime import onnx_predictor
     from components.registry import ModelRegistry
-    from components.train import load_predictor
+    from components.train import load_predictor, model_preprocessing
 
-    images, labels, _ = load_split(run / "data", "test", spec.dataset.classes)
+    prep = model_preprocessing(run / "train")
+    images, labels, paths = load_split(run / "data", "test", spec.dataset.classes, prep)
     registry = ModelRegistry(settings)
     champion = None
     role, version = _champion_version(spec, registry, settings)
     if version:
-        champion = Champion(version, onnx_predictor(registry.artifact_bytes(spec.name, version, "model.onnx")), role)
-    gate = evaluate_gate(spec.gate, load_predictor(run / "train"), onnx_predictor(run / "optimize" / "model.onnx"),
+        # The champion is re-scored on this data version's test split, through its own preprocessing.
+        theirs = Preprocessing.from_dict(json.loads(registry.artifact_bytes(spec.name, version, PREPROCESSING)))
+        champion = Champion(version, onnx_predictor(registry.artifact_bytes(spec.name, version, OPTIMIZED_MODEL)),
+                            role, None if theirs == prep else preprocess_files(paths, theirs))
+    gate = evaluate_gate(spec.gate, load_predictor(run / "train"), onnx_predictor(run / "optimize" / OPTIMIZED_MODEL),
                          images, labels, champion)
-    optimize_info = json.loads((run / "optimize" / "optimize.json").read_text())
+    optimize_info = json.loads((run / "optimize" / OPTIMIZE_INFO).read_text())
     trt = optimize_info["tensorrt"]
     notes = {"tensorrt": f"skipped: {trt['skipped']}" if "skipped" in trt
              else f"converted ({trt['precision']}): {trt['converted']}"}
@@ -139,57 +146,57 @@ def _champion_version(spec: TaskSpec, registry, settings: Settings) -> tuple[str
 
 
 def gate_passed(run: Path) -> bool:
-    path = run / "gate" / "gate.json"
+    path = run / "gate" / GATE_JSON
     return path.is_file() and json.loads(path.read_text())["passed"] is True
 
 
 def _register(spec: TaskSpec, run: Path, settings: Settings) -> dict:
     from components.atomic import copy_file
     from components.data import read_data_info
+    from components.frameworks import backend
     from components.package import build_mar
     from components.registry import ModelRegistry
+    from components.train import model_framework, model_preprocessing
 
     if not gate_passed(run):
-        raise GateFailed(f"run {run.name} has not passed the gate ({run / 'gate' / 'gate.json'}): refusing to register")
-    model = run / "optimize" / "model.onnx"
-    framework = json.loads((run / "train" / "metrics.json").read_text())["framework"]
+        raise GateFailed(f"run {run.name} has not passed the gate ({run / 'gate' / GATE_JSON}): refusing to register")
+    model = run / "optimize" / OPTIMIZED_MODEL
+    framework = model_framework(run / "train")
     registry = ModelRegistry(settings)
 
     def build(version: str, dest: Path) -> None:
-        copy_file(model, dest / "model.onnx")
-        build_mar(spec, version, model, dest / "model.mar")
-        for name in ("gate.json", "gate.md", "gate.png"):
+        copy_file(model, dest / OPTIMIZED_MODEL)
+        copy_file(run / "train" / PREPROCESSING, dest / PREPROCESSING)
+        build_mar(spec, version, model, model_preprocessing(run / "train"), dest / "model.mar")
+        for name in (GATE_JSON, GATE_REPORT, GATE_PLOT):
             copy_file(run / "gate" / name, dest / name)
-        if framework == "tensorflow":
-            from components.deploy.tfserving import write_tfserving_artifacts
-
-            write_tfserving_artifacts(spec.name, version, run / "train" / "saved_model", dest / "tfserving",
-                                      registry.stage_version(spec.name, "production"))
+        backend(framework).extra_artifacts(spec, version, run / "train", dest,
+                                           registry.stage_version(spec.name, "production"))
 
     metadata = {"run_id": run.name, "framework": framework,
                 "dataset_md5": read_data_info(run / "data")["dataset_md5"], "spec": spec.model_dump(mode="json")}
     registration = registry.register(spec.name, build, metadata)
     summary = {"version": registration.version, "tag": registration.tag, "commit": registration.commit}
-    write_json(run / "register" / "registration.json", summary)
+    write_json(run / "register" / REGISTRATION, summary)
     return {**summary, "reused": registration.reused}
 
 
 def _deploy(spec: TaskSpec, run: Path, settings: Settings) -> dict:
     from components.deploy.local import deploy_local
 
-    registration = json.loads((run / "register" / "registration.json").read_text())
+    registration = json.loads((run / "register" / REGISTRATION).read_text())
     if spec.deploy.target == "kubernetes":
         from components.promote import promote
 
         promotion = promote(spec.name, registration["version"], "staging", settings)
         summary = {"version": promotion.version, "env": "staging", "previous": promotion.previous,
                    "commit": promotion.commit, "live": promotion.live}
-        write_json(run / "deploy" / "deployment.json", summary)
+        write_json(run / "deploy" / DEPLOYMENT, summary)
         return summary
     result = deploy_local(spec, registration["version"], run / "data", settings)
     summary = {"version": result.version, "previous_default": result.previous_default,
                "smoke_accuracy": result.smoke_accuracy, "url": result.inference_url}
-    write_json(run / "deploy" / "deployment.json", summary)
+    write_json(run / "deploy" / DEPLOYMENT, summary)
     return summary
 
 
@@ -211,9 +218,9 @@ def run_step(name: str, run_dir: Path, settings: Settings | None = None) -> dict
 
 
 # What each step reads from earlier steps; a missing one is a step that did not run (or failed).
-_NEEDS = {"validate": ("data/data.json",), "train": ("data/data.json",), "optimize": ("train/metrics.json",),
-          "gate": ("optimize/optimize.json",), "register": ("gate/gate.json",),
-          "deploy": ("register/registration.json",)}
+_NEEDS = {"validate": (f"data/{DATA_INFO}",), "train": (f"data/{DATA_INFO}",), "optimize": (f"train/{METRICS}",),
+          "gate": (f"optimize/{OPTIMIZE_INFO}",), "register": (f"gate/{GATE_JSON}",),
+          "deploy": (f"register/{REGISTRATION}",)}
 
 
 def _inputs_present(name: str, run: Path) -> None:
@@ -229,7 +236,7 @@ def _dataset_present(spec: TaskSpec, run: Path, settings: Settings) -> None:
     version first, and refuses a workspace that holds a different version."""
     from components.data import ensure_dataset, read_data_info
 
-    info_path = run / "data" / "data.json"
+    info_path = run / "data" / DATA_INFO
     if not info_path.is_file():
         return  # the data step has not run: the step itself reports what is missing
     info = read_data_info(run / "data")

@@ -25,7 +25,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from components.settings import Settings  # noqa: E402
-from pipelines.spec import load_spec  # noqa: E402
+from components.spec import load_spec  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -97,7 +97,7 @@ def small_dataset(tmp_path_factory, digits_spec) -> Path:
 
 def spec_for(spec, dataset: Path, **changes):
     """``spec`` pointed at ``dataset`` (outside the project, used as is) with nested field changes."""
-    from pipelines.spec import parse_spec
+    from components.spec import parse_spec
 
     data = spec.model_dump()
     data["dataset"]["path"] = str(dataset)
@@ -149,7 +149,7 @@ def write_gate_report(target: Path, passed: bool = True) -> Path:
     import numpy as np
 
     from components.gate import evaluate_gate, write_gate
-    from pipelines.spec import GateSpec
+    from components.spec import GateSpec
 
     images = np.random.default_rng(0).random((20, 1, 8, 8), dtype=np.float32)
 
@@ -188,6 +188,8 @@ def register_onnx(settings: Settings, spec, onnx_model: Path, run_id: str | None
     """Register ``onnx_model`` in the settings' registry as the real register step does (ONNX, .mar,
     a passing gate report written by the real gate); return the new version."""
     from components.atomic import copy_file
+    from components.atomic import write_json
+    from components.data import unnormalized
     from components.package import build_mar
     from components.registry import ModelRegistry
 
@@ -195,7 +197,8 @@ def register_onnx(settings: Settings, spec, onnx_model: Path, run_id: str | None
 
     def build(version: str, dest: Path) -> None:
         copy_file(onnx_model, dest / "model.onnx")
-        build_mar(spec, version, onnx_model, dest / "model.mar")
+        build_mar(spec, version, onnx_model, unnormalized(spec), dest / "model.mar")
+        write_json(dest / "preprocessing.json", unnormalized(spec).to_dict())
         for report in gate.iterdir():
             copy_file(report, dest / report.name)
 

@@ -19,12 +19,12 @@ from pathlib import Path
 
 from components import model_version
 from components.atomic import atomic_file, sha256_file, write_json
-from components.data import load_split
+from components.data import split_files
 from components.deploy.torchserve import TorchServe
 from components.errors import RelayError, ServingError
 from components.registry import ModelRegistry
 from components.settings import Settings
-from pipelines.spec import TaskSpec
+from components.spec import TaskSpec
 
 SERVED_STATE = "served.json"
 KEEP_VERSIONS = 2  # the default and the one before it (the rollback target)
@@ -126,7 +126,7 @@ def deploy_local(spec: TaskSpec, version: str, data_dir: Path, settings: Setting
         previous = None  # the recorded default could not be restored; nothing older is live
     install_version(server, ModelRegistry(settings), name, version)
 
-    _, label_index, paths = load_split(data_dir, "test", spec.dataset.classes)
+    paths, label_index = split_files(data_dir, "test", spec.dataset.classes)
     count = min(spec.deploy.smoke_samples, len(paths))
     labels = [spec.dataset.classes[i] for i in label_index[:count]]
     try:

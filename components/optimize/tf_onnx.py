@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pipelines.spec import TaskSpec
+from components.spec import TaskSpec
 
 
 def float32_copy(train_dir: Path):
@@ -28,8 +28,11 @@ def export_onnx(train_dir: Path, target: Path, spec: TaskSpec) -> Path:
 
     from components.onnx_runtime import INPUT_NAME
 
+    from components.models.architecture import Architecture
+
     model = float32_copy(train_dir)
-    signature = [tf.TensorSpec((None, 1, spec.dataset.image.height, spec.dataset.image.width), tf.float32,
+    arch = Architecture.load(train_dir)
+    signature = [tf.TensorSpec((None, arch.channels, arch.height, arch.width), tf.float32,
                                name=INPUT_NAME)]
     function = tf.function(lambda image: model(image, training=False), input_signature=signature)
     tf2onnx.convert.from_function(function, input_signature=signature, opset=18, output_path=str(target))

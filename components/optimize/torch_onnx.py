@@ -7,15 +7,17 @@ from pathlib import Path
 
 import torch
 
+from components.models.architecture import Architecture
 from components.onnx_runtime import INPUT_NAME, OUTPUT_NAME
 from components.train.torch_train import load_model
-from pipelines.spec import TaskSpec
+from components.spec import TaskSpec
 
 
 def export_onnx(train_dir: Path, target: Path, spec: TaskSpec) -> Path:
     """Export the trained PyTorch model to ``target`` (opset 18, dynamic batch, one file)."""
     model = load_model(train_dir)
-    example = torch.zeros(2, 1, spec.dataset.image.height, spec.dataset.image.width)
+    arch = Architecture.load(train_dir)
+    example = torch.zeros(2, arch.channels, arch.height, arch.width)
     names = {"input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME]}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice

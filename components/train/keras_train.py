@@ -1,5 +1,12 @@
-"""Keras 3 (TensorFlow) training with mixed precision: mixed_bfloat16 on CPU, mixed_float16 with
-loss scaling on GPU. Same split, metrics and progress bar as the PyTorch path."""
+"""Keras 3 (TensorFlow) training: batches streamed through tf.data (parallel map, prefetch), mixed
+precision (mixed_bfloat16 on CPU, mixed_float16 with loss scaling on GPU), and the same optimizer,
+LR schedule, label smoothing, class weights, augmentation, early stopping and per-epoch checkpoints
+as the PyTorch path.
+
+Known differences from PyTorch, both standard in each framework: Keras' SGD decays weights decoupled
+(as AdamW does) where PyTorch's SGD adds L2 to the gradient; and class weights scale each sample's loss
+averaged over the batch, where PyTorch divides by the batch's total weight.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +17,14 @@ from pathlib import Path
 import numpy as np
 
 from components.atomic import atomic_dir, write_json
-from components.data import load_split
+from components.data import read_data_info
+from components.errors import RelayError
 from components.models.architecture import Architecture
+from components.run_files import METRICS, PREPROCESSING
+from components.spec import AugmentSpec, TaskSpec
+from components.train.common import Checkpoints, learning_rate, write_test_reports
+from components.train.loader import ImageSource, Split, class_weights, epoch_order, open_run_data
 from components.train.tracking import epoch_log
-from pipelines.spec import TaskSpec
 
 KERAS_FILE = "model.keras"
 SAVED_MODEL = "saved_model"
@@ -25,12 +36,142 @@ def _policy(precision: str, gpu: bool) -> str:
     return "mixed_float16" if gpu else "mixed_bfloat16"
 
 
-def _accuracy(model, images: np.ndarray, labels: np.ndarray) -> float:
-    return float((np.asarray(model(images, training=False)).argmax(1) == labels).mean())
+def _augment(tf, images, cfg: AugmentSpec, seed):
+    """The PyTorch path's augmentation with TF ops on a float NHWC batch in [0, 1]: one projective
+    resampling (the same affine map as torch's affine_grid, in pixel coordinates), then colour jitter."""
+    n = tf.shape(images)[0]
+    height, width = tf.cast(tf.shape(images)[1], tf.float32), tf.cast(tf.shape(images)[2], tf.float32)
+    seeds = tf.random.experimental.stateless_split(seed, 7)
+    if cfg.random_resized_crop or cfg.random_shift or cfg.horizontal_flip:
+        scale = tf.ones([n])
+        if cfg.random_resized_crop:
+            scale = tf.sqrt(tf.random.stateless_uniform([n], seeds[0], 0.7, 1.0))
+        room = 1 - scale + 2 * cfg.random_shift
+        tx = (tf.random.stateless_uniform([n], seeds[1]) * 2 - 1) * room
+        ty = (tf.random.stateless_uniform([n], seeds[2]) * 2 - 1) * room
+        flip = tf.where(tf.random.stateless_uniform([n], seeds[3]) < 0.5, -1.0, 1.0) if cfg.horizontal_flip \
+            else tf.ones([n])
+        ax, ay = scale * flip, scale
+        zero = tf.zeros([n])
+        transform = tf.stack([ax, zero, ax / 2 - ax * width / 2 + (tx + 1) * width / 2 - 0.5,
+                              zero, ay, ay / 2 - ay * height / 2 + (ty + 1) * height / 2 - 0.5, zero, zero], axis=1)
+        images = tf.raw_ops.ImageProjectiveTransformV3(
+            images=images, transforms=transform, output_shape=tf.shape(images)[1:3], fill_value=0.0,
+            interpolation="BILINEAR", fill_mode="CONSTANT")
+    if cfg.color_jitter:
+        brightness = tf.random.stateless_uniform([n, 1, 1, 1], seeds[4], 0.8, 1.2)
+        contrast = tf.random.stateless_uniform([n, 1, 1, 1], seeds[5], 0.8, 1.2)
+        images = images * brightness
+        mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
+        images = (images - mean) * contrast + mean
+        if images.shape[-1] == 3:
+            saturation = tf.random.stateless_uniform([n, 1, 1, 1], seeds[6], 0.8, 1.2)
+            gray = tf.reduce_sum(images * tf.constant([0.299, 0.587, 0.114]), axis=-1, keepdims=True)
+            images = gray + (images - gray) * saturation
+        images = tf.clip_by_value(images, 0.0, 1.0)
+    return images
+
+
+def make_dataset(source: ImageSource, split: Split, batch_size: int, spec: TaskSpec, order=None,
+                 training: bool = False, epoch: int = 0, weights: np.ndarray | None = None):
+    """A tf.data pipeline of (NCHW float32 images, one-hot labels[, sample weights]) for one pass."""
+    import tensorflow as tf
+
+    cfg, prep = spec.training, source.prep
+    num_classes = len(spec.dataset.classes)
+    positions = np.arange(len(split)) if order is None else order
+    shape = (prep.height, prep.width, prep.channels)
+
+    def read(picked: np.ndarray):
+        return source.batch(split.rows[picked]), split.labels[picked]
+
+    def load(picked):
+        pixels, labels = tf.numpy_function(read, [picked], [tf.uint8, tf.int64])
+        pixels.set_shape((None, *shape))
+        labels.set_shape((None,))
+        return pixels, labels
+
+    mean, std = tf.constant(prep.mean, tf.float32), tf.constant(prep.std, tf.float32)
+    class_weight = tf.constant(weights if weights is not None else np.ones(num_classes, np.float32))
+    augmenting = training and cfg.augment != AugmentSpec()
+
+    def finish(index, batch):
+        pixels, labels = batch
+        images = tf.cast(pixels, tf.float32) / 255.0
+        if augmenting:
+            images = _augment(tf, images, cfg.augment, tf.stack([tf.cast(cfg.seed, tf.int64) * 100_003 + epoch,
+                                                                 index]))
+        images = tf.transpose((images - mean) / std, [0, 3, 1, 2])
+        onehot = tf.one_hot(labels, num_classes)
+        if training:
+            return images, onehot, tf.gather(class_weight, labels)
+        return images, onehot
+
+    parallel = cfg.workers or 1
+    return (tf.data.Dataset.from_tensor_slices(positions).batch(batch_size)
+            .map(load, num_parallel_calls=parallel, deterministic=True).enumerate()
+            .map(finish, num_parallel_calls=parallel, deterministic=True).prefetch(tf.data.AUTOTUNE))
+
+
+def _evaluate(model, dataset) -> tuple[float, float, np.ndarray, np.ndarray]:
+    import keras
+
+    predictions, truth, losses = [], [], []
+    loss_fn = keras.losses.CategoricalCrossentropy(from_logits=True, reduction="none")
+    for images, onehot in dataset:
+        logits = model(images, training=False)
+        losses.append(np.asarray(loss_fn(onehot, logits)))
+        predictions.append(np.asarray(logits).argmax(1))
+        truth.append(np.asarray(onehot).argmax(1))
+    predicted, labels = np.concatenate(predictions), np.concatenate(truth)
+    return float((predicted == labels).mean()), float(np.concatenate(losses).mean()), predicted, labels
+
+
+def _optimizer(spec: TaskSpec):
+    import keras
+
+    cfg = spec.training
+    if cfg.optimizer == "sgd":
+        optimizer = keras.optimizers.SGD(cfg.learning_rate, momentum=cfg.momentum, nesterov=True,
+                                         weight_decay=cfg.weight_decay or None)
+    else:
+        optimizer = keras.optimizers.AdamW(cfg.learning_rate, weight_decay=cfg.weight_decay)
+    # As the PyTorch path: BatchNorm scales and shifts and biases are not decayed.
+    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    return optimizer
+
+
+def load_checkpoint_weights(model, path: Path) -> dict:
+    """Fine-tuning: copy the weights of a .keras or .weights.h5 file layer by layer where shapes match."""
+    import keras
+
+    if not path.is_file():
+        raise RelayError(f"model.checkpoint: {path} does not exist")
+    try:
+        if path.name.endswith(".weights.h5"):
+            source = keras.models.clone_model(model)
+            source.load_weights(str(path), skip_mismatch=True)
+        else:
+            source = keras.models.load_model(path, compile=False)
+    except Exception as error:  # noqa: BLE001 - a wrong file type fails in many ways
+        raise RelayError(f"model.checkpoint: {path} is not a Keras model or weights file "
+                         f"({type(error).__name__})") from None
+    loaded, skipped = 0, []
+    theirs = [layer for layer in source.layers if layer.weights]
+    for mine, other in zip([layer for layer in model.layers if layer.weights], theirs):
+        if [w.shape for w in mine.get_weights()] == [w.shape for w in other.get_weights()]:
+            mine.set_weights(other.get_weights())
+            loaded += len(mine.weights)
+        else:
+            skipped.append(mine.name)
+    if not loaded:
+        raise RelayError(f"model.checkpoint: no layer in {path} matches the model of this spec")
+    return {"loaded": loaded, "skipped": skipped}
 
 
 def train(spec: TaskSpec, data_dir: Path, out_dir: Path):
-    """Train the Keras model; write it (.keras and SavedModel), architecture, metrics and dvclive logs."""
+    """Train the Keras model; write it (.keras and SavedModel), architecture, preprocessing, metrics,
+    dvclive logs and test reports. A training killed after an epoch resumes from its checkpoint."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
     import tensorflow as tf
@@ -42,38 +183,93 @@ def train(spec: TaskSpec, data_dir: Path, out_dir: Path):
     keras.utils.set_random_seed(cfg.seed)
     gpu = bool(tf.config.list_physical_devices("GPU"))
     policy = _policy(cfg.precision, gpu)
+    info = read_data_info(data_dir)
     arch = Architecture.from_spec(spec)
-    x_train, y_train, _ = load_split(data_dir, "train", spec.dataset.classes)
-    x_test, y_test, _ = load_split(data_dir, "test", spec.dataset.classes)
+    source, splits = open_run_data(data_dir, spec.dataset.classes, cfg.cache == "decoded")
+    weights = class_weights(splits["train"].labels, arch.num_classes, cfg.class_weights)
+    steps_per_epoch = -(-len(splits["train"]) // cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
 
-    model = build_keras_model(arch, policy)
-    # Under mixed_float16 Keras wraps the optimizer in a LossScaleOptimizer itself; bf16 needs no scaling.
-    model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    rng = np.random.default_rng(cfg.seed)
+    checkpoints = Checkpoints(out_dir, spec, info["dataset_version"])
+    state = checkpoints.resume()
+    fine_tune = None
+    if state is not None:
+        model = keras.models.load_model(checkpoints.path("last.keras"))  # weights and optimizer state
+        state.resumed_from = state.epochs_done
+    else:
+        state = checkpoints.fresh()
+        model = build_keras_model(arch, policy)
+        if spec.model.init == "checkpoint":
+            fine_tune = load_checkpoint_weights(model, Path(spec.model.checkpoint))
+        # Under mixed_float16 Keras wraps the optimizer in a LossScaleOptimizer itself; bf16 needs no scaling.
+        model.compile(optimizer=_optimizer(spec), metrics=["categorical_accuracy"],
+                      loss=keras.losses.CategoricalCrossentropy(from_logits=True,
+                                                                label_smoothing=cfg.label_smoothing))
 
-    with atomic_dir(out_dir) as tmp:
-        started = time.perf_counter()
-        params = {"framework": "tensorflow", "precision": cfg.precision, "policy": policy,
-                  "device": "gpu" if gpu else "cpu", **cfg.model_dump()}
-        with epoch_log(tmp, f"train {spec.name} (tensorflow, {policy})", cfg.epochs, params) as log:
-            for epoch in range(cfg.epochs):
-                order = rng.permutation(len(x_train))
-                history = model.fit(x_train[order], y_train[order], batch_size=cfg.batch_size, epochs=1,
-                                    shuffle=False, verbose=0)
-                log.epoch(epoch, float(history.history["loss"][-1]), _accuracy(model, x_train, y_train),
-                          _accuracy(model, x_test, y_test))
+    class StepLearningRate(keras.callbacks.Callback):
+        def __init__(self, epoch: int):
+            super().__init__()
+            self.first = epoch * steps_per_epoch
+
+        def on_train_batch_begin(self, batch, logs=None):
+            self.model.optimizer.learning_rate.assign(
+                learning_rate(cfg, self.first + batch, total_steps, steps_per_epoch))
+
+    val_data = make_dataset(source, splits["val"], 256, spec)
+    params = {"framework": "tensorflow", "policy": policy, "device": "gpu" if gpu else "cpu",
+              "model": spec.model.model_dump(), **cfg.model_dump(exclude={"augment"}),
+              "augment": cfg.augment.model_dump()}
+    started = time.perf_counter()
+    with epoch_log(checkpoints.dir, f"train {spec.name} (tensorflow {arch.name}, {policy})", cfg.epochs, params,
+                   resume=state.epochs_done > 0) as log:
+        log.skip(state.epochs_done)
+        for epoch in range(state.epochs_done, cfg.epochs):
+            order = epoch_order(len(splits["train"]), cfg.seed, epoch)
+            train_data = make_dataset(source, splits["train"], cfg.batch_size, spec, order, training=True,
+                                      epoch=epoch, weights=weights)
+            history = model.fit(train_data, epochs=1, verbose=0, shuffle=False, callbacks=[StepLearningRate(epoch)]).history
+            val_accuracy, val_loss, _, _ = _evaluate(model, val_data)
+            metrics = {"train_loss": float(history["loss"][-1]),
+                       "train_accuracy": float(history["categorical_accuracy"][-1]),
+                       "val_loss": val_loss, "val_accuracy": val_accuracy}
+            if state.record(epoch, metrics):
+                model.save_weights(checkpoints.path("best.tmp.weights.h5"))
+                os.replace(checkpoints.path("best.tmp.weights.h5"), checkpoints.path("best.weights.h5"))
+            model.save(checkpoints.path("last.tmp.keras"))
+            os.replace(checkpoints.path("last.tmp.keras"), checkpoints.path("last.keras"))
+            log.epoch(epoch, metrics)
+            checkpoints.save_state(state)
+            if state.should_stop(cfg.early_stopping_patience):
+                break
         seconds = time.perf_counter() - started
-        test_accuracy = _accuracy(model, x_test, y_test)
-        model.save(tmp / KERAS_FILE)
-        reload_diff = export_saved_model(as_float32(model, arch), tmp / SAVED_MODEL, x_test[:64])
-        arch.save(tmp)
-        write_json(tmp / "metrics.json", {
-            "framework": "tensorflow", "device": "gpu" if gpu else "cpu", "precision": cfg.precision,
-            "policy": policy, "epochs": cfg.epochs, "train_seconds": seconds,
-            "samples_per_second": cfg.epochs * len(x_train) / seconds, "test_accuracy": test_accuracy,
-            "train_images": len(x_train), "test_images": len(x_test), "saved_model_reload_max_abs_diff": reload_diff,
-        })
+        model.load_weights(checkpoints.path("best.weights.h5"))
+        fp32 = as_float32(model, arch)  # the gate and the exported model compute in fp32
+        test_accuracy, _, predicted, truth = _evaluate(fp32, make_dataset(source, splits["test"], 256, spec))
+        log.summary({"test/accuracy": test_accuracy, "val/best_accuracy": state.best_accuracy})
+
+        with atomic_dir(out_dir) as tmp:
+            model.save(tmp / KERAS_FILE)
+            probe = next(iter(make_dataset(source, splits["test"], 64, spec)))[0].numpy()
+            reload_diff = export_saved_model(fp32, tmp / SAVED_MODEL, probe)
+            arch.save(tmp)
+            write_json(tmp / PREPROCESSING, source.prep.to_dict())
+            write_test_reports(tmp, truth, predicted, spec.dataset.classes, log.live)
+            log.copy_to(tmp)
+            trained_epochs = state.epochs_done - (state.resumed_from or 0)
+            write_json(tmp / METRICS, {
+                "framework": "tensorflow", "model": arch.name, "device": "gpu" if gpu else "cpu",
+                "precision": cfg.precision, "policy": policy, "epochs": state.epochs_done,
+                "best_epoch": state.best_epoch, "train_seconds": seconds,
+                "samples_per_second": trained_epochs * len(splits["train"]) / seconds if trained_epochs else None,
+                "val_accuracy": state.best_accuracy, "test_accuracy": test_accuracy,
+                "train_images": len(splits["train"]), "val_images": len(splits["val"]),
+                "test_images": len(splits["test"]), "history": state.history,
+                "resumed_from_epoch": state.resumed_from, "fine_tune": fine_tune,
+                "fine_tuned_from": spec.model.checkpoint if fine_tune else None,
+                "parameters": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
+                "saved_model_reload_max_abs_diff": reload_diff,
+            })
+    checkpoints.remove()
     return TrainResult(out_dir, "tensorflow", test_accuracy, seconds)
 
 
@@ -86,7 +282,7 @@ def export_saved_model(model, target: Path, probe: np.ndarray) -> float:
     serving = tf.saved_model.load(str(target)).signatures["serving_default"]
     reloaded = next(iter(serving(image=tf.constant(probe)).values())).numpy()
     diff = float(np.abs(reloaded - np.asarray(model(probe, training=False))).max())
-    if diff != 0.0:
+    if diff > 1e-5:
         raise RuntimeError(f"the SavedModel at {target} does not reproduce the model (max diff {diff})")
     return diff
 

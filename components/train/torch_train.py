@@ -1,4 +1,6 @@
-"""PyTorch training with mixed precision: bf16 autocast on CPU, fp16 autocast + GradScaler on CUDA."""
+"""PyTorch training: batches streamed through a DataLoader, mixed precision (bf16 autocast on CPU,
+fp16 autocast + GradScaler on CUDA), the spec's optimizer, LR schedule, label smoothing, class
+weights and augmentation, early stopping on the validation split, and a checkpoint every epoch."""
 
 from __future__ import annotations
 
@@ -8,16 +10,94 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader, Dataset
 
-from components.atomic import atomic_dir, write_json
-from components.data import load_split
+from components.atomic import atomic_dir, atomic_file, write_json
+from components.data import read_data_info
+from components.imaging import Preprocessing
 from components.models.architecture import Architecture
 from components.models.torch_cnn import build_torch_model
+from components.run_files import METRICS, PREPROCESSING
+from components.spec import AugmentSpec, TaskSpec
+from components.train.common import Checkpoints, learning_rate, write_test_reports
+from components.train.loader import ImageSource, Split, class_weights, epoch_order, open_run_data
 from components.train.tracking import epoch_log
-from pipelines.spec import TaskSpec
 
 WEIGHTS = "model.pt"
+
+
+class _Batches(Dataset):
+    """Item ``i`` is the ``i``-th batch of one epoch's order: a DataLoader worker decodes or reads it."""
+
+    def __init__(self, source: ImageSource, split: Split, batch_size: int, order: np.ndarray | None = None):
+        self.source, self.split = source, split
+        order = np.arange(len(split)) if order is None else order
+        self.batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        picked = self.batches[index]
+        return (torch.from_numpy(self.source.batch(self.split.rows[picked])),
+                torch.from_numpy(self.split.labels[picked]))
+
+
+def _loader(source: ImageSource, split: Split, batch_size: int, workers: int, order=None) -> DataLoader:
+    return DataLoader(_Batches(source, split, batch_size, order), batch_size=None, shuffle=False,
+                      num_workers=workers, prefetch_factor=4 if workers else None,
+                      multiprocessing_context="forkserver" if workers else None)
+
+
+class Normalizer:
+    """The normalization of ``imaging.normalize``, on the device: (x / 255 - mean) / std per channel."""
+
+    def __init__(self, prep: Preprocessing, device: torch.device):
+        self.mean = torch.tensor(prep.mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self.std = torch.tensor(prep.std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 NHWC → float32 NCHW."""
+        return self.unit(pixels.permute(0, 3, 1, 2).float() / 255)
+
+    def unit(self, images: torch.Tensor) -> torch.Tensor:
+        """float NCHW in [0, 1] → float32 NCHW."""
+        return (images - self.mean) / self.std
+
+
+def augment(images: torch.Tensor, cfg: AugmentSpec, generator: torch.Generator) -> torch.Tensor:
+    """Random resized crop, shift and horizontal flip (one affine resampling), then colour jitter, on
+    a float NCHW batch in [0, 1] (before normalization)."""
+    n = images.shape[0]
+    if cfg.random_resized_crop or cfg.random_shift or cfg.horizontal_flip:
+        scale = torch.ones(n)
+        if cfg.random_resized_crop:  # 70-100% of the area
+            scale = torch.empty(n).uniform_(0.7, 1.0, generator=generator).sqrt()
+        room = 1 - scale + 2 * cfg.random_shift
+        tx = (torch.rand(n, generator=generator) * 2 - 1) * room
+        ty = (torch.rand(n, generator=generator) * 2 - 1) * room
+        flip = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0) if cfg.horizontal_flip else 1.0
+        theta = torch.zeros(n, 2, 3)
+        theta[:, 0, 0], theta[:, 0, 2] = scale * flip, tx
+        theta[:, 1, 1], theta[:, 1, 2] = scale, ty
+        grid = F.affine_grid(theta.to(images.device), list(images.shape), align_corners=False)
+        images = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if cfg.color_jitter:
+        shape = (n, 1, 1, 1)
+        brightness = torch.empty(shape).uniform_(0.8, 1.2, generator=generator).to(images.device)
+        contrast = torch.empty(shape).uniform_(0.8, 1.2, generator=generator).to(images.device)
+        images = images * brightness
+        mean = images.mean(dim=(1, 2, 3), keepdim=True)
+        images = (images - mean) * contrast + mean
+        if images.shape[1] == 3:
+            saturation = torch.empty(shape).uniform_(0.8, 1.2, generator=generator).to(images.device)
+            gray = (images * torch.tensor([0.299, 0.587, 0.114], device=images.device).view(1, 3, 1, 1)).sum(
+                1, keepdim=True)
+            images = gray + (images - gray) * saturation
+        images = images.clamp(0, 1)
+    return images
 
 
 def _autocast(device: torch.device, precision: str):
@@ -27,60 +107,156 @@ def _autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=dtype)
 
 
+def _optimizer(model: nn.Module, spec: TaskSpec) -> torch.optim.Optimizer:
+    cfg = spec.training
+    # BatchNorm and bias parameters get no weight decay, as is standard.
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    rest = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.learning_rate, momentum=cfg.momentum, nesterov=True)
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate)
+
+
+def load_checkpoint_weights(model: nn.Module, path: Path) -> dict:
+    """Fine-tuning: load every tensor of a state dict whose name and shape match; report the rest."""
+    from components.errors import RelayError
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise RelayError(f"model.checkpoint: {path} does not exist") from None
+    except Exception as error:  # noqa: BLE001 - a wrong file type fails in many ways
+        raise RelayError(f"model.checkpoint: {path} is not a PyTorch state dict ({type(error).__name__})") from None
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    own = model.state_dict()
+    loaded = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not loaded:
+        raise RelayError(f"model.checkpoint: no tensor in {path} matches the {type(model).__name__} of this spec")
+    model.load_state_dict(loaded, strict=False)
+    return {"loaded": len(loaded), "skipped": sorted(set(own) - set(loaded))}
+
+
 @torch.inference_mode()
-def _accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
+def _evaluate(model: nn.Module, loader: DataLoader, normalize: Normalizer, device: torch.device,
+              precision: str) -> tuple[float, float, np.ndarray, np.ndarray]:
     model.eval()
-    return float((model(images).argmax(dim=1) == labels).float().mean())
+    total, losses, predictions, labels = 0, 0.0, [], []
+    for pixels, target in loader:
+        pixels, target = pixels.to(device), target.to(device)
+        with _autocast(device, precision):
+            logits = model(normalize(pixels)).float()
+        losses += float(F.cross_entropy(logits, target, reduction="sum"))
+        predictions.append(logits.argmax(1).cpu().numpy())
+        labels.append(target.cpu().numpy())
+        total += len(target)
+    predicted, truth = np.concatenate(predictions), np.concatenate(labels)
+    return float((predicted == truth).mean()), losses / max(total, 1), predicted, truth
 
 
 def train(spec: TaskSpec, data_dir: Path, out_dir: Path):
-    """Train the small CNN; write weights, architecture, metrics and dvclive logs to ``out_dir``."""
+    """Train ``spec``'s model; write weights, architecture, preprocessing, metrics, dvclive logs and test
+    reports to ``out_dir``. A training killed after an epoch resumes from its checkpoint."""
     from components.train import TrainResult
 
     cfg = spec.training
     torch.manual_seed(cfg.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    info = read_data_info(data_dir)
     arch = Architecture.from_spec(spec)
-    x_train, y_train, _ = load_split(data_dir, "train", spec.dataset.classes)
-    x_test, y_test, _ = load_split(data_dir, "test", spec.dataset.classes)
-    x_train, y_train = torch.from_numpy(x_train).to(device), torch.from_numpy(y_train).to(device)
-    x_test, y_test = torch.from_numpy(x_test).to(device), torch.from_numpy(y_test).to(device)
-
+    source, splits = open_run_data(data_dir, spec.dataset.classes, cfg.cache == "decoded")
+    normalize = Normalizer(source.prep, device)
     model = build_torch_model(arch).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
-    loss_fn = nn.CrossEntropyLoss()
+    fine_tune = load_checkpoint_weights(model, Path(spec.model.checkpoint)) if spec.model.init == "checkpoint" else None
+    optimizer = _optimizer(model, spec)
+    weights = torch.from_numpy(class_weights(splits["train"].labels, arch.num_classes, cfg.class_weights)).to(device)
+    loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=cfg.label_smoothing)
     # GradScaler guards fp16 gradients against underflow; bf16 has fp32's range and needs none.
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "mixed" and device.type == "cuda")
-    generator = torch.Generator().manual_seed(cfg.seed)
+    steps_per_epoch = -(-len(splits["train"]) // cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
 
-    with atomic_dir(out_dir) as tmp:
-        started = time.perf_counter()
-        params = {"framework": "pytorch", "precision": cfg.precision, "device": device.type, **cfg.model_dump()}
-        with epoch_log(tmp, f"train {spec.name} (pytorch, {cfg.precision})", cfg.epochs, params) as log:
-            for epoch in range(cfg.epochs):
-                model.train()
-                order = torch.randperm(len(x_train), generator=generator).to(device)
-                total_loss = 0.0
-                for start in range(0, len(order), cfg.batch_size):
-                    batch = order[start:start + cfg.batch_size]
-                    optimizer.zero_grad(set_to_none=True)
-                    with _autocast(device, cfg.precision):
-                        loss = loss_fn(model(x_train[batch]), y_train[batch])
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
-                    total_loss += float(loss.detach()) * len(batch)
-                log.epoch(epoch, total_loss / len(order), _accuracy(model, x_train, y_train),
-                          _accuracy(model, x_test, y_test))
+    checkpoints = Checkpoints(out_dir, spec, info["dataset_version"])
+    state = checkpoints.resume()
+    if state is not None:
+        saved = torch.load(checkpoints.path("last.pt"), map_location=device, weights_only=True)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scaler.load_state_dict(saved["scaler"])
+        state.resumed_from = state.epochs_done
+    else:
+        state = checkpoints.fresh()
+
+    val_loader = _loader(source, splits["val"], 256, 0)
+    params = {"framework": "pytorch", "device": device.type, "model": spec.model.model_dump(),
+              **cfg.model_dump(exclude={"augment"}), "augment": cfg.augment.model_dump()}
+    started = time.perf_counter()
+    with epoch_log(checkpoints.dir, f"train {spec.name} (pytorch {arch.name}, {cfg.precision})", cfg.epochs, params,
+                   resume=state.epochs_done > 0) as log:
+        log.skip(state.epochs_done)
+        for epoch in range(state.epochs_done, cfg.epochs):
+            model.train()
+            generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+            order = epoch_order(len(splits["train"]), cfg.seed, epoch)
+            loss_sum, correct, seen = 0.0, 0, 0
+            for step, (pixels, target) in enumerate(_loader(source, splits["train"], cfg.batch_size, cfg.workers,
+                                                            order)):
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate(cfg, epoch * steps_per_epoch + step, total_steps, steps_per_epoch)
+                pixels, target = pixels.to(device), target.to(device)
+                if cfg.augment != AugmentSpec():
+                    images = normalize.unit(augment(pixels.permute(0, 3, 1, 2).float() / 255, cfg.augment, generator))
+                else:
+                    images = normalize(pixels)
+                optimizer.zero_grad(set_to_none=True)
+                with _autocast(device, cfg.precision):
+                    logits = model(images)
+                    loss = loss_fn(logits.float(), target)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                loss_sum += float(loss.detach()) * len(target)
+                correct += int((logits.argmax(1) == target).sum())
+                seen += len(target)
+            val_accuracy, val_loss, _, _ = _evaluate(model, val_loader, normalize, device, cfg.precision)
+            metrics = {"train_loss": loss_sum / seen, "train_accuracy": correct / seen, "val_loss": val_loss,
+                       "val_accuracy": val_accuracy}
+            if state.record(epoch, metrics):
+                with atomic_file(checkpoints.path("best.pt"), "wb") as handle:
+                    torch.save(model.state_dict(), handle)
+            with atomic_file(checkpoints.path("last.pt"), "wb") as handle:
+                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                            "scaler": scaler.state_dict()}, handle)
+            log.epoch(epoch, metrics)
+            checkpoints.save_state(state)
+            if state.should_stop(cfg.early_stopping_patience):
+                break
         seconds = time.perf_counter() - started
-        test_accuracy = _accuracy(model, x_test, y_test)
-        torch.save(model.cpu().state_dict(), tmp / WEIGHTS)
-        arch.save(tmp)
-        write_json(tmp / "metrics.json", {
-            "framework": "pytorch", "device": device.type, "precision": cfg.precision,
-            "epochs": cfg.epochs, "train_seconds": seconds, "samples_per_second": cfg.epochs * len(x_train) / seconds,
-            "test_accuracy": test_accuracy, "train_images": len(x_train), "test_images": len(x_test),
-        })
+        model.load_state_dict(torch.load(checkpoints.path("best.pt"), map_location=device, weights_only=True))
+        # fp32, as the gate and the exported model compute it
+        test_accuracy, _, predicted, truth = _evaluate(model, _loader(source, splits["test"], 256, 0), normalize,
+                                                       device, "fp32")
+        log.summary({"test/accuracy": test_accuracy, "val/best_accuracy": state.best_accuracy})
+
+        with atomic_dir(out_dir) as tmp:
+            torch.save(model.cpu().state_dict(), tmp / WEIGHTS)
+            arch.save(tmp)
+            write_json(tmp / PREPROCESSING, source.prep.to_dict())
+            write_test_reports(tmp, truth, predicted, spec.dataset.classes, log.live)
+            log.copy_to(tmp)
+            trained_epochs = state.epochs_done - (state.resumed_from or 0)
+            write_json(tmp / METRICS, {
+                "framework": "pytorch", "model": arch.name, "device": device.type, "precision": cfg.precision,
+                "epochs": state.epochs_done, "best_epoch": state.best_epoch, "train_seconds": seconds,
+                "samples_per_second": trained_epochs * len(splits["train"]) / seconds if trained_epochs else None,
+                "val_accuracy": state.best_accuracy, "test_accuracy": test_accuracy,
+                "train_images": len(splits["train"]), "val_images": len(splits["val"]),
+                "test_images": len(splits["test"]), "history": state.history, "resumed_from_epoch": state.resumed_from,
+                "fine_tuned_from": spec.model.checkpoint if fine_tune else None, "fine_tune": fine_tune,
+                "parameters": sum(p.numel() for p in model.parameters()),
+            })
+    checkpoints.remove()
     return TrainResult(out_dir, "pytorch", test_accuracy, seconds)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -9,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from rich.progress import Progress
+
+DVCLIVE_DIR = "dvclive"
 
 
 @dataclass
@@ -18,23 +21,40 @@ class EpochLog:
     bar: Any
     label: str
     epochs: int
+    directory: Path
 
-    def epoch(self, index: int, loss: float, train_accuracy: float, test_accuracy: float) -> None:
-        """Record one finished epoch (0-based ``index``)."""
-        self.live.log_metric("train/loss", loss)
-        self.live.log_metric("train/accuracy", train_accuracy)
-        self.live.log_metric("test/accuracy", test_accuracy)
+    def skip(self, done: int) -> None:
+        """A resumed training: advance the bar past the epochs already done."""
+        if done:
+            self.progress.update(self.bar, advance=done, description=f"{self.label} resumed after epoch {done}")
+
+    def epoch(self, index: int, metrics: dict[str, float]) -> None:
+        """Record one finished epoch (0-based ``index``): train and val loss and accuracy."""
+        for name, value in metrics.items():
+            split, _, metric = name.partition("_")
+            self.live.log_metric(f"{split}/{metric}", value)
         self.live.next_step()
-        self.progress.update(self.bar, advance=1,
-                             description=f"{self.label} epoch {index + 1}/{self.epochs} loss {loss:.3f}")
+        self.progress.update(self.bar, advance=1, description=(
+            f"{self.label} epoch {index + 1}/{self.epochs} loss {metrics['train_loss']:.3f} "
+            f"val acc {metrics['val_accuracy']:.3f}"))
+
+    def summary(self, metrics: dict[str, float]) -> None:
+        for name, value in metrics.items():
+            self.live.summary[name] = value
+
+    def copy_to(self, target: Path) -> None:
+        """Copy the dvclive logs (written beside the checkpoints) into the published model directory."""
+        self.live.make_summary()
+        shutil.copytree(self.directory / DVCLIVE_DIR, target / DVCLIVE_DIR)
 
 
 @contextmanager
-def epoch_log(out_dir: Path, label: str, epochs: int, params: dict) -> Iterator[EpochLog]:
-    """dvclive logging into ``out_dir/dvclive`` (no DVC experiment, no dvc.yaml) and a progress bar."""
+def epoch_log(work_dir: Path, label: str, epochs: int, params: dict, resume: bool = False) -> Iterator[EpochLog]:
+    """dvclive logging into ``work_dir/dvclive`` (no DVC experiment, no dvc.yaml) and a progress bar.
+    ``resume`` continues the steps of an interrupted training's log."""
     from dvclive import Live
 
-    with Live(dir=str(out_dir / "dvclive"), save_dvc_exp=False, dvcyaml=None, report=None) as live, \
-            Progress(transient=False) as progress:
+    with Live(dir=str(work_dir / DVCLIVE_DIR), save_dvc_exp=False, dvcyaml=None, report=None,
+              resume=resume) as live, Progress(transient=False) as progress:
         live.log_params(params)
-        yield EpochLog(live, progress, progress.add_task(label, total=epochs), label, epochs)
+        yield EpochLog(live, progress, progress.add_task(label, total=epochs), label, epochs, work_dir)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from components.gate import Champion, evaluate_gate, write_gate
-from pipelines.spec import GateSpec
+from components.spec import GateSpec
 
 rng = np.random.default_rng(0)
 IMAGES = rng.random((200, 1, 8, 8), dtype=np.float32)

@@ -83,7 +83,7 @@ def test_unknown_environment(registry):
 def test_kubernetes_deploy_target_pins_the_new_version_in_staging(registry, tmp_path):
     import json
 
-    from pipelines.spec import load_spec
+    from components.spec import load_spec
     from pipelines.steps import RUN_SPEC, run_step
 
     spec = load_spec("digits")

@@ -8,7 +8,7 @@ from tests.conftest import PROJECT
 @pytest.fixture(scope="module")
 def dag():
     from pipelines.airflow_dag import build_dag
-    from pipelines.spec import spec_path
+    from components.spec import spec_path
 
     return build_dag(spec_path("digits"))
 
@@ -52,7 +52,7 @@ def test_pod_mode_runs_each_step_as_the_cli_command_in_the_worker_image(monkeypa
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 
     from pipelines.airflow_dag import build_dag
-    from pipelines.spec import spec_path
+    from components.spec import spec_path
 
     monkeypatch.setenv("RELAY_EXECUTION", "kubernetes")
     monkeypatch.setenv("RELAY_WORKER_IMAGE", "registry.example/relay-worker:1.2.3")
@@ -106,7 +106,7 @@ def test_promote_dag_has_a_form_for_task_version_and_env():
 
 def test_pod_mode_passes_the_run_by_uri_when_a_runs_uri_is_set(monkeypatch):
     from pipelines.airflow_dag import build_dag
-    from pipelines.spec import spec_path
+    from components.spec import spec_path
 
     monkeypatch.setenv("RELAY_EXECUTION", "kubernetes")
     monkeypatch.setenv("RELAY_RUNS_URI", "s3://relay-dvc-prod/runs/")
@@ -120,7 +120,7 @@ def test_pod_mode_passes_the_run_by_uri_when_a_runs_uri_is_set(monkeypatch):
 @pytest.mark.parametrize("mode", ["local", "kubernetes"])
 def test_only_steps_that_fail_for_passing_reasons_retry_with_backoff(monkeypatch, mode):
     from pipelines.airflow_dag import build_dag
-    from pipelines.spec import SPECS_DIR
+    from components.spec import SPECS_DIR
 
     monkeypatch.setenv("RELAY_EXECUTION", mode)
     dag = build_dag(SPECS_DIR / "digits.yaml")

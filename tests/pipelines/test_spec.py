@@ -1,7 +1,7 @@
 import pytest
 
 from components.errors import SpecError
-from pipelines.spec import all_specs, apply_overrides, load_spec, parse_spec
+from components.spec import all_specs, apply_overrides, load_spec, parse_spec
 
 
 def test_shipped_specs_are_valid():

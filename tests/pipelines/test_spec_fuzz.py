@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from components.errors import SpecError
-from pipelines.spec import OVERRIDABLE, SPECS_DIR, TaskSpec, apply_overrides, load_spec, parse_spec
+from components.spec import OVERRIDABLE, SPECS_DIR, TaskSpec, apply_overrides, load_spec, parse_spec
 
 VALID = yaml.safe_load((SPECS_DIR / "digits.yaml").read_text())
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

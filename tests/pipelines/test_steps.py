@@ -156,7 +156,7 @@ def test_retrying_any_step_on_the_same_run_matches_one_clean_pass(settings, trai
     import yaml
 
     from components.deploy.torchserve import TorchServe
-    from pipelines.spec import PROJECT_DIR
+    from components.spec import PROJECT_DIR
 
     spec, _ = trained_run
     data = spec.model_dump(mode="json")

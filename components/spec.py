@@ -27,15 +27,6 @@ class _Strict(BaseModel):
 DEFAULT_MAX_PIXELS = 50_000_000  # above any phone camera (48 MP); a decompression bomb is far larger
 
 
-class ImageSpec(_Strict):
-    width: int = Field(gt=0)
-    height: int = Field(gt=0)
-    mode: Literal["L"] = "L"
-    max_pixels: int = Field(default=DEFAULT_MAX_PIXELS, gt=0,
-                            description="Images with more pixels are refused from their header, never decoded "
-                                        "(data step and serving handler).")
-
-
 class DriftSpec(_Strict):
     label_linf: float = Field(default=0.1, gt=0, le=1, description="L-infinity bound on the label distribution.")
     numeric_js: float = Field(default=0.1, gt=0, le=1, description="Jensen-Shannon bound on numeric features.")
@@ -43,28 +34,128 @@ class DriftSpec(_Strict):
 
 class DatasetSpec(_Strict):
     name: str
-    path: str = Field(description="Image-folder root, <path>/<label>/<n>.png; relative to the project.")
-    source: Literal["sklearn-digits", "dvc"] = Field(
-        description="sklearn-digits: created from scikit-learn the first time; dvc: must come from DVC."
-    )
+    path: str = Field(description="Dataset root, <path>/<label>/<file> (the ImageFolder layout); relative to the "
+                                  "project.")
+    source: Literal["sklearn-digits", "shapes", "dvc"] = Field(
+        description="sklearn-digits, shapes: built-in, generated the first time; dvc: must come from DVC.")
+    labels_csv: str | None = Field(default=None, description="A CSV (path,label) inside the dataset root naming "
+                                                             "each file's label, instead of label folders.")
     classes: list[str] = Field(min_length=2)
-    image: ImageSpec
+    max_pixels: int = Field(default=DEFAULT_MAX_PIXELS, gt=0,
+                            description="Images with more pixels are refused from their header, never decoded "
+                                        "(data step and serving handler).")
+    min_side: int = Field(default=1, ge=1, description="Smallest accepted width or height, in pixels.")
+    on_bad_file: Literal["fail", "skip"] = Field(
+        default="fail", description="fail: a file that is not a decodable image stops the data step; skip: it is "
+                                    "left out and listed in the manifest and the report.")
     min_per_class: int = Field(default=10, ge=1)
-    test_fraction: float = Field(default=0.2, gt=0, lt=1)
+    max_imbalance: float = Field(default=10.0, ge=1, description="Largest class count over the smallest.")
+    val_fraction: float = Field(default=0.1, gt=0, lt=1, description="Validation split: early stopping, best "
+                                                                     "checkpoint.")
+    test_fraction: float = Field(default=0.2, gt=0, lt=1, description="Test split: the gate and the reports.")
     split_seed: int = 0
     drift: DriftSpec = DriftSpec()
 
+    @model_validator(mode="after")
+    def _splits_leave_training_data(self) -> DatasetSpec:
+        if self.val_fraction + self.test_fraction >= 0.9:
+            raise ValueError("val_fraction + test_fraction must stay below 0.9, or nothing is left to train on")
+        return self
+
+
+class Normalization(_Strict):
+    mean: list[float] = Field(min_length=1, max_length=3)
+    std: list[float] = Field(min_length=1, max_length=3)
+
+    @model_validator(mode="after")
+    def _positive_std(self) -> Normalization:
+        if len(self.mean) != len(self.std) or any(s <= 0 for s in self.std):
+            raise ValueError("mean and std need one value per channel, and every std must be > 0")
+        return self
+
+
+class InputSpec(_Strict):
+    """The model's input contract: applied identically in training, evaluation and serving."""
+
+    size: tuple[int, int] = Field(description="[height, width] the model takes.")
+    channels: Literal[1, 3] = Field(description="1: grayscale (L), 3: RGB.")
+    resize: Literal["stretch", "center_crop", "pad"] = Field(
+        default="stretch", description="stretch: resize to size; center_crop: keep the aspect ratio, crop the "
+                                       "overflow; pad: keep the aspect ratio, pad with black.")
+    normalization: Literal["auto"] | Normalization = Field(
+        default="auto", description="auto: per-channel mean and std of the train split (recorded in the run); "
+                                    "or given mean and std on the [0, 1] scale.")
+
+    @field_validator("size")
+    @classmethod
+    def _positive_size(cls, value: tuple[int, int]) -> tuple[int, int]:
+        if min(value) < 1 or max(value) > 1024:
+            raise ValueError("height and width must be between 1 and 1024")
+        return value
+
+    @model_validator(mode="after")
+    def _normalization_channels(self) -> InputSpec:
+        if isinstance(self.normalization, Normalization) and len(self.normalization.mean) != self.channels:
+            raise ValueError(f"normalization has {len(self.normalization.mean)} value(s) per statistic; "
+                             f"input.channels is {self.channels}")
+        return self
+
+    @property
+    def height(self) -> int:
+        return self.size[0]
+
+    @property
+    def width(self) -> int:
+        return self.size[1]
+
 
 class ModelSpec(_Strict):
-    name: Literal["small_cnn"] = "small_cnn"
-    conv_channels: list[int] = Field(default=[16, 32], min_length=1)
-    hidden_units: int = Field(default=64, gt=0)
+    name: Literal["small_cnn", "resnet", "mobilenet_v2"] = "small_cnn"
+    init: Literal["scratch", "checkpoint"] = Field(default="scratch",
+                                                   description="checkpoint: fine-tune from `checkpoint`.")
+    checkpoint: str | None = Field(default=None, description="A local weights file (the framework's own format: "
+                                                             "a state dict .pt, or .keras/.weights.h5).")
+    conv_channels: list[int] = Field(default=[16, 32], min_length=1, description="small_cnn: 3x3 convs.")
+    hidden_units: int = Field(default=64, gt=0, description="small_cnn: the hidden dense layer.")
+    widths: list[int] = Field(default=[32, 64, 128], min_length=1, description="resnet: channels per stage.")
+    blocks_per_stage: int = Field(default=1, ge=1, le=8, description="resnet: basic blocks per stage.")
+    width_multiplier: float = Field(default=1.0, gt=0, le=4, description="mobilenet_v2: channel multiplier.")
+    dropout: float = Field(default=0.0, ge=0, lt=1, description="Before the classifier.")
+
+    @model_validator(mode="after")
+    def _checkpoint_given(self) -> ModelSpec:
+        if self.init == "checkpoint" and not self.checkpoint:
+            raise ValueError("init: checkpoint needs model.checkpoint, the path of a local weights file")
+        return self
+
+
+class AugmentSpec(_Strict):
+    random_resized_crop: bool = Field(default=False, description="Random crop of 70-100% area, resized back.")
+    horizontal_flip: bool = Field(default=False, description="Wrong for digits and text.")
+    color_jitter: bool = Field(default=False, description="Random brightness, contrast and saturation (±20%).")
+    random_shift: float = Field(default=0.0, ge=0, le=0.5, description="Random translation, fraction of the size.")
 
 
 class TrainingSpec(_Strict):
     epochs: int = Field(ge=1, le=1000)
     batch_size: int = Field(default=64, ge=1)
     learning_rate: float = Field(default=2e-3, gt=0)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    momentum: float = Field(default=0.9, ge=0, lt=1, description="sgd only.")
+    weight_decay: float = Field(default=1e-4, ge=0)
+    schedule: Literal["constant", "cosine", "onecycle"] = "cosine"
+    warmup_epochs: float = Field(default=0.0, ge=0, description="Linear warm-up before the schedule.")
+    label_smoothing: float = Field(default=0.0, ge=0, lt=1)
+    class_weights: Literal["none", "balanced"] = Field(default="none",
+                                                       description="balanced: weight classes by inverse frequency.")
+    augment: AugmentSpec = AugmentSpec()
+    early_stopping_patience: int | None = Field(default=None, ge=1,
+                                                description="Stop after this many epochs without a better "
+                                                            "validation accuracy; null: run every epoch.")
+    workers: int = Field(default=1, ge=0, le=16, description="DataLoader worker processes / tf.data parallelism.")
+    cache: Literal["decoded", "none"] = Field(
+        default="decoded", description="decoded: decode each image once per data version and input size into a "
+                                       "uint8 memmap; none: decode every epoch.")
     precision: Literal["mixed", "fp32"] = "mixed"
     seed: int = 0
     accelerator: Literal["cpu", "gpu"] = Field(default="cpu", description="gpu: the training pod requests one GPU.")
@@ -102,6 +193,7 @@ class TaskSpec(_Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
     description: str = ""
     dataset: DatasetSpec
+    input: InputSpec
     framework: Framework
     model: ModelSpec = ModelSpec()
     training: TrainingSpec
@@ -122,6 +214,13 @@ class TaskSpec(_Strict):
     def _classes_unique(self) -> TaskSpec:
         if len(set(self.dataset.classes)) != len(self.dataset.classes):
             raise ValueError("dataset.classes has duplicates")
+        return self
+
+    @model_validator(mode="after")
+    def _model_fits_input(self) -> TaskSpec:
+        from components.models.architecture import check_fits  # the architecture knows its own limits
+
+        check_fits(self.model, self.input)
         return self
 
     def dataset_dir(self, project_dir: Path = PROJECT_DIR) -> Path:

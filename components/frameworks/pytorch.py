@@ -1,0 +1,34 @@
+"""The PyTorch backend: eager training, the eager predictor, torch.onnx export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+NAME = "pytorch"
+KUSTOMIZE_COMPONENTS: list[str] = []
+
+
+def train(spec, data_dir: Path, out_dir: Path):
+    from components.train.torch_train import train as train_torch
+
+    return train_torch(spec, data_dir, out_dir)
+
+
+def load_predictor(model_dir: Path):
+    from components.train.torch_train import load_predictor as load
+
+    return load(model_dir)
+
+
+def export_onnx(model_dir: Path, target: Path, spec) -> Path:
+    from components.optimize.torch_onnx import export_onnx as export
+
+    return export(model_dir, target, spec)
+
+
+def accelerated(model_dir: Path, target: Path) -> dict:
+    return {"skipped": "TF-TRT applies to TensorFlow models only"}
+
+
+def extra_artifacts(spec, version: str, model_dir: Path, dest: Path, production: str | None) -> None:
+    return None

@@ -1,0 +1,41 @@
+"""The TensorFlow backend: Keras training, the Keras predictor, tf2onnx export, TF-TRT, and the
+TF Serving model registered beside the ONNX one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+NAME = "tensorflow"
+KUSTOMIZE_COMPONENTS = ["../../components/tfserving"]
+
+
+def train(spec, data_dir: Path, out_dir: Path):
+    from components.train.keras_train import train as train_keras
+
+    return train_keras(spec, data_dir, out_dir)
+
+
+def load_predictor(model_dir: Path):
+    from components.train.keras_train import load_predictor as load
+
+    return load(model_dir)
+
+
+def export_onnx(model_dir: Path, target: Path, spec) -> Path:
+    from components.optimize.tf_onnx import export_onnx as export
+
+    return export(model_dir, target, spec)
+
+
+def accelerated(model_dir: Path, target: Path) -> dict:
+    from components.optimize.tensorrt import convert_tftrt
+    from components.train.keras_train import SAVED_MODEL
+
+    return convert_tftrt(model_dir / SAVED_MODEL, target)
+
+
+def extra_artifacts(spec, version: str, model_dir: Path, dest: Path, production: str | None) -> None:
+    from components.deploy.tfserving import write_tfserving_artifacts
+    from components.train.keras_train import SAVED_MODEL
+
+    write_tfserving_artifacts(spec.name, version, model_dir / SAVED_MODEL, dest / "tfserving", production)
