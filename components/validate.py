@@ -1,8 +1,9 @@
 """The validate step: a Great Expectations suite over the dataset manifest.
 
-Four tables are validated, each a plain DataFrame derived from the manifest:
+Five tables are validated, each a plain DataFrame derived from the manifest:
 - ``images``: one row per file the run uses (all files, unless ``on_bad_file: skip`` left some out):
-  every file decodes, and is at least ``min_side`` pixels in width and height;
+  every file decodes;
+- ``sizes``: the decodable ones: each at least ``min_side`` pixels in width and height;
 - ``classes``: one row per label with its image count: the labels are exactly the spec's classes,
   each has at least ``min_per_class`` images;
 - ``balance``: one row, the largest class count over the smallest, at most ``max_imbalance``;
@@ -55,6 +56,8 @@ def _expectations(spec: TaskSpec) -> dict[str, list]:
         "images": [
             E.ExpectColumnValuesToBeInSet(column="readable", value_set=[True],
                                           meta={"why": "every file is a decodable image"}),
+        ],
+        "sizes": [
             E.ExpectColumnValuesToBeBetween(column="width", min_value=data.min_side,
                                             meta={"why": f"every image is at least {data.min_side} px wide"}),
             E.ExpectColumnValuesToBeBetween(column="height", min_value=data.min_side,
@@ -80,14 +83,13 @@ def _expectations(spec: TaskSpec) -> dict[str, list]:
 
 def _tables(manifest: pd.DataFrame, class_counts: dict[str, int]) -> dict[str, pd.DataFrame]:
     used = manifest[manifest["split"] != SKIPPED]
-    # Unreadable files have no size: compare them as -1 so their rows fail the readable check, not a crash.
-    images = used.assign(width=used["width"].fillna(-1).astype(int), height=used["height"].fillna(-1).astype(int))
+    readable = used[used["readable"]]
+    sizes = readable.assign(width=readable["width"].astype(int), height=readable["height"].astype(int))
     classes = pd.DataFrame({"label": list(class_counts), "count": list(class_counts.values())})
     counts = [n for n in class_counts.values()]
     ratio = max(counts) / min(counts) if counts and min(counts) > 0 else float("inf")
-    readable = used[used["readable"]]
     hash_labels = readable.drop_duplicates(["content_hash", "label"])[["content_hash", "label", "path"]]
-    return {"images": images, "classes": classes, "balance": pd.DataFrame({"ratio": [ratio]}),
+    return {"images": used, "sizes": sizes, "classes": classes, "balance": pd.DataFrame({"ratio": [ratio]}),
             "hash_labels": hash_labels}
 
 
@@ -100,8 +102,8 @@ def _describe_failure(table: str, frame: pd.DataFrame, result) -> str:
         bad = frame[~frame["readable"]]
         examples = "; ".join(f"{row.path} ({row.problem})" for row in bad.head(3).itertuples())
         return f"{why}: {len(bad)} file(s) fail: {examples}{' …' if len(bad) > 3 else ''}"
-    if table == "images":
-        bad = frame[(frame[column] < config.kwargs["min_value"]) & frame["readable"]]
+    if table == "sizes":
+        bad = frame[frame[column] < config.kwargs["min_value"]]
         examples = ", ".join(f"{row.path} ({row.width}x{row.height})" for row in bad.head(3).itertuples())
         return f"{why}: {len(bad)} file(s) fail, e.g. {examples}"
     if table == "classes" and column == "label":

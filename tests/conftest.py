@@ -83,7 +83,7 @@ def digits_spec():
 @pytest.fixture(scope="session")
 def small_dataset(tmp_path_factory, digits_spec) -> Path:
     """A 30-images-per-class copy of the digits dataset, written by the real generator."""
-    from components.data import write_sklearn_digits
+    from components.builtin_datasets import write_sklearn_digits
 
     full = tmp_path_factory.mktemp("digits-full") / "digits"
     write_sklearn_digits(full)

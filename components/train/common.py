@@ -72,7 +72,7 @@ def fingerprint(spec: TaskSpec, data_version: str) -> str:
 
 
 class Checkpoints:
-    """``<run>/train.checkpoints/``: the state after the last finished epoch and the best weights so far.
+    """``<run>/train.checkpoints/``: ``state.json`` and the checkpoints of the last and the best epoch.
 
     It lives outside the step's atomic output directory, so a killed training (an Airflow retry of the
     same run) resumes from its last epoch; it is removed once the trained model is published.
@@ -80,9 +80,10 @@ class Checkpoints:
 
     STATE = "state.json"
 
-    def __init__(self, out_dir: Path, spec: TaskSpec, data_version: str):
+    def __init__(self, out_dir: Path, spec: TaskSpec, data_version: str, suffix: str):
         self.dir = out_dir.parent / CHECKPOINTS
         self.fingerprint = fingerprint(spec, data_version)
+        self.suffix = suffix
 
     def resume(self) -> TrainState | None:
         path = self.dir / self.STATE
@@ -100,11 +101,21 @@ class Checkpoints:
         return TrainState(self.fingerprint)
 
     def save_state(self, state: TrainState) -> None:
-        """Written last, after the weights: the state never names an epoch whose weights are missing."""
+        """Commit an epoch: written after its files, so a kill at any point leaves a state whose files
+        exist; files of other epochs are removed only after it."""
         write_json(self.dir / self.STATE, asdict(state))
+        keep = {self.last(state).name, self.best(state).name}
+        for stale in self.dir.glob("epoch-*"):
+            if stale.name not in keep:
+                stale.unlink()
 
-    def path(self, name: str) -> Path:
-        return self.dir / name
+    def last(self, state: TrainState, epochs_done: int | None = None) -> Path:
+        """The full checkpoint (weights and optimizer) after ``epochs_done`` (default: the state's) epochs."""
+        return self.dir / f"epoch-{epochs_done if epochs_done is not None else state.epochs_done}{self.suffix}"
+
+    def best(self, state: TrainState) -> Path:
+        """The weights of the best epoch so far (its full checkpoint)."""
+        return self.last(state, state.best_epoch)
 
     def remove(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)

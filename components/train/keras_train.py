@@ -190,11 +190,11 @@ def train(spec: TaskSpec, data_dir: Path, out_dir: Path):
     steps_per_epoch = -(-len(splits["train"]) // cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
 
-    checkpoints = Checkpoints(out_dir, spec, info["dataset_version"])
+    checkpoints = Checkpoints(out_dir, spec, info["dataset_version"], ".keras")
     state = checkpoints.resume()
     fine_tune = None
     if state is not None:
-        model = keras.models.load_model(checkpoints.path("last.keras"))  # weights and optimizer state
+        model = keras.models.load_model(checkpoints.last(state))  # weights and optimizer state
         state.resumed_from = state.epochs_done
     else:
         state = checkpoints.fresh()
@@ -232,17 +232,16 @@ def train(spec: TaskSpec, data_dir: Path, out_dir: Path):
             metrics = {"train_loss": float(history["loss"][-1]),
                        "train_accuracy": float(history["categorical_accuracy"][-1]),
                        "val_loss": val_loss, "val_accuracy": val_accuracy}
-            if state.record(epoch, metrics):
-                model.save_weights(checkpoints.path("best.tmp.weights.h5"))
-                os.replace(checkpoints.path("best.tmp.weights.h5"), checkpoints.path("best.weights.h5"))
-            model.save(checkpoints.path("last.tmp.keras"))
-            os.replace(checkpoints.path("last.tmp.keras"), checkpoints.path("last.keras"))
+            state.record(epoch, metrics)
+            last = checkpoints.last(state)
+            model.save(last.with_name("tmp-" + last.name))
+            os.replace(last.with_name("tmp-" + last.name), last)
             log.epoch(epoch, metrics)
             checkpoints.save_state(state)
             if state.should_stop(cfg.early_stopping_patience):
                 break
         seconds = time.perf_counter() - started
-        model.load_weights(checkpoints.path("best.weights.h5"))
+        model.load_weights(checkpoints.best(state))
         fp32 = as_float32(model, arch)  # the gate and the exported model compute in fp32
         test_accuracy, _, predicted, truth = _evaluate(fp32, make_dataset(source, splits["test"], 256, spec))
         log.summary({"test/accuracy": test_accuracy, "val/best_accuracy": state.best_accuracy})

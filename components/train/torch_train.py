@@ -177,10 +177,10 @@ def train(spec: TaskSpec, data_dir: Path, out_dir: Path):
     steps_per_epoch = -(-len(splits["train"]) // cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
 
-    checkpoints = Checkpoints(out_dir, spec, info["dataset_version"])
+    checkpoints = Checkpoints(out_dir, spec, info["dataset_version"], ".pt")
     state = checkpoints.resume()
     if state is not None:
-        saved = torch.load(checkpoints.path("last.pt"), map_location=device, weights_only=True)
+        saved = torch.load(checkpoints.last(state), map_location=device, weights_only=True)
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scaler.load_state_dict(saved["scaler"])
@@ -222,10 +222,8 @@ def train(spec: TaskSpec, data_dir: Path, out_dir: Path):
             val_accuracy, val_loss, _, _ = _evaluate(model, val_loader, normalize, device, cfg.precision)
             metrics = {"train_loss": loss_sum / seen, "train_accuracy": correct / seen, "val_loss": val_loss,
                        "val_accuracy": val_accuracy}
-            if state.record(epoch, metrics):
-                with atomic_file(checkpoints.path("best.pt"), "wb") as handle:
-                    torch.save(model.state_dict(), handle)
-            with atomic_file(checkpoints.path("last.pt"), "wb") as handle:
+            state.record(epoch, metrics)
+            with atomic_file(checkpoints.last(state), "wb") as handle:
                 torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                             "scaler": scaler.state_dict()}, handle)
             log.epoch(epoch, metrics)
@@ -233,7 +231,7 @@ def train(spec: TaskSpec, data_dir: Path, out_dir: Path):
             if state.should_stop(cfg.early_stopping_patience):
                 break
         seconds = time.perf_counter() - started
-        model.load_state_dict(torch.load(checkpoints.path("best.pt"), map_location=device, weights_only=True))
+        model.load_state_dict(torch.load(checkpoints.best(state), map_location=device, weights_only=True)["model"])
         # fp32, as the gate and the exported model compute it
         test_accuracy, _, predicted, truth = _evaluate(model, _loader(source, splits["test"], 256, 0), normalize,
                                                        device, "fp32")

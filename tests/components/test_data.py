@@ -1,10 +1,15 @@
 import hashlib
+import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from PIL import Image
 
-from components.data import build_manifest, load_split, prepare_data, split_by_hash, write_sklearn_digits
+from components.builtin_datasets import SHAPES, write_shapes, write_sklearn_digits
+from components.data import (SKIPPED, build_manifest, discover, load_split, prepare_data, read_data_info,
+                             split_by_hash)
 from components.errors import RelayError
 from components.versioning import pointer_md5
 from tests.conftest import PROJECT, spec_for
@@ -12,14 +17,27 @@ from tests.conftest import PROJECT, spec_for
 
 def _tree_digest(root):
     return hashlib.sha256(b"".join(p.relative_to(root).as_posix().encode() + p.read_bytes()
-                                   for p in sorted(root.rglob("*.png")))).hexdigest()
+                                   for p in sorted(root.rglob("*")) if p.is_file())).hexdigest()
 
 
-def test_generator_is_byte_for_byte_reproducible(tmp_path):
+def test_digits_generator_is_byte_for_byte_reproducible(tmp_path):
     assert write_sklearn_digits(tmp_path / "a") == 1797
     write_sklearn_digits(tmp_path / "b")
     assert _tree_digest(tmp_path / "a") == _tree_digest(tmp_path / "b")
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [str(i) for i in range(10)]
+
+
+def test_shapes_generator_is_reproducible_coloured_and_mixes_formats(tmp_path):
+    assert write_shapes(tmp_path / "a", per_class=4) == 40
+    write_shapes(tmp_path / "b", per_class=4)
+    assert _tree_digest(tmp_path / "a") == _tree_digest(tmp_path / "b")
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == sorted(SHAPES)
+    files = sorted((tmp_path / "a").rglob("*.*"))
+    formats = {Image.open(f).format for f in files}
+    sizes = {Image.open(f).size for f in files}
+    assert formats == {"PNG", "JPEG"} and all(48 <= w <= 96 and w == h for w, h in sizes) and len(sizes) > 5
+    pixels = np.asarray(Image.open(files[0]))
+    assert pixels.ndim == 3 and pixels.std(axis=2).mean() > 5  # colour, not grey
 
 
 def test_fresh_generation_reproduces_the_committed_dvc_hash(tmp_path):
@@ -33,37 +51,150 @@ def test_fresh_generation_reproduces_the_committed_dvc_hash(tmp_path):
     assert pointer_md5(repo / "digits.dvc") == pointer_md5(PROJECT / "data" / "digits.dvc")
 
 
-def test_manifest_describes_every_image(small_dataset):
-    manifest, counts = build_manifest(small_dataset, 0.2, 0)
-    assert len(manifest) == 300 and set(counts.values()) == {30}
-    assert list(manifest.columns) == ["path", "label", "width", "height", "mode", "bytes", "mean_intensity",
-                                      "content_hash", "readable", "split"]
-    assert manifest["mean_intensity"].between(0, 1).all()
+def test_manifest_describes_every_image_and_splits_three_ways(digits_spec, small_dataset):
+    manifest, summary = build_manifest(spec_for(digits_spec, small_dataset), small_dataset)
+    assert len(manifest) == 300 and set(summary["class_counts"].values()) == {30}
     assert manifest["readable"].all() and set(manifest["width"]) == {8} and set(manifest["mode"]) == {"L"}
+    assert manifest["mean_intensity"].between(0, 1).all() and summary["formats"] == {"PNG": 300}
+    per_label = manifest.groupby("label")["split"].value_counts().unstack()
+    assert set(per_label["test"]) == {6} and set(per_label["val"]) == {3} and set(per_label["train"]) == {21}
+    assert summary["normalization_source"] == "auto: the train split"
+    train = manifest[manifest["split"] == "train"]
+    assert summary["preprocessing"]["mean"] == [pytest.approx(train["channel_mean_0"].mean(), abs=1e-6)]
 
 
-def test_split_is_seeded_stratified_and_keeps_duplicates_together(small_dataset):
-    manifest, _ = build_manifest(small_dataset, 0.2, 7)
-    again, _ = build_manifest(small_dataset, 0.2, 7)
-    other, _ = build_manifest(small_dataset, 0.2, 8)
-    assert manifest["split"].tolist() == again["split"].tolist()
-    assert manifest["split"].tolist() != other["split"].tolist()
-    assert set(manifest.groupby("label")["split"].apply(lambda s: (s == "test").sum())) <= {6, 7}
+def test_split_is_seeded_stratified_and_keeps_duplicates_together(digits_spec, small_dataset):
+    spec = spec_for(digits_spec, small_dataset)
+    manifest, _ = build_manifest(spec, small_dataset)
+    assert manifest["split"].tolist() == build_manifest(spec, small_dataset)[0]["split"].tolist()
+    other = spec_for(digits_spec, small_dataset, **{"dataset.split_seed": 8})
+    assert manifest["split"].tolist() != build_manifest(other, small_dataset)[0]["split"].tolist()
     duplicated = manifest.assign(content_hash=manifest["content_hash"].where(manifest.index % 2 == 1,
                                                                              manifest["content_hash"].shift(-1)))
-    pairs = duplicated.assign(split=split_by_hash(duplicated, 0.2, 7)).groupby("content_hash")["split"].nunique()
-    assert pairs.max() == 1
+    pairs = duplicated.assign(split=split_by_hash(duplicated, 0.1, 0.2, 7)).groupby("content_hash")["split"]
+    assert pairs.nunique().max() == 1
 
 
-def test_unreadable_file_is_recorded_not_fatal(small_dataset, tmp_path):
-    import shutil
+def _save(path, image, fmt, **options):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, format=fmt, **options)
+    return path
 
-    copy = tmp_path / "digits"
-    shutil.copytree(small_dataset, copy)
-    (copy / "4" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
-    manifest, _ = build_manifest(copy, 0.2, 0)
-    broken = manifest[manifest["path"] == "4/broken.png"].iloc[0]
-    assert not broken["readable"] and broken["width"] != broken["width"]  # NaN size
+
+@pytest.fixture
+def many_formats(tmp_path):
+    """One class folder per format family, with upper-case suffixes, modes and EXIF orientation."""
+    root = tmp_path / "photos"
+    rgb = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8), "RGB")
+    _save(root / "a" / "one.PNG", rgb, "PNG")
+    _save(root / "a" / "two.JPG", rgb, "JPEG", quality=90)
+    _save(root / "a" / "three.webp", rgb, "WEBP")
+    _save(root / "a" / "four.Bmp", rgb, "BMP")
+    _save(root / "a" / "five.TIFF", rgb, "TIFF")
+    frames = [rgb.convert("P"), rgb.rotate(90).convert("P")]
+    (root / "b").mkdir()
+    frames[0].save(root / "b" / "six.gif", save_all=True, append_images=frames[1:], format="GIF")
+    _save(root / "b" / "seven.png", rgb.convert("RGBA"), "PNG")
+    _save(root / "b" / "eight.png", rgb.convert("P"), "PNG")
+    _save(root / "b" / "nine.png", Image.fromarray((np.arange(2400).reshape(40, 60) * 27).astype(np.uint16)),
+          "PNG")
+    _save(root / "b" / "ten.jpg", rgb.convert("CMYK"), "JPEG")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise on display
+    _save(root / "b" / "eleven.jpeg", rgb, "JPEG", exif=exif)
+    return root
+
+
+def _spec_on(digits_spec, root, classes, **changes):
+    return spec_for(digits_spec, root, **{"dataset.classes": classes, "input.channels": 3, "input.size": [16, 16],
+                                          "dataset.min_per_class": 1, **changes})
+
+
+def test_every_common_format_decodes_with_any_suffix_case(digits_spec, many_formats):
+    manifest, summary = build_manifest(_spec_on(digits_spec, many_formats, ["a", "b"]), many_formats)
+    assert manifest["readable"].all(), manifest.loc[~manifest["readable"], ["path", "problem"]]
+    assert set(summary["formats"]) == {"PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF"}
+    assert {"RGBA", "P", "CMYK"} <= set(summary["modes"]) and any(m.startswith("I") for m in summary["modes"])
+    rotated = manifest[manifest["path"] == "b/eleven.jpeg"].iloc[0]
+    assert (rotated["width"], rotated["height"]) == (60, 40)  # the header's size; EXIF turns it upright later
+
+
+def test_bad_files_are_named_never_dropped(digits_spec, many_formats, tmp_path):
+    root = many_formats
+    (root / "a" / "truncated.jpg").write_bytes((root / "a" / "two.JPG").read_bytes()[:300])
+    (root / "a" / "notes.jpg").write_text("not an image")
+    (root / "a" / "empty.png").write_bytes(b"")
+    outside = tmp_path / "elsewhere.png"
+    shutil.copy(root / "a" / "one.PNG", outside)
+    (root / "a" / "link.png").symlink_to(outside)
+    Image.new("L", (5000, 5000)).save(root / "b" / "huge.png")
+    (root / "a" / ".hidden.png").write_bytes((root / "a" / "one.PNG").read_bytes())
+    spec = _spec_on(digits_spec, root, ["a", "b"], **{"dataset.max_pixels": 1_000_000})
+    manifest, summary = build_manifest(spec, root)
+    problems = dict(zip(manifest["path"], manifest["problem"]))
+    assert "truncated" in problems["a/truncated.jpg"] or "decodable" in problems["a/truncated.jpg"]
+    assert "no image format recognised" in problems["a/notes.jpg"]
+    assert "empty file" in problems["a/empty.png"]
+    assert "outside the dataset" in problems["a/link.png"]
+    assert "over the limit" in problems["b/huge.png"]
+    bad = {"a/truncated.jpg", "a/notes.jpg", "a/empty.png", "a/link.png", "b/huge.png"}
+    assert set(manifest.loc[~manifest["readable"], "path"]) == bad
+    assert set(manifest.loc[~manifest["readable"], "split"]) == {"none"}
+    assert "a/.hidden.png" not in problems and summary["ignored"]["hidden file"] == {"count": 1,
+                                                                                    "examples": ["a/.hidden.png"]}
+    skipping, _ = build_manifest(_spec_on(digits_spec, root, ["a", "b"], **{"dataset.max_pixels": 1_000_000,
+                                                                            "dataset.on_bad_file": "skip"}), root)
+    assert set(skipping.loc[skipping["split"] == SKIPPED, "path"]) == bad
+
+
+def test_oversized_image_is_refused_from_its_header(digits_spec, small_dataset, tmp_path):
+    root = tmp_path / "digits"
+    shutil.copytree(small_dataset, root)
+    Image.new("L", (3000, 3000)).save(root / "3" / "big.png")
+    Image.new("L", (20000, 20000)).save(root / "3" / "bomb.png")  # 400 MP, a few hundred bytes compressed
+    manifest, _ = build_manifest(spec_for(digits_spec, root, **{"dataset.max_pixels": 1_000_000}), root)
+    problems = dict(zip(manifest["path"], manifest["problem"]))
+    assert "3000x3000 is 9.0 MP, over the limit of 1.0 MP (dataset.max_pixels)" in problems["3/big.png"]
+    assert "decompression bomb" in problems["3/bomb.png"]  # Pillow's own guard, from the header too
+
+
+def test_labels_from_a_csv(digits_spec, small_dataset, tmp_path):
+    root = tmp_path / "flat"
+    root.mkdir()
+    lines = ["path,label"]
+    for index, image in enumerate(sorted(small_dataset.rglob("*.png"))[:60]):
+        shutil.copy(image, root / f"img{index}.png")
+        lines.append(f"img{index}.png,{image.parent.name}")
+    lines.append("gone.png,3")
+    (root / "labels.csv").write_text("\n".join(lines) + "\n")
+    spec = spec_for(digits_spec, root, **{"dataset.labels_csv": "labels.csv"})
+    manifest, _ = build_manifest(spec, root)
+    assert len(manifest) == 61 and manifest["readable"].sum() == 60
+    assert manifest.loc[manifest["path"] == "gone.png", "problem"].item() == \
+        "labels.csv line 62 names a file that does not exist"
+    first = manifest[manifest["path"] == "img0.png"].iloc[0]
+    assert first["label"] == sorted(small_dataset.rglob("*.png"))[0].parent.name
+
+
+def test_csv_without_the_columns_is_one_clear_error(tmp_path):
+    (tmp_path / "labels.csv").write_text("file,class\na.png,1\n")
+    with pytest.raises(RelayError, match=r"labels.csv: needs a header with the columns path,label"):
+        discover(tmp_path, "labels.csv")
+
+
+def test_manifest_is_incremental(digits_spec, small_dataset, tmp_path):
+    root = tmp_path / "digits"
+    shutil.copytree(small_dataset, root)
+    spec, cache = spec_for(digits_spec, root), tmp_path / "cache"
+    first, summary = build_manifest(spec, root, cache)
+    assert summary["described"] == 300
+    again, summary = build_manifest(spec, root, cache)
+    assert summary["described"] == 0 and again.equals(first)
+    for index in range(3):
+        shutil.copy(root / "1" / sorted(p.name for p in (root / "1").iterdir())[index], root / "2" / f"new{index}.png")
+    Image.new("L", (8, 8), 255).save(root / "2" / "white.png")
+    third, summary = build_manifest(spec, root, cache)
+    assert summary["described"] == 4 and len(third) == 304
 
 
 def test_prepare_data_writes_manifest_and_loads_splits(digits_spec, small_dataset, settings, tmp_path):
@@ -72,7 +203,9 @@ def test_prepare_data_writes_manifest_and_loads_splits(digits_spec, small_datase
     assert result.images == 300 and result.manifest.is_file()
     images, labels, paths = load_split(tmp_path / "data", "test", spec.dataset.classes)
     assert images.shape == (len(paths), 1, 8, 8) and images.dtype.name == "float32"
-    assert 0.0 <= images.min() and images.max() <= 1.0 and set(labels) == set(range(10))
+    assert abs(float(images.mean())) < 0.5 and set(labels) == set(range(10))  # normalized around 0
+    info = read_data_info(tmp_path / "data")
+    assert info["split_counts"]["val"] == 30 and info["preprocessing"]["channels"] == 1
 
 
 def test_missing_dataset_directory_is_one_clear_error(digits_spec, settings, tmp_path):

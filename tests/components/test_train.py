@@ -26,8 +26,15 @@ def test_trained_run_learns_and_writes_metrics_and_dvclive(trained_run):
     assert metrics["test_accuracy"] > 0.8  # ten classes: chance is 0.1
     dvclive = run / "train" / "dvclive"
     assert (dvclive / "metrics.json").is_file()
-    logged = (dvclive / "plots" / "metrics" / "test" / "accuracy.tsv").read_text().splitlines()
-    assert len(logged) == spec.training.epochs + 1  # header + one row per epoch
+    for series in ("train/loss", "train/accuracy", "val/loss", "val/accuracy"):
+        logged = (dvclive / "plots" / "metrics" / f"{series}.tsv").read_text().splitlines()
+        assert len(logged) == spec.training.epochs + 1  # header + one row per epoch
+    assert 1 <= metrics["best_epoch"] <= spec.training.epochs and metrics["val_accuracy"] > 0.8
+    per_class = json.loads((run / "train" / "per_class.json").read_text())
+    assert sum(map(sum, per_class["confusion_matrix"])) == metrics["test_images"]
+    for plot in ("confusion_matrix.png", "per_class.png"):
+        assert (run / "train" / plot).read_bytes().startswith(b"\x89PNG")
+    assert not (run / "train.checkpoints").exists()  # removed once the model is published
 
 
 def test_training_is_deterministic_for_a_seed(trained_run, tmp_path):
@@ -47,13 +54,14 @@ def test_mixed_precision_autocasts_to_bfloat16_on_cpu(trained_run, monkeypatch, 
 
     def spy(device, precision):
         context = original(device, precision)
-        seen.append(getattr(context, "fast_dtype", None))
+        seen.append((precision, getattr(context, "fast_dtype", None)))
         return context
 
     monkeypatch.setattr(torch_train, "_autocast", spy)
     short = spec.model_copy(update={"training": spec.training.model_copy(update={"epochs": 1})})
     train_model(short, run / "data", tmp_path / "mixed")
-    assert seen and set(seen) == {torch.bfloat16}
+    assert ("mixed", torch.bfloat16) in seen and {dtype for p, dtype in seen if p == "mixed"} == {torch.bfloat16}
+    assert ("fp32", None) in seen  # the test split is scored in fp32, as the gate scores it
 
 
 def test_predictor_reloads_the_trained_model(trained_run):
@@ -64,3 +72,107 @@ def test_predictor_reloads_the_trained_model(trained_run):
     logits = load_predictor(run / "train")(images)
     accuracy = (logits.argmax(1) == labels).mean()
     assert accuracy == pytest.approx(json.loads((run / "train" / "metrics.json").read_text())["test_accuracy"])
+
+
+def test_schedules_warm_up_then_follow_their_shape(digits_spec):
+    from components.train.common import learning_rate
+
+    cfg = digits_spec.training.model_copy(update={"learning_rate": 0.1, "warmup_epochs": 1, "schedule": "cosine"})
+    rates = [learning_rate(cfg, step, 100, 10) for step in range(100)]
+    assert rates[0] == pytest.approx(0.01) and rates[9] == pytest.approx(0.1)  # linear warm-up over one epoch
+    assert rates[10] == pytest.approx(0.1) and rates[-1] < 0.001 and rates == sorted(rates[:10]) + rates[10:]
+    assert all(a >= b for a, b in zip(rates[10:], rates[11:]))
+    cycle = [learning_rate(cfg.model_copy(update={"schedule": "onecycle", "warmup_epochs": 0}), s, 100, 10)
+             for s in range(100)]
+    assert cycle[0] == pytest.approx(0.004) and max(cycle) == pytest.approx(0.1) and cycle.index(max(cycle)) == 30
+    assert cycle[-1] < 1e-4
+
+
+def test_balanced_class_weights_undo_imbalance():
+    import numpy as np
+
+    from components.train.loader import class_weights
+
+    labels = np.array([0] * 90 + [1] * 10)
+    weights = class_weights(labels, 2, "balanced")
+    assert weights[0] * 90 == pytest.approx(weights[1] * 10) and class_weights(labels, 2, "none").tolist() == [1, 1]
+
+
+def test_augmentation_flips_crops_and_jitters(digits_spec):
+    from components.spec import AugmentSpec
+
+    images = torch.zeros(64, 3, 8, 8)
+    images[:, :, :, :4] = 1.0  # left half white
+    generator = torch.Generator().manual_seed(0)
+    flipped = torch_train.augment(images, AugmentSpec(horizontal_flip=True), generator)
+    mirrored = (flipped[:, :, :, 4:].mean(dim=(1, 2, 3)) > 0.9)
+    assert 10 < int(mirrored.sum()) < 54  # about half the batch is mirrored, exactly
+    assert torch.equal(flipped[~mirrored], images[~mirrored])
+    cropped = torch_train.augment(images, AugmentSpec(random_resized_crop=True), generator)
+    assert not torch.equal(cropped, images) and cropped.shape == images.shape
+    jittered = torch_train.augment(images, AugmentSpec(color_jitter=True), generator)
+    assert jittered.min() >= 0 and jittered.max() <= 1 and not torch.equal(jittered, images)
+
+
+def test_killed_training_resumes_from_its_last_checkpoint(trained_run, tmp_path):
+    """SIGKILL once two epochs are checkpointed (mid-way through a later one); the same step run again
+    resumes after its last checkpoint and ends with exactly the weights of an uninterrupted training."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import PROJECT
+
+    spec, run = trained_run
+    four = spec.model_copy(update={"training": spec.training.model_copy(update={"epochs": 30})})
+    train_model(four, run / "data", tmp_path / "straight" / "train")
+    target = tmp_path / "killed" / "train"
+    script = ("import json, sys; from components.spec import parse_spec; from components.train import train_model; "
+              "from pathlib import Path; spec = parse_spec(json.loads(sys.argv[1])); "
+              "train_model(spec, Path(sys.argv[2]), Path(sys.argv[3]))")
+    args = [sys.executable, "-c", script, four.model_dump_json(), str(run / "data"), str(target)]
+    env = {**os.environ, "PYTHONPATH": str(PROJECT)}
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    state = target.parent / "train.checkpoints" / "state.json"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if state.is_file() and json.loads(state.read_text())["epochs_done"] >= 2:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    assert proc.wait(30) == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    assert not target.exists()  # nothing half-published
+    done = json.loads(state.read_text())["epochs_done"]
+    train_model(four, run / "data", target)
+    metrics = json.loads((target / "metrics.json").read_text())
+    assert 2 <= done < 30 and metrics["resumed_from_epoch"] == done and metrics["epochs"] == 30
+    assert [row["epoch"] for row in metrics["history"]] == list(range(1, 31))
+    ours = torch.load(target / "model.pt", weights_only=True)
+    straight = torch.load(tmp_path / "straight" / "train" / "model.pt", weights_only=True)
+    assert all(torch.equal(ours[key], straight[key]) for key in ours)
+
+
+def test_fine_tunes_from_a_local_checkpoint(trained_run, tmp_path):
+    spec, run = trained_run
+    checkpoint = tmp_path / "pretrained.pt"
+    torch.save(torch.load(run / "train" / "model.pt", weights_only=True), checkpoint)
+    tuned = spec.model_copy(update={
+        "model": spec.model.model_copy(update={"init": "checkpoint", "checkpoint": str(checkpoint)}),
+        "training": spec.training.model_copy(update={"epochs": 1, "learning_rate": 1e-4})})
+    train_model(tuned, run / "data", tmp_path / "tuned")
+    metrics = json.loads((tmp_path / "tuned" / "metrics.json").read_text())
+    assert metrics["fine_tune"] == {"loaded": 6, "skipped": []} and metrics["fine_tuned_from"] == str(checkpoint)
+    assert metrics["history"][0]["val_accuracy"] > 0.8  # one small-LR epoch from the checkpoint, not from scratch
+
+
+def test_missing_checkpoint_is_one_clear_error(trained_run, tmp_path):
+    from components.errors import RelayError
+
+    spec, run = trained_run
+    tuned = spec.model_copy(update={"model": spec.model.model_copy(
+        update={"init": "checkpoint", "checkpoint": str(tmp_path / "none.pt")})})
+    with pytest.raises(RelayError, match=r"model.checkpoint: .*none.pt does not exist"):
+        train_model(tuned, run / "data", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
