@@ -27,7 +27,7 @@ def test_keras_trains_with_mixed_bfloat16_and_logs_like_pytorch(keras_run):
     metrics = json.loads((run / "train" / "metrics.json").read_text())
     assert metrics["framework"] == "tensorflow" and metrics["policy"] == "mixed_bfloat16"
     assert metrics["test_accuracy"] > 0.8
-    rows = (run / "train" / "dvclive" / "plots" / "metrics" / "test" / "accuracy.tsv").read_text().splitlines()
+    rows = (run / "train" / "dvclive" / "plots" / "metrics" / "val" / "accuracy.tsv").read_text().splitlines()
     assert len(rows) == spec.training.epochs + 1
 
 
