@@ -49,6 +49,7 @@ class DataResult:
     dataset_dir: Path
     dataset_md5: str | None
     images: int
+    described: int  # files described now; the others came from the row cache
 
 
 @dataclass
@@ -342,9 +343,8 @@ def build_manifest(spec: TaskSpec, dataset_dir: Path, cache_dir: Path | None = N
         "label_conflicts": int((hash_labels > 1).sum()),
         "preprocessing": {**prep.to_dict(), "mean": list(mean), "std": list(std)},
         "normalization_source": source,
-        "described": cache.added if cache else len(good),
     }
-    return manifest, summary
+    return manifest, {**summary, "described": cache.added if cache else len(good)}
 
 
 def prepare_data(spec: TaskSpec, out_dir: Path, settings: Settings | None = None) -> DataResult:
@@ -353,6 +353,7 @@ def prepare_data(spec: TaskSpec, out_dir: Path, settings: Settings | None = None
     md5 = ensure_dataset(spec, settings)
     dataset_dir = spec.dataset_dir(settings.project_dir)
     manifest, summary = build_manifest(spec, dataset_dir, settings.home / "cache" / "manifest")
+    described = summary.pop("described")  # not in data.json: it depends on the cache, not on the data
     with atomic_dir(out_dir) as tmp:
         manifest.to_csv(tmp / MANIFEST, index=False)
         # The version id of the data: DVC's md5 when tracked, else a digest of every file's path and hash.
@@ -362,7 +363,7 @@ def prepare_data(spec: TaskSpec, out_dir: Path, settings: Settings | None = None
             "dataset_dir": str(dataset_dir), "dataset_md5": md5, "dataset_version": version,
             "max_pixels": spec.dataset.max_pixels, "cache_dir": str(settings.home / "cache"), **summary,
         })
-    return DataResult(out_dir / MANIFEST, dataset_dir, md5, summary["images"])
+    return DataResult(out_dir / MANIFEST, dataset_dir, md5, summary["images"], described)
 
 
 def read_data_info(data_dir: Path) -> dict:

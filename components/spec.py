@@ -15,7 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from components.errors import SpecError
 from components.settings import PROJECT_DIR
 
-SPECS_DIR = PROJECT_DIR / "pipelines" / "specs"
+SPECS_DIR = PROJECT_DIR / "pipelines" / "specs"  # the shipped specs; a project's own: specs_dir()
+
+
+def specs_dir() -> Path:
+    """Where task specs live: ``pipelines/specs`` of the project (``RELAY_PROJECT_DIR``, default this checkout)."""
+    from components.settings import get_settings
+
+    return get_settings().project_dir / "pipelines" / "specs"
 
 Framework = Literal["pytorch", "tensorflow"]
 
@@ -274,9 +281,9 @@ def spec_path(task: str | Path) -> Path:
     if candidate.suffix in {".yaml", ".yml"}:
         path = candidate
     else:
-        path = SPECS_DIR / f"{task}.yaml"
+        path = specs_dir() / f"{task}.yaml"
     if not path.is_file():
-        known = sorted(p.stem for p in SPECS_DIR.glob("*.yaml"))
+        known = sorted(p.stem for p in specs_dir().glob("*.yaml"))
         raise SpecError(f"no task spec {path}; known tasks: {', '.join(known) or 'none'}")
     return path
 
@@ -314,5 +321,5 @@ def apply_overrides(spec: TaskSpec, overrides: dict[str, Any]) -> TaskSpec:
 
 
 def all_specs() -> list[Path]:
-    """Every task spec shipped in pipelines/specs/."""
-    return sorted(SPECS_DIR.glob("*.yaml"))
+    """Every task spec of the project (pipelines/specs/)."""
+    return sorted(specs_dir().glob("*.yaml"))

@@ -23,6 +23,8 @@ app = typer.Typer(help="Relay: versioned data to a served, promoted model.", no_
                   pretty_exceptions_enable=False, add_completion=False)
 serve_app = typer.Typer(help="Control the local TorchServe.", no_args_is_help=True)
 app.add_typer(serve_app, name="serve")
+task_app = typer.Typer(help="Create tasks from your own data.", no_args_is_help=True)
+app.add_typer(task_app, name="task")
 console = Console()
 err = Console(stderr=True)
 
@@ -280,6 +282,39 @@ def serve_status() -> None:
         else:
             console.print(f"  {task}: default {entry['default']}, also {', '.join(entry['versions'][1:]) or '-'}; "
                           "`relay serve start` serves them again", highlight=False)
+
+
+@task_app.command("new")
+def task_new(name: Annotated[str, typer.Argument(help="The new task's name (lower case, digits, - and _).")],
+             source: Annotated[Path, typer.Option("--from", help="The image folder: DIR/<label>/<images>.",
+                                                  exists=True, file_okay=False)],
+             labels_csv: Annotated[Optional[str], typer.Option(
+                 help="A CSV inside DIR with columns path,label, instead of label folders.")] = None) -> None:
+    """Scan DIR, copy it to data/NAME under DVC (pushed), and write pipelines/specs/NAME.yaml."""
+    from components.task_new import create_task, scan, summarize
+
+    _quiet_libraries()
+    try:
+        found = scan(source, labels_csv)
+        console.print(f"{source}: {summarize(found)}", highlight=False)
+        table = Table()
+        table.add_column("class")
+        table.add_column("images", justify="right")
+        for label in found.classes:
+            table.add_row(label, str(found.counts[label]))
+        console.print(table)
+        console.print("modes: " + ", ".join(f"{m} {n}" for m, n in found.modes.most_common()))
+        for reason, paths in found.found.ignored.items():
+            console.print(f"ignored ({reason}): {len(paths)}, e.g. {', '.join(paths[:3])}")
+        for rel, why in sorted(found.unreadable.items())[:10]:
+            console.print(f"[yellow]unreadable[/]: {rel}: {why}", highlight=False)
+        spec_file = create_task(name, source, labels_csv, found=found)
+    except RelayError as error:
+        _fail(error)
+    console.print(f"wrote {spec_file} and data/{name}.dvc (data pushed to the DVC remote)")
+    console.print(f"commit them: git add {spec_file.relative_to(spec_file.parents[2])} data/{name}.dvc "
+                  f"data/.gitignore && git commit -m 'Add task {name}'", highlight=False)
+    console.print(f"next: [bold]relay run {name}[/]  (or trigger relay_{name} in Airflow)")
 
 
 def main() -> None:

@@ -78,7 +78,8 @@ def _data(spec: TaskSpec, run: Path, settings: Settings) -> dict:
     from components.data import prepare_data
 
     result = prepare_data(spec, run / "data", settings)
-    return {"images": result.images, "dataset_md5": result.dataset_md5, "manifest": str(result.manifest)}
+    return {"images": result.images, "described": result.described, "dataset_md5": result.dataset_md5,
+            "manifest": str(result.manifest)}
 
 
 def _validate(spec: TaskSpec, run: Path, settings: Settings) -> dict:

@@ -104,8 +104,8 @@ def _broken_spec(root: Path, breakage: str, name: str) -> Path:
     return path
 
 
-EXPECTED = {"corrupt-png": "every file is a readable image: 1 file(s) fail, e.g. 6/0006.png",
-            "extra-label": "unknown label folder(s) ['ten']",
+EXPECTED = {"corrupt-png": "every file is a decodable image: 1 file(s) fail: 6/0006.png",
+            "extra-label": "label(s) not in the spec ['ten']",
             "empty-class": "'8' has 0"}
 
 

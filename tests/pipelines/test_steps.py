@@ -37,6 +37,7 @@ def test_gate_measures_the_production_champion_on_the_current_heldout_set(settin
 
     def build(version, dest):
         shutil.copy(run / "optimize" / "model.onnx", dest / "model.onnx")
+        shutil.copy(run / "train" / "preprocessing.json", dest / "preprocessing.json")
         (dest / "model.mar").write_bytes(b"unused here")
         (dest / "gate.json").write_text(json.dumps({"passed": True, "metrics": {"accuracy_optimized": 0.9}}))
         (dest / "gate.md").write_text("passed")
@@ -103,7 +104,8 @@ def test_a_step_after_a_failed_one_says_which_step_to_run(settings, trained_run,
 
 
 def test_training_killed_mid_epoch_reruns_to_completion(settings, trained_run, tmp_path):
-    """SIGKILL a real `relay step train` after its first epoch; the rerun completes, nothing half-published."""
+    """SIGKILL a real `relay step train` after its first epoch; the rerun (with another epoch count, so it
+    starts over) completes, nothing half-published. Resuming is tested in tests/components/test_train.py."""
     import os
     import signal
     import subprocess
@@ -120,20 +122,21 @@ def test_training_killed_mid_epoch_reruns_to_completion(settings, trained_run, t
     trainer = subprocess.Popen(command, cwd=PROJECT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
-        while not list(run.glob(".train.tmp-*/dvclive/metrics.json")) and time.monotonic() < deadline:
+        state = run / "train.checkpoints" / "state.json"
+        while not state.is_file() and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert list(run.glob(".train.tmp-*/dvclive/metrics.json")), "training never finished an epoch"
+        assert state.is_file(), "training never finished an epoch"
     finally:
         trainer.send_signal(signal.SIGKILL)
         trainer.wait()
-    assert not (run / "train").exists() and list(run.glob(".train.tmp-*"))
+    assert not (run / "train").exists() and not list(run.glob(".train.tmp-*"))
 
     short = long.model_copy(update={"training": spec.training.model_copy(update={"epochs": 2})})
     (run / RUN_SPEC).write_text(json.dumps(short.model_dump(mode="json")))  # keep the rerun short
     rerun = subprocess.run(command, cwd=PROJECT, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert json.loads((run / "train" / "metrics.json").read_text())["epochs"] == 2
-    assert not list(run.glob(".train.tmp-*"))  # the dead run's temp was reclaimed, never published
+    assert not list(run.glob(".train.tmp-*")) and not (run / "train.checkpoints").exists()
 
 
 def _snapshot(run) -> dict[str, str]:
