@@ -63,7 +63,8 @@ class OnnxImageClassifier:
         return load_pixels(bytes(payload), self.prep, "the image")
 
     def handle(self, data: list[dict], context) -> list[dict]:
-        """One image per request row; one prediction (or one 4xx error) per row."""
+        """One image per request row; one prediction (class, index, probability and the raw logits) or one
+        4xx error per row."""
         results: list[dict | None] = [None] * len(data)
         images, rows = [], []
         for index, row in enumerate(data):
@@ -87,7 +88,8 @@ class OnnxImageClassifier:
             for index, row_logits, row_probabilities in zip(rows, logits, probabilities):
                 best = int(row_logits.argmax())
                 results[index] = {"class": self.classes[str(best)], "index": best,
-                                  "probability": float(row_probabilities[best])}
+                                  "probability": float(row_probabilities[best]),
+                                  "logits": [float(value) for value in row_logits]}
         return results
 
 
