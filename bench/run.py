@@ -36,12 +36,25 @@ from pipelines.steps import run_spec, run_step, start_run  # noqa: E402
 torch.set_num_threads(1)
 RESULTS = PROJECT_DIR / "bench" / "results.json"
 TARGETS = {  # key: (description, comparison, target)
-    "onnx_vs_eager_b1": ("ONNX Runtime over eager PyTorch, batch 1", ">=", 5.0),
-    "onnx_vs_eager_b64": ("ONNX Runtime over eager PyTorch, batch 64", ">=", 5.0),
+    # digits' one-conv model: the ratio measures Python's per-call overhead, not kernels; reported only.
+    "onnx_vs_eager_b1": ("digits: ONNX Runtime over eager PyTorch, batch 1", None, None),
+    "onnx_vs_eager_b64": ("digits: ONNX Runtime over eager PyTorch, batch 64", None, None),
     "conversion_s": ("export + optimize wall time, s (cold process)", "<=", 3.0),
     "demo_s": ("make demo from a set-up environment, s", "<=", 240.0),
-    "tf_onnx_vs_keras_b1": ("ONNX Runtime over Keras model(x), batch 1", ">=", 5.0),
-    "tf_onnx_vs_keras_b64": ("ONNX Runtime over Keras model(x), batch 64", ">=", 5.0),
+    "tf_onnx_vs_keras_b1": ("digits: ONNX Runtime over Keras model(x), batch 1", None, None),
+    "tf_onnx_vs_keras_b64": ("digits: ONNX Runtime over Keras model(x), batch 64", None, None),
+    "data_img_s": ("data step on shapes, cold (no row cache), images/s", ">=", 800.0),
+    "data_warm_vs_cold": ("the data step again with nothing changed, over cold", "<=", 0.1),
+    "train_vs_plain_loop": ("Relay's training loop over a plain loop on pre-decoded tensors (shapes resnet)",
+                            ">=", 0.85),
+    "train_peak_rss_mb": ("peak RSS of training on shapes (12,000 images), MB", None, None),
+    "train_peak_rss_mb_quarter": ("the same on a quarter of shapes, MB (flat in dataset size)", None, None),
+    "resnet_ort_vs_eager_b1": ("shapes resnet: ONNX Runtime over eager PyTorch, batch 1", ">=", 1.5),
+    "resnet_ort_vs_eager_b64": ("shapes resnet: ONNX Runtime over eager PyTorch, batch 64", ">=", 2.0),
+    "ort_fraction_of_gemm_peak": ("fp32 ORT FLOP/s at batch 64 over single-thread SGEMM FLOP/s", ">=", 0.8),
+    "resnet_int8_vs_fp32_b64": ("INT8 ORT over fp32 ORT at batch 64 (AMX/VNNI CPU)", ">=", 2.0),
+    "resnet_int8_gate_passed": ("the INT8 model passes the gate (1 = yes)", ">=", 1.0),
+    "shapes_test_accuracy": ("test accuracy on shapes with its spec", ">=", 0.95),
     "tf_mixed_vs_fp32_step": ("Keras train step, mixed_bfloat16 over float32 (speed-up)", None, None),
     "tfx_validate_s": ("TFX validation pipeline wall time excluding import, s", None, None),
     "load_errors": ("errors in 10,000 requests at concurrency 32 (TorchServe, loopback)", "<=", 0),
@@ -189,6 +202,164 @@ def measure_load(home: Path) -> dict[str, float]:
             "deploy_failed_requests": results[0].errors, "deploy_requests": results[0].requests}
 
 
+def _peak_rss_mb(command: list[str], env: dict) -> float:
+    """Run ``command``; return its peak RSS (the child's ru_maxrss), failing loudly if it fails."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, cwd=PROJECT_DIR)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed: {proc.stderr[-2000:]}")
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    if peak <= before:
+        raise RuntimeError("could not attribute a peak RSS to the training process")
+    return peak / 1024
+
+
+def _onnx_flops(model: Path, batch: int) -> float:
+    """Multiply-adds × 2 of every Conv and Gemm in ``model`` at ``batch``, from ONNX shape inference."""
+    import onnx
+    from onnx import shape_inference
+
+    graph = onnx.load(str(model))
+    graph.graph.input[0].type.tensor_type.shape.dim[0].dim_value = batch
+    inferred = shape_inference.infer_shapes(graph).graph
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in list(inferred.value_info) + list(inferred.output) + list(inferred.input)}
+    weights = {w.name: list(w.dims) for w in inferred.initializer}
+    flops = 0.0
+    for node in inferred.node:
+        if node.op_type == "Conv":
+            out, kernel = shapes[node.output[0]], weights[node.input[1]]
+            flops += 2.0 * out[0] * out[1] * out[2] * out[3] * kernel[1] * kernel[2] * kernel[3]
+        elif node.op_type == "Gemm":
+            kernel = weights[node.input[1]]
+            flops += 2.0 * batch * kernel[0] * kernel[1]
+    return flops
+
+
+def _sgemm_flops_per_s() -> float:
+    """This machine's single-thread SGEMM rate (torch.mm, 1024², fp32), best of 10."""
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    for _ in range(3):
+        torch.mm(a, b)
+    best = min(_timed(lambda: torch.mm(a, b)) for _ in range(10))
+    return 2 * 1024 ** 3 / best
+
+
+def _timed(call) -> float:
+    started = time.perf_counter()
+    call()
+    return time.perf_counter() - started
+
+
+def _plain_loop_images_per_s(run: Path, spec, epochs: int = 1) -> float:
+    """A minimal hand-written loop over pre-decoded, pre-normalized tensors: same model, batch, optimizer
+    and precision as Relay's training, channels_last like Relay's; no data loader, no bookkeeping."""
+    import numpy as np
+
+    from components.models.architecture import Architecture
+    from components.models.torch_cnn import build_torch_model
+    from components.train.loader import open_run_data
+
+    source, splits = open_run_data(run / "data", spec.dataset.classes, True)
+    train = splits["train"]
+    pixels = torch.from_numpy(np.asarray(np.load(source.cache, mmap_mode="r")[np.sort(train.rows)]))
+    mean = torch.tensor(source.prep.mean).view(1, -1, 1, 1)
+    std = torch.tensor(source.prep.std).view(1, -1, 1, 1)
+    images = ((pixels.permute(0, 3, 1, 2).float() / 255 - mean) / std).contiguous(memory_format=torch.channels_last)
+    labels = torch.from_numpy(train.labels[np.argsort(train.rows)])
+    model = build_torch_model(Architecture.from_spec(spec)).to(memory_format=torch.channels_last).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=spec.training.learning_rate)
+    batch = spec.training.batch_size
+    started = time.perf_counter()
+    for _ in range(epochs):
+        order = torch.randperm(len(images))
+        for i in range(0, len(order), batch):
+            picked = order[i:i + batch]
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = torch.nn.functional.cross_entropy(model(images[picked]).float(), labels[picked])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    return epochs * len(images) / (time.perf_counter() - started)
+
+
+def measure_shapes(home: Path) -> dict[str, float]:
+    """The real-data figures on the built-in shapes task: data step speed, training throughput and memory,
+    test accuracy with its spec, and the resnet's ONNX Runtime speed-ups (fp32 and INT8)."""
+    import shutil
+
+    import pandas as pd
+
+    from components.data import ensure_dataset, prepare_data
+    from components.gate import evaluate_gate
+    from components.spec import AugmentSpec, apply_overrides, load_spec
+
+    env = _env(home)
+    settings = Settings(home=home)
+    spec = load_spec("shapes")
+    ensure_dataset(spec, settings)  # generated (or pulled) once, outside the timings
+    cold_dir, warm_dir = home / "data-cold", home / "data-warm"
+    cold = _timed(lambda: prepare_data(spec, cold_dir, settings))
+    warm = _timed(lambda: prepare_data(spec, warm_dir, settings))
+    files = json.loads((cold_dir / "data.json").read_text())["files"]
+
+    # The spec's own run, in a subprocess so its peak RSS is its own: data → train (its epochs).
+    run = start_run("shapes", settings=settings)
+    shutil.rmtree(run / "data", ignore_errors=True)
+    shutil.copytree(cold_dir, run / "data")
+    train_command = [sys.executable, "-m", "pipelines.cli", "step", "train", "--run-dir", str(run)]
+    rss_full = _peak_rss_mb(train_command, env)
+    metrics = json.loads((run / "train" / "metrics.json").read_text())
+    run_step("optimize", run, settings)
+
+    # The same, one epoch on a quarter of the data: memory should not grow with the dataset.
+    quarter = start_run("shapes", {"epochs": 1}, settings=settings)
+    shutil.rmtree(quarter / "data", ignore_errors=True)
+    shutil.copytree(cold_dir, quarter / "data")
+    manifest = pd.read_csv(quarter / "data" / "manifest.csv", dtype={"label": str})
+    manifest.iloc[::4].to_csv(quarter / "data" / "manifest.csv", index=False)
+    rss_quarter = _peak_rss_mb([*train_command[:-1], str(quarter)], env)
+
+    # Relay's loop against a plain loop, one epoch each, no augmentation in either.
+    plain_spec = apply_overrides(spec, {"epochs": 1}).model_copy(
+        update={"training": spec.training.model_copy(update={"epochs": 1, "augment": AugmentSpec()})})
+    relay_dir = home / "relay-loop"
+    from components.train import train_model
+
+    train_model(plain_spec, run / "data", relay_dir / "train")
+    relay_rate = json.loads((relay_dir / "train" / "metrics.json").read_text())["train_loop_images_per_second"]
+    plain_rate = _plain_loop_images_per_s(run, plain_spec)
+
+    # Inference on the trained resnet: eager vs ORT, fp32 and INT8.
+    images, labels, _ = load_split(run / "data", "test", spec.dataset.classes)
+    eager, ort = load_predictor(run / "train"), onnx_predictor(run / "optimize" / "model.onnx")
+    b1_eager, b1_ort = _interleaved(eager, ort, images[:1], 200)
+    b64_eager, b64_ort = _interleaved(eager, ort, images[:64], 20)
+    flops = _onnx_flops(run / "optimize" / "model.onnx", 64)
+    int8_spec = apply_overrides(spec, {"quantize": "int8"})
+    optimize_model(int8_spec, run / "train", run / "data", home / "int8")
+    int8 = onnx_predictor(home / "int8" / "model.onnx")
+    b64_fp32, b64_int8 = _interleaved(ort, int8, images[:64], 20)
+    gate = evaluate_gate(spec.gate, eager, int8, images, labels)
+    return {
+        "data_img_s": files / cold, "data_warm_vs_cold": warm / cold, "data_cold_s": cold, "data_warm_s": warm,
+        "shapes_test_accuracy": metrics["test_accuracy"], "shapes_train_epochs": metrics["epochs"],
+        "shapes_train_s": metrics["train_seconds"],
+        "train_peak_rss_mb": rss_full, "train_peak_rss_mb_quarter": rss_quarter,
+        "train_vs_plain_loop": relay_rate / plain_rate, "train_relay_img_s": relay_rate,
+        "train_plain_img_s": plain_rate,
+        "resnet_ort_vs_eager_b1": b1_eager / b1_ort, "resnet_ort_vs_eager_b64": b64_eager / b64_ort,
+        "resnet_eager_b1_ms": b1_eager, "resnet_ort_b1_ms": b1_ort, "resnet_eager_b64_ms": b64_eager,
+        "resnet_ort_b64_ms": b64_ort,
+        "ort_fraction_of_gemm_peak": (flops / (b64_ort / 1000)) / _sgemm_flops_per_s(),
+        "resnet_int8_vs_fp32_b64": b64_fp32 / b64_int8, "resnet_int8_b64_ms": b64_int8,
+        "resnet_int8_gate_passed": float(gate["passed"]),
+        "resnet_int8_accuracy_drop_pp": gate["metrics"]["accuracy_drop_pp"],
+    }
+
+
 def measure_demo(home: Path) -> dict[str, float]:
     """Wall time of scripts/demo.sh (what `make demo` runs after setup), then stop its server."""
     env = _env(home)
@@ -204,13 +375,17 @@ def measure_demo(home: Path) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--skip-demo", action="store_true", help="skip the demo timing (about a minute)")
-    parser.add_argument("--only", choices=["load"], help="measure one group only (results.json keeps the others)")
+    parser.add_argument("--only", choices=["load", "shapes"],
+                        help="measure one group only (results.json keeps the others)")
     args = parser.parse_args()
     figures: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="relay-bench-") as tmp:
         if args.only == "load":
             figures.update(measure_load(Path(tmp) / "load"))
+        elif args.only == "shapes":
+            figures.update(measure_shapes(Path(tmp) / "shapes"))
         else:
+            figures.update(measure_shapes(Path(tmp) / "shapes"))
             figures.update(measure_models(Path(tmp) / "models"))
             figures.update(measure_tensorflow(Path(tmp) / "tensorflow"))
             figures.update(measure_load(Path(tmp) / "load"))

@@ -206,7 +206,7 @@ def train(spec: TaskSpec, data_dir: Path, out_dir: Path):
     train_loader = _loader(source, splits["train"], cfg.batch_size, cfg.workers, cfg.seed)
     params = {"framework": "pytorch", "device": device.type, "model": spec.model.model_dump(),
               **cfg.model_dump(exclude={"augment"}), "augment": cfg.augment.model_dump()}
-    started = time.perf_counter()
+    started, loop_seconds, loop_images = time.perf_counter(), 0.0, 0
     with epoch_log(checkpoints.dir, f"train {spec.name} (pytorch {arch.name}, {cfg.precision})", cfg.epochs, params,
                    resume=state.epochs_done > 0) as log:
         log.skip(state.epochs_done)
@@ -215,12 +215,14 @@ def train(spec: TaskSpec, data_dir: Path, out_dir: Path):
             generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
             train_loader.sampler.epoch = epoch
             loss_sum, correct, seen = 0.0, 0, 0
+            loop_started = time.perf_counter()
             for step, (pixels, target) in enumerate(train_loader):
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rate(cfg, epoch * steps_per_epoch + step, total_steps, steps_per_epoch)
                 pixels, target = pixels.to(device), target.to(device)
                 if cfg.augment != AugmentSpec():
                     images = normalize.unit(augment(pixels.permute(0, 3, 1, 2).float() / 255, cfg.augment, generator))
+                    images = images.contiguous(memory_format=torch.channels_last)
                 else:
                     images = normalize(pixels)
                 optimizer.zero_grad(set_to_none=True)
@@ -233,6 +235,8 @@ def train(spec: TaskSpec, data_dir: Path, out_dir: Path):
                 loss_sum += float(loss.detach()) * len(target)
                 correct += int((logits.argmax(1) == target).sum())
                 seen += len(target)
+            loop_seconds += time.perf_counter() - loop_started
+            loop_images += seen
             val_accuracy, val_loss, _, _ = _evaluate(model, val_loader, normalize, device, cfg.precision)
             metrics = {"train_loss": loss_sum / seen, "train_accuracy": correct / seen, "val_loss": val_loss,
                        "val_accuracy": val_accuracy}
@@ -262,6 +266,7 @@ def train(spec: TaskSpec, data_dir: Path, out_dir: Path):
                 "framework": "pytorch", "model": arch.name, "device": device.type, "precision": cfg.precision,
                 "epochs": state.epochs_done, "best_epoch": state.best_epoch, "train_seconds": seconds,
                 "samples_per_second": trained_epochs * len(splits["train"]) / seconds if trained_epochs else None,
+                "train_loop_images_per_second": loop_images / loop_seconds if loop_seconds else None,
                 "val_accuracy": state.best_accuracy, "test_accuracy": test_accuracy,
                 "train_images": len(splits["train"]), "val_images": len(splits["val"]),
                 "test_images": len(splits["test"]), "history": state.history, "resumed_from_epoch": state.resumed_from,
