@@ -203,17 +203,14 @@ def measure_load(home: Path) -> dict[str, float]:
 
 
 def _peak_rss_mb(command: list[str], env: dict) -> float:
-    """Run ``command``; return its peak RSS (the child's ru_maxrss), failing loudly if it fails."""
-    import resource
-
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    proc = subprocess.run(command, env=env, capture_output=True, text=True, cwd=PROJECT_DIR)
+    """Run ``command``; return its own peak RSS (``wait4``'s rusage of that child), failing if it fails."""
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=PROJECT_DIR)
+    stderr = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed: {proc.stderr[-2000:]}")
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    if peak <= before:
-        raise RuntimeError("could not attribute a peak RSS to the training process")
-    return peak / 1024
+        raise RuntimeError(f"{' '.join(command)} failed: {stderr.decode()[-2000:]}")
+    return usage.ru_maxrss / 1024
 
 
 def _onnx_flops(model: Path, batch: int) -> float:

@@ -165,3 +165,28 @@ def write_test_reports(out_dir: Path, labels: np.ndarray, predictions: np.ndarra
     write_json(out_dir / "per_class.json", {"per_class": per_class, "confusion_matrix": matrix.tolist(),
                                             "classes": classes})
     return per_class
+
+
+def publish_common(tmp: Path, spec: TaskSpec, arch, prep, splits: dict, state: TrainState, log, test: tuple,
+                   seconds: float, fine_tune: dict | None, framework_metrics: dict) -> None:
+    """Write what every trained model carries into ``tmp`` (the step's temp output): architecture,
+    preprocessing, test reports, dvclive logs and metrics.json (the framework adds its own fields).
+    ``test`` is (accuracy, true labels, predicted labels) on the test split."""
+    from components.run_files import METRICS, PREPROCESSING
+
+    test_accuracy, truth, predicted = test
+    arch.save(tmp)
+    write_json(tmp / PREPROCESSING, prep.to_dict())
+    write_test_reports(tmp, truth, predicted, spec.dataset.classes, log.live)
+    log.copy_to(tmp)
+    trained_epochs = state.epochs_done - (state.resumed_from or 0)
+    write_json(tmp / METRICS, {
+        "model": arch.name, "precision": spec.training.precision, "epochs": state.epochs_done,
+        "best_epoch": state.best_epoch, "train_seconds": seconds,
+        "samples_per_second": trained_epochs * len(splits["train"]) / seconds if trained_epochs else None,
+        "val_accuracy": state.best_accuracy, "test_accuracy": test_accuracy,
+        "train_images": len(splits["train"]), "val_images": len(splits["val"]), "test_images": len(splits["test"]),
+        "history": state.history, "resumed_from_epoch": state.resumed_from,
+        "fine_tuned_from": spec.model.checkpoint if fine_tune else None, "fine_tune": fine_tune,
+        **framework_metrics,
+    })

@@ -16,13 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from components.atomic import atomic_dir, write_json
+from components.atomic import atomic_dir
 from components.data import read_data_info
 from components.errors import RelayError
 from components.models.architecture import Architecture
-from components.run_files import METRICS, PREPROCESSING
 from components.spec import AugmentSpec, TaskSpec
-from components.train.common import Checkpoints, learning_rate, write_test_reports
+from components.train.common import Checkpoints, learning_rate, publish_common
 from components.train.loader import ImageSource, Split, class_weights, epoch_order, open_run_data
 from components.train.tracking import epoch_log
 
@@ -250,24 +249,11 @@ def train(spec: TaskSpec, data_dir: Path, out_dir: Path):
             model.save(tmp / KERAS_FILE)
             probe = next(iter(make_dataset(source, splits["test"], 64, spec)))[0].numpy()
             reload_diff = export_saved_model(fp32, tmp / SAVED_MODEL, probe)
-            arch.save(tmp)
-            write_json(tmp / PREPROCESSING, source.prep.to_dict())
-            write_test_reports(tmp, truth, predicted, spec.dataset.classes, log.live)
-            log.copy_to(tmp)
-            trained_epochs = state.epochs_done - (state.resumed_from or 0)
-            write_json(tmp / METRICS, {
-                "framework": "tensorflow", "model": arch.name, "device": "gpu" if gpu else "cpu",
-                "precision": cfg.precision, "policy": policy, "epochs": state.epochs_done,
-                "best_epoch": state.best_epoch, "train_seconds": seconds,
-                "samples_per_second": trained_epochs * len(splits["train"]) / seconds if trained_epochs else None,
-                "val_accuracy": state.best_accuracy, "test_accuracy": test_accuracy,
-                "train_images": len(splits["train"]), "val_images": len(splits["val"]),
-                "test_images": len(splits["test"]), "history": state.history,
-                "resumed_from_epoch": state.resumed_from, "fine_tune": fine_tune,
-                "fine_tuned_from": spec.model.checkpoint if fine_tune else None,
-                "parameters": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
-                "saved_model_reload_max_abs_diff": reload_diff,
-            })
+            publish_common(tmp, spec, arch, source.prep, splits, state, log, (test_accuracy, truth, predicted),
+                           seconds, fine_tune, {
+                               "framework": "tensorflow", "device": "gpu" if gpu else "cpu", "policy": policy,
+                               "parameters": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
+                               "saved_model_reload_max_abs_diff": reload_diff})
     checkpoints.remove()
     return TrainResult(out_dir, "tensorflow", test_accuracy, seconds)
 

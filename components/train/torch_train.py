@@ -14,14 +14,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from components.atomic import atomic_dir, atomic_file, write_json
+from components.atomic import atomic_dir, atomic_file
 from components.data import read_data_info
 from components.imaging import Preprocessing
 from components.models.architecture import Architecture
 from components.models.torch_cnn import build_torch_model
-from components.run_files import METRICS, PREPROCESSING
 from components.spec import AugmentSpec, TaskSpec
-from components.train.common import Checkpoints, learning_rate, write_test_reports
+from components.train.common import Checkpoints, learning_rate, publish_common
 from components.train.loader import ImageSource, Split, class_weights, epoch_order, open_run_data
 from components.train.tracking import epoch_log
 
@@ -257,22 +256,11 @@ def train(spec: TaskSpec, data_dir: Path, out_dir: Path):
 
         with atomic_dir(out_dir) as tmp:
             torch.save(model.cpu().state_dict(), tmp / WEIGHTS)
-            arch.save(tmp)
-            write_json(tmp / PREPROCESSING, source.prep.to_dict())
-            write_test_reports(tmp, truth, predicted, spec.dataset.classes, log.live)
-            log.copy_to(tmp)
-            trained_epochs = state.epochs_done - (state.resumed_from or 0)
-            write_json(tmp / METRICS, {
-                "framework": "pytorch", "model": arch.name, "device": device.type, "precision": cfg.precision,
-                "epochs": state.epochs_done, "best_epoch": state.best_epoch, "train_seconds": seconds,
-                "samples_per_second": trained_epochs * len(splits["train"]) / seconds if trained_epochs else None,
-                "train_loop_images_per_second": loop_images / loop_seconds if loop_seconds else None,
-                "val_accuracy": state.best_accuracy, "test_accuracy": test_accuracy,
-                "train_images": len(splits["train"]), "val_images": len(splits["val"]),
-                "test_images": len(splits["test"]), "history": state.history, "resumed_from_epoch": state.resumed_from,
-                "fine_tuned_from": spec.model.checkpoint if fine_tune else None, "fine_tune": fine_tune,
-                "parameters": sum(p.numel() for p in model.parameters()),
-            })
+            publish_common(tmp, spec, arch, source.prep, splits, state, log, (test_accuracy, truth, predicted),
+                           seconds, fine_tune, {
+                               "framework": "pytorch", "device": device.type,
+                               "train_loop_images_per_second": loop_images / loop_seconds if loop_seconds else None,
+                               "parameters": sum(p.numel() for p in model.parameters())})
     checkpoints.remove()
     return TrainResult(out_dir, "pytorch", test_accuracy, seconds)
 

@@ -5,7 +5,9 @@ from components.spec import all_specs, apply_overrides, load_spec, parse_spec
 
 
 def test_shipped_specs_are_valid():
-    assert [p.stem for p in all_specs()] == ["digits"]
+    assert [p.stem for p in all_specs()] == ["digits", "shapes"]
+    shapes = load_spec("shapes")
+    assert shapes.model.name == "resnet" and shapes.input.channels == 3 and shapes.dataset.source == "shapes"
     spec = load_spec("digits")
     assert spec.framework == "pytorch"
     assert spec.dataset.classes == [str(i) for i in range(10)]
@@ -52,3 +54,24 @@ def test_overrides_apply_field_by_field_and_are_validated(digits_spec):
 def test_unknown_task_lists_known_ones():
     with pytest.raises(SpecError, match="known tasks: digits"):
         load_spec("cifar")
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"input": {"size": [8, 8], "channels": 3, "normalization": {"mean": [0.5], "std": [0.2]}}},
+     "normalization has 1 value(s) per statistic; input.channels is 3"),
+    ({"input": {"size": [8, 8], "channels": 1, "normalization": {"mean": [0.5], "std": [0]}}},
+     "every std must be > 0"),
+    ({"input": {"size": [8, 8], "channels": 2}}, "input.channels: got 2; allowed: 1 or 3"),
+    ({"input": {"size": [8, 8], "channels": 1, "resize": "squash"}}, "input.resize: got 'squash'"),
+    ({"dataset": {"val_fraction": 0.5, "test_fraction": 0.4}}, "nothing is left to train on"),
+    ({"dataset": {"on_bad_file": "ignore"}}, "dataset.on_bad_file: got 'ignore'"),
+    ({"model": {"init": "checkpoint"}}, "init: checkpoint needs model.checkpoint"),
+    ({"model": {"name": "resnet", "widths": [8, 16, 32, 64, 128]}}, "must be at least 16"),
+])
+def test_input_data_and_model_fields_are_validated_with_their_names(digits_spec, change, message):
+    data = digits_spec.model_dump()
+    for section, values in change.items():
+        data[section] = {**data[section], **values} if section != "input" else values
+    with pytest.raises(SpecError) as caught:
+        parse_spec(data)
+    assert message in str(caught.value)
