@@ -89,9 +89,13 @@ def ensure_dataset(spec: TaskSpec, settings: Settings) -> str | None:
     with versioning.repo_lock(repo):
         versioning.configure_remote(repo, url)
         expected = versioning.pointer_md5(pointer)
+        checked = _CheckedOut(settings, dataset_dir)
+        if expected is not None and checked.matches(expected):
+            return expected  # pulled (or generated) before, and no file changed since
         if expected is not None:
             try:
                 versioning.dvc(["pull", rel], repo)
+                checked.record(expected)
                 return expected
             except versioning.DvcError as error:
                 if generator is None:
@@ -111,7 +115,38 @@ def ensure_dataset(spec: TaskSpec, settings: Settings) -> str | None:
             versioning.dvc(["push", rel], repo)
         except versioning.DvcError as error:
             raise RelayError(f"cannot push {rel} to the DVC remote {url}: {error.reason}") from None
+        checked.record(actual)
         return actual
+
+
+class _CheckedOut:
+    """That a dataset directory holds the DVC version ``md5``, as of its files' stat: after a pull, a
+    rerun skips ``dvc pull`` (a second of DVC start-up) while no file was added, removed or touched."""
+
+    def __init__(self, settings: Settings, dataset_dir: Path):
+        key = hashlib.sha256(str(dataset_dir.resolve()).encode()).hexdigest()[:16]
+        self.path = settings.home / "cache" / "checked-out" / f"{key}.json"
+        self.dataset_dir = dataset_dir
+
+    def _fingerprint(self) -> str | None:
+        if not self.dataset_dir.is_dir():
+            return None
+        digest = hashlib.sha256()
+        for folder, dirs, files in os.walk(self.dataset_dir):
+            dirs.sort()
+            for name in sorted(files):
+                stat = os.stat(os.path.join(folder, name))
+                digest.update(f"{folder}/{name}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}\n".encode())
+        return digest.hexdigest()
+
+    def matches(self, md5: str) -> bool:
+        if not self.path.is_file():
+            return False
+        recorded = json.loads(self.path.read_text())
+        return recorded.get("md5") == md5 and recorded.get("fingerprint") == self._fingerprint()
+
+    def record(self, md5: str) -> None:
+        write_json(self.path, {"md5": md5, "fingerprint": self._fingerprint()})
 
 
 def _inside(path: Path, root: Path) -> bool:
@@ -128,6 +163,23 @@ def _accept(root: Path, path: Path, label: str, found: Discovery) -> None:
         found.problems[rel] = "a symlink pointing outside the dataset (refused)"
 
 
+def _walk_label(root: Path, folder: str, label: str, found: Discovery) -> None:
+    """Every file under one label folder, any depth, with os.scandir (one stat-free pass per folder)."""
+    prefix = len(str(root)) + 1
+    with os.scandir(folder) as listing:
+        entries = sorted(listing, key=lambda entry: entry.name)
+    for entry in entries:
+        rel = entry.path[prefix:]
+        if entry.name.startswith("."):
+            found.ignore("hidden folder" if entry.is_dir(follow_symlinks=False) else "hidden file", rel)
+        elif entry.is_dir(follow_symlinks=False):
+            _walk_label(root, entry.path, label, found)
+        else:
+            found.files.append((rel, label))
+            if entry.is_symlink() and not _inside(Path(entry.path), root):
+                found.problems[rel] = "a symlink pointing outside the dataset (refused)"
+
+
 def discover(root: Path, labels_csv: str | None = None) -> Discovery:
     """List the dataset's files and their labels: ``root/<label>/...`` (any depth), or the rows of
     ``labels_csv`` (``path,label``). Hidden files and folders are ignored, and counted."""
@@ -140,12 +192,7 @@ def discover(root: Path, labels_csv: str | None = None) -> Discovery:
         if entry.name.startswith("."):
             found.ignore("hidden file" if entry.is_file() else "hidden folder", entry.name)
         elif entry.is_dir():
-            for folder, dirs, files in os.walk(entry, followlinks=False):
-                for hidden in (d for d in dirs if d.startswith(".")):
-                    found.ignore("hidden folder", (Path(folder) / hidden).relative_to(root).as_posix())
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                for name in sorted(files):
-                    _accept(root, Path(folder) / name, entry.name, found)
+            _walk_label(root, str(entry), entry.name, found)
         else:
             found.ignore("file outside the label folders", entry.name)
     return found
@@ -214,8 +261,8 @@ class _RowCache:
 
     @staticmethod
     def stat_key(path: Path) -> str:
-        stat = path.stat()
-        return f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}"
+        stat = os.stat(path)  # paths are absolute (dataset root / relative path): no resolve() per file
+        return f"{path}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}"
 
     def lookup(self, path: Path) -> dict | None:
         digest = self.hashes.get(self.stat_key(path))
@@ -312,7 +359,8 @@ def build_manifest(spec: TaskSpec, dataset_dir: Path, cache_dir: Path | None = N
     key = hashlib.sha256(json.dumps(prep.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
     cache = _RowCache(cache_dir, key) if cache_dir else None
     good = [(rel, label) for rel, label in found.files if rel not in found.problems]
-    described = describe_files([dataset_dir / rel for rel, _ in good], prep, cache)
+    root = dataset_dir.resolve()  # absolute paths key the row cache
+    described = describe_files([root / rel for rel, _ in good], prep, cache)
     rows = [{"path": rel, "label": label, **row} for (rel, label), row in zip(good, described)]
     rows += [{"path": rel, "label": label, "readable": False, "problem": found.problems[rel]}
              for rel, label in found.files if rel in found.problems]
