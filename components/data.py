@@ -15,6 +15,7 @@ import json
 import math
 import multiprocessing
 import os
+import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,6 +120,20 @@ def ensure_dataset(spec: TaskSpec, settings: Settings) -> str | None:
         return actual
 
 
+def tree_fingerprint(directory: Path) -> str | None:
+    """A digest of every file's path, size, mtime and inode under ``directory`` (None if it is missing):
+    it changes when any file is added, removed or touched, and costs one stat per file."""
+    if not directory.is_dir():
+        return None
+    digest = hashlib.sha256()
+    for folder, dirs, files in os.walk(directory):
+        dirs.sort()
+        for name in sorted(files):
+            stat = os.stat(os.path.join(folder, name))
+            digest.update(f"{folder}/{name}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}\n".encode())
+    return digest.hexdigest()
+
+
 class _CheckedOut:
     """That a dataset directory holds the DVC version ``md5``, as of its files' stat: after a pull, a
     rerun skips ``dvc pull`` (a second of DVC start-up) while no file was added, removed or touched."""
@@ -129,15 +144,7 @@ class _CheckedOut:
         self.dataset_dir = dataset_dir
 
     def _fingerprint(self) -> str | None:
-        if not self.dataset_dir.is_dir():
-            return None
-        digest = hashlib.sha256()
-        for folder, dirs, files in os.walk(self.dataset_dir):
-            dirs.sort()
-            for name in sorted(files):
-                stat = os.stat(os.path.join(folder, name))
-                digest.update(f"{folder}/{name}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}\n".encode())
-        return digest.hexdigest()
+        return tree_fingerprint(self.dataset_dir)
 
     def matches(self, md5: str) -> bool:
         if not self.path.is_file():
@@ -400,12 +407,25 @@ def prepare_data(spec: TaskSpec, out_dir: Path, settings: Settings | None = None
     settings = settings or get_settings()
     md5 = ensure_dataset(spec, settings)
     dataset_dir = spec.dataset_dir(settings.project_dir)
-    manifest, summary = build_manifest(spec, dataset_dir, settings.home / "cache" / "manifest")
-    described = summary.pop("described")  # not in data.json: it depends on the cache, not on the data
+    # Nothing changed (the same files, as of their stat, and the same data and input settings): the
+    # previous manifest is this one. Otherwise new files are described, known ones come from the row cache.
+    settings_key = json.dumps({"tree": tree_fingerprint(dataset_dir), "dir": str(dataset_dir.resolve()),
+                               "dataset": spec.dataset.model_dump(mode="json"),
+                               "input": spec.input.model_dump(mode="json")}, sort_keys=True)
+    reuse = settings.home / "cache" / "manifests" / hashlib.sha256(settings_key.encode()).hexdigest()[:24]
+    if (reuse / "summary.json").is_file():
+        summary, described = json.loads((reuse / "summary.json").read_text()), 0
+    else:
+        manifest, summary = build_manifest(spec, dataset_dir, settings.home / "cache" / "manifest")
+        described = summary.pop("described")  # not in data.json: it depends on the cache, not on the data
+        with atomic_dir(reuse) as tmp:
+            manifest.to_csv(tmp / MANIFEST, index=False)
+            write_json(tmp / "summary.json", summary)
     with atomic_dir(out_dir) as tmp:
-        manifest.to_csv(tmp / MANIFEST, index=False)
+        shutil.copyfile(reuse / MANIFEST, tmp / MANIFEST)
         # The version id of the data: DVC's md5 when tracked, else a digest of every file's path and hash.
-        digest = "".join(manifest["path"] + manifest["content_hash"].fillna("-"))
+        manifest = read_manifest(tmp)
+        digest = "".join(manifest["path"] + manifest["content_hash"].replace("", "-"))
         version = md5 or hashlib.sha256(digest.encode()).hexdigest()[:32]
         write_json(tmp / DATA_INFO, {
             "dataset_dir": str(dataset_dir), "dataset_md5": md5, "dataset_version": version,

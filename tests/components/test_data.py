@@ -218,3 +218,47 @@ def test_dvc_supports_s3_remotes():
     version = subprocess.run([sys.executable, "-m", "dvc", "version"], capture_output=True, text=True, check=True)
     schemes = [line.strip().split(" ")[0] for line in version.stdout.split("Supports:")[1].splitlines()]
     assert "s3" in schemes, version.stdout
+
+
+def test_a_rerun_skips_dvc_until_a_file_changes(digits_spec, small_dataset, tmp_path, monkeypatch):
+    """The dataset is pulled once; reruns with the files untouched start no DVC process."""
+    import os
+
+    from components import versioning
+    from components.data import ensure_dataset
+    from tests.conftest import make_settings
+
+    project = tmp_path / "project"
+    project.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=project, check=True)
+    shutil.copytree(small_dataset, project / "data" / "mine")
+    subprocess.run([sys.executable, "-m", "dvc", "add", "-q", "data/mine"], cwd=project, check=True)
+    settings = make_settings(tmp_path / "home", project_dir=project)
+    spec = spec_for(digits_spec, project / "data" / "mine", **{"dataset.source": "dvc"})
+    calls = []
+    real = versioning.dvc
+    monkeypatch.setattr(versioning, "dvc", lambda args, repo: calls.append(args[0]) or real(args, repo))
+    md5 = pointer_md5(project / "data" / "mine.dvc")
+    assert ensure_dataset(spec, settings) == md5 and calls == ["remote", "pull"]
+    assert ensure_dataset(spec, settings) == md5 and calls == ["remote", "pull"]  # nothing started
+    touched = next((project / "data" / "mine" / "3").iterdir())
+    os.utime(touched, ns=(touched.stat().st_atime_ns, touched.stat().st_mtime_ns + 10**9))
+    assert ensure_dataset(spec, settings) == md5 and calls == ["remote", "pull", "pull"]
+
+
+def test_an_unchanged_dataset_reuses_its_manifest(digits_spec, small_dataset, settings, tmp_path):
+    root = tmp_path / "digits"
+    shutil.copytree(small_dataset, root)
+    spec = spec_for(digits_spec, root)
+    first = prepare_data(spec, tmp_path / "one", settings)
+    again = prepare_data(spec, tmp_path / "two", settings)
+    assert (first.described, again.described) == (300, 0)
+    assert (tmp_path / "one" / "manifest.csv").read_bytes() == (tmp_path / "two" / "manifest.csv").read_bytes()
+    assert read_data_info(tmp_path / "one") == {**read_data_info(tmp_path / "two"), "dataset_dir": str(root)}
+    shutil.copy(root / "1" / sorted(p.name for p in (root / "1").iterdir())[0], root / "1" / "extra.png")
+    third = prepare_data(spec, tmp_path / "three", settings)
+    assert third.described == 1 and third.images == 301  # only the new file is described
+    changed = prepare_data(spec_for(digits_spec, root, **{"dataset.split_seed": 3}), tmp_path / "four", settings)
+    assert changed.described == 0 and (tmp_path / "four" / "manifest.csv").read_bytes() != \
+        (tmp_path / "three" / "manifest.csv").read_bytes()  # another split, from cached rows
