@@ -38,7 +38,11 @@ def test_the_proposed_spec_follows_the_data(tmp_path):
     found = scan(_folder(tmp_path / "photos"))
     spec = propose_spec("pets", found, None)
     assert found.classes == ["cat", "dog"] and found.formats == {"JPEG": 24}
-    assert spec["input"] == {"size": [64, 64], "channels": 3, "resize": "center_crop", "normalization": "auto"}
+    assert spec["input"] == {"size": [64, 64], "channels": 3, "resize": "stretch", "normalization": "auto"}
+    _folder(tmp_path / "mixed" / "wide", classes=("cat",), size=(120, 90))
+    _folder(tmp_path / "mixed" / "tall", classes=("dog",), size=(90, 120))
+    mixed = propose_spec("mixed", scan(tmp_path / "mixed"), None)
+    assert mixed["input"]["resize"] == "center_crop"  # aspect ratios vary: keep them, crop the overflow
     assert spec["model"]["name"] == "resnet" and spec["dataset"]["on_bad_file"] == "fail"
     grey = propose_spec("scans", scan(_folder(tmp_path / "scans", size=(24, 24), mode="L")), None)
     assert grey["input"]["channels"] == 1 and grey["input"]["size"] == [24, 24]
