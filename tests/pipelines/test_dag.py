@@ -97,7 +97,7 @@ def test_promote_dag_has_a_form_for_task_version_and_env():
     dag = build_promote_dag()
     assert dag.task_ids == ["promote"] and dag.schedule is None
     assert dag.params.get_param("env").schema["enum"] == ["staging", "production"]
-    assert dag.params.get_param("task").schema["enum"] == ["digits"]
+    assert dag.params.get_param("task").schema["enum"] == ["digits", "shapes"]
     from airflow.sdk.definitions.param import ParamValidationError
 
     with pytest.raises(ParamValidationError):
