@@ -143,25 +143,22 @@ class _CheckedOut:
         self.path = settings.home / "cache" / "checked-out" / f"{key}.json"
         self.dataset_dir = dataset_dir
 
-    def _fingerprint(self) -> str | None:
-        return tree_fingerprint(self.dataset_dir)
-
     def matches(self, md5: str) -> bool:
         if not self.path.is_file():
             return False
         recorded = json.loads(self.path.read_text())
-        return recorded.get("md5") == md5 and recorded.get("fingerprint") == self._fingerprint()
+        return recorded.get("md5") == md5 and recorded.get("fingerprint") == tree_fingerprint(self.dataset_dir)
 
     def record(self, md5: str) -> None:
-        write_json(self.path, {"md5": md5, "fingerprint": self._fingerprint()})
+        write_json(self.path, {"md5": md5, "fingerprint": tree_fingerprint(self.dataset_dir)})
 
 
 def _inside(path: Path, root: Path) -> bool:
     return path.resolve().is_relative_to(root.resolve())
 
 
-def _accept(root: Path, path: Path, label: str, found: Discovery) -> None:
-    rel = path.relative_to(root).as_posix()
+def _accept(root: Path, path: Path, rel: str, label: str, found: Discovery) -> None:
+    """Add one file to the listing: hidden ones are ignored (and counted), symlinks out are refused."""
     if path.name.startswith("."):
         found.ignore("hidden file", rel)
         return
@@ -177,14 +174,13 @@ def _walk_label(root: Path, folder: str, label: str, found: Discovery) -> None:
         entries = sorted(listing, key=lambda entry: entry.name)
     for entry in entries:
         rel = entry.path[prefix:]
-        if entry.name.startswith("."):
-            found.ignore("hidden folder" if entry.is_dir(follow_symlinks=False) else "hidden file", rel)
-        elif entry.is_dir(follow_symlinks=False):
-            _walk_label(root, entry.path, label, found)
+        if entry.is_dir(follow_symlinks=False):
+            if entry.name.startswith("."):
+                found.ignore("hidden folder", rel)
+            else:
+                _walk_label(root, entry.path, label, found)
         else:
-            found.files.append((rel, label))
-            if entry.is_symlink() and not _inside(Path(entry.path), root):
-                found.problems[rel] = "a symlink pointing outside the dataset (refused)"
+            _accept(root, Path(entry.path), rel, label, found)
 
 
 def discover(root: Path, labels_csv: str | None = None) -> Discovery:
@@ -224,7 +220,7 @@ def _discover_csv(root: Path, csv_path: Path, found: Discovery) -> Discovery:
                 found.files.append((rel, label))
                 found.problems[rel] = f"{csv_path.name} line {line} names a file that does not exist"
             else:
-                _accept(root, path, label, found)
+                _accept(root, path, path.relative_to(root).as_posix(), label, found)
     return found
 
 
@@ -250,6 +246,13 @@ def describe_file(path: str, prep: Preprocessing) -> dict:
         row[_SQUARE_COLUMNS[c]] = float(squares[c]) if c < len(squares) else None
     row["mean_intensity"] = float(means.mean())
     return row
+
+
+def process_pool() -> ProcessPoolExecutor:
+    """A pool with one process per core (at most 8). forkserver: a forked child of a process with running
+    threads (Airflow, torch) can deadlock."""
+    return ProcessPoolExecutor(max_workers=min(os.cpu_count() or 1, 8),
+                               mp_context=multiprocessing.get_context("forkserver"))
 
 
 def _describe_batch(paths: list[str], prep: Preprocessing) -> list[dict]:
@@ -301,9 +304,7 @@ def describe_files(paths: list[Path], prep: Preprocessing, cache: _RowCache | No
                     _fill(rows, chunk, described, paths, cache)
                     progress.advance(bar, len(chunk))
             else:
-                # forkserver: a forked child of a process with running threads (Airflow, torch) can deadlock.
-                context = multiprocessing.get_context("forkserver")
-                with ProcessPoolExecutor(max_workers=min(os.cpu_count() or 1, 8), mp_context=context) as pool:
+                with process_pool() as pool:
                     futures = [pool.submit(_describe_batch, [str(paths[i]) for i in chunk], prep) for chunk in chunks]
                     for chunk, future in zip(chunks, futures):
                         _fill(rows, chunk, future.result(), paths, cache)

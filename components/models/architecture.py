@@ -16,7 +16,7 @@ Every conv followed by BatchNorm has no bias. Stride-2 3x3 convs pad one pixel o
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from components.atomic import write_json
@@ -83,7 +83,7 @@ class Architecture:
             for index in range(count):
                 blocks.append(InvertedResidual(channels, channels * expansion, out, stride if index == 0 else 1))
                 channels = out
-        return _replace(self, blocks=tuple(blocks))
+        return replace(self, blocks=tuple(blocks))
 
     @property
     def stem_channels(self) -> int:
@@ -109,12 +109,6 @@ class Architecture:
         for key in ("conv_channels", "widths"):
             data[key] = tuple(data[key])
         return cls(**data).with_blocks()
-
-
-def _replace(arch: Architecture, **changes) -> Architecture:
-    from dataclasses import replace
-
-    return replace(arch, **changes)
 
 
 def check_fits(model, input_spec) -> None:

@@ -32,6 +32,7 @@ def optimize_model(spec: TaskSpec, train_dir: Path, data_dir: Path, out_dir: Pat
     """Write ``out_dir/model.onnx`` (fp32, or INT8 when the spec asks) and ``optimize.json``."""
     framework = model_framework(train_dir)
     tools = backend(framework)
+    prep = model_preprocessing(train_dir)
     with atomic_dir(out_dir) as tmp:
         started = time.perf_counter()
         fp32 = tmp / "model.fp32.onnx"
@@ -40,12 +41,11 @@ def optimize_model(spec: TaskSpec, train_dir: Path, data_dir: Path, out_dir: Pat
         if spec.optimize.quantize == "int8":
             from components.optimize.quantize import quantize_int8
 
-            calibration = load_split(data_dir, "train", spec.dataset.classes, model_preprocessing(train_dir),
+            calibration = load_split(data_dir, "train", spec.dataset.classes, prep,
                                      limit=CALIBRATION_IMAGES)[0]
             served = quantize_int8(fp32, tmp / "model.int8.onnx", calibration)
         predict = onnx_predictor(served)  # building the optimized session is part of the conversion cost
         seconds = time.perf_counter() - started
-        prep = model_preprocessing(train_dir)
         probe = np.zeros((2, prep.channels, prep.height, prep.width), np.float32)
         if predict(probe).shape != (2, len(spec.dataset.classes)):
             raise RelayError(f"exported model returns the wrong shape for a batch of 2: {predict(probe).shape}")

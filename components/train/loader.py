@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
-import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +18,7 @@ import numpy as np
 from rich.progress import Progress
 
 from components.atomic import atomic_file, reclaim_stale
-from components.data import SPLITS, data_preprocessing, read_data_info, read_manifest
+from components.data import SPLITS, data_preprocessing, process_pool, read_data_info, read_manifest
 from components.imaging import Preprocessing, load_pixels
 
 
@@ -71,8 +68,7 @@ def build_cache(files: list[str], prep: Preprocessing, target: Path) -> Path:
         header["shape"] = shape
         np.lib.format.write_array_header_1_0(handle, header)
         bar = progress.add_task(f"decode {len(files)} images once into the cache", total=len(files))
-        context = multiprocessing.get_context("forkserver")
-        with ProcessPoolExecutor(max_workers=min(os.cpu_count() or 1, 8), mp_context=context) as pool:
+        with process_pool() as pool:
             for chunk, pixels in zip(chunks, pool.map(_decode_chunk, chunks, [prep] * len(chunks))):
                 handle.write(np.ascontiguousarray(pixels).tobytes())
                 progress.advance(bar, len(chunk))
