@@ -144,7 +144,7 @@ class AugmentSpec(_Strict):
 
 
 class TrainingSpec(_Strict):
-    epochs: int = Field(ge=1, le=1000)
+    epochs: int = Field(ge=1, le=1000, description="Passes over the training split.")
     batch_size: int = Field(default=64, ge=1)
     learning_rate: float = Field(default=2e-3, gt=0)
     optimizer: Literal["adamw", "sgd"] = "adamw"
@@ -163,13 +163,15 @@ class TrainingSpec(_Strict):
     cache: Literal["decoded", "none"] = Field(
         default="decoded", description="decoded: decode each image once per data version and input size into a "
                                        "uint8 memmap; none: decode every epoch.")
-    precision: Literal["mixed", "fp32"] = "mixed"
+    precision: Literal["mixed", "fp32"] = Field(
+        default="mixed", description="mixed: bf16 autocast on CPU, fp16 on a GPU; fp32: full precision.")
     seed: int = 0
     accelerator: Literal["cpu", "gpu"] = Field(default="cpu", description="gpu: the training pod requests one GPU.")
 
 
 class OptimizeSpec(_Strict):
-    quantize: Literal["none", "int8"] = "none"
+    quantize: Literal["none", "int8"] = Field(
+        default="none", description="int8: static INT8 quantization of the ONNX model (calibrated on the train split).")
     exporter: Literal["torchscript", "dynamo"] = Field(
         default="torchscript",
         description="PyTorch's ONNX exporter. dynamo is the future default but costs ~4 s cold per export "
@@ -201,7 +203,7 @@ class TaskSpec(_Strict):
     description: str = ""
     dataset: DatasetSpec
     input: InputSpec
-    framework: Framework
+    framework: Framework = Field(description="Which framework trains the model.")
     model: ModelSpec = ModelSpec()
     training: TrainingSpec
     optimize: OptimizeSpec = OptimizeSpec()
@@ -235,7 +237,9 @@ class TaskSpec(_Strict):
         return path if path.is_absolute() else project_dir / path
 
 
-# Run parameters a user may override, mapped to spec fields. The Airflow form and CLI use these names.
+# Run parameters: the spec fields one run may override, by name. This is the one declaration: their type,
+# bounds, choices and description come from the spec fields above, and the CLI options, the Airflow Params
+# form and the Kubernetes pods' arguments are generated from it (run_param_schemas).
 OVERRIDABLE = {
     "framework": ("framework",),
     "epochs": ("training", "epochs"),
@@ -246,6 +250,51 @@ OVERRIDABLE = {
     "min_accuracy": ("gate", "min_accuracy"),
     "champion_tolerance_pp": ("gate", "champion_tolerance_pp"),
 }
+
+
+def _spec_field(path: tuple[str, ...]):
+    model: type[BaseModel] = TaskSpec
+    for part in path[:-1]:
+        model = model.model_fields[part].annotation
+    return model.model_fields[path[-1]]
+
+
+def run_param_schemas(spec: TaskSpec | None = None) -> dict[str, dict[str, Any]]:
+    """JSON schema of each run parameter (type, bounds, enum, title, description), from its spec field.
+
+    With ``spec``, each schema's ``default`` is that spec's current value.
+    """
+    from pydantic import TypeAdapter
+    from typing import Annotated
+
+    schemas = {}
+    for name, path in OVERRIDABLE.items():
+        field = _spec_field(path)
+        schema = TypeAdapter(Annotated[field.annotation, field]).json_schema()
+        schema.pop("default", None)
+        schema["title"] = ".".join(path)
+        schema["description"] = field.description or ""
+        if spec is not None:
+            value = spec.model_dump(mode="json")
+            for part in path:
+                value = value[part]
+            schema["default"] = value
+        schemas[name] = schema
+    return schemas
+
+
+def parse_run_params(text: str, source: str = "--params") -> dict[str, Any]:
+    """Parse the JSON object of run parameters that the Kubernetes pods receive."""
+    import json
+
+    try:
+        params = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise SpecError(f"{source}: not JSON ({error.msg} at char {error.pos}): pass an object like "
+                        '{"epochs": 3}') from None
+    if not isinstance(params, dict):
+        raise SpecError(f"{source}: run parameters must be a JSON object, got {type(params).__name__}")
+    return params  # names and values are checked by apply_overrides, as every other source's are
 
 
 def _field_name(part: object) -> str:

@@ -1,7 +1,8 @@
 """Build one Airflow DAG per task spec. It only wires ``run_step`` calls; no step logic lives here.
 
-The Params form offers the run overrides (framework, epochs, gate thresholds); they are validated
-by Airflow's JSON schema in the form and again by the spec model when the run starts.
+The Params form offers the run parameters (components.spec.OVERRIDABLE: framework, epochs, precision,
+quantize, gate thresholds); they are validated by Airflow's JSON schema in the form and again by the
+spec model when the run starts.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from airflow.sdk import DAG, Param, task
 
-from components.spec import TaskSpec, load_spec
+from components.spec import TaskSpec, load_spec, run_param_schemas
 from pipelines.steps import RETRYABLE, STEPS, run_step, start_run
 
 
@@ -25,19 +26,8 @@ def _retries(step: str) -> dict:
 
 
 def _params(spec: TaskSpec) -> dict[str, Param]:
-    gate = spec.gate
-    return {
-        "framework": Param(spec.framework, enum=["pytorch", "tensorflow"], title="Framework",
-                           description="Which framework trains this run (the spec's is the default)."),
-        "epochs": Param(spec.training.epochs, type="integer", minimum=1, maximum=1000, title="Epochs"),
-        "max_accuracy_drop_pp": Param(gate.max_accuracy_drop_pp, type="number", minimum=0,
-                                      title="Max accuracy drop (pp)",
-                                      description="Optimized vs original model, in percentage points."),
-        "min_agreement": Param(gate.min_agreement, type="number", minimum=0, maximum=1, title="Min top-1 agreement"),
-        "min_accuracy": Param(gate.min_accuracy, type="number", minimum=0, maximum=1, title="Accuracy floor"),
-        "champion_tolerance_pp": Param(gate.champion_tolerance_pp, type="number", minimum=0,
-                                       title="Tolerance vs production (pp)"),
-    }
+    """The trigger form: one field per run parameter, generated from the spec model (run_param_schemas)."""
+    return {name: Param(schema.pop("default"), **schema) for name, schema in run_param_schemas(spec).items()}
 
 
 def _step_task(name: str):
@@ -84,8 +74,8 @@ def _pod_steps(spec: TaskSpec) -> dict[str, object]:
     for step in STEPS:
         arguments = ["step", step, *location]
         if step == "data":
-            arguments += ["--task", spec.name, "--framework", "{{ params.framework }}",
-                          "--epochs", "{{ params.epochs }}"]
+            # Every run parameter, as one JSON object that the spec model validates in the pod.
+            arguments += ["--task", spec.name, "--params", "{{ params.dump() | tojson }}"]
         operators[step] = KubernetesPodOperator(
             task_id=step, name=f"relay-{spec.name}-{step}", namespace=os.environ.get("RELAY_K8S_NAMESPACE", "relay"),
             image=os.environ.get("RELAY_WORKER_IMAGE", "relay-worker:0.1.0"), cmds=["relay"], arguments=arguments,

@@ -5,6 +5,8 @@ Every command calls the same step functions as the Airflow DAG and ``dvc.yaml``.
 
 from __future__ import annotations
 
+import enum
+import inspect
 import json
 import logging
 import sys
@@ -16,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from components.errors import RelayError
-from components.spec import load_spec
+from components.spec import load_spec, parse_run_params, run_param_schemas
 from pipelines.steps import STEPS, gate_passed, latest_run, run_step, start_run
 
 app = typer.Typer(help="Relay: versioned data to a served, promoted model.", no_args_is_help=True,
@@ -28,12 +30,35 @@ app.add_typer(task_app, name="task")
 console = Console()
 err = Console(stderr=True)
 
-Framework = Annotated[Optional[str], typer.Option(help="Override the spec's framework: pytorch | tensorflow.")]
-Epochs = Annotated[Optional[int], typer.Option(help="Override training.epochs.")]
-Precision = Annotated[Optional[str], typer.Option(help="Override training.precision: mixed | fp32.")]
-Quantize = Annotated[Optional[str], typer.Option(help="Override optimize.quantize: none | int8.")]
-MaxDrop = Annotated[Optional[float], typer.Option(help="Override gate.max_accuracy_drop_pp.")]
-MinAccuracy = Annotated[Optional[float], typer.Option(help="Override gate.min_accuracy.")]
+
+
+def with_run_params(command):
+    """Give a command one ``--option`` per run parameter (components.spec.OVERRIDABLE), typed, bounded and
+    described from the spec field it overrides; the command receives the given ones as ``overrides``."""
+    schemas = run_param_schemas()
+    python_type = {"integer": int, "number": float, "string": str}
+    extra = []
+    for name, schema in schemas.items():
+        kind = python_type[schema["type"]]
+        if "enum" in schema:
+            kind = enum.Enum(f"{name}_choice", {value: value for value in schema["enum"]}, type=str)
+        # Inclusive bounds become click ranges; the spec model checks the rest when the run starts.
+        bounds = {"min": schema.get("minimum"), "max": schema.get("maximum")}
+        option = typer.Option(help=f"{schema['description']} Overrides {schema['title']}.",
+                              rich_help_panel="Run parameters", **(bounds if kind in (int, float) else {}))
+        extra.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                       annotation=Annotated[Optional[kind], option]))
+    own = inspect.signature(command, eval_str=True)
+
+    def wrapper(**kwargs):
+        given = {name: kwargs.pop(name) for name in schemas}
+        overrides = {name: getattr(value, "value", value) for name, value in given.items() if value is not None}
+        return command(**kwargs, overrides=overrides)
+
+    kept = [param for param in own.parameters.values() if param.name != "overrides"]
+    wrapper.__signature__ = own.replace(parameters=kept + extra)
+    wrapper.__name__, wrapper.__doc__ = command.__name__, command.__doc__
+    return wrapper
 
 
 def _fail(error: Exception | str) -> None:
@@ -47,15 +72,13 @@ def _quiet_libraries() -> None:
 
 
 @app.command()
+@with_run_params
 def run(task: Annotated[str, typer.Argument(help="Task name (pipelines/specs/NAME.yaml) or a spec path.")],
-        framework: Framework = None, epochs: Epochs = None, precision: Precision = None, quantize: Quantize = None,
-        max_accuracy_drop_pp: MaxDrop = None, min_accuracy: MinAccuracy = None) -> None:
+        overrides: dict) -> None:
     """Run the whole pipeline for TASK without Airflow: data → … → deploy."""
     _quiet_libraries()
-    overrides = {"framework": framework, "epochs": epochs, "precision": precision, "quantize": quantize,
-                 "max_accuracy_drop_pp": max_accuracy_drop_pp, "min_accuracy": min_accuracy}
     try:
-        run_dir = start_run(task, {k: v for k, v in overrides.items() if v is not None})
+        run_dir = start_run(task, overrides)
         console.print(f"run directory: {run_dir}")
         for step in STEPS:
             console.rule(f"[bold]{step}")
@@ -70,32 +93,39 @@ def run(task: Annotated[str, typer.Argument(help="Task name (pipelines/specs/NAM
 
 
 @app.command()
+@with_run_params
 def step(name: Annotated[str, typer.Argument(help=f"One of: {', '.join(STEPS)}.")],
          task: Annotated[Optional[str], typer.Option(help="Task name; `data` starts a new run of it.")] = None,
          run_dir: Annotated[Optional[Path], typer.Option(help="Run directory (default: the task's latest run).")] = None,
          run_uri: Annotated[Optional[str], typer.Option(help="Run addressed by URI (s3://…, file://…): "
                                                              "downloaded, stepped, uploaded.")] = None,
-         framework: Framework = None, epochs: Epochs = None) -> None:
-    """Run one step. `data --task T` starts a run (in --run-dir if given); later steps use --run-dir or T's latest run."""
+         params: Annotated[Optional[str], typer.Option(
+             help='All run parameters as one JSON object, e.g. \'{"epochs": 3}\' (what Kubernetes pods '
+                  'receive); the options below override it.')] = None,
+         overrides: dict | None = None) -> None:
+    """Run one step. `data --task T` starts a run (in --run-dir if given); later steps use --run-dir or T's latest run.
+
+    Run parameters apply when `data` starts a run; later steps read them from the run's spec.json.
+    """
     _quiet_libraries()
     try:
+        overrides = {**(parse_run_params(params) if params else {}), **(overrides or {})}
         if run_uri is None:
-            code = _step(name, task, run_dir, framework, epochs)
+            code = _step(name, task, run_dir, overrides)
         else:
             from components.settings import get_settings
             from pipelines.run_store import local_run
 
             with local_run(run_uri, get_settings()) as local:  # a failed gate's report is uploaded too
-                code = _step(name, task, local, framework, epochs)
+                code = _step(name, task, local, overrides)
     except RelayError as error:
         _fail(error)
     if code:
         raise typer.Exit(code)
 
 
-def _step(name: str, task: str | None, run_dir: Path | None, framework: str | None, epochs: int | None) -> int:
+def _step(name: str, task: str | None, run_dir: Path | None, overrides: dict) -> int:
     """Run one step; return the exit code (1: the gate failed)."""
-    overrides = {k: v for k, v in {"framework": framework, "epochs": epochs}.items() if v is not None}
     if name == "data" and task is not None:
         run_dir = start_run(task, overrides, run_dir=run_dir)
     elif run_dir is None:

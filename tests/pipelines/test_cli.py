@@ -30,7 +30,29 @@ def _one_line_error(result, *fragments):
 
 
 def test_bad_run_parameter(cli):
-    _one_line_error(cli("run", "digits", "--framework", "jax"), "framework", "'jax'", "'pytorch'")
+    """Option values are checked by the option's own type (from the spec field); JSON params by the spec model."""
+    result = cli("run", "digits", "--framework", "jax")
+    assert result.exit_code == 2 and "--framework" in result.stderr and "'jax'" in result.stderr
+    assert "'pytorch'" in result.stderr
+    result = cli("run", "digits", "--min-agreement", "1.5")
+    assert result.exit_code == 2 and "--min-agreement" in result.stderr and "less than or equal to 1" in result.stderr
+    _one_line_error(cli("step", "data", "--task", "digits", "--params", '{"min_agreement": 2}'),
+                    "gate.min_agreement", "less than or equal to 1")
+    _one_line_error(cli("step", "data", "--task", "digits", "--params", '{"seed": 2}'),
+                    "unknown run parameter(s) ['seed']")
+    _one_line_error(cli("step", "data", "--task", "digits", "--params", "[1]"), "must be a JSON object")
+
+
+def test_every_run_parameter_is_an_option_of_run_and_step():
+    import typer
+
+    from components.spec import OVERRIDABLE
+
+    commands = typer.main.get_command(app).commands
+    for command in ("run", "step"):
+        options = {param.name: param for param in commands[command].params}
+        for name in OVERRIDABLE:
+            assert f"--{name.replace('_', '-')}" in options[name].opts and options[name].help, (command, name)
 
 
 def test_unknown_task(cli):

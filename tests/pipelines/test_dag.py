@@ -30,12 +30,21 @@ def test_tasks_run_in_pipeline_order(dag):
     assert dag.schedule == "@weekly"
 
 
-def test_params_form_offers_framework_epochs_and_thresholds(dag):
+def test_params_form_offers_every_run_parameter_described_with_the_specs_values(dag):
+    from components.spec import OVERRIDABLE, load_spec
+
     params = dag.params
+    assert set(params.keys()) == set(OVERRIDABLE)
+    for name in OVERRIDABLE:
+        assert params.get_param(name).description, f"{name} has no description in the form"
     assert params.get_param("framework").schema["enum"] == ["pytorch", "tensorflow"]
-    assert params["epochs"] == 12 and params.get_param("epochs").schema["type"] == "integer"
+    assert params.get_param("precision").schema["enum"] == ["mixed", "fp32"]
+    assert params.get_param("quantize").schema["enum"] == ["none", "int8"]
+    assert params["epochs"] == load_spec("digits").training.epochs
+    assert params.get_param("epochs").schema.items() >= {"type": "integer", "minimum": 1, "maximum": 1000}.items()
     for name in ("max_accuracy_drop_pp", "min_agreement", "min_accuracy", "champion_tolerance_pp"):
         assert params.get_param(name).schema["type"] == "number"
+    assert params.get_param("min_agreement").schema["maximum"] == 1
 
 
 def test_bad_param_value_fails_validation(dag):
@@ -72,10 +81,35 @@ def test_pod_mode_runs_each_step_as_the_cli_command_in_the_worker_image(monkeypa
         assert {e.name: e.value for e in pod.env_vars}["RELAY_DVC_REMOTE"] == "s3://relay-dvc/remote"
         assert pod.container_resources.limits["memory"] and pod.container_resources.requests["cpu"]
         assert pod.container_security_context.run_as_non_root is True
-    assert dag.get_task("data").arguments[4:] == ["--task", "digits", "--framework", "{{ params.framework }}",
-                                                  "--epochs", "{{ params.epochs }}"]
+    assert dag.get_task("data").arguments[4:6] == ["--task", "digits"]
     assert dag.get_task("gate").skip_on_exit_code == [1]
     assert "nvidia.com/gpu" not in dag.get_task("train").container_resources.limits
+
+
+def test_pod_mode_hands_every_form_value_to_the_data_pod_as_one_json_argument(monkeypatch):
+    """Gate thresholds typed into the form reach the pod (they were once dropped), and the pod's CLI applies them."""
+    from airflow.sdk.definitions.param import ParamsDict
+
+    from components.spec import apply_overrides, load_spec, parse_run_params
+    from pipelines.airflow_dag import build_dag
+    from components.spec import spec_path
+
+    monkeypatch.setenv("RELAY_EXECUTION", "kubernetes")
+    dag = build_dag(spec_path("digits"))
+    arguments = dag.get_task("data").arguments
+    flag = arguments.index("--params")
+    typed = {"framework": "tensorflow", "epochs": 3, "precision": "fp32", "quantize": "int8",
+             "max_accuracy_drop_pp": 0.25, "min_agreement": 0.9, "min_accuracy": 0.5, "champion_tolerance_pp": 2.0}
+    params = ParamsDict(dict(dag.params.items()))
+    params.update(typed)
+    rendered = dag.get_template_env().from_string(arguments[flag + 1]).render(params=params)
+    received = parse_run_params(rendered)
+    assert received == typed
+    spec = apply_overrides(load_spec("digits"), received)
+    assert (spec.framework, spec.training.epochs, spec.training.precision, spec.optimize.quantize) == \
+        ("tensorflow", 3, "fp32", "int8")
+    assert (spec.gate.max_accuracy_drop_pp, spec.gate.min_agreement, spec.gate.min_accuracy,
+            spec.gate.champion_tolerance_pp) == (0.25, 0.9, 0.5, 2.0)
 
 
 def test_pod_mode_requests_a_gpu_for_training_when_the_spec_asks(monkeypatch, tmp_path):
