@@ -39,6 +39,12 @@ class Settings(BaseSettings):
     ts_grpc_inference_port: int = 8383
     ts_grpc_management_port: int = 8384
     ts_heap: str = "512m"
+    airflow_url: str = Field(default="http://127.0.0.1:8480",
+                             description="Airflow's API server (`make airflow` listens here), for asset events.")
+    airflow_username: str = "admin"
+    airflow_password: str | None = Field(
+        default=None, description="Default: the password SimpleAuthManager generated in "
+                                  "<AIRFLOW_HOME>/simple_auth_manager_passwords.json.generated.")
 
     @cached_property
     def runs_dir(self) -> Path:

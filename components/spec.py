@@ -272,8 +272,8 @@ def run_param_schemas(spec: TaskSpec | None = None) -> dict[str, dict[str, Any]]
         field = _spec_field(path)
         schema = TypeAdapter(Annotated[field.annotation, field]).json_schema()
         schema.pop("default", None)
-        schema["title"] = ".".join(path)
-        schema["description"] = field.description or ""
+        schema["title"] = name
+        schema["description"] = f"{field.description} (spec field: {'.'.join(path)})"
         if spec is not None:
             value = spec.model_dump(mode="json")
             for part in path:

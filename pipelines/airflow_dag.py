@@ -25,6 +25,24 @@ def _retries(step: str) -> dict:
             "max_retry_delay": timedelta(minutes=10)}
 
 
+def schedule(spec: TaskSpec):
+    """When relay_<task> runs: whenever its dataset's Asset gets an event (`relay data add`), and on the spec's
+    cron or preset, if any. One DAG serves both.
+
+    The cron is a CronTriggerTimetable with no start date and run_immediately off, so unpausing the DAG waits
+    for the next fire time instead of starting a run for the latest missed one (docs/operations.md).
+    """
+    from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable
+
+    from pipelines.airflow_api import dataset_asset_uri
+
+    dataset = Asset(name=f"relay_{spec.name}_dataset", uri=dataset_asset_uri(spec.name), group="relay-dataset")
+    if spec.schedule is None:
+        return [dataset]
+    cron = CronTriggerTimetable(spec.schedule, timezone="UTC", run_immediately=False)
+    return AssetOrTimeSchedule(timetable=cron, assets=[dataset])
+
+
 def _params(spec: TaskSpec) -> dict[str, Param]:
     """The trigger form: one field per run parameter, generated from the spec model (run_param_schemas)."""
     return {name: Param(schema.pop("default"), **schema) for name, schema in run_param_schemas(spec).items()}
@@ -100,8 +118,7 @@ def build_dag(spec_file: Path) -> DAG:
     with DAG(
         dag_id=f"relay_{spec.name}",
         description=spec.description or f"Relay pipeline for {spec.name}",
-        schedule=spec.schedule,
-        start_date=datetime(2026, 1, 1),
+        schedule=schedule(spec),
         catchup=False,
         max_active_runs=1,
         params=_params(spec),

@@ -27,6 +27,8 @@ serve_app = typer.Typer(help="Control the local TorchServe.", no_args_is_help=Tr
 app.add_typer(serve_app, name="serve")
 task_app = typer.Typer(help="Create tasks from your own data.", no_args_is_help=True)
 app.add_typer(task_app, name="task")
+data_app = typer.Typer(help="Add data to a task's dataset.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
 console = Console()
 err = Console(stderr=True)
 
@@ -44,7 +46,7 @@ def with_run_params(command):
             kind = enum.Enum(f"{name}_choice", {value: value for value in schema["enum"]}, type=str)
         # Inclusive bounds become click ranges; the spec model checks the rest when the run starts.
         bounds = {"min": schema.get("minimum"), "max": schema.get("maximum")}
-        option = typer.Option(help=f"{schema['description']} Overrides {schema['title']}.",
+        option = typer.Option(help=schema["description"],
                               rich_help_panel="Run parameters", **(bounds if kind in (int, float) else {}))
         extra.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
                                        annotation=Annotated[Optional[kind], option]))
@@ -345,6 +347,45 @@ def task_new(name: Annotated[str, typer.Argument(help="The new task's name (lowe
     console.print(f"commit them: git add {spec_file.relative_to(spec_file.parents[2])} data/{name}.dvc "
                   f"data/.gitignore && git commit -m 'Add task {name}'", highlight=False)
     console.print(f"next: [bold]relay run {name}[/]  (or trigger relay_{name} in Airflow)")
+
+
+@data_app.command("add")
+def data_add(task: Annotated[str, typer.Argument(help="Task name.")],
+             source: Annotated[Path, typer.Argument(help="New images: DIR/<label>/<images>, labels among the "
+                                                         "task's classes.", exists=True, file_okay=False)],
+             commit: Annotated[bool, typer.Option(help="Commit the new data/TASK.dvc pointer to the project "
+                                                       "(--no-commit: print the commit to make).")] = True,
+             notify: Annotated[bool, typer.Option(help="Send Airflow an event for the task's dataset Asset, so "
+                                                       "that relay_TASK retrains (RELAY_AIRFLOW_URL).")] = True
+             ) -> None:
+    """Add images to TASK's dataset: copy, `dvc add`, `dvc push`, commit the pointer, tell Airflow."""
+    from components.data_add import add_data, commit_command
+    from components.settings import get_settings
+    from pipelines.airflow_api import AirflowClient, dataset_asset_uri
+
+    _quiet_libraries()
+    settings = get_settings()
+    try:
+        result = add_data(task, source, commit, settings)
+    except RelayError as error:
+        _fail(error)
+    console.print(f"{result.task}: {result.added} image(s) added, {result.already_present} already there; dataset "
+                  f"version {result.dataset_md5} pushed to the DVC remote", highlight=False)
+    if result.commit:
+        console.print(f"committed {result.pointer.name}: {result.commit[:10]}", highlight=False)
+    elif result.added:
+        console.print(f"commit it: {commit_command(result, settings.project_dir)}", highlight=False)
+    if not notify:
+        return
+    uri = dataset_asset_uri(result.task)
+    try:
+        AirflowClient.from_settings(settings).emit_asset_event(
+            uri, {"dataset_md5": result.dataset_md5, "added": result.added, "commit": result.commit})
+    except RelayError as error:
+        _fail(f"the data was added, but Airflow was not told: {error}. Trigger relay_{result.task} yourself, or "
+              f"rerun with Airflow up (the add is idempotent)")
+    console.print(f"Airflow: asset event for {uri} sent to {settings.airflow_url}; relay_{result.task} retrains",
+                  highlight=False)
 
 
 def main() -> None:

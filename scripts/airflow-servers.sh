@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
-# make airflow: Airflow's api-server, scheduler and dag-processor on 127.0.0.1, in the foreground.
-# Ctrl-C stops the three processes this script started (by pid).
+# make airflow: Airflow's api-server, scheduler, dag-processor and triggerer on 127.0.0.1, in the foreground.
+# LocalExecutor on SQLite. Ctrl-C (or SIGTERM) stops the four processes this script started, by pid, and
+# exits 0: stopping Airflow is not an error.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${RELAY_HOME:=$HOME/.relay}"
 port=${RELAY_AIRFLOW_PORT:-8480}
 export AIRFLOW_HOME=${AIRFLOW_HOME:-$RELAY_HOME/airflow}
-export AIRFLOW__CORE__DAGS_FOLDER=$PWD/dags AIRFLOW__CORE__LOAD_EXAMPLES=False AIRFLOW__CORE__PARALLELISM=2
+export AIRFLOW__CORE__DAGS_FOLDER=$PWD/dags AIRFLOW__CORE__LOAD_EXAMPLES=False
+export AIRFLOW__CORE__EXECUTOR=LocalExecutor AIRFLOW__CORE__PARALLELISM=${AIRFLOW__CORE__PARALLELISM:-2}
 export AIRFLOW__API__HOST=127.0.0.1 AIRFLOW__API__PORT=$port AIRFLOW__API__BASE_URL=http://127.0.0.1:$port
 export AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://127.0.0.1:$port/execution/
 export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=${AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS:-admin:admin}
 export PYTHONPATH=$PWD OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-airflow=.venv/bin/airflow
+airflow=$PWD/.venv/bin/airflow
 mkdir -p "$AIRFLOW_HOME/logs"
 
 if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
@@ -21,11 +23,36 @@ fi
 
 "$airflow" db migrate >"$AIRFLOW_HOME/logs/migrate.log" 2>&1
 pids=()
-trap 'kill "${pids[@]}" 2>/dev/null; wait' EXIT INT TERM
+stop() {
+  trap - INT TERM EXIT
+  kill "${pids[@]}" 2>/dev/null || true
+  wait "${pids[@]}" 2>/dev/null || true
+  echo "Airflow stopped."
+  exit 0
+}
+trap stop INT TERM
+trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
 "$airflow" api-server >"$AIRFLOW_HOME/logs/api-server.log" 2>&1 & pids+=($!)
 "$airflow" scheduler --skip-serve-logs >"$AIRFLOW_HOME/logs/scheduler.log" 2>&1 & pids+=($!)
 "$airflow" dag-processor >"$AIRFLOW_HOME/logs/dag-processor.log" 2>&1 & pids+=($!)
+# The scheduler's and triggerer's log servers would listen on all interfaces: logs are read from disk instead.
+"$airflow" triggerer --skip-serve-logs >"$AIRFLOW_HOME/logs/triggerer.log" 2>&1 & pids+=($!)
 
-echo "Airflow UI: http://127.0.0.1:$port  (user admin; password in $AIRFLOW_HOME/simple_auth_manager_passwords.json.generated)"
-echo "Trigger relay_digits with the Params form (framework, epochs, gate thresholds). Logs: $AIRFLOW_HOME/logs. Ctrl-C stops."
-wait -n "${pids[@]}"
+until curl -sf "http://127.0.0.1:$port/api/v2/monitor/health" >/dev/null; do
+  for pid in "${pids[@]}"; do
+    kill -0 "$pid" 2>/dev/null || { echo "an Airflow process exited during start-up: see $AIRFLOW_HOME/logs" >&2; exit 1; }
+  done
+  sleep 1
+done
+user=${AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS%%:*}
+password=$("$PWD/.venv/bin/python" -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" \
+  "$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated" "$user" 2>/dev/null || echo "(see $AIRFLOW_HOME)")
+echo "Airflow UI: http://127.0.0.1:$port  login: $user / $password"
+echo "Trigger relay_<task> with its form (framework, epochs, precision, quantize, gate thresholds)."
+echo "Logs: $AIRFLOW_HOME/logs. Ctrl-C stops Airflow."
+while true; do
+  wait -n "${pids[@]}" || true
+  for pid in "${pids[@]}"; do
+    kill -0 "$pid" 2>/dev/null || { echo "Airflow process $pid exited: see $AIRFLOW_HOME/logs" >&2; exit 1; }
+  done
+done

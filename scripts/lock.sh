@@ -29,6 +29,6 @@ pip="$scratch/venv/bin/pip"
   > requirements/tfx.lock
 "$scratch/venv/bin/uv" pip compile -q --generate-hashes requirements/tools.in --python-version 3.11 \
   --python-platform x86_64-unknown-linux-gnu -o "$scratch/tools.lock"
-{ echo "# Fully pinned tools environment (Python 3.11: checkov, kubernetes-validate), resolved by uv from tools.in, with hashes (see 'make lock')."
+{ echo "# Fully pinned tools environment (Python 3.11: checkov, kubernetes-validate, selenium), resolved by uv from tools.in, with hashes (see 'make lock')."
   cat "$scratch/tools.lock"; } > requirements/tools.lock
 echo "wrote requirements/main.lock, tfx.lock and tools.lock"
