@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     ts_grpc_inference_port: int = 8383
     ts_grpc_management_port: int = 8384
     ts_heap: str = "512m"
+    step_cache: bool = Field(default=True, description="Reuse a step's output when its data version, code and "
+                                                        "parameters are unchanged (RELAY_STEP_CACHE=false: never).")
     airflow_url: str = Field(default="http://127.0.0.1:8480",
                              description="Airflow's API server (`make airflow` listens here), for asset events.")
     airflow_username: str = "admin"

@@ -29,18 +29,42 @@ def schedule(spec: TaskSpec):
     """When relay_<task> runs: whenever its dataset's Asset gets an event (`relay data add`), and on the spec's
     cron or preset, if any. One DAG serves both.
 
-    The cron is a CronTriggerTimetable with no start date and run_immediately off, so unpausing the DAG waits
-    for the next fire time instead of starting a run for the latest missed one (docs/operations.md).
+    The cron is a CronTriggerTimetable with no start date and run_immediately off, so a new DAG waits for its
+    next fire time; ``late_scheduled_run`` covers the unpause of a DAG that has run before (docs/operations.md).
     """
     from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable
+    from airflow.sdk.definitions.timetables.simple import OnceTimetable
 
     from pipelines.airflow_api import dataset_asset_uri
 
     dataset = Asset(name=f"relay_{spec.name}_dataset", uri=dataset_asset_uri(spec.name), group="relay-dataset")
     if spec.schedule is None:
         return [dataset]
-    cron = CronTriggerTimetable(spec.schedule, timezone="UTC", run_immediately=False)
-    return AssetOrTimeSchedule(timetable=cron, assets=[dataset])
+    timetable = (OnceTimetable() if spec.schedule == "@once"
+                 else CronTriggerTimetable(spec.schedule, timezone="UTC", run_immediately=False))
+    return AssetOrTimeSchedule(timetable=timetable, assets=[dataset])
+
+
+LATE_FRACTION = 0.1  # of the cron's interval; Airflow's own run_immediately=None uses the same 10%
+
+
+def late_scheduled_run(cron: str, fire_time: datetime, started: datetime) -> str | None:
+    """Why a scheduled run should not train, or None when it should.
+
+    Airflow keeps a paused DAG's next fire time; unpausing it after that time passed creates that run at once,
+    late. A run started more than 10% of the cron's interval after its fire time is such a catch-up (or
+    follows a scheduler outage, or waited behind a long run): nobody asked for it now, and the next fire
+    time comes as usual.
+    """
+    from croniter import croniter
+
+    interval = croniter(cron, fire_time).get_next(datetime) - fire_time
+    lateness = started - fire_time
+    if lateness <= interval * LATE_FRACTION:
+        return None
+    return (f"this scheduled run is for {fire_time.isoformat()} but started {lateness} later (more than "
+            f"{LATE_FRACTION:.0%} of the {interval} interval): a catch-up after an unpause or an outage, skipped. "
+            "Trigger the DAG to retrain now.")
 
 
 def _params(spec: TaskSpec) -> dict[str, Param]:
@@ -126,8 +150,20 @@ def build_dag(spec_file: Path) -> DAG:
         doc_md=f"Relay training pipeline for `{spec.name}` (spec: `{spec_file.name}`). "
                "The gate decides whether register and deploy run.",
     ) as dag:
+
+        @task.short_circuit(task_id="on_time", retries=0)
+        def on_time(dag_run=None) -> bool:
+            """False skips the run: a scheduled run created late (an unpaused DAG catching up) trains nothing."""
+            run_type = getattr(dag_run.run_type, "value", dag_run.run_type)
+            if spec.schedule in (None, "@once") or run_type != "scheduled" or dag_run.start_date is None:
+                return True
+            reason = late_scheduled_run(spec.schedule, dag_run.logical_date, dag_run.start_date)
+            print(reason or "on time")
+            return reason is None
+
         if execution == "kubernetes":
             pods = _pod_steps(spec)
+            on_time() >> pods["data"]
             for upstream, downstream in zip(STEPS, STEPS[1:]):
                 pods[upstream] >> pods[downstream]
             return dag
@@ -146,6 +182,7 @@ def build_dag(spec_file: Path) -> DAG:
             return bool(summary["passed"])
 
         run_dir = data()
+        on_time() >> run_dir
         optimized = _step_task("optimize")(_step_task("train")(_step_task("validate")(run_dir)))
         registered = _step_task("register")(optimized)
         gate(optimized) >> registered

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -206,7 +207,14 @@ _STEP_FUNCTIONS = {"data": _data, "validate": _validate, "train": _train, "optim
 
 
 def run_step(name: str, run_dir: Path, settings: Settings | None = None) -> dict:
-    """Run one step of the run in ``run_dir``; return a small JSON-able summary."""
+    """Run one step of the run in ``run_dir``; return a small JSON-able summary.
+
+    validate, train, optimize and gate reuse an earlier run's output when the data version, the code and
+    their parameters are the same (components.step_cache); the summary's ``cache`` and the run's
+    ``steps.json`` say which happened and why.
+    """
+    from components.step_cache import CACHED_STEPS, StepCache, explain, record, step_key
+
     if name not in _STEP_FUNCTIONS:
         raise RelayError(f"unknown step '{name}'; steps: {', '.join(STEPS)}")
     settings = settings or get_settings()
@@ -215,7 +223,20 @@ def run_step(name: str, run_dir: Path, settings: Settings | None = None) -> dict
     _inputs_present(name, run_dir)
     if name != "data":
         _dataset_present(spec, run_dir, settings)
-    return _STEP_FUNCTIONS[name](spec, run_dir, settings)
+    started = time.perf_counter()
+    key = reused = None
+    if name in CACHED_STEPS and settings.step_cache:
+        from components.registry import ModelRegistry
+
+        champion = _champion_version(spec, ModelRegistry(settings), settings)[1] if name == "gate" else None
+        key = step_key(name, spec, run_dir, champion)
+        reused = StepCache(settings).restore(key, run_dir)
+    summary = reused or _STEP_FUNCTIONS[name](spec, run_dir, settings)
+    if key is not None and not reused:
+        StepCache(settings).store(key, run_dir, summary)
+    record(run_dir, name, {"reused": bool(reused), "why": explain(name, key, reused),
+                           "seconds": round(time.perf_counter() - started, 3)})
+    return summary if reused else {**summary, "cache": {"reused": False, "key": key and key.key}}
 
 
 # What each step reads from earlier steps; a missing one is a step that did not run (or failed).

@@ -22,12 +22,38 @@ def test_one_dag_per_spec_from_the_dag_file():
 
 
 def test_tasks_run_in_pipeline_order(dag):
-    order = ["data", "validate", "train", "optimize", "gate", "register", "deploy"]
+    order = ["on_time", "data", "validate", "train", "optimize", "gate", "register", "deploy"]
     assert set(dag.task_ids) == set(order)
     for upstream, downstream in zip(order, order[1:]):
         assert downstream in dag.get_task(upstream).downstream_task_ids
     assert dag.get_task("gate").task_type == "_ShortCircuitDecoratedOperator"
-    assert dag.schedule == "@weekly"
+    assert dag.get_task("on_time").task_type == "_ShortCircuitDecoratedOperator"
+
+
+def test_one_dag_runs_on_the_specs_cron_and_on_its_dataset_asset(dag):
+    from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable
+
+    assert isinstance(dag.timetable, AssetOrTimeSchedule)
+    cron = dag.timetable.timetable
+    assert isinstance(cron, CronTriggerTimetable) and cron.expression == "0 0 * * 0"  # @weekly
+    assert cron.run_immediately is False and dag.start_date is None and dag.catchup is False
+    assert [asset.uri for asset in dag.timetable.asset_condition.objects] == ["relay://datasets/digits"]
+    assert dag.max_active_runs == 1
+
+
+def test_a_scheduled_run_created_late_is_a_catch_up_and_trains_nothing():
+    from datetime import datetime, timedelta, timezone
+
+    from pipelines.airflow_dag import late_scheduled_run
+
+    sunday = datetime(2026, 11, 22, tzinfo=timezone.utc)
+    assert late_scheduled_run("@weekly", sunday, sunday + timedelta(seconds=3)) is None  # started on time
+    assert late_scheduled_run("@weekly", sunday, sunday + timedelta(hours=16)) is None  # < 10% of a week
+    reason = late_scheduled_run("@weekly", sunday, sunday + timedelta(days=3))
+    assert reason and "catch-up" in reason and "Trigger the DAG" in reason
+    minute = datetime(2026, 11, 24, 0, 24, tzinfo=timezone.utc)
+    assert late_scheduled_run("* * * * *", minute, minute + timedelta(seconds=2)) is None
+    assert late_scheduled_run("* * * * *", minute, minute + timedelta(seconds=16))
 
 
 def test_params_form_offers_every_run_parameter_described_with_the_specs_values(dag):
@@ -67,10 +93,10 @@ def test_pod_mode_runs_each_step_as_the_cli_command_in_the_worker_image(monkeypa
     monkeypatch.setenv("RELAY_WORKER_IMAGE", "registry.example/relay-worker:1.2.3")
     monkeypatch.setenv("RELAY_DVC_REMOTE", "s3://relay-dvc/remote")
     dag = build_dag(spec_path("digits"))
-    order = ["data", "validate", "train", "optimize", "gate", "register", "deploy"]
+    order = ["on_time", "data", "validate", "train", "optimize", "gate", "register", "deploy"]
     for upstream, downstream in zip(order, order[1:]):
         assert downstream in dag.get_task(upstream).downstream_task_ids
-    for name in order:
+    for name in order[1:]:
         pod = dag.get_task(name)
         assert isinstance(pod, KubernetesPodOperator)
         assert pod.image == "registry.example/relay-worker:1.2.3" and pod.cmds == ["relay"]
@@ -159,6 +185,6 @@ def test_only_steps_that_fail_for_passing_reasons_retry_with_backoff(monkeypatch
     monkeypatch.setenv("RELAY_EXECUTION", mode)
     dag = build_dag(SPECS_DIR / "digits.yaml")
     retries = {task.task_id: task.retries for task in dag.tasks}
-    assert retries == {"data": 3, "validate": 0, "train": 0, "optimize": 0, "gate": 0, "register": 3, "deploy": 3}
+    assert retries == {"on_time": 0, "data": 3, "validate": 0, "train": 0, "optimize": 0, "gate": 0, "register": 3, "deploy": 3}
     for step in ("data", "register", "deploy"):
         assert dag.get_task(step).retry_exponential_backoff

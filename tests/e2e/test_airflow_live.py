@@ -1,0 +1,260 @@
+"""Relay under a real Airflow: `make airflow` (api-server, scheduler, dag-processor, triggerer; LocalExecutor,
+SQLite) on 127.0.0.1 and free ports, driven the way a user drives it: REST calls with a JWT, the UI in
+headless Chromium, `relay data add`, the scheduler's own clock, and Ctrl-C at the end.
+
+The project is a temporary one with two tasks made by `relay task new` from scikit-learn's digits:
+``tiny`` (no cron: it runs when triggered or when its dataset Asset gets an event) and ``ticker`` (cron
+every minute). The tests run in file order and share the servers; each says what it needs from the ones
+before it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from components.builtin_datasets import write_sklearn_digits
+from components.deploy.local import served_default
+from components.deploy.torchserve import TorchServe
+from pipelines.airflow_api import AirflowApiError, AirflowClient, generated_password
+from tests.conftest import PROJECT, free_ports, make_settings, settings_env
+
+pytestmark = pytest.mark.e2e
+RUN_TIMEOUT = 600
+
+
+def _digits_folder(full: Path, dest: Path, first: int, count: int) -> Path:
+    for label_dir in sorted(full.iterdir()):
+        (dest / label_dir.name).mkdir(parents=True)
+        for image in sorted(label_dir.iterdir())[first:first + count]:
+            shutil.copy(image, dest / label_dir.name / image.name)
+    return dest
+
+
+def relay(args: list[str], env: dict, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], cwd=PROJECT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _edit_spec(project: Path, task: str, **changes) -> None:
+    path = project / "pipelines" / "specs" / f"{task}.yaml"
+    spec = yaml.safe_load(path.read_text())
+    for dotted, value in changes.items():
+        node = spec
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+
+
+class Live:
+    """The running Airflow and what the tests share."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.project = root / "project"
+        self.settings = make_settings(root / "relay-home")
+        self.port = free_ports(1)[0]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.airflow_home = root / "airflow"
+        self.env = {**os.environ, **settings_env(self.settings), "PYTHONPATH": str(PROJECT), "OMP_NUM_THREADS": "1",
+                    "AIRFLOW_HOME": str(self.airflow_home), "RELAY_PROJECT_DIR": str(self.project),
+                    "RELAY_AIRFLOW_PORT": str(self.port), "RELAY_AIRFLOW_URL": self.url}
+        self.process: subprocess.Popen | None = None
+        self.output = root / "make-airflow.log"
+        self.client: AirflowClient | None = None
+        self.served_after_trigger: str | None = None
+
+    def start(self) -> None:
+        with self.output.open("w") as log:
+            # Its own session: Ctrl-C at the end goes to make and the script, as a terminal would send it.
+            self.process = subprocess.Popen(["make", "-s", "airflow"], cwd=PROJECT, env=self.env, stdout=log,
+                                            stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 180
+        while "Airflow UI:" not in self.output.read_text():
+            assert self.process.poll() is None, f"make airflow exited: {self.output.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"Airflow did not start: {self.output.read_text()[-3000:]}"
+            time.sleep(1)
+        password = generated_password("admin", self.airflow_home)
+        self.env["RELAY_AIRFLOW_PASSWORD"] = password
+        self.client = AirflowClient(self.url, "admin", password)
+        while {"relay_tiny", "relay_ticker"} - {d["dag_id"] for d in self.client.request("GET", "/dags")["dags"]}:
+            assert time.monotonic() < deadline, "the dag-processor did not load relay_tiny and relay_ticker"
+            time.sleep(2)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGINT)
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+
+    def wait_for_run(self, dag_id: str, run_id: str) -> dict:
+        """Wait for the run to finish; fail unless it succeeded."""
+        run = _finished(self, dag_id, run_id)
+        states = _task_states(self, dag_id, run_id)
+        assert run["state"] == "success", f"{dag_id} {run_id}: {states}; logs in {self.airflow_home / 'logs'}"
+        return run
+
+    def wait_for_new_run(self, dag_id: str, known: set[str], timeout: float = 120) -> dict:
+        deadline = time.monotonic() + timeout
+        while not (new := [r for r in self.client.runs(dag_id) if r["dag_run_id"] not in known]):
+            assert time.monotonic() < deadline, f"no new run of {dag_id} within {timeout} s"
+            time.sleep(1)
+        return new[0]
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    root = tmp_path_factory.mktemp("live-airflow")
+    live = Live(root)
+    project = live.project
+    (project / "pipelines" / "specs").mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=project, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=project, check=True)
+    full = root / "digits-full"
+    write_sklearn_digits(full)
+    _digits_folder(full, root / "photos", 0, 30)
+    _digits_folder(full, root / "new-photos", 30, 10)
+    for task in ("tiny", "ticker"):
+        made = relay(["task", "new", task, "--from", str(root / "photos")], live.env)
+        assert made.returncode == 0, made.stdout[-2000:] + made.stderr[-2000:]
+    # Small data and one or two epochs: the floor and the champion tolerance are not what these tests check.
+    _edit_spec(project, "tiny", **{"training.epochs": 2, "gate.min_accuracy": 0.0,
+                                   "gate.champion_tolerance_pp": 100.0})
+    _edit_spec(project, "ticker", **{"training.epochs": 1, "gate.min_accuracy": 0.0, "schedule": "* * * * *"})
+    subprocess.run(["git", "add", "-A"], cwd=project, check=True)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tasks"], cwd=project,
+                   check=True)
+    try:
+        live.start()
+        yield live
+    finally:
+        live.stop()
+        TorchServe(live.settings).stop()
+
+
+def test_a_bad_param_gets_http_400_and_starts_nothing(live):
+    client = live.client
+    client.set_paused("relay_tiny", False)  # scheduled on its Asset only: unpausing starts nothing
+    for conf, field in (({"framework": "jax"}, "framework"), ({"epochs": 0}, "epochs"),
+                        ({"min_agreement": 2}, "min_agreement")):
+        with pytest.raises(AirflowApiError) as refused:
+            client.trigger("relay_tiny", conf)
+        assert refused.value.status == 400 and field in str(refused.value)
+    time.sleep(3)
+    assert client.runs("relay_tiny") == []
+
+
+def _task_states(live, dag_id: str, run_id: str) -> dict[str, str]:
+    tasks = live.client.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
+    return {t["task_id"]: t["state"] for t in tasks}
+
+
+def _finished(live, dag_id: str, run_id: str) -> dict:
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while (run := live.client.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}"))["state"] not in ("success", "failed"):
+        assert time.monotonic() < deadline, f"{dag_id} {run_id} still {run['state']}"
+        time.sleep(2)
+    return run
+
+
+def test_unpausing_trains_nothing_until_the_cron_fires_then_the_scheduled_run_succeeds(live):
+    """ticker's cron fires every minute. Airflow creates the run for the fire time that passed while the DAG
+    was paused as soon as it is unpaused; that catch-up must train nothing. The next on-time run trains."""
+    client = live.client
+    while not 15 <= datetime.now(timezone.utc).second <= 40:
+        time.sleep(1)  # well clear of a fire time, so the catch-up is unmistakably late
+    unpaused_at = datetime.now(timezone.utc)
+    client.set_paused("relay_ticker", False)
+    known: set[str] = set()
+    trained = None
+    while trained is None:
+        run = live.wait_for_new_run("relay_ticker", known, timeout=90)
+        known.add(run["dag_run_id"])
+        assert run["run_type"] == "scheduled", run
+        fire_time = datetime.fromisoformat(run["logical_date"])
+        if fire_time >= unpaused_at:
+            client.set_paused("relay_ticker", True)  # one scheduled training is the test, not one a minute
+        finished = _finished(live, "relay_ticker", run["dag_run_id"])
+        states = _task_states(live, "relay_ticker", run["dag_run_id"])
+        assert finished["state"] == "success" and states["on_time"] == "success", states
+        if states["data"] == "skipped":  # the catch-up for a fire time that passed while paused
+            assert fire_time < unpaused_at and {states[s] for s in ("train", "deploy")} == {"skipped"}, states
+        else:
+            assert fire_time >= unpaused_at - timedelta(seconds=1), (run, states)
+            assert states["deploy"] == "success", states
+            trained = run
+    assert served_default(live.settings, "ticker") == "v0.1.0"
+    assert len(list((live.settings.runs_dir / "ticker").glob("airflow-scheduled*"))) == 1  # catch-ups made none
+
+
+def test_a_run_triggered_through_the_api_with_conf_serves_a_new_version(live):
+    client = live.client
+    before = served_default(live.settings, "tiny")
+    run = client.trigger("relay_tiny", {"epochs": 1, "precision": "fp32"})
+    assert run["conf"] == {"epochs": 1, "precision": "fp32"}
+    live.wait_for_run("relay_tiny", run["dag_run_id"])
+    after = served_default(live.settings, "tiny")
+    assert after is not None and after != before
+    spec = json.loads(next((live.settings.runs_dir / "tiny").glob("airflow-manual*/spec.json")).read_text())
+    assert spec["training"]["epochs"] == 1 and spec["training"]["precision"] == "fp32"
+    image = next((live.root / "photos" / "3").iterdir())
+    assert TorchServe(live.settings).predict("tiny", image.read_bytes())["class"] in [str(i) for i in range(10)]
+    live.served_after_trigger = after
+
+
+def test_relay_data_add_commits_pushes_and_its_asset_event_retrains(live):
+    """Needs the previous test's served version, to see the retrained one replace it."""
+    known = {r["dag_run_id"] for r in live.client.runs("relay_tiny")}
+    added = relay(["data", "add", "tiny", str(live.root / "new-photos")], live.env)
+    assert added.returncode == 0, added.stdout[-2000:] + added.stderr[-2000:]
+    out = " ".join(added.stdout.split())
+    assert "100 image(s) added" in out and "asset event for relay://datasets/tiny" in out
+    log = subprocess.run(["git", "log", "-1", "--format=%s", "--", "data/tiny.dvc"], cwd=live.project,
+                         capture_output=True, text=True, check=True).stdout.strip()
+    assert log == "data: add 100 image(s) to tiny"
+    assert len(list((live.project / "data" / "tiny" / "3").iterdir())) == 40
+    run = live.wait_for_new_run("relay_tiny", known)
+    assert run["run_type"] == "asset_triggered"
+    live.wait_for_run("relay_tiny", run["dag_run_id"])
+    data = json.loads(next((live.settings.runs_dir / "tiny").glob("airflow-asset_triggered*/data/data.json"))
+                      .read_text())
+    assert sum(data["split_counts"][split] for split in ("train", "val", "test")) == 400
+    assert served_default(live.settings, "tiny") not in (None, live.served_after_trigger)
+
+
+def test_the_ui_trigger_form_shows_every_run_parameter_in_chromium(live):
+    script = PROJECT / "tests" / "e2e" / "ui_trigger_form.py"
+    result = subprocess.run([str(PROJECT / ".venv-tools" / "bin" / "python"), str(script), live.url, "admin",
+                             live.env["RELAY_AIRFLOW_PASSWORD"], "relay_tiny"], capture_output=True, text=True,
+                            timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    form = json.loads(result.stdout)
+    assert form["framework_choices"] == ["pytorch", "tensorflow"]
+    from components.spec import OVERRIDABLE
+
+    for name, path in OVERRIDABLE.items():
+        assert name in form["form_text"] and f"(spec field: {'.'.join(path)})" in form["form_text"]
+
+
+def test_ctrl_c_stops_make_airflow_without_a_make_error(live):
+    os.killpg(live.process.pid, signal.SIGINT)
+    assert live.process.wait(60) == 0
+    output = live.output.read_text()
+    assert "Airflow stopped." in output and "make: ***" not in output, output[-2000:]
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{live.url}/api/v2/monitor/health", timeout=5)
