@@ -63,6 +63,9 @@ TARGETS = {  # key: (description, comparison, target)
     "load_rps": ("requests per second under that load", None, None),
     "load_rss_change": ("server RSS after / before the load, ratio", "<=", 1.2),
     "deploy_failed_requests": ("failed requests while a new version is deployed and made default", "<=", 0),
+    "rerun_vs_full": ("`relay run digits` again with nothing changed, over the first run (wall time)", "<=", 0.1),
+    "rerun_full_s": ("that first run: data → … → deploy, s", None, None),
+    "rerun_s": ("the rerun, s (validate, train, optimize reused; register finds the version)", None, None),
 }
 
 
@@ -387,6 +390,29 @@ def measure_shapes(home: Path) -> dict[str, float]:
     }
 
 
+def measure_rerun(home: Path) -> dict[str, float]:
+    """`relay run digits` (the shipped spec) in a fresh home, then again with nothing changed: what a user
+    waits for each time. Both are whole CLI processes, imports included."""
+    env = _env(home)
+    times = []
+    try:
+        for _ in range(2):
+            started = time.perf_counter()
+            run = subprocess.run([sys.executable, "-m", "pipelines.cli", "run", "digits"], env=env,
+                                 capture_output=True, text=True)
+            times.append(time.perf_counter() - started)
+            if run.returncode != 0:
+                raise RuntimeError(f"relay run digits failed: {run.stdout[-2000:]} {run.stderr[-2000:]}")
+    finally:
+        subprocess.run([sys.executable, "-m", "pipelines.cli", "serve", "stop"], env=env, capture_output=True)
+    latest = (home / "runs" / "digits" / "latest").resolve()
+    steps = json.loads((latest / "steps.json").read_text())
+    if not all(steps[step]["reused"] for step in ("validate", "train", "optimize")):
+        raise RuntimeError(f"the rerun recomputed steps: {steps}")
+    return {"rerun_vs_full": times[1] / times[0], "rerun_full_s": times[0], "rerun_s": times[1],
+            **{f"rerun_step_{name}_s": entry["seconds"] for name, entry in steps.items()}}
+
+
 def measure_demo(home: Path) -> dict[str, float]:
     """Wall time of scripts/demo.sh (what `make demo` runs after setup), then stop its server."""
     env = _env(home)
@@ -402,7 +428,7 @@ def measure_demo(home: Path) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--skip-demo", action="store_true", help="skip the demo timing (about a minute)")
-    parser.add_argument("--only", choices=["load", "shapes", "data"],
+    parser.add_argument("--only", choices=["load", "shapes", "data", "rerun"],
                         help="measure one group only (results.json keeps the others)")
     args = parser.parse_args()
     figures: dict[str, float] = {}
@@ -413,7 +439,10 @@ def main() -> None:
             figures.update(measure_data(Path(tmp) / "data"))
         elif args.only == "shapes":
             figures.update(measure_shapes(Path(tmp) / "shapes"))
+        elif args.only == "rerun":
+            figures.update(measure_rerun(Path(tmp) / "rerun"))
         else:
+            figures.update(measure_rerun(Path(tmp) / "rerun"))
             figures.update(measure_shapes(Path(tmp) / "shapes"))
             figures.update(measure_models(Path(tmp) / "models"))
             figures.update(measure_tensorflow(Path(tmp) / "tensorflow"))

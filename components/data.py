@@ -26,6 +26,7 @@ from rich.progress import Progress
 
 from components import versioning
 from components.atomic import atomic_dir, write_json
+from components.child_processes import main_script_hidden
 from components.builtin_datasets import GENERATORS
 from components.errors import RelayError
 from components.imaging import ImageRejected, Preprocessing, load_pixels, open_checked, preprocess_files
@@ -304,7 +305,7 @@ def describe_files(paths: list[Path], prep: Preprocessing, cache: _RowCache | No
                     _fill(rows, chunk, described, paths, cache)
                     progress.advance(bar, len(chunk))
             else:
-                with process_pool() as pool:
+                with main_script_hidden(), process_pool() as pool:
                     futures = [pool.submit(_describe_batch, [str(paths[i]) for i in chunk], prep) for chunk in chunks]
                     for chunk, future in zip(chunks, futures):
                         _fill(rows, chunk, future.result(), paths, cache)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from components.atomic import atomic_dir, write_json, write_text
-from components.run_files import GATE_JSON, GATE_PLOT, GATE_REPORT
+from components.run_files import GATE_COMPARISON_PLOT, GATE_JSON, GATE_PLOT, GATE_REPORT
 from components.spec import GateSpec
 
 Predictor = Callable[[np.ndarray], np.ndarray]
@@ -59,8 +59,12 @@ def _accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
 
 
 def evaluate_gate(thresholds: GateSpec, original: Predictor, optimized: Predictor, images: np.ndarray,
-                  labels: np.ndarray, champion: Champion | None = None) -> dict:
-    """Measure both models on the held-out set and decide each check. Returns the gate document."""
+                  labels: np.ndarray, champion: Champion | None = None, classes: list[str] | None = None) -> dict:
+    """Measure both models on the held-out set and decide each check. Returns the gate document.
+
+    With ``classes``, it also holds the challenger's (the optimized model's) and the champion's confusion
+    matrices and per-class precision and recall on that set, side by side.
+    """
     if len(images) == 0:
         raise ValueError("the held-out split is empty: the gate has nothing to measure")
     original_logits, optimized_logits = original(images), optimized(images)
@@ -86,9 +90,10 @@ def evaluate_gate(thresholds: GateSpec, original: Predictor, optimized: Predicto
          "value": acc_optimized, "threshold": thresholds.min_accuracy, "unit": "",
          "rule": "optimized accuracy ≥ floor"},
     ]
-    champion_info = None
+    champion_info = champion_logits = None
     if champion is not None:
-        acc_champion = _accuracy(champion.predict(images if champion.images is None else champion.images), labels)
+        champion_logits = champion.predict(images if champion.images is None else champion.images)
+        acc_champion = _accuracy(champion_logits, labels)
         floor = acc_champion - thresholds.champion_tolerance_pp / 100
         checks.append({"name": "champion", "passed": acc_optimized >= floor - EPSILON, "value": acc_optimized,
                        "threshold": floor, "unit": "",
@@ -104,8 +109,22 @@ def evaluate_gate(thresholds: GateSpec, original: Predictor, optimized: Predicto
             "speedup_b1": latency_original / latency_optimized, "heldout_images": int(len(labels)),
         },
         "champion": champion_info,
+        "comparison": classes and _comparison(classes, labels, optimized_logits, champion_logits, champion),
         "thresholds": thresholds.model_dump(),
     }
+
+
+def _comparison(classes: list[str], labels: np.ndarray, challenger: np.ndarray, champion_logits: np.ndarray | None,
+                champion: Champion | None) -> dict:
+    from components.class_metrics import class_metrics
+
+    def figures(logits: np.ndarray) -> dict:
+        matrix, per_class = class_metrics(labels, logits.argmax(1), classes)
+        return {"accuracy": _accuracy(logits, labels), "confusion_matrix": matrix.tolist(), "per_class": per_class}
+
+    return {"classes": classes, "challenger": {"version": "this run (optimized)", **figures(challenger)},
+            "champion": champion and {"version": champion.version, "role": champion.role,
+                                      **figures(champion_logits)}}
 
 
 def render_report(task: str, gate: dict, notes: dict[str, str]) -> str:
@@ -123,7 +142,51 @@ def render_report(task: str, gate: dict, notes: dict[str, str]) -> str:
                   f"{champion['accuracy']:.4f} on this held-out set"
               if champion else "Champion: none yet (nothing served or in production; the champion check is not applied)."]
     lines += [f"- {name}: {text}" for name, text in notes.items()]
+    comparison = gate.get("comparison")
+    if comparison:
+        sides = [("challenger", comparison["challenger"])] + (
+            [("champion " + comparison["champion"]["version"], comparison["champion"])] if comparison["champion"]
+            else [])
+        lines += ["", "## Champion and challenger, per class", "",
+                  "| class | support | " + " | ".join(f"{name} precision | {name} recall" for name, _ in sides) + " |",
+                  "|---|---|" + "---|---|" * len(sides)]
+        for label in comparison["classes"]:
+            row = [f"{side['per_class'][label]['precision']:.3f} | {side['per_class'][label]['recall']:.3f}"
+                   for _, side in sides]
+            lines.append(f"| {label} | {sides[0][1]['per_class'][label]['support']} | " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
+
+
+def plot_comparison(comparison: dict, target: Path) -> Path:
+    """The challenger's and the champion's confusion matrices side by side, and per-class recall of both."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from components.class_metrics import plot_confusion
+
+    classes = comparison["classes"]
+    sides = [("challenger (this run)", comparison["challenger"])]
+    if comparison["champion"]:
+        champion = comparison["champion"]
+        sides.append((f"champion {champion['version']} ({champion['role']})", champion))
+    size = max(3.5, 0.4 * len(classes) + 2)
+    figure, axes = plt.subplots(1, len(sides) + 1, figsize=(size * (len(sides) + 1), size))
+    for ax, (name, side) in zip(axes, sides):
+        plot_confusion(ax, np.array(side["confusion_matrix"]), classes, f"{name}: accuracy {side['accuracy']:.3f}")
+    x = np.arange(len(classes))
+    width = 0.8 / len(sides)
+    for i, (name, side) in enumerate(sides):
+        axes[-1].bar(x + (i - (len(sides) - 1) / 2) * width, [side["per_class"][c]["recall"] for c in classes],
+                     width, label=name.split(" (")[0])
+    axes[-1].set(xticks=x, xticklabels=classes, ylim=(0, 1.05), title="per-class recall")
+    plt.setp(axes[-1].get_xticklabels(), rotation=45, ha="right")
+    axes[-1].legend(loc="lower right")
+    figure.tight_layout()
+    figure.savefig(target, dpi=90)
+    plt.close(figure)
+    return target
 
 
 def plot_gate(gate: dict, target: Path) -> Path:
@@ -161,5 +224,9 @@ def write_gate(task: str, gate: dict, notes: dict[str, str], out_dir: Path) -> G
         write_json(tmp / GATE_JSON, gate)
         write_text(tmp / GATE_REPORT, render_report(task, gate, notes) + "\n![accuracy and latency](gate.png)\n")
         plot_gate(gate, tmp / GATE_PLOT)
+        if gate.get("comparison"):
+            plot_comparison(gate["comparison"], tmp / GATE_COMPARISON_PLOT)
+            with (tmp / GATE_REPORT).open("a") as report:
+                report.write("\n![champion and challenger](" + GATE_COMPARISON_PLOT + ")\n")
     failed = [c["name"] for c in gate["checks"] if not c["passed"]]
     return GateResult(gate["passed"], out_dir / GATE_JSON, gate["metrics"], failed)

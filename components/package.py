@@ -23,9 +23,13 @@ def serving_config(spec: TaskSpec, prep: Preprocessing) -> dict:
     return {"preprocessing": prep.to_dict(), "max_request_bytes": spec.deploy.max_request_bytes}
 
 
-def build_mar(spec: TaskSpec, version: str, onnx_model: Path, prep: Preprocessing, target: Path) -> Path:
+def build_mar(spec: TaskSpec, version: str, onnx_model: Path, prep: Preprocessing, target: Path,
+              handler: Path = HANDLER) -> Path:
     """Write ``target`` (a .mar) serving ``onnx_model`` as ``spec.name`` through the ONNX Runtime handler,
-    with ``prep``, the preprocessing the model was trained with."""
+    with ``prep``, the preprocessing the model was trained with.
+
+    Another ``handler`` (a module wrapping ``serving_handler``, which is then packed beside it) is for tests
+    that need a slow or failing server."""
     archiver = Path(sys.executable).with_name("torch-model-archiver")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -34,9 +38,11 @@ def build_mar(spec: TaskSpec, version: str, onnx_model: Path, prep: Preprocessin
         config = work / imaging.SERVING_CONFIG
         config.write_text(json.dumps(serving_config(spec, prep)))
         extra = [imaging.__file__, onnx_runtime.__file__, str(labels), str(config)]
+        if handler != HANDLER:
+            extra.append(str(HANDLER))
         proc = subprocess.run([
             str(archiver), "--model-name", spec.name, "--version", model_version.served(version),
-            "--serialized-file", str(onnx_model), "--handler", str(HANDLER),
+            "--serialized-file", str(onnx_model), "--handler", str(handler),
             "--extra-files", ",".join(extra), "--export-path", str(work), "--force",
         ], capture_output=True, text=True)
         if proc.returncode != 0:

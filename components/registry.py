@@ -275,6 +275,14 @@ class ModelRegistry:
                 return row["version"]
         return None
 
+    def version_with_model(self, task: str, model_sha256: str, preprocessing_sha256: str) -> str | None:
+        """The newest version whose ONNX model and preprocessing are these exact bytes, if any."""
+        for row in self.versions(task):
+            digests = self.model_info(task, row["version"]).get("sha256", {})
+            if digests.get("model.onnx") == model_sha256 and digests.get("preprocessing.json") == preprocessing_sha256:
+                return row["version"]
+        return None
+
     def model_info(self, task: str, version: str) -> dict:
         """A version's ``model.json``: run, framework, dataset, spec and each artifact's sha256."""
         return json.loads(self.read_file(task, version, MODEL_JSON))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 SPEC = "spec.json"                       # the run's effective spec (task spec + overrides)
+RUN_PARAMS = "params.json"               # the run parameters (overrides) it started with
+LINEAGE_CARD = "lineage.html"            # the run's and the registered version's lineage card
 
 MANIFEST = "manifest.csv"                # data/: one row per file
 DATA_INFO = "data.json"                  # data/: dataset version, counts, resolved preprocessing
@@ -20,6 +22,7 @@ OPTIMIZE_INFO = "optimize.json"          # optimize/
 GATE_JSON = "gate.json"                  # gate/
 GATE_REPORT = "gate.md"                  # gate/
 GATE_PLOT = "gate.png"                   # gate/
+GATE_COMPARISON_PLOT = "champion_vs_challenger.png"  # gate/: confusion matrices and per-class recall
 
 REGISTRATION = "registration.json"       # register/
 DEPLOYMENT = "deployment.json"           # deploy/

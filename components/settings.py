@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     ts_heap: str = "512m"
     step_cache: bool = Field(default=True, description="Reuse a step's output when its data version, code and "
                                                         "parameters are unchanged (RELAY_STEP_CACHE=false: never).")
+    webhook_url: str | None = Field(default=None, description="Where each Airflow run posts its outcome (JSON): "
+                                                               "deployed, rolled back, gate or validation failed.")
     airflow_url: str = Field(default="http://127.0.0.1:8480",
                              description="Airflow's API server (`make airflow` listens here), for asset events.")
     airflow_username: str = "admin"

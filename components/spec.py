@@ -191,7 +191,14 @@ class DeploySpec(_Strict):
     target: Literal["local", "kubernetes"] = Field(
         default="local", description="local: the project's TorchServe; kubernetes: pin the version in the "
                                      "GitOps staging overlay (Argo CD deploys it).")
-    smoke_samples: int = Field(default=20, ge=1)
+    smoke_samples: int = Field(default=20, ge=1, description="Held-out images the new version must classify "
+                                                             "with gate.min_accuracy before anything else.")
+    canary_requests: int = Field(default=50, ge=0, description="Replayed held-out requests sent to the new version "
+                                                               "and to the version serving now, before the switch.")
+    canary_max_error_rate: float = Field(default=0.0, ge=0, le=1,
+                                         description="Largest share of failed canary requests to the new version.")
+    canary_max_p99_ms: float = Field(default=250.0, gt=0,
+                                     description="Largest p99 latency of the new version during the canary.")
     max_request_bytes: int = Field(default=16_000_000, gt=0, le=64_000_000,
                                    description="Larger prediction request bodies get HTTP 413 from the handler.")
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from airflow.sdk import DAG, Param, task
 
 from components.spec import TaskSpec, load_spec, run_param_schemas
+from pipelines.outcome import RunOutcomeNotifier
 from pipelines.steps import RETRYABLE, STEPS, run_step, start_run
 
 
@@ -146,6 +147,9 @@ def build_dag(spec_file: Path) -> DAG:
         catchup=False,
         max_active_runs=1,
         params=_params(spec),
+        # Each run's outcome goes to RELAY_WEBHOOK_URL: deployed, rolled back, gate or validation failed.
+        on_success_callback=RunOutcomeNotifier(spec.name),
+        on_failure_callback=RunOutcomeNotifier(spec.name),
         tags=["relay", spec.name],
         doc_md=f"Relay training pipeline for `{spec.name}` (spec: `{spec_file.name}`). "
                "The gate decides whether register and deploy run.",

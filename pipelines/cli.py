@@ -90,6 +90,9 @@ def run(task: Annotated[str, typer.Argument(help="Task name (pipelines/specs/NAM
                 err.print(f"[bold red]gate failed[/] ({', '.join(summary['failed_checks'])}); nothing was registered "
                           f"or deployed. Report: {run_dir / 'gate' / 'gate.md'}")
                 raise typer.Exit(1)
+            if step == "deploy" and summary.get("rolled_back"):
+                err.print(f"[bold red]rolled back[/]: {summary['why']}", highlight=False)
+                raise typer.Exit(1)
     except RelayError as error:
         _fail(error)
 
@@ -195,6 +198,24 @@ def models(task: Annotated[str, typer.Argument(help="Task name.")]) -> None:
                       "shared URL (s3://…) for them, or pass `relay fetch-model --dvc-remote`.", highlight=False)
     elif remote:
         console.print(f"DVC remote: {remote}", highlight=False)
+
+
+@app.command()
+def report(task: Annotated[str, typer.Argument(help="Task name.")],
+           version: Annotated[Optional[str], typer.Option(help="A registered version (default: the newest).")] = None,
+           open_it: Annotated[bool, typer.Option("--open", help="Open it in the browser.")] = False) -> None:
+    """Write the lineage card of TASK's version (data, code, spec, curves, gate, serving, stages); print its path."""
+    from components.lineage import current_card
+
+    try:
+        path = current_card(task, version)
+    except RelayError as error:
+        _fail(error)
+    console.print(str(path), highlight=False)
+    if open_it:
+        import webbrowser
+
+        webbrowser.open(path.as_uri())
 
 
 @app.command("dag-test")

@@ -18,8 +18,9 @@ from typing import Any
 
 from components.atomic import write_json
 from components.errors import GateFailed, RelayError
-from components.run_files import (DATA_INFO, DEPLOYMENT, GATE_JSON, GATE_PLOT, GATE_REPORT, METRICS, OPTIMIZE_INFO,
-                                  OPTIMIZED_MODEL, PREPROCESSING, REGISTRATION, SPEC)
+from components.run_files import (DATA_INFO, DEPLOYMENT, GATE_COMPARISON_PLOT, GATE_JSON, GATE_PLOT, GATE_REPORT,
+                                  LINEAGE_CARD, METRICS, OPTIMIZE_INFO, OPTIMIZED_MODEL, PREPROCESSING, REGISTRATION,
+                                  RUN_PARAMS, SPEC)
 from components.settings import Settings, get_settings
 from components.spec import TaskSpec, load_spec, parse_spec
 
@@ -46,6 +47,7 @@ def start_run(task: str, overrides: dict[str, Any] | None = None, run_id: str | 
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / RUN_SPEC, spec.model_dump(mode="json"))
+        write_json(run_dir / RUN_PARAMS, overrides or {})
         return run_dir
     resume = run_id is not None
     run_id = _safe_id(run_id or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6])
@@ -54,10 +56,17 @@ def start_run(task: str, overrides: dict[str, Any] | None = None, run_id: str | 
         return run_dir
     run_dir.mkdir(parents=True, exist_ok=False)
     write_json(run_dir / RUN_SPEC, spec.model_dump(mode="json"))
+    write_json(run_dir / RUN_PARAMS, overrides or {})
     latest = run_dir.parent / "latest"
     latest.unlink(missing_ok=True)
     latest.symlink_to(run_dir.name)
     return run_dir
+
+
+def airflow_run_dir(task: str, airflow_run_id: str, settings: Settings | None = None) -> Path:
+    """The run directory of an Airflow run of ``task`` (its data task starts it under this name)."""
+    settings = settings or get_settings()
+    return settings.runs_dir / task / _safe_id(f"airflow-{airflow_run_id}")
 
 
 def run_spec(run_dir: Path) -> TaskSpec:
@@ -126,7 +135,7 @@ def _gate(spec: TaskSpec, run: Path, settings: Settings) -> dict:
         champion = Champion(version, onnx_predictor(registry.artifact_bytes(spec.name, version, OPTIMIZED_MODEL)),
                             role, None if theirs == prep else preprocess_files(paths, theirs))
     gate = evaluate_gate(spec.gate, load_predictor(run / "train"), onnx_predictor(run / "optimize" / OPTIMIZED_MODEL),
-                         images, labels, champion)
+                         images, labels, champion, spec.dataset.classes)
     optimize_info = json.loads((run / "optimize" / OPTIMIZE_INFO).read_text())
     trt = optimize_info["tensorrt"]
     notes = {"tensorrt": f"skipped: {trt['skipped']}" if "skipped" in trt
@@ -153,11 +162,12 @@ def gate_passed(run: Path) -> bool:
 
 
 def _register(spec: TaskSpec, run: Path, settings: Settings) -> dict:
-    from components.atomic import copy_file
+    from components.atomic import copy_file, sha256_file
     from components.data import read_data_info
     from components.frameworks import backend
+    from components.lineage import write_card
     from components.package import build_mar
-    from components.registry import ModelRegistry
+    from components.registry import ModelRegistry, git
     from components.train import model_framework, model_preprocessing
 
     if not gate_passed(run):
@@ -165,26 +175,39 @@ def _register(spec: TaskSpec, run: Path, settings: Settings) -> dict:
     model = run / "optimize" / OPTIMIZED_MODEL
     framework = model_framework(run / "train")
     registry = ModelRegistry(settings)
+    same = registry.version_with_model(spec.name, sha256_file(model), sha256_file(run / "train" / PREPROCESSING))
+    if same:
+        # A rerun that changed nothing (the step cache gave back the same model): the version exists already.
+        tag = f"{spec.name}@{same}"
+        summary = {"version": same, "tag": tag, "commit": git(["rev-parse", f"{tag}^{{commit}}"], registry.path)}
+        write_json(run / "register" / REGISTRATION, summary)
+        write_card(run, settings)
+        return {**summary, "reused": True, "why": f"{same} holds these exact model and preprocessing bytes"}
 
     def build(version: str, dest: Path) -> None:
         copy_file(model, dest / OPTIMIZED_MODEL)
         copy_file(run / "train" / PREPROCESSING, dest / PREPROCESSING)
         build_mar(spec, version, model, model_preprocessing(run / "train"), dest / "model.mar")
-        for name in (GATE_JSON, GATE_REPORT, GATE_PLOT):
+        for name in (GATE_JSON, GATE_REPORT, GATE_PLOT, GATE_COMPARISON_PLOT):
             copy_file(run / "gate" / name, dest / name)
         backend(framework).extra_artifacts(spec, version, run / "train", dest,
                                            registry.stage_version(spec.name, "production"))
+        write_card(run, settings, dest / LINEAGE_CARD, version=version,
+                   serving=f"registered, not yet deployed: `relay report {spec.name} --version {version}` "
+                           "shows where it is served now")
 
     metadata = {"run_id": run.name, "framework": framework,
                 "dataset_md5": read_data_info(run / "data")["dataset_md5"], "spec": spec.model_dump(mode="json")}
     registration = registry.register(spec.name, build, metadata)
     summary = {"version": registration.version, "tag": registration.tag, "commit": registration.commit}
     write_json(run / "register" / REGISTRATION, summary)
+    write_card(run, settings)
     return {**summary, "reused": registration.reused}
 
 
 def _deploy(spec: TaskSpec, run: Path, settings: Settings) -> dict:
     from components.deploy.local import deploy_local
+    from components.lineage import write_card
 
     registration = json.loads((run / "register" / REGISTRATION).read_text())
     if spec.deploy.target == "kubernetes":
@@ -194,11 +217,14 @@ def _deploy(spec: TaskSpec, run: Path, settings: Settings) -> dict:
         summary = {"version": promotion.version, "env": "staging", "previous": promotion.previous,
                    "commit": promotion.commit, "live": promotion.live}
         write_json(run / "deploy" / DEPLOYMENT, summary)
+        write_card(run, settings, serving=f"staging overlay pinned by GitOps commit {promotion.commit}: {promotion.live}")
         return summary
     result = deploy_local(spec, registration["version"], run / "data", settings)
     summary = {"version": result.version, "previous_default": result.previous_default,
-               "smoke_accuracy": result.smoke_accuracy, "url": result.inference_url}
+               "smoke_accuracy": result.smoke_accuracy, "url": result.inference_url,
+               "rolled_back": result.rolled_back, "why": result.why, "canary": result.canary}
     write_json(run / "deploy" / DEPLOYMENT, summary)
+    write_card(run, settings)
     return summary
 
 

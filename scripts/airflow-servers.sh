@@ -23,10 +23,19 @@ fi
 
 "$airflow" db migrate >"$AIRFLOW_HOME/logs/migrate.log" 2>&1
 pids=()
+alive() { for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && return 0; done; return 1; }
 stop() {
   trap - INT TERM EXIT
-  kill "${pids[@]}" 2>/dev/null || true
-  wait "${pids[@]}" 2>/dev/null || true
+  echo "Stopping Airflow..."
+  kill -TERM "${pids[@]}" 2>/dev/null || true
+  for _ in $(seq 30); do alive || break; sleep 0.5; done
+  # The scheduler's LocalExecutor can wait on its idle workers for good: its workers and then it go by pid.
+  for pid in "${pids[@]}"; do
+    kill -0 "$pid" 2>/dev/null || continue
+    for child in $(ps -o pid= --ppid "$pid"); do kill -KILL "$child" 2>/dev/null || true; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  wait 2>/dev/null || true
   echo "Airflow stopped."
   exit 0
 }

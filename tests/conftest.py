@@ -184,9 +184,11 @@ needs_kubectl = pytest.mark.skipif(shutil.which("kubectl") is None,
 
 
 
-def register_onnx(settings: Settings, spec, onnx_model: Path, run_id: str | None = None) -> str:
+def register_onnx(settings: Settings, spec, onnx_model: Path, run_id: str | None = None,
+                  handler: Path | None = None) -> str:
     """Register ``onnx_model`` in the settings' registry as the real register step does (ONNX, .mar,
-    a passing gate report written by the real gate); return the new version."""
+    a passing gate report written by the real gate); return the new version. ``handler``: another
+    serving handler module (see build_mar)."""
     from components.atomic import copy_file
     from components.atomic import write_json
     from components.data import unnormalized
@@ -197,7 +199,8 @@ def register_onnx(settings: Settings, spec, onnx_model: Path, run_id: str | None
 
     def build(version: str, dest: Path) -> None:
         copy_file(onnx_model, dest / "model.onnx")
-        build_mar(spec, version, onnx_model, unnormalized(spec), dest / "model.mar")
+        build_mar(spec, version, onnx_model, unnormalized(spec), dest / "model.mar",
+                  **({"handler": handler} if handler else {}))
         write_json(dest / "preprocessing.json", unnormalized(spec).to_dict())
         for report in gate.iterdir():
             copy_file(report, dest / report.name)

@@ -1,9 +1,10 @@
 """The local deploy target: a new model version goes live on the project's TorchServe.
 
 The new version is registered beside the current one, smoke-tested on held-out images through the
-real inference API, and only then made the default. If TorchServe refuses it or the smoke test fails,
-the new version is removed and the default is untouched; the previous version stays registered for
-rollback.
+real inference API, then put through a canary (replayed held-out requests to both versions, judged by
+the spec's error-rate and p99 bounds), and only then made the default. If TorchServe refuses it
+(ServingError), or the smoke test or the canary fails (a rollback, recorded in the result), the new
+version is removed and the default is untouched; the previous version stays registered for rollback.
 
 What is served is recorded in ``<serve dir>/served.json`` (per task: the default and the previous
 version). TorchServe runs with ``--ncs`` (no snapshot), so a restarted server serves nothing by itself:
@@ -20,6 +21,7 @@ from pathlib import Path
 from components import model_version
 from components.atomic import atomic_file, sha256_file, write_json
 from components.data import split_files
+from components.deploy.canary import run_canary
 from components.deploy.torchserve import TorchServe
 from components.errors import RelayError, ServingError
 from components.registry import ModelRegistry
@@ -34,10 +36,12 @@ KEEP_VERSIONS = 2  # the default and the one before it (the rollback target)
 class DeployResult:
     model_name: str
     version: str
-    previous_default: str | None
+    previous_default: str | None  # what served before (and still serves, after a rollback)
     smoke_accuracy: float
     inference_url: str
-
+    rolled_back: bool = False
+    why: str = ""  # the canary's verdict
+    canary: dict | None = None  # per version: requests, errors, error rate, accuracy, p50 and p99
 
 def served_state(settings: Settings) -> dict[str, dict]:
     """Per task, what the local server should serve: ``{"default": "v0.2.0", "versions": [...]}``."""
@@ -114,7 +118,9 @@ def smoke_test(server: TorchServe, model: str, version: str, paths: list[Path], 
 
 
 def deploy_local(spec: TaskSpec, version: str, data_dir: Path, settings: Settings) -> DeployResult:
-    """Serve registered ``version`` of ``spec.name`` and make it the default after a smoke test.
+    """Serve registered ``version`` of ``spec.name`` beside the default; make it the default only after a smoke
+    test and a canary (components.deploy.canary) pass. Otherwise it is unregistered and the result says
+    ``rolled_back`` and why: what served before is never touched.
 
     Idempotent: deploying the version that is already the default changes nothing.
     """
@@ -127,18 +133,26 @@ def deploy_local(spec: TaskSpec, version: str, data_dir: Path, settings: Setting
     install_version(server, ModelRegistry(settings), name, version)
 
     paths, label_index = split_files(data_dir, "test", spec.dataset.classes)
+    labels = [spec.dataset.classes[i] for i in label_index]
     count = min(spec.deploy.smoke_samples, len(paths))
-    labels = [spec.dataset.classes[i] for i in label_index[:count]]
+    accuracy, canary = 0.0, None
     try:
-        accuracy = smoke_test(server, name, served, paths[:count], labels)
+        accuracy = smoke_test(server, name, served, paths[:count], labels[:count])
         problem = (None if accuracy >= spec.gate.min_accuracy else
-                   f"accuracy {accuracy:.3f} on {count} held-out images is below {spec.gate.min_accuracy}")
+                   f"smoke test: accuracy {accuracy:.3f} on {count} held-out images is below {spec.gate.min_accuracy}")
     except ServingError as error:
-        problem = f"failed ({error})"
+        problem = f"smoke test failed ({error})"
+    if problem is None and previous != version:
+        result = run_canary(server, name, served, previous and model_version.served(previous), paths, labels,
+                            spec.deploy)
+        canary = {"new": result.new, "current": result.current}
+        problem = None if result.passed else f"canary: {result.why}"
     if problem:
+        # Rolled back: the new version goes, what served before keeps serving, untouched.
         if previous != version:
             server.unregister(name, served)
-        raise ServingError(f"smoke test of {name} {version} on TorchServe: {problem}; the default stays {previous}")
+        return DeployResult(name, version, previous, accuracy, f"{server.inference_url}/predictions/{name}",
+                            rolled_back=True, why=f"{problem}; the default stays {previous}", canary=canary)
     server.set_default(name, served)
     if previous == version:  # a retried deploy: keep what it kept
         keep = served_state(settings)[name]["versions"]
@@ -149,4 +163,5 @@ def deploy_local(spec: TaskSpec, version: str, data_dir: Path, settings: Setting
             server.unregister(name, entry["modelVersion"])
     _record(settings, name, version, keep[:KEEP_VERSIONS])
     return DeployResult(name, version, previous if previous != version else None, accuracy,
-                        f"{server.inference_url}/predictions/{name}")
+                        f"{server.inference_url}/predictions/{name}", why="smoke test and canary passed",
+                        canary=canary)

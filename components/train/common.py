@@ -128,26 +128,18 @@ def write_test_reports(out_dir: Path, labels: np.ndarray, predictions: np.ndarra
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-    indices = list(range(len(classes)))
-    matrix = confusion_matrix(labels, predictions, labels=indices)
-    precision, recall, _, support = precision_recall_fscore_support(labels, predictions, labels=indices,
-                                                                    zero_division=0)
-    per_class = {name: {"precision": float(p), "recall": float(r), "support": int(s)}
-                 for name, p, r, s in zip(classes, precision, recall, support)}
+    from components.class_metrics import class_metrics, plot_confusion
+
+    matrix, per_class = class_metrics(labels, predictions, classes)
+    precision = [row["precision"] for row in per_class.values()]
+    recall = [row["recall"] for row in per_class.values()]
     live.log_sklearn_plot("confusion_matrix", [classes[i] for i in labels], [classes[i] for i in predictions],
                           name="test/confusion_matrix.json")
 
     size = max(4.0, 0.45 * len(classes) + 2)
     fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(matrix, cmap="Blues")
-    ax.set(xticks=indices, yticks=indices, xticklabels=classes, yticklabels=classes, xlabel="predicted",
-           ylabel="true", title="test split: confusion matrix")
-    plt.setp(ax.get_xticklabels(), rotation=45, ha="right")
-    for (i, j), count in np.ndenumerate(matrix):
-        ax.text(j, i, str(count), ha="center", va="center", fontsize=8,
-                color="white" if count > matrix.max() / 2 else "black")
+    plot_confusion(ax, matrix, classes, "test split: confusion matrix")
     fig.tight_layout()
     fig.savefig(out_dir / "confusion_matrix.png", dpi=100)
     plt.close(fig)

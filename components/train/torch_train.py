@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from components.atomic import atomic_dir, atomic_file
+from components.child_processes import main_script_hidden
 from components.data import read_data_info
 from components.imaging import Preprocessing
 from components.models.architecture import Architecture
@@ -167,6 +168,7 @@ def _evaluate(model: nn.Module, loader: DataLoader, normalize: Normalizer, devic
     return float((predicted == truth).mean()), losses / max(total, 1), predicted, truth
 
 
+@main_script_hidden()  # the DataLoader's forkserver workers must not re-run an Airflow task's main script
 def train(spec: TaskSpec, data_dir: Path, out_dir: Path):
     """Train ``spec``'s model; write weights, architecture, preprocessing, metrics, dvclive logs and test
     reports to ``out_dir``. A training killed after an epoch resumes from its checkpoint."""

@@ -74,15 +74,82 @@ def test_only_the_default_and_the_previous_version_stay_served(spec, trained_run
     assert third.previous_default == "v0.2.0" and _versions(served) == {"0.2.0", "0.3.0"}
 
 
-def test_failed_smoke_test_leaves_the_default_untouched(spec, trained_run, served, settings, tmp_path):
+def test_failed_smoke_test_rolls_back_and_leaves_the_default_untouched(spec, trained_run, served, settings,
+                                                                        tmp_path):
     _, run = trained_run
     deploy_local(spec, register_onnx(settings, spec, run / "optimize" / "model.onnx"), run / "data", settings)
     bad = register_onnx(settings, spec, untrained_onnx(spec, tmp_path / "untrained.onnx"))
-    with pytest.raises(ServingError, match="smoke test of digits v0.2.0 .* the default stays v0.1.0"):
-        deploy_local(spec, bad, run / "data", settings)
+    result = deploy_local(spec, bad, run / "data", settings)
+    assert result.rolled_back and result.version == "v0.2.0" and result.previous_default == "v0.1.0"
+    assert "smoke test: accuracy" in result.why and "the default stays v0.1.0" in result.why
+    assert result.canary is None  # never got that far
     assert served.default_version("digits") == "0.1.0"
     assert _versions(served) == {"0.1.0"}
     assert served_state(settings)["digits"]["default"] == "v0.1.0"
+
+
+def _wrapping_handler(tmp_path: Path, name: str, body: str) -> Path:
+    """A serving handler that wraps Relay's own: the injected fault, then the real handling."""
+    handler = tmp_path / f"{name}.py"
+    handler.write_text("import time\nimport serving_handler\n\nserved = [0]\n\n\ndef handle(data, context):\n"
+                       f"    if data is not None:\n        served[0] += 1\n        {body}\n"
+                       "    return serving_handler.handle(data, context)\n")
+    return handler
+
+
+@pytest.mark.parametrize("fault, broken_bound", [
+    ("time.sleep(0.3)", "p99 latency"),
+    # Each worker's first request (the smoke test's) is answered; then every other one fails.
+    ("assert served[0] % 2 == 1, 'injected failure'", "error rate"),
+])
+def test_a_canary_outside_its_bounds_rolls_back_while_the_old_version_serves(spec, trained_run, served, settings,
+                                                                            tmp_path, fault, broken_bound):
+    _, run = trained_run
+    model = run / "optimize" / "model.onnx"
+    deploy_local(spec, register_onnx(settings, spec, model), run / "data", settings)
+    spec = spec.model_copy(update={"deploy": spec.deploy.model_copy(update={
+        "smoke_samples": 1, "canary_requests": 20, "canary_max_p99_ms": 200.0})})
+    faulty = register_onnx(settings, spec, model, handler=_wrapping_handler(tmp_path, "faulty", fault))
+    result = deploy_local(spec, faulty, run / "data", settings)
+    assert result.rolled_back and broken_bound in result.why and "the default stays v0.1.0" in result.why, result
+    assert result.canary["current"]["errors"] == 0 and result.canary["current"]["requests"] == 20
+    assert served.default_version("digits") == "0.1.0" and _versions(served) == {"0.1.0"}
+    assert served_state(settings)["digits"]["default"] == "v0.1.0"
+
+
+def test_a_healthy_canary_goes_live_and_no_client_request_fails_during_the_change(spec, trained_run, served,
+                                                                                    settings):
+    """A steady client loop against the default endpoint while v0.2.0 is registered, canaried and switched to."""
+    import threading
+
+    _, run = trained_run
+    model = run / "optimize" / "model.onnx"
+    deploy_local(spec, register_onnx(settings, spec, model), run / "data", settings)
+    second = register_onnx(settings, spec, model)
+    image = next(iter(load_split(run / "data", "test", spec.dataset.classes)[2])).read_bytes()
+    answered, failures, stop = [], [], threading.Event()
+
+    def client():
+        while not stop.is_set():
+            try:
+                served.predict("digits", image)
+                answered.append(1)
+            except Exception as error:  # every failure counts, whatever its kind
+                failures.append(repr(error))
+
+    loop = threading.Thread(target=client)
+    loop.start()
+    try:
+        result = deploy_local(spec, second, run / "data", settings)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        loop.join()
+    assert not result.rolled_back and result.why == "smoke test and canary passed"
+    assert result.canary["new"]["requests"] == spec.deploy.canary_requests and result.canary["new"]["errors"] == 0
+    assert result.canary["current"]["requests"] == spec.deploy.canary_requests
+    assert served.default_version("digits") == "0.2.0"
+    assert failures == [] and len(answered) > 50
 
 
 def test_a_model_torchserve_refuses_is_removed_and_the_default_keeps_serving(spec, trained_run, served, settings,

@@ -30,17 +30,45 @@ def relay(args: list[str], env: dict, timeout: int = 600) -> subprocess.Complete
 
 
 @pytest.fixture(scope="module")
-def deployed(tmp_path_factory):
+def webhook():
+    """A local HTTP endpoint that keeps every JSON body posted to it (RELAY_WEBHOOK_URL of the runs below)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received: list[dict] = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/relay", received
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory, webhook):
     root = tmp_path_factory.mktemp("e2e")
     remote = root / "registry.git"
     subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(remote)], check=True)
     settings = make_settings(root / "relay-home", registry_remote=str(remote))
     env = {**os.environ, **settings_env(settings), "PYTHONPATH": str(PROJECT), "OMP_NUM_THREADS": "1",
-           "AIRFLOW_HOME": str(root / "airflow")}
+           "AIRFLOW_HOME": str(root / "airflow"), "RELAY_WEBHOOK_URL": webhook[0]}
     result = relay(["dag-test", "digits"], env)
     run = (settings.runs_dir / "digits" / "latest").resolve()  # later runs move "latest"
     yield settings, env, result, root, run
     TorchServe(settings).stop()
+
+
+def _posts(webhook, outcome: str) -> list[dict]:
+    return [post for post in webhook[1] if post["outcome"] == outcome]
 
 
 def _heldout(run: Path, count: int):
@@ -67,6 +95,48 @@ def test_gate_passed(deployed):
     assert run.name.startswith("airflow-manual")
     gate = json.loads((run / "gate" / "gate.json").read_text())
     assert gate["passed"] is True and gate["metrics"]["accuracy_optimized"] >= 0.9
+
+
+def test_the_deployed_run_posted_its_version_and_url(deployed, webhook):
+    settings, _, _, _, run = deployed
+    [post] = [p for p in _posts(webhook, "deployed") if p["run_dir"] == str(run)]
+    assert post["version"] == "v0.1.0" and post["dag_id"] == "relay_digits"
+    assert post["url"] == f"http://127.0.0.1:{settings.ts_inference_port}/predictions/digits"
+
+
+def test_the_lineage_card_renders_offline_with_its_plots(deployed):
+    """The card in the run and in the registry: data and code versions, spec, curves, gate, serving, stages."""
+    import base64
+    import io
+
+    settings, env, _, _, run = deployed
+    card = (run / "lineage.html").read_text()
+    data = json.loads((run / "data" / "data.json").read_text())
+    assert data["dataset_md5"] in card and "digits v0.1.0" in card and "default of digits" in card
+    assert "max_accuracy_drop_pp" in card and "digits@v0.1.0" in card and "registry commit" in card
+    assert not re.search(r"""(src|href)=["']?(https?:|//|/)""", card)  # nothing fetched from anywhere
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', card)
+    assert len(images) >= 5  # curves, confusion matrix, per-class, gate, champion vs challenger
+    for encoded in images:
+        assert Image.open(io.BytesIO(base64.b64decode(encoded))).size[0] > 100
+    stored = ModelRegistry(settings).artifact_bytes("digits", "v0.1.0", "lineage.html").decode()
+    assert data["dataset_md5"] in stored and "registered, not yet deployed" in stored
+    printed = relay(["report", "digits", "--version", "v0.1.0"], env, timeout=120)
+    assert printed.returncode == 0 and printed.stdout.strip() == str(run / "lineage.html")
+
+
+def test_a_failed_gate_posts_its_checks_and_reuses_training(deployed, webhook):
+    """Only the gate's thresholds changed: train and optimize come from the step cache; the gate fails."""
+    settings, env, result, root, run = deployed
+    failed = relay(["dag-test", "digits", "--conf", '{"min_accuracy": 1.0}'], env)
+    assert failed.returncode == 0, failed.stdout[-2000:]  # the run succeeds; register and deploy are skipped
+    gate_run = (settings.runs_dir / "digits" / "latest").resolve()
+    steps = json.loads((gate_run / "steps.json").read_text())
+    assert steps["train"]["reused"] and steps["optimize"]["reused"] and not steps["gate"]["reused"]
+    assert f"reused the output of run {run.name}" in steps["train"]["why"]
+    [post] = [p for p in _posts(webhook, "gate_failed") if p["run_dir"] == str(gate_run)]
+    assert post["failed_checks"] == ["accuracy_floor"]
+    assert TorchServe(settings).default_version("digits") == "0.1.0"
 
 
 def test_a_gto_version_exists_in_the_registry_and_its_remote(deployed):
@@ -125,7 +195,7 @@ def test_broken_data_fails_validation_and_serving_stays(deployed, breakage):
     assert _served_accuracy(settings, _heldout(run, 20)) >= 0.9
 
 
-def test_broken_data_through_the_dag_stops_before_training(deployed):
+def test_broken_data_through_the_dag_stops_before_training(deployed, webhook):
     settings, env, result, root, run = deployed
     broken = relay(["dag-test", str(_broken_spec(root, "corrupt-png", "dag-corrupt-png"))], env)
     assert broken.returncode == 1
@@ -135,6 +205,9 @@ def test_broken_data_through_the_dag_stops_before_training(deployed):
     assert states["train"] == states["deploy"] == "upstream_failed"
     assert TorchServe(settings).default_version("digits") == "0.1.0"
     assert [v["version"] for v in ModelRegistry(settings).versions("digits")] == ["v0.1.0"]
+    failed_run = (settings.runs_dir / "digits" / "latest").resolve()
+    [post] = [p for p in _posts(webhook, "validation_failed") if p["run_dir"] == str(failed_run)]
+    assert "every file is a decodable image: 1 file(s) fail: 6/0006.png" in post["first_failure"]
 
 
 def test_tfx_drift_stops_the_run_and_serving_stays(deployed):

@@ -1,0 +1,211 @@
+"""The lineage card: one static HTML page per registered version that says where it came from and where it
+is. It renders offline (plots are embedded PNGs, no scripts, no links out) and is built only from files:
+the run directory, the project's and Relay's git history, the model registry and the local serving state.
+
+It shows the data version (DVC hash, the commit that pinned it), the code commit, the effective spec and
+run parameters, training curves and the confusion matrix, the gate report, the measured figures, which
+steps were reused from the step cache, where the version is served and its GTO stage history.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+from components.atomic import write_text
+from components.registry import ModelRegistry, git
+from components.run_files import (DATA_INFO, DEPLOYMENT, GATE_COMPARISON_PLOT, GATE_JSON, GATE_PLOT,
+                                  LINEAGE_CARD, METRICS, OPTIMIZE_INFO, REGISTRATION, RUN_PARAMS, SPEC)
+from components.settings import PROJECT_DIR, Settings
+
+_STYLE = ("body{font-family:sans-serif;max-width:70em;margin:2em auto;color:#222}table{border-collapse:collapse}"
+          "td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}pre{background:#f6f6f6;padding:.8em;"
+          "overflow:auto;max-height:30em}img{max-width:100%}.fail{color:#b00;font-weight:bold}"
+          ".pass{color:#070;font-weight:bold}")
+
+
+def _read(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _image(path: Path) -> str:
+    if not path.is_file():
+        return f"<p>(no {html.escape(path.name)})</p>"
+    encoded = base64.b64encode(path.read_bytes()).decode()
+    return f'<img alt="{html.escape(path.name)}" src="data:image/png;base64,{encoded}">'
+
+
+def _table(rows: list[tuple], header: tuple | None = None) -> str:
+    head = "<tr>" + "".join(f"<th>{html.escape(str(c))}</th>" for c in header) + "</tr>" if header else ""
+    body = "".join("<tr>" + "".join(f"<td>{cell if str(cell).startswith('<') else html.escape(str(cell))}</td>"
+                                     for cell in row) + "</tr>" for row in rows)
+    return f"<table>{head}{body}</table>"
+
+
+def _curves(history: list[dict]) -> str:
+    """Loss and accuracy per epoch, train and validation, as an embedded PNG."""
+    if not history:
+        return "<p>(no training history)</p>"
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [row["epoch"] for row in history]
+    figure, (loss, accuracy) = plt.subplots(1, 2, figsize=(9, 3.2))
+    for split in ("train", "val"):
+        loss.plot(epochs, [row[f"{split}_loss"] for row in history], marker="o", label=split)
+        accuracy.plot(epochs, [row[f"{split}_accuracy"] for row in history], marker="o", label=split)
+    loss.set(xlabel="epoch", ylabel="loss", title="loss")
+    accuracy.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    loss.legend()
+    accuracy.legend()
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90)
+    plt.close(figure)
+    return f'<img alt="training curves" src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
+
+
+def _commit(repo: Path, *path: str) -> str:
+    """The commit (and whether the work tree differs from it) of ``repo``, or of the last change to ``path``."""
+    if git(["rev-parse", "--is-inside-work-tree"], repo, check=False) != "true":
+        return "(not a git checkout)"
+    if path:
+        return git(["log", "-1", "--format=%H %s", "--", *path], repo, check=False) or "(not committed)"
+    head = git(["rev-parse", "HEAD"], repo, check=False) or "(no commit)"
+    dirty = git(["status", "--porcelain", "--untracked-files=no"], repo, check=False)
+    return head + (" + uncommitted changes" if dirty else "")
+
+
+def _stage_history(registry: ModelRegistry, task: str, version: str) -> list[tuple]:
+    import gto.api
+
+    if not (registry.path / ".git").is_dir():
+        return []
+    try:
+        events = gto.api.history(str(registry.path), task, ascending=True)
+    except Exception as error:  # a registry GTO cannot read: the card says so instead of failing
+        return [("(history unavailable)", str(error), "", "")]
+    rows = events[0] if isinstance(events, tuple) else events
+    return [(str(e.get("timestamp", "")), e.get("event", ""), e.get("stage", "") or "", e.get("version", ""))
+            for e in rows if e.get("version") == version]
+
+
+def render_card(run: Path, settings: Settings, serving: str | None = None, version: str | None = None) -> str:
+    """The lineage card of the version registered from ``run``, as HTML (``version``: while registering it)."""
+    from components.deploy.local import served_state
+
+    spec = json.loads((run / SPEC).read_text())
+    task = spec["name"]
+    params = _read(run / RUN_PARAMS) or {}
+    data = _read(run / "data" / DATA_INFO) or {}
+    metrics = _read(run / "train" / METRICS) or {}
+    optimize = _read(run / "optimize" / OPTIMIZE_INFO) or {}
+    gate = _read(run / "gate" / GATE_JSON) or {}
+    registration = _read(run / "register" / REGISTRATION) or {}
+    deployment = _read(run / "deploy" / DEPLOYMENT)
+    steps = _read(run / "steps.json") or {}
+    version = version or registration.get("version", "(not registered)")
+    registry = ModelRegistry(settings)
+
+    if serving is None:
+        state = served_state(settings).get(task, {})
+        if deployment and deployment.get("rolled_back"):
+            serving = f"rolled back at deploy: {deployment['why']}"
+        elif state.get("default") == version:
+            serving = f"default of {task} on the local TorchServe: {deployment and deployment.get('url')}"
+        elif version in state.get("versions", []):
+            serving = f"served beside the default ({state['default']}), for rollback"
+        else:
+            serving = "not served by the local TorchServe"
+    pointer = Path(spec["dataset"]["path"])
+    pointer = str(pointer.with_name(pointer.name + ".dvc"))
+    checks = [(c["name"], c["rule"], f"{c['value']:.4g}{c['unit']}", f"{c['threshold']:.4g}{c['unit']}",
+               '<span class="pass">pass</span>' if c["passed"] else '<span class="fail">FAIL</span>')
+              for c in gate.get("checks", [])]
+    gm = gate.get("metrics", {})
+    figures = [
+        ("test accuracy (original)", metrics.get("test_accuracy")),
+        ("training time (s)", metrics.get("train_seconds")),
+        ("training images/s", metrics.get("train_loop_images_per_second")),
+        ("conversion time (s)", optimize.get("conversion_seconds")),
+        ("held-out accuracy, optimized", gm.get("accuracy_optimized")),
+        ("p50 batch-1 latency, original (ms)", gm.get("latency_p50_ms_original")),
+        ("p50 batch-1 latency, optimized (ms)", gm.get("latency_p50_ms_optimized")),
+        ("max |logit difference|", gm.get("max_abs_logit_diff")),
+    ]
+    if deployment and deployment.get("canary"):
+        for side, figures_of in deployment["canary"].items():
+            if figures_of:
+                figures.append((f"canary, {side} version: p50 / p99 ms, error rate",
+                                f"{figures_of['p50_ms']} / {figures_of['p99_ms']}, {figures_of['error_rate']}"))
+    sections = [
+        f"<h1>{html.escape(task)} {html.escape(version)}</h1>",
+        f"<p>Run <code>{html.escape(run.name)}</code>; framework {html.escape(str(metrics.get('framework')))}; "
+        f"registered as <code>{html.escape(str(registration.get('tag')))}</code> (registry commit "
+        f"{html.escape(str(registration.get('commit')))}).</p>",
+        "<h2>Where it is served</h2>", f"<p>{html.escape(serving)}</p>",
+        "<h2>Stage history (GTO)</h2>",
+        _table(_stage_history(registry, task, version) or [("(no stage assigned)", "", "", "")],
+               ("when", "event", "stage", "version")),
+        "<h2>Data</h2>",
+        _table([("dataset", spec["dataset"]["path"]), ("DVC hash", data.get("dataset_md5")),
+                ("pinned by", _commit(settings.project_dir, pointer)),
+                ("images", data.get("images")), ("split", data.get("split_counts")),
+                ("classes", data.get("class_counts"))]),
+        "<h2>Code</h2>",
+        _table([("Relay", _commit(PROJECT_DIR)), ("project", _commit(settings.project_dir))]),
+        "<h2>Run parameters and effective spec</h2>",
+        f"<p>Run parameters: <code>{html.escape(json.dumps(params))}</code></p>",
+        f"<pre>{html.escape(json.dumps(spec, indent=2))}</pre>",
+        "<h2>Steps</h2>",
+        _table([(name, "reused" if entry["reused"] else "computed", entry["seconds"], entry["why"])
+                for name, entry in steps.items()], ("step", "", "seconds", "why")),
+        "<h2>Training</h2>", _curves(metrics.get("history", [])),
+        _image(run / "train" / "confusion_matrix.png"), _image(run / "train" / "per_class.png"),
+        "<h2>Gate</h2>",
+        f"<p>{'<span class=pass>PASS</span>' if gate.get('passed') else '<span class=fail>FAIL</span>'}</p>",
+        _table(checks, ("check", "rule", "value", "threshold", "result")),
+        _image(run / "gate" / GATE_PLOT), _image(run / "gate" / GATE_COMPARISON_PLOT),
+        "<h2>Measured figures</h2>",
+        _table([(name, "-" if value is None else value) for name, value in figures]),
+    ]
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(task)} {html.escape(version)}"
+            f" lineage</title><style>{_STYLE}</style></head><body>{''.join(sections)}</body></html>")
+
+
+def write_card(run: Path, settings: Settings, target: Path | None = None, serving: str | None = None,
+               version: str | None = None) -> Path:
+    """Write the card into ``target`` (default: ``run/lineage.html``), atomically."""
+    target = target or run / LINEAGE_CARD
+    write_text(target, render_card(run, settings, serving, version))
+    return target
+
+
+def current_card(task: str, version: str | None = None, settings: Settings | None = None) -> Path:
+    """The card of ``task``'s ``version`` (default: the newest) as of now: rewritten in its run directory when
+    this machine has it, otherwise the card stored with the registered artifacts."""
+    from components.errors import RelayError
+    from components.settings import get_settings
+
+    settings = settings or get_settings()
+    registry = ModelRegistry(settings)
+    versions = [row["version"] for row in registry.versions(task)]
+    if not versions:
+        raise RelayError(f"{task} has no registered version in {registry.path}: run `relay run {task}` first")
+    version = version or versions[0]
+    if not version.startswith("v"):
+        version = "v" + version
+    if version not in versions:
+        raise RelayError(f"{task} has no version {version}; registered: {', '.join(versions)}")
+    run = settings.runs_dir / task / registry.model_info(task, version)["run_id"]
+    if (run / SPEC).is_file():
+        return write_card(run, settings)
+    target = settings.home / "reports" / task / f"{version}.html"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(registry.artifact_bytes(task, version, LINEAGE_CARD))
+    return target

@@ -1,0 +1,68 @@
+"""What a finished run amounts to (deployed, rolled back, gate failed, validation failed, failed), read from
+its run directory, and the Airflow notifier that posts it to a webhook."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from airflow.sdk import BaseNotifier
+
+from components.run_files import DEPLOYMENT, GATE_JSON, REGISTRATION, VALIDATION
+from components.settings import get_settings
+
+
+def _read(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def run_outcome(run: Path | None) -> dict:
+    """The run's outcome and the details a person needs, from the files its steps wrote."""
+    if run is None or not run.is_dir():
+        return {"outcome": "skipped", "why": "the run trained nothing (no run directory)"}
+    deployment = _read(run / "deploy" / DEPLOYMENT)
+    if deployment and deployment.get("rolled_back"):
+        return {"outcome": "rolled_back", "version": deployment["version"], "why": deployment["why"],
+                "serving": deployment.get("previous_default")}
+    if deployment:
+        return {"outcome": "deployed", "version": deployment["version"], "url": deployment.get("url"),
+                "previous": deployment.get("previous_default", deployment.get("previous"))}
+    gate = _read(run / "gate" / GATE_JSON)
+    if gate and not gate["passed"]:
+        return {"outcome": "gate_failed", "failed_checks": gate["failed_checks"],
+                "report": str(run / "gate" / "gate.md")}
+    validation = _read(run / "validate" / VALIDATION)
+    if validation and not validation["success"]:
+        return {"outcome": "validation_failed", "first_failure": validation["failures"][0],
+                "failures": len(validation["failures"]), "data_docs": str(run / "validate" / "data_docs")}
+    tfx = _read(run / "tfx" / "tfx_report.json")
+    if tfx and not tfx["success"]:
+        problems = tfx["anomalies"] + tfx["drift"]
+        return {"outcome": "validation_failed", "first_failure": problems[0] if problems else "TFX validation failed",
+                "failures": len(problems), "report": str(run / "tfx" / "tfx_report.json")}
+    registration = _read(run / "register" / REGISTRATION)
+    return {"outcome": "failed", "registered": registration and registration["version"],
+            "why": "a step failed: see the task logs"}
+
+
+class RunOutcomeNotifier(BaseNotifier):
+    """Posts a relay_<task> run's outcome as JSON to RELAY_WEBHOOK_URL (nothing when it is unset)."""
+
+    def __init__(self, task: str):
+        super().__init__()
+        self.task = task
+
+    def notify(self, context) -> None:
+        import requests
+
+        from pipelines.steps import airflow_run_dir
+
+        settings = get_settings()
+        if not settings.webhook_url:
+            return
+        dag_run = context["dag_run"]
+        run = airflow_run_dir(self.task, dag_run.run_id, settings)
+        payload = {"task": self.task, "dag_id": dag_run.dag_id, "run_id": dag_run.run_id,
+                   "run_dir": str(run), **run_outcome(run)}
+        response = requests.post(settings.webhook_url, json=payload, timeout=10)
+        response.raise_for_status()
