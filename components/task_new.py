@@ -64,9 +64,6 @@ def scan(source: Path, labels_csv: str | None = None) -> Scan:
     if not result.counts:
         raise RelayError(f"{source}: no readable image found; expected {source}/<label>/<image files>"
                          + (f" ({len(result.unreadable)} unreadable file(s))" if result.unreadable else ""))
-    if len(result.counts) < 2:
-        raise RelayError(f"{source}: only one class ({result.classes[0]}); a classifier needs at least two "
-                         "label folders")
     return result
 
 
@@ -141,6 +138,9 @@ def create_task(name: str, source: Path, labels_csv: str | None = None, settings
     if not (project / ".dvc").is_dir():
         raise RelayError(f"{project} is not a DVC project (no .dvc/): run `dvc init` there first")
     found = found or scan(source, labels_csv)
+    if len(found.counts) < 2:
+        raise RelayError(f"{source}: only one class ({found.classes[0]}); a classifier needs at least two "
+                         "label folders")
     spec = propose_spec(name, found, labels_csv)
     parse_spec(spec, f"the spec proposed for {name}")  # never write a spec that does not load
 

@@ -106,10 +106,10 @@ def test_a_canary_outside_its_bounds_rolls_back_while_the_old_version_serves(spe
                                                                             tmp_path, fault, broken_bound):
     _, run = trained_run
     model = run / "optimize" / "model.onnx"
-    deploy_local(spec, register_onnx(settings, spec, model), run / "data", settings)
+    deploy_local(spec, register_onnx(settings, spec, model, "run-1"), run / "data", settings)
     spec = spec.model_copy(update={"deploy": spec.deploy.model_copy(update={
         "smoke_samples": 1, "canary_requests": 20, "canary_max_p99_ms": 200.0})})
-    faulty = register_onnx(settings, spec, model, handler=_wrapping_handler(tmp_path, "faulty", fault))
+    faulty = register_onnx(settings, spec, model, "run-faulty", handler=_wrapping_handler(tmp_path, "faulty", fault))
     result = deploy_local(spec, faulty, run / "data", settings)
     assert result.rolled_back and broken_bound in result.why and "the default stays v0.1.0" in result.why, result
     assert result.canary["current"]["errors"] == 0 and result.canary["current"]["requests"] == 20
@@ -124,8 +124,8 @@ def test_a_healthy_canary_goes_live_and_no_client_request_fails_during_the_chang
 
     _, run = trained_run
     model = run / "optimize" / "model.onnx"
-    deploy_local(spec, register_onnx(settings, spec, model), run / "data", settings)
-    second = register_onnx(settings, spec, model)
+    deploy_local(spec, register_onnx(settings, spec, model, "run-1"), run / "data", settings)
+    second = register_onnx(settings, spec, model, "run-2")
     image = next(iter(load_split(run / "data", "test", spec.dataset.classes)[2])).read_bytes()
     answered, failures, stop = [], [], threading.Event()
 

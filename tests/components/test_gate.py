@@ -92,3 +92,29 @@ def test_without_champion_the_check_is_absent_and_said_so(tmp_path):
 def test_empty_heldout_set_is_refused():
     with pytest.raises(ValueError, match="held-out split is empty"):
         evaluate_gate(THRESHOLDS, model, model, IMAGES[:0], LABELS[:0])
+
+
+def test_champion_and_challenger_side_by_side_per_class(tmp_path):
+    """The challenger confuses the first 10 images (each predicted as the next class); the champion is exact."""
+    from PIL import Image
+
+    classes = [f"c{i}" for i in range(10)]
+    challenger = perturbed(0.05)
+    gate = evaluate_gate(GateSpec(latency_runs=10, min_agreement=0.0, max_accuracy_drop_pp=100), challenger,
+                         challenger, IMAGES, LABELS, Champion("v0.3.0", model, "served default"), classes)
+    comparison = gate["comparison"]
+    mine, theirs = comparison["challenger"], comparison["champion"]
+    assert theirs["version"] == "v0.3.0" and theirs["accuracy"] == 1.0 and mine["accuracy"] == pytest.approx(0.95)
+    ours = np.array(mine["confusion_matrix"])
+    assert ours.sum() == len(IMAGES) and np.trace(ours) == 190 and np.trace(np.array(theirs["confusion_matrix"])) == 200
+    wrong = LABELS[:10]
+    for label in set(wrong):
+        missed = int((wrong == label).sum())
+        row = mine["per_class"][classes[label]]
+        assert row["recall"] == pytest.approx(1 - missed / row["support"])
+        assert theirs["per_class"][classes[label]]["recall"] == 1.0
+    write_gate("digits", gate, {}, tmp_path / "gate")
+    report = (tmp_path / "gate" / "gate.md").read_text()
+    assert "## Champion and challenger, per class" in report and "champion v0.3.0 recall" in report
+    assert "| c0 |" in report and "champion_vs_challenger.png" in report
+    assert Image.open(tmp_path / "gate" / "champion_vs_challenger.png").size[0] > 600

@@ -254,9 +254,11 @@ def test_the_ui_trigger_form_shows_every_run_parameter_in_chromium(live):
 
 
 def test_ctrl_c_stops_make_airflow_without_a_make_error(live):
+    """Ctrl-C reaches make and the script, as from a terminal. The script stops its four processes and exits 0,
+    so make reports no error; make itself then ends by the SIGINT it received, as any interrupted command."""
     os.killpg(live.process.pid, signal.SIGINT)
-    assert live.process.wait(60) == 0
+    assert live.process.wait(60) in (0, -signal.SIGINT)
     output = live.output.read_text()
-    assert "Airflow stopped." in output and "make: ***" not in output, output[-2000:]
+    assert output.rstrip().endswith("Airflow stopped.") and "make: ***" not in output, output[-2000:]
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{live.url}/api/v2/monitor/health", timeout=5)
