@@ -219,6 +219,15 @@ def _deploy(spec: TaskSpec, run: Path, settings: Settings) -> dict:
         write_json(run / "deploy" / DEPLOYMENT, summary)
         write_card(run, settings, serving=f"staging overlay pinned by GitOps commit {promotion.commit}: {promotion.live}")
         return summary
+    recorded = run / "deploy" / DEPLOYMENT
+    if recorded.is_file():
+        from components.deploy.local import served_default
+        from components.deploy.torchserve import TorchServe
+
+        earlier = json.loads(recorded.read_text())
+        if earlier["version"] == registration["version"] and not earlier.get("rolled_back") and \
+                served_default(settings, spec.name) == earlier["version"] and TorchServe(settings).pid():
+            return earlier  # a retry of a deploy that went through: its record (canary figures included) stands
     result = deploy_local(spec, registration["version"], run / "data", settings)
     summary = {"version": result.version, "previous_default": result.previous_default,
                "smoke_accuracy": result.smoke_accuracy, "url": result.inference_url,
