@@ -211,7 +211,7 @@ def report(task: Annotated[str, typer.Argument(help="Task name.")],
         path = current_card(task, version)
     except RelayError as error:
         _fail(error)
-    console.print(str(path), highlight=False)
+    typer.echo(str(path))  # unwrapped, whatever the terminal's width: scripts read it
     if open_it:
         import webbrowser
 
@@ -231,7 +231,7 @@ def dag_test(task: Annotated[str, typer.Argument(help="Task name.")],
     table = Table(title=f"{dag_id}: {state}")
     table.add_column("task")
     table.add_column("state")
-    for task_id in sorted(tasks, key=lambda name: STEPS.index(name) if name in STEPS else len(STEPS)):
+    for task_id in sorted(tasks, key=lambda name: STEPS.index(name) if name in STEPS else -1):  # on_time first
         table.add_row(task_id, tasks[task_id])
     console.print(table)
     if state != "success":

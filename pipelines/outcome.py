@@ -29,7 +29,7 @@ def run_outcome(run: Path | None) -> dict:
                 "previous": deployment.get("previous_default", deployment.get("previous"))}
     gate = _read(run / "gate" / GATE_JSON)
     if gate and not gate["passed"]:
-        return {"outcome": "gate_failed", "failed_checks": gate["failed_checks"],
+        return {"outcome": "gate_failed", "failed_checks": [c["name"] for c in gate["checks"] if not c["passed"]],
                 "report": str(run / "gate" / "gate.md")}
     validation = _read(run / "validate" / VALIDATION)
     if validation and not validation["success"]:
@@ -52,6 +52,11 @@ class RunOutcomeNotifier(BaseNotifier):
         super().__init__()
         self.task = task
 
+    def render_template_fields(self, context, jinja_env=None) -> None:
+        # Nothing here is templated, and under dag.test() the context's DAG is a SerializedDAG without the
+        # template environment BaseNotifier asks it for (Airflow 3.3).
+        return None
+
     def notify(self, context) -> None:
         import requests
 
@@ -60,9 +65,9 @@ class RunOutcomeNotifier(BaseNotifier):
         settings = get_settings()
         if not settings.webhook_url:
             return
-        dag_run = context["dag_run"]
-        run = airflow_run_dir(self.task, dag_run.run_id, settings)
-        payload = {"task": self.task, "dag_id": dag_run.dag_id, "run_id": dag_run.run_id,
-                   "run_dir": str(run), **run_outcome(run)}
+        run_id = context["run_id"]  # DAG callbacks get a short context: run_id and dag, maybe no dag_run
+        run = airflow_run_dir(self.task, run_id, settings)
+        payload = {"task": self.task, "dag_id": context["dag"].dag_id, "run_id": run_id, "run_dir": str(run),
+                   **run_outcome(run)}
         response = requests.post(settings.webhook_url, json=payload, timeout=10)
         response.raise_for_status()

@@ -32,6 +32,9 @@ echo "==> A held-out image ($image) through the served model:"
 "$relay" predict "$image"
 echo
 "$relay" models digits
+echo
+echo "==> The served version's lineage card (data, code, spec, curves, gate, serving; renders offline):"
+"$relay" report digits
 port=${RELAY_TS_INFERENCE_PORT:-8380}
 cat <<MSG
 
