@@ -58,6 +58,26 @@ def _accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float((logits.argmax(axis=1) == labels).mean())
 
 
+def measure_models(original: Predictor, optimized: Predictor, images: np.ndarray, labels: np.ndarray,
+                   latency_runs: int) -> dict:
+    """What the gate measures of the new model pair alone: accuracies, agreement, logit difference, p50
+    latencies, and the optimized model's predictions. It does not depend on the champion or the thresholds,
+    so a rerun can reuse it (JSON-able)."""
+    if len(images) == 0:
+        raise ValueError("the held-out split is empty: the gate has nothing to measure")
+    original_logits, optimized_logits = original(images), optimized(images)
+    one = images[:1]
+    return {
+        "accuracy_original": _accuracy(original_logits, labels),
+        "accuracy_optimized": _accuracy(optimized_logits, labels),
+        "agreement": float((original_logits.argmax(1) == optimized_logits.argmax(1)).mean()),
+        "max_abs_logit_diff": float(np.abs(original_logits.astype(np.float64) - optimized_logits).max()),
+        "latency_p50_ms_original": p50_latency_ms(original, one, latency_runs),
+        "latency_p50_ms_optimized": p50_latency_ms(optimized, one, latency_runs),
+        "predictions_optimized": optimized_logits.argmax(1).tolist(),
+    }
+
+
 def evaluate_gate(thresholds: GateSpec, original: Predictor, optimized: Predictor, images: np.ndarray,
                   labels: np.ndarray, champion: Champion | None = None, classes: list[str] | None = None) -> dict:
     """Measure both models on the held-out set and decide each check. Returns the gate document.
@@ -65,15 +85,17 @@ def evaluate_gate(thresholds: GateSpec, original: Predictor, optimized: Predicto
     With ``classes``, it also holds the challenger's (the optimized model's) and the champion's confusion
     matrices and per-class precision and recall on that set, side by side.
     """
-    if len(images) == 0:
-        raise ValueError("the held-out split is empty: the gate has nothing to measure")
-    original_logits, optimized_logits = original(images), optimized(images)
-    acc_original, acc_optimized = _accuracy(original_logits, labels), _accuracy(optimized_logits, labels)
-    agreement = float((original_logits.argmax(1) == optimized_logits.argmax(1)).mean())
-    max_abs_diff = float(np.abs(original_logits.astype(np.float64) - optimized_logits).max())
-    one = images[:1]
-    latency_original = p50_latency_ms(original, one, thresholds.latency_runs)
-    latency_optimized = p50_latency_ms(optimized, one, thresholds.latency_runs)
+    measured = measure_models(original, optimized, images, labels, thresholds.latency_runs)
+    return decide_gate(thresholds, measured, images, labels, champion, classes)
+
+
+def decide_gate(thresholds: GateSpec, measured: dict, images: np.ndarray, labels: np.ndarray,
+                champion: Champion | None = None, classes: list[str] | None = None) -> dict:
+    """Decide each check from ``measure_models``' figures and, when there is one, the champion re-scored on
+    the same held-out set."""
+    acc_original, acc_optimized = measured["accuracy_original"], measured["accuracy_optimized"]
+    agreement, max_abs_diff = measured["agreement"], measured["max_abs_logit_diff"]
+    latency_original, latency_optimized = measured["latency_p50_ms_original"], measured["latency_p50_ms_optimized"]
     drop_pp = (acc_original - acc_optimized) * 100
 
     checks = [
@@ -109,7 +131,8 @@ def evaluate_gate(thresholds: GateSpec, original: Predictor, optimized: Predicto
             "speedup_b1": latency_original / latency_optimized, "heldout_images": int(len(labels)),
         },
         "champion": champion_info,
-        "comparison": classes and _comparison(classes, labels, optimized_logits, champion_logits, champion),
+        "comparison": classes and _comparison(classes, labels, np.array(measured["predictions_optimized"]),
+                                              champion_logits, champion),
         "thresholds": thresholds.model_dump(),
     }
 
@@ -118,13 +141,14 @@ def _comparison(classes: list[str], labels: np.ndarray, challenger: np.ndarray, 
                 champion: Champion | None) -> dict:
     from components.class_metrics import class_metrics
 
-    def figures(logits: np.ndarray) -> dict:
-        matrix, per_class = class_metrics(labels, logits.argmax(1), classes)
-        return {"accuracy": _accuracy(logits, labels), "confusion_matrix": matrix.tolist(), "per_class": per_class}
+    def figures(predictions: np.ndarray) -> dict:
+        matrix, per_class = class_metrics(labels, predictions, classes)
+        return {"accuracy": float((predictions == labels).mean()), "confusion_matrix": matrix.tolist(),
+                "per_class": per_class}
 
     return {"classes": classes, "challenger": {"version": "this run (optimized)", **figures(challenger)},
             "champion": champion and {"version": champion.version, "role": champion.role,
-                                      **figures(champion_logits)}}
+                                      **figures(champion_logits.argmax(1))}}
 
 
 def render_report(task: str, gate: dict, notes: dict[str, str]) -> str:
