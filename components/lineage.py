@@ -164,7 +164,8 @@ def render_card(run: Path, settings: Settings, serving: str | None = None, versi
         f"<pre>{html.escape(json.dumps(spec, indent=2))}</pre>",
         "<h2>Steps</h2>",
         _table([(name, "reused" if entry["reused"] else "computed", entry["seconds"], entry["why"])
-                for name, entry in steps.items()], ("step", "", "seconds", "why")),
+                for name, entry in sorted(steps.items(), key=lambda item: item[1].get("finished_at", 0))],
+               ("step", "", "seconds", "why")),
         "<h2>Training</h2>", _curves(metrics.get("history", [])),
         _image(run / "train" / "confusion_matrix.png"), _image(run / "train" / "per_class.png"),
         "<h2>Gate</h2>",

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -111,7 +112,7 @@ def record(run: Path, step: str, entry: dict) -> None:
     """Note in the run's steps.json whether ``step`` was computed or reused, and why."""
     path = run / RECORD
     steps = json.loads(path.read_text()) if path.is_file() else {}
-    steps[step] = entry
+    steps[step] = {**entry, "finished_at": round(time.time(), 3)}
     write_json(path, steps)
 
 

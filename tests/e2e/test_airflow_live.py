@@ -4,7 +4,7 @@ headless Chromium, `relay data add`, the scheduler's own clock, and Ctrl-C at th
 
 The project is a temporary one with two tasks made by `relay task new` from scikit-learn's digits:
 ``tiny`` (no cron: it runs when triggered or when its dataset Asset gets an event) and ``ticker`` (cron
-every minute). The tests run in file order and share the servers; each says what it needs from the ones
+every minute), plus the shipped ``digits`` spec, whose form the browser reads. The tests run in file order and share the servers; each says what it needs from the ones
 before it.
 """
 
@@ -90,8 +90,9 @@ class Live:
         password = generated_password("admin", self.airflow_home)
         self.env["RELAY_AIRFLOW_PASSWORD"] = password
         self.client = AirflowClient(self.url, "admin", password)
-        while {"relay_tiny", "relay_ticker"} - {d["dag_id"] for d in self.client.request("GET", "/dags")["dags"]}:
-            assert time.monotonic() < deadline, "the dag-processor did not load relay_tiny and relay_ticker"
+        wanted = {"relay_tiny", "relay_ticker", "relay_digits"}
+        while wanted - {d["dag_id"] for d in self.client.request("GET", "/dags")["dags"]}:
+            assert time.monotonic() < deadline, f"the dag-processor did not load {sorted(wanted)}"
             time.sleep(2)
 
     def stop(self) -> None:
@@ -136,6 +137,8 @@ def live(tmp_path_factory):
     _edit_spec(project, "tiny", **{"training.epochs": 2, "gate.min_accuracy": 0.0,
                                    "gate.champion_tolerance_pp": 100.0})
     _edit_spec(project, "ticker", **{"training.epochs": 1, "gate.min_accuracy": 0.0, "schedule": "* * * * *"})
+    # The shipped digits spec too, for the browser test's form (it is never run here: its DAG stays paused).
+    shutil.copy(PROJECT / "pipelines" / "specs" / "digits.yaml", project / "pipelines" / "specs" / "digits.yaml")
     subprocess.run(["git", "add", "-A"], cwd=project, check=True)
     subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tasks"], cwd=project,
                    check=True)
@@ -240,9 +243,10 @@ def test_relay_data_add_commits_pushes_and_its_asset_event_retrains(live):
 
 
 def test_the_ui_trigger_form_shows_every_run_parameter_in_chromium(live):
+    """Headless Chromium logs into the UI, opens relay_digits' trigger form and reads its fields."""
     script = PROJECT / "tests" / "e2e" / "ui_trigger_form.py"
     result = subprocess.run([str(PROJECT / ".venv-tools" / "bin" / "python"), str(script), live.url, "admin",
-                             live.env["RELAY_AIRFLOW_PASSWORD"], "relay_tiny"], capture_output=True, text=True,
+                             live.env["RELAY_AIRFLOW_PASSWORD"], "relay_digits"], capture_output=True, text=True,
                             timeout=180)
     assert result.returncode == 0, result.stderr[-3000:]
     form = json.loads(result.stdout)
