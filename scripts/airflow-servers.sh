@@ -23,6 +23,7 @@ fi
 
 "$airflow" db migrate >"$AIRFLOW_HOME/logs/migrate.log" 2>&1
 pids=()
+pid_file=$AIRFLOW_HOME/airflow-servers.pids
 alive() { for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && return 0; done; return 1; }
 stop() {
   trap - INT TERM EXIT
@@ -36,16 +37,20 @@ stop() {
     kill -KILL "$pid" 2>/dev/null || true
   done
   wait 2>/dev/null || true
+  rm -f "$pid_file"
   echo "Airflow stopped."
   exit 0
 }
 trap stop INT TERM
 trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
-"$airflow" api-server >"$AIRFLOW_HOME/logs/api-server.log" 2>&1 & pids+=($!)
-"$airflow" scheduler --skip-serve-logs >"$AIRFLOW_HOME/logs/scheduler.log" 2>&1 & pids+=($!)
-"$airflow" dag-processor >"$AIRFLOW_HOME/logs/dag-processor.log" 2>&1 & pids+=($!)
+# Each in its own session: Ctrl-C reaches only this script, which stops them in order (a terminal's SIGINT
+# racing their own shutdown made the stop look like a crash). Their pids are in $pid_file.
+setsid "$airflow" api-server >"$AIRFLOW_HOME/logs/api-server.log" 2>&1 & pids+=($!)
+setsid "$airflow" scheduler --skip-serve-logs >"$AIRFLOW_HOME/logs/scheduler.log" 2>&1 & pids+=($!)
+setsid "$airflow" dag-processor >"$AIRFLOW_HOME/logs/dag-processor.log" 2>&1 & pids+=($!)
 # The scheduler's and triggerer's log servers would listen on all interfaces: logs are read from disk instead.
-"$airflow" triggerer --skip-serve-logs >"$AIRFLOW_HOME/logs/triggerer.log" 2>&1 & pids+=($!)
+setsid "$airflow" triggerer --skip-serve-logs >"$AIRFLOW_HOME/logs/triggerer.log" 2>&1 & pids+=($!)
+echo "${pids[*]}" >"$pid_file"
 
 until curl -sf "http://127.0.0.1:$port/api/v2/monitor/health" >/dev/null; do
   for pid in "${pids[@]}"; do

@@ -102,6 +102,13 @@ class Live:
                 self.process.wait(60)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
+        # Airflow's processes run in their own sessions: if the script could not stop them, they go by pid.
+        pid_file = self.airflow_home / "airflow-servers.pids"
+        for pid in (pid_file.read_text().split() if pid_file.is_file() else []):
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def wait_for_run(self, dag_id: str, run_id: str) -> dict:
         """Wait for the run to finish; fail unless it succeeded."""
@@ -264,5 +271,6 @@ def test_ctrl_c_stops_make_airflow_without_a_make_error(live):
     assert live.process.wait(60) in (0, -signal.SIGINT)
     output = live.output.read_text()
     assert output.rstrip().endswith("Airflow stopped.") and "make: ***" not in output, output[-2000:]
+    assert not (live.airflow_home / "airflow-servers.pids").exists()
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{live.url}/api/v2/monitor/health", timeout=5)
