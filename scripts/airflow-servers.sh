@@ -30,11 +30,10 @@ stop() {
   echo "Stopping Airflow..."
   kill -TERM "${pids[@]}" 2>/dev/null || true
   for _ in $(seq 30); do alive || break; sleep 0.5; done
-  # The scheduler's LocalExecutor can wait on its idle workers for good: its workers and then it go by pid.
+  # The scheduler's LocalExecutor can wait on its idle workers for good. Each process leads its own process
+  # group (setsid below), with its workers in it: what is left goes by group.
   for pid in "${pids[@]}"; do
-    kill -0 "$pid" 2>/dev/null || continue
-    for child in $(ps -o pid= --ppid "$pid"); do kill -KILL "$child" 2>/dev/null || true; done
-    kill -KILL "$pid" 2>/dev/null || true
+    kill -KILL -- "-$pid" 2>/dev/null || true
   done
   wait 2>/dev/null || true
   rm -f "$pid_file"
@@ -42,7 +41,7 @@ stop() {
   exit 0
 }
 trap stop INT TERM
-trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
+trap 'for pid in "${pids[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done' EXIT
 # Each in its own session: Ctrl-C reaches only this script, which stops them in order (a terminal's SIGINT
 # racing their own shutdown made the stop look like a crash). Their pids are in $pid_file.
 setsid "$airflow" api-server >"$AIRFLOW_HOME/logs/api-server.log" 2>&1 & pids+=($!)

@@ -80,8 +80,11 @@ class Live:
     def start(self) -> None:
         with self.output.open("w") as log:
             # Its own session: Ctrl-C at the end goes to make and the script, as a terminal would send it.
+            # SIGINT as a terminal leaves it: a test run started in the background inherits it ignored, and
+            # a shell cannot trap a signal ignored at its start.
             self.process = subprocess.Popen(["make", "-s", "airflow"], cwd=PROJECT, env=self.env, stdout=log,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
+                                            stderr=subprocess.STDOUT, start_new_session=True,
+                                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.monotonic() + 180
         while "Airflow UI:" not in self.output.read_text():
             assert self.process.poll() is None, f"make airflow exited: {self.output.read_text()[-3000:]}"
@@ -102,11 +105,12 @@ class Live:
                 self.process.wait(60)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
-        # Airflow's processes run in their own sessions: if the script could not stop them, they go by pid.
+        # Airflow's processes lead their own process groups (with their workers): if the script could not
+        # stop them, their groups go.
         pid_file = self.airflow_home / "airflow-servers.pids"
         for pid in (pid_file.read_text().split() if pid_file.is_file() else []):
             try:
-                os.kill(int(pid), signal.SIGKILL)
+                os.killpg(int(pid), signal.SIGKILL)
             except ProcessLookupError:
                 pass
 
