@@ -10,7 +10,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,7 +28,7 @@ from components.data import load_split  # noqa: E402
 from components.gate import p50_latency_ms  # noqa: E402
 from components.onnx_runtime import onnx_predictor  # noqa: E402
 from components.optimize import optimize_model  # noqa: E402
-from components.settings import PROJECT_DIR, Settings  # noqa: E402
+from components.settings import PROJECT_DIR, Settings, free_ports  # noqa: E402
 from components.train import load_predictor  # noqa: E402
 from pipelines.steps import run_spec, run_step, start_run  # noqa: E402
 
@@ -69,20 +68,10 @@ TARGETS = {  # key: (description, comparison, target)
 }
 
 
-def _free_ports(count: int) -> list[int]:
-    socks = [socket.socket() for _ in range(count)]
-    for sock in socks:
-        sock.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for sock in socks:
-        sock.close()
-    return ports
-
-
 def _env(home: Path) -> dict[str, str]:
     names = ["INFERENCE", "MANAGEMENT", "METRICS", "GRPC_INFERENCE", "GRPC_MANAGEMENT"]
     env = {**os.environ, "RELAY_HOME": str(home), "PYTHONPATH": str(PROJECT_DIR), "OMP_NUM_THREADS": "1"}
-    env.update({f"RELAY_TS_{name}_PORT": str(port) for name, port in zip(names, _free_ports(len(names)))})
+    env.update({f"RELAY_TS_{name}_PORT": str(port) for name, port in zip(names, free_ports(len(names)))})
     return env
 
 
@@ -170,7 +159,7 @@ def measure_load(home: Path) -> dict[str, float]:
     from pipelines.steps import STEPS
 
     names = ["inference", "management", "metrics", "grpc_inference", "grpc_management"]
-    settings = Settings(home=home, **{f"ts_{name}_port": port for name, port in zip(names, _free_ports(len(names)))})
+    settings = Settings(home=home, **{f"ts_{name}_port": port for name, port in zip(names, free_ports(len(names)))})
     first = start_run("digits", settings=settings)
     for step in STEPS:
         run_step(step, first, settings)

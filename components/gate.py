@@ -42,16 +42,21 @@ class GateResult:
     failed_checks: list[str]
 
 
-def p50_latency_ms(predict: Predictor, sample: np.ndarray, runs: int, warmup: int = 30) -> float:
-    """Median wall time of one call on ``sample`` after ``warmup`` calls, in milliseconds."""
+def latency_samples_ms(predict: Predictor, sample: np.ndarray, runs: int, warmup: int = 30) -> list[float]:
+    """Wall time of each of ``runs`` calls on ``sample`` after ``warmup`` calls, in milliseconds."""
     for _ in range(warmup):
         predict(sample)
     times = []
     for _ in range(runs):
         start = time.perf_counter()
         predict(sample)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
+        times.append((time.perf_counter() - start) * 1000)
+    return times
+
+
+def p50_latency_ms(predict: Predictor, sample: np.ndarray, runs: int, warmup: int = 30) -> float:
+    """Median wall time of one call on ``sample`` after ``warmup`` calls, in milliseconds."""
+    return statistics.median(latency_samples_ms(predict, sample, runs, warmup))
 
 
 def _accuracy(logits: np.ndarray, labels: np.ndarray) -> float:

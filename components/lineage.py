@@ -9,51 +9,22 @@ steps were reused from the step cache, where the version is served and its GTO s
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 from pathlib import Path
 
 from components.atomic import write_text
+from components.html_report import STYLE, figure_png, image_tag, png_tag, pyplot, table
 from components.registry import ModelRegistry, git
 from components.run_files import (DATA_INFO, DEPLOYMENT, GATE_COMPARISON_PLOT, GATE_JSON, GATE_PLOT,
                                   LINEAGE_CARD, METRICS, OPTIMIZE_INFO, REGISTRATION, RUN_PARAMS, SPEC)
 from components.settings import PROJECT_DIR, Settings
 
-_STYLE = ("body{font-family:sans-serif;max-width:70em;margin:2em auto;color:#222}table{border-collapse:collapse}"
-          "td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}pre{background:#f6f6f6;padding:.8em;"
-          "overflow:auto;max-height:30em}img{max-width:100%}.fail{color:#b00;font-weight:bold}"
-          ".pass{color:#070;font-weight:bold}")
-
-
-def _read(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def _image(path: Path) -> str:
-    if not path.is_file():
-        return f"<p>(no {html.escape(path.name)})</p>"
-    encoded = base64.b64encode(path.read_bytes()).decode()
-    return f'<img alt="{html.escape(path.name)}" src="data:image/png;base64,{encoded}">'
-
-
-def _table(rows: list[tuple], header: tuple | None = None) -> str:
-    head = "<tr>" + "".join(f"<th>{html.escape(str(c))}</th>" for c in header) + "</tr>" if header else ""
-    body = "".join("<tr>" + "".join(f"<td>{cell if str(cell).startswith('<') else html.escape(str(cell))}</td>"
-                                     for cell in row) + "</tr>" for row in rows)
-    return f"<table>{head}{body}</table>"
-
-
 def _curves(history: list[dict]) -> str:
     """Loss and accuracy per epoch, train and validation, as an embedded PNG."""
     if not history:
         return "<p>(no training history)</p>"
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     epochs = [row["epoch"] for row in history]
     figure, (loss, accuracy) = plt.subplots(1, 2, figsize=(9, 3.2))
     for split in ("train", "val"):
@@ -64,10 +35,7 @@ def _curves(history: list[dict]) -> str:
     loss.legend()
     accuracy.legend()
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=90)
-    plt.close(figure)
-    return f'<img alt="training curves" src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
+    return png_tag(figure_png(figure), "training curves")
 
 
 def _commit(repo: Path, *path: str) -> str:
@@ -150,33 +118,33 @@ def render_card(run: Path, settings: Settings, serving: str | None = None, versi
         f"{html.escape(str(registration.get('commit')))}).</p>",
         "<h2>Where it is served</h2>", f"<p>{html.escape(serving)}</p>",
         "<h2>Stage history (GTO)</h2>",
-        _table(_stage_history(registry, task, version) or [("(no stage assigned)", "", "", "")],
+        table(_stage_history(registry, task, version) or [("(no stage assigned)", "", "", "")],
                ("when", "event", "stage", "version")),
         "<h2>Data</h2>",
-        _table([("dataset", spec["dataset"]["path"]), ("DVC hash", data.get("dataset_md5")),
+        table([("dataset", spec["dataset"]["path"]), ("DVC hash", data.get("dataset_md5")),
                 ("pinned by", _commit(settings.project_dir, pointer)),
                 ("images", data.get("images")), ("split", data.get("split_counts")),
                 ("classes", data.get("class_counts"))]),
         "<h2>Code</h2>",
-        _table([("Relay", _commit(PROJECT_DIR)), ("project", _commit(settings.project_dir))]),
+        table([("Relay", _commit(PROJECT_DIR)), ("project", _commit(settings.project_dir))]),
         "<h2>Run parameters and effective spec</h2>",
         f"<p>Run parameters: <code>{html.escape(json.dumps(params))}</code></p>",
         f"<pre>{html.escape(json.dumps(spec, indent=2))}</pre>",
         "<h2>Steps</h2>",
-        _table([(name, "reused" if entry["reused"] else "computed", entry["seconds"], entry["why"])
+        table([(name, "reused" if entry["reused"] else "computed", entry["seconds"], entry["why"])
                 for name, entry in sorted(steps.items(), key=lambda item: item[1].get("finished_at", 0))],
                ("step", "", "seconds", "why")),
         "<h2>Training</h2>", _curves(metrics.get("history", [])),
-        _image(run / "train" / "confusion_matrix.png"), _image(run / "train" / "per_class.png"),
+        image_tag(run / "train" / "confusion_matrix.png"), image_tag(run / "train" / "per_class.png"),
         "<h2>Gate</h2>",
         f"<p>{'<span class=pass>PASS</span>' if gate.get('passed') else '<span class=fail>FAIL</span>'}</p>",
-        _table(checks, ("check", "rule", "value", "threshold", "result")),
-        _image(run / "gate" / GATE_PLOT), _image(run / "gate" / GATE_COMPARISON_PLOT),
+        table(checks, ("check", "rule", "value", "threshold", "result")),
+        image_tag(run / "gate" / GATE_PLOT), image_tag(run / "gate" / GATE_COMPARISON_PLOT),
         "<h2>Measured figures</h2>",
-        _table([(name, "-" if value is None else value) for name, value in figures]),
+        table([(name, "-" if value is None else value) for name, value in figures]),
     ]
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(task)} {html.escape(version)}"
-            f" lineage</title><style>{_STYLE}</style></head><body>{''.join(sections)}</body></html>")
+            f" lineage</title><style>{STYLE}</style></head><body>{''.join(sections)}</body></html>")
 
 
 def write_card(run: Path, settings: Settings, target: Path | None = None, serving: str | None = None,

@@ -8,6 +8,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import yaml
+
 from components import imaging, model_version, onnx_runtime
 from components.atomic import copy_file
 from components.errors import RelayError
@@ -19,8 +21,16 @@ HANDLER = Path(__file__).with_name("serving_handler.py")
 
 
 def serving_config(spec: TaskSpec, prep: Preprocessing) -> dict:
-    """What the handler must know: the model's preprocessing and the spec's request limit."""
-    return {"preprocessing": prep.to_dict(), "max_request_bytes": spec.deploy.max_request_bytes}
+    """What the handler must know: the model's preprocessing, the spec's request limit and ORT's threads."""
+    return {"preprocessing": prep.to_dict(), "max_request_bytes": spec.deploy.max_request_bytes,
+            "threads": spec.deploy.threads}
+
+
+def model_config(spec: TaskSpec) -> dict:
+    """TorchServe's per-model config (the .mar's model-config.yaml): workers and the server-side batcher."""
+    deploy = spec.deploy
+    return {"minWorkers": deploy.workers, "maxWorkers": deploy.workers, "batchSize": deploy.batch_size,
+            "maxBatchDelay": deploy.max_batch_delay_ms, "responseTimeout": 120}
 
 
 def build_mar(spec: TaskSpec, version: str, onnx_model: Path, prep: Preprocessing, target: Path,
@@ -37,13 +47,16 @@ def build_mar(spec: TaskSpec, version: str, onnx_model: Path, prep: Preprocessin
         labels.write_text(json.dumps({str(i): name for i, name in enumerate(spec.dataset.classes)}))
         config = work / imaging.SERVING_CONFIG
         config.write_text(json.dumps(serving_config(spec, prep)))
+        server_config = work / "model-config.yaml"
+        server_config.write_text(yaml.safe_dump(model_config(spec)))
         extra = [imaging.__file__, onnx_runtime.__file__, str(labels), str(config)]
         if handler != HANDLER:
             extra.append(str(HANDLER))
         proc = subprocess.run([
             str(archiver), "--model-name", spec.name, "--version", model_version.served(version),
             "--serialized-file", str(onnx_model), "--handler", str(handler),
-            "--extra-files", ",".join(extra), "--export-path", str(work), "--force",
+            "--extra-files", ",".join(extra), "--config-file", str(server_config), "--export-path", str(work),
+            "--force",
         ], capture_output=True, text=True)
         if proc.returncode != 0:
             raise RelayError(f"torch-model-archiver failed for {spec.name}: {proc.stderr.strip().splitlines()[-1:]}")

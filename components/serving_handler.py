@@ -44,7 +44,7 @@ class OnnxImageClassifier:
         self.prep = Preprocessing.from_dict(self.config["preprocessing"])
         with open(os.path.join(model_dir, "index_to_name.json")) as handle:
             self.classes = json.load(handle)
-        self.session = make_session(os.path.join(model_dir, serialized), threads=1)
+        self.session = make_session(os.path.join(model_dir, serialized), threads=self.config.get("threads", 1))
         self.input_name = self.session.get_inputs()[0].name
 
     def _image(self, row: dict, content_type: str) -> np.ndarray:

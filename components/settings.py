@@ -6,6 +6,7 @@ the local model server), outside the code checkout, so a run never writes into t
 
 from __future__ import annotations
 
+import socket
 from functools import cached_property
 from pathlib import Path
 
@@ -70,3 +71,39 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """Read settings from the environment now (tests and runs may change it between calls)."""
     return Settings()
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports that are free on 127.0.0.1 right now (held open together so they are distinct)."""
+    sockets = []
+    for _ in range(count):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sockets.append(sock)
+    ports = [s.getsockname()[1] for s in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def own_server_settings(settings: Settings, home: Path) -> Settings:
+    """``settings`` with a TorchServe of its own: its directory under ``home`` and free ports."""
+    names = ("ts_inference_port", "ts_management_port", "ts_metrics_port", "ts_grpc_inference_port",
+             "ts_grpc_management_port")
+    return Settings(**{**settings.model_dump(), "home": home, "registry": settings.registry_dir,
+                       **dict(zip(names, free_ports(len(names))))})
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The RELAY_* environment that reproduces ``settings`` in a subprocess."""
+    env = {"RELAY_HOME": str(settings.home), "RELAY_DVC_REMOTE": settings.dvc_remote or "",
+           "RELAY_PROJECT_DIR": str(settings.project_dir), "RELAY_REGISTRY": str(settings.registry_dir),
+           "RELAY_TS_INFERENCE_PORT": str(settings.ts_inference_port),
+           "RELAY_TS_MANAGEMENT_PORT": str(settings.ts_management_port),
+           "RELAY_TS_METRICS_PORT": str(settings.ts_metrics_port),
+           "RELAY_TS_GRPC_INFERENCE_PORT": str(settings.ts_grpc_inference_port),
+           "RELAY_TS_GRPC_MANAGEMENT_PORT": str(settings.ts_grpc_management_port),
+           "RELAY_TS_HEAP": settings.ts_heap, "RELAY_STEP_CACHE": str(settings.step_cache).lower()}
+    if settings.registry_remote:
+        env["RELAY_REGISTRY_REMOTE"] = settings.registry_remote
+    return env

@@ -117,7 +117,8 @@ class InputSpec(_Strict):
 
 
 class ModelSpec(_Strict):
-    name: Literal["small_cnn", "resnet", "mobilenet_v2"] = "small_cnn"
+    name: Literal["small_cnn", "resnet", "mobilenet_v2"] = Field(
+        default="small_cnn", description="The architecture, built the same in both frameworks.")
     init: Literal["scratch", "checkpoint"] = Field(default="scratch",
                                                    description="checkpoint: fine-tune from `checkpoint`.")
     checkpoint: str | None = Field(default=None, description="A local weights file (the framework's own format: "
@@ -201,6 +202,44 @@ class DeploySpec(_Strict):
                                      description="Largest p99 latency of the new version during the canary.")
     max_request_bytes: int = Field(default=16_000_000, gt=0, le=64_000_000,
                                    description="Larger prediction request bodies get HTTP 413 from the handler.")
+    # How TorchServe runs the model (the .mar's model-config.yaml). Defaults measured on the 2-core CI
+    # machine (docs/benchmarks.md, "Serving at speed").
+    workers: int = Field(default=1, ge=1, le=64, description="TorchServe worker processes for the model.")
+    threads: int = Field(default=1, ge=1, le=64, description="ONNX Runtime intra-op threads per worker.")
+    batch_size: int = Field(default=8, ge=1, le=1024,
+                            description="Largest batch TorchServe's batcher hands the handler (one ORT call).")
+    max_batch_delay_ms: int = Field(default=1, ge=1, le=10_000,
+                                    description="How long TorchServe waits to fill a batch, ms: the latency a "
+                                                "lone request may pay for batching.")
+
+
+class Priorities(_Strict):
+    """How much each criterion weighs in the bake-off's recommendation (normalized to sum to 1)."""
+
+    accuracy: float = Field(default=0.5, ge=0, description="Test accuracy of the optimized model.")
+    latency: float = Field(default=0.3, ge=0, description="Served p50 latency, one client.")
+    training_cost: float = Field(default=0.2, ge=0, description="Training time per epoch (mixed precision).")
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> Priorities:
+        if self.accuracy + self.latency + self.training_cost <= 0:
+            raise ValueError("at least one priority must be above 0")
+        return self
+
+
+class BakeoffSpec(_Strict):
+    """`relay bakeoff`: the task trained in both frameworks (and, optionally, several models) and compared."""
+
+    priorities: Priorities = Priorities()
+    models: list[Literal["small_cnn", "resnet", "mobilenet_v2"]] | None = Field(
+        default=None, min_length=1, description="Architectures to compare; null: the spec's model only.")
+    throughput_epochs: int = Field(default=1, ge=1, le=20,
+                                   description="Epochs timed for images/s, once in mixed precision, once in fp32.")
+    latency_runs: int = Field(default=200, ge=10, description="Timed calls at batch 1 (batch 64: a tenth, "
+                                                               "at least 10), after warm-up calls.")
+    serving_requests: int = Field(default=1000, ge=50, description="Requests per concurrency level (1, 8, 32) "
+                                                                    "against TorchServe, after a warm-up.")
+    bootstrap_samples: int = Field(default=1000, ge=100, description="Resamples for the 95% intervals.")
 
 
 class TaskSpec(_Strict):
@@ -216,6 +255,7 @@ class TaskSpec(_Strict):
     optimize: OptimizeSpec = OptimizeSpec()
     gate: GateSpec = GateSpec()
     deploy: DeploySpec = DeploySpec()
+    bakeoff: BakeoffSpec = BakeoffSpec()
     schedule: str | None = Field(default=None, description="Airflow schedule (cron or preset); null: manual only.")
 
     @field_validator("schedule")
@@ -249,6 +289,7 @@ class TaskSpec(_Strict):
 # form and the Kubernetes pods' arguments are generated from it (run_param_schemas).
 OVERRIDABLE = {
     "framework": ("framework",),
+    "model": ("model", "name"),
     "epochs": ("training", "epochs"),
     "precision": ("training", "precision"),
     "quantize": ("optimize", "quantize"),
@@ -257,6 +298,9 @@ OVERRIDABLE = {
     "min_accuracy": ("gate", "min_accuracy"),
     "champion_tolerance_pp": ("gate", "champion_tolerance_pp"),
 }
+
+
+BAKEOFF = "both"  # framework=both: the run is a bake-off (components.bakeoff), not one training
 
 
 def _spec_field(path: tuple[str, ...]):
@@ -281,6 +325,10 @@ def run_param_schemas(spec: TaskSpec | None = None) -> dict[str, dict[str, Any]]
         schema.pop("default", None)
         schema["title"] = name
         schema["description"] = f"{field.description} (spec field: {'.'.join(path)})"
+        if name == "framework":
+            schema["enum"] = [*schema["enum"], BAKEOFF]
+            schema["description"] += f"; {BAKEOFF}: a bake-off, trained in each framework, compared, and the " \
+                                     "recommended one shipped (`relay bakeoff --ship`)"
         if spec is not None:
             value = spec.model_dump(mode="json")
             for part in path:
@@ -364,6 +412,8 @@ def apply_overrides(spec: TaskSpec, overrides: dict[str, Any]) -> TaskSpec:
     unknown = sorted(set(overrides) - set(OVERRIDABLE))
     if unknown:
         raise SpecError(f"unknown run parameter(s) {unknown}; allowed: {sorted(OVERRIDABLE)}")
+    if overrides.get("framework") == BAKEOFF:
+        raise SpecError(f"framework={BAKEOFF} is a bake-off, not one run: use `relay bakeoff {spec.name}`")
     data = spec.model_dump()
     for key, value in overrides.items():
         if value is None:

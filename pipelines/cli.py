@@ -15,6 +15,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markdown import Markdown
 from rich.table import Table
 
 from components.errors import RelayError
@@ -34,10 +35,13 @@ err = Console(stderr=True)
 
 
 
-def with_run_params(command):
-    """Give a command one ``--option`` per run parameter (components.spec.OVERRIDABLE), typed, bounded and
-    described from the spec field it overrides; the command receives the given ones as ``overrides``."""
-    schemas = run_param_schemas()
+def with_run_params(command=None, *, exclude: tuple[str, ...] = ()):
+    """Give a command one ``--option`` per run parameter (components.spec.OVERRIDABLE) but ``exclude``, typed,
+    bounded and described from the spec field it overrides; the command receives the given ones as
+    ``overrides``."""
+    if command is None:
+        return lambda command: with_run_params(command, exclude=exclude)
+    schemas = {name: schema for name, schema in run_param_schemas().items() if name not in exclude}
     python_type = {"integer": int, "number": float, "string": str}
     extra = []
     for name, schema in schemas.items():
@@ -198,6 +202,37 @@ def models(task: Annotated[str, typer.Argument(help="Task name.")]) -> None:
                       "shared URL (s3://…) for them, or pass `relay fetch-model --dvc-remote`.", highlight=False)
     elif remote:
         console.print(f"DVC remote: {remote}", highlight=False)
+
+
+@app.command()
+@with_run_params(exclude=("framework", "model"))
+def bakeoff(task: Annotated[str, typer.Argument(help="Task name (pipelines/specs/NAME.yaml) or a spec path.")],
+            overrides: dict,
+            models: Annotated[Optional[str], typer.Option(
+                help="Architectures to compare, comma-separated (small_cnn, resnet, mobilenet_v2); default: the "
+                     "spec's bakeoff.models, else its model.")] = None,
+            ship: Annotated[bool, typer.Option(help="Register and deploy the recommended candidate through the "
+                                                    "normal gate, register and deploy steps.")] = False,
+            open_it: Annotated[bool, typer.Option("--open", help="Open the report in the browser.")] = False) -> None:
+    """Train TASK in PyTorch and in TensorFlow (same split, epochs, seed, augmentation, precision), measure
+    accuracy, training, conversion, inference and serving, and recommend one by the spec's priorities."""
+    from components.bakeoff import run_bakeoff
+
+    _quiet_libraries()
+    chosen = [m.strip() for m in models.split(",") if m.strip()] if models else None
+    try:
+        result = run_bakeoff(task, chosen, overrides, ship=ship, log=lambda line: console.print(line, highlight=False))
+    except RelayError as error:
+        _fail(error)
+    console.print(Markdown(result.summary))
+    typer.echo(str(result.report))
+    if open_it:
+        import webbrowser
+
+        webbrowser.open(result.report.as_uri())
+    shipped = result.document.get("shipped")
+    if ship and not (shipped and shipped.get("shipped")):
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 from pathlib import Path
 
 import tempfile
@@ -24,25 +23,12 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from components.settings import Settings  # noqa: E402
+from components.settings import Settings, free_ports, settings_env  # noqa: E402,F401
 from components.spec import load_spec  # noqa: E402
 
 torch.set_num_threads(1)
 
 PROJECT = Path(__file__).resolve().parent.parent
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports that are free on 127.0.0.1 right now (held open together so they are distinct)."""
-    sockets = []
-    for _ in range(count):
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        sockets.append(sock)
-    ports = [s.getsockname()[1] for s in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
 
 
 def make_settings(home: Path, **extra) -> Settings:
@@ -54,20 +40,6 @@ def make_settings(home: Path, **extra) -> Settings:
     return Settings(home=home, ts_inference_port=inference, ts_management_port=management,
                     ts_metrics_port=metrics, ts_grpc_inference_port=grpc_inference,
                     ts_grpc_management_port=grpc_management, ts_heap="256m", **extra)
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The RELAY_* environment that reproduces ``settings`` in a subprocess."""
-    env = {"RELAY_HOME": str(settings.home), "RELAY_DVC_REMOTE": settings.dvc_remote or "",
-           "RELAY_TS_INFERENCE_PORT": str(settings.ts_inference_port),
-           "RELAY_TS_MANAGEMENT_PORT": str(settings.ts_management_port),
-           "RELAY_TS_METRICS_PORT": str(settings.ts_metrics_port),
-           "RELAY_TS_GRPC_INFERENCE_PORT": str(settings.ts_grpc_inference_port),
-           "RELAY_TS_GRPC_MANAGEMENT_PORT": str(settings.ts_grpc_management_port),
-           "RELAY_TS_HEAP": settings.ts_heap}
-    if settings.registry_remote:
-        env["RELAY_REGISTRY_REMOTE"] = settings.registry_remote
-    return env
 
 
 @pytest.fixture

@@ -27,6 +27,10 @@ class Backend(Protocol):
 
     def train(self, spec, data_dir: Path, out_dir: Path): ...
     def load_predictor(self, model_dir: Path) -> Predictor: ...
+    def native_predictors(self, model_dir: Path) -> dict[str, Predictor]:
+        """Each way the framework itself runs the trained model, by name (the bake-off times them all)."""
+    def model_files(self, model_dir: Path) -> dict[str, Path]:
+        """The trained model's own files (or directories), by format, for the bake-off's footprint."""
     def export_onnx(self, model_dir: Path, target: Path, spec) -> Path: ...
     def accelerated(self, model_dir: Path, target: Path) -> dict:
         """Framework-native acceleration (TF-TRT): what was made, or why it was skipped."""

@@ -20,6 +20,16 @@ def load_predictor(model_dir: Path):
     return load(model_dir)
 
 
+def native_predictors(model_dir: Path) -> dict:
+    return {"eager torch": load_predictor(model_dir)}
+
+
+def model_files(model_dir: Path) -> dict[str, Path]:
+    from components.train.torch_train import WEIGHTS
+
+    return {"state dict (.pt)": model_dir / WEIGHTS}
+
+
 def export_onnx(model_dir: Path, target: Path, spec) -> Path:
     from components.optimize.torch_onnx import export_onnx as export
 

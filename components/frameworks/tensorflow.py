@@ -21,6 +21,18 @@ def load_predictor(model_dir: Path):
     return load(model_dir)
 
 
+def native_predictors(model_dir: Path) -> dict:
+    from components.train.keras_train import load_saved_model_predictor
+
+    return {"keras model(x)": load_predictor(model_dir), "SavedModel signature": load_saved_model_predictor(model_dir)}
+
+
+def model_files(model_dir: Path) -> dict[str, Path]:
+    from components.train.keras_train import KERAS_FILE, SAVED_MODEL
+
+    return {"Keras (.keras)": model_dir / KERAS_FILE, "SavedModel": model_dir / SAVED_MODEL}
+
+
 def export_onnx(model_dir: Path, target: Path, spec) -> Path:
     from components.optimize.tf_onnx import export_onnx as export
 

@@ -231,7 +231,7 @@ def train(spec: TaskSpec, data_dir: Path, out_dir: Path):
             metrics = {"train_loss": float(history["loss"][-1]),
                        "train_accuracy": float(history["categorical_accuracy"][-1]),
                        "val_loss": val_loss, "val_accuracy": val_accuracy}
-            state.record(epoch, metrics)
+            state.record(epoch, {**metrics, "elapsed_seconds": round(time.perf_counter() - started, 3)})
             last = checkpoints.last(state)
             model.save(last.with_name("tmp-" + last.name))
             os.replace(last.with_name("tmp-" + last.name), last)
@@ -280,5 +280,17 @@ def load_predictor(model_dir: Path):
 
     def predict(images: np.ndarray) -> np.ndarray:
         return np.asarray(model(images, training=False), dtype=np.float32)
+
+    return predict
+
+
+def load_saved_model_predictor(model_dir: Path):
+    """The exported SavedModel's ``serving_default`` signature (what TF Serving runs) as a numpy predictor."""
+    import tensorflow as tf
+
+    serving = tf.saved_model.load(str(model_dir / SAVED_MODEL)).signatures["serving_default"]
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        return next(iter(serving(image=tf.constant(images)).values())).numpy()
 
     return predict

@@ -241,7 +241,7 @@ def train(spec: TaskSpec, data_dir: Path, out_dir: Path):
             val_accuracy, val_loss, _, _ = _evaluate(model, val_loader, normalize, device, cfg.precision)
             metrics = {"train_loss": loss_sum / seen, "train_accuracy": correct / seen, "val_loss": val_loss,
                        "val_accuracy": val_accuracy}
-            state.record(epoch, metrics)
+            state.record(epoch, {**metrics, "elapsed_seconds": round(time.perf_counter() - started, 3)})
             with atomic_file(checkpoints.last(state), "wb") as handle:
                 torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                             "scaler": scaler.state_dict()}, handle)

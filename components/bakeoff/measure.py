@@ -1,0 +1,131 @@
+"""What the bake-off measures of one trained candidate (a framework and a model), each figure the same way
+for every candidate so that their ratios are comparable.
+
+Figures with a spread carry a bootstrap 95% interval (``{"value", "low", "high"}``): accuracy over the
+test images, latency p50 over the timed calls or requests. The report calls two candidates a tie on a
+criterion when their intervals overlap.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from components.deploy.load import run_load
+from components.deploy.torchserve import TorchServe
+from components.frameworks import Predictor, backend
+from components.gate import latency_samples_ms
+from components.settings import PROJECT_DIR
+from components.spec import TaskSpec
+
+WARMUP_CALLS = 30
+CONCURRENCY = (1, 8, 32)
+
+
+def bootstrap_interval(values: np.ndarray, statistic: Callable, samples: int, seed: int = 0) -> tuple[float, float]:
+    """The 2.5th and 97.5th percentiles of ``statistic`` over ``samples`` resamples of ``values``."""
+    values = np.asarray(values, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    resampled = statistic(values[rng.integers(0, len(values), (samples, len(values)))], axis=1)
+    low, high = np.percentile(resampled, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def with_interval(values, statistic: Callable, samples: int) -> dict:
+    low, high = bootstrap_interval(values, statistic, samples)
+    return {"value": float(statistic(np.asarray(values, dtype=np.float64))), "low": low, "high": high}
+
+
+def accuracy_figures(logits: np.ndarray, labels: np.ndarray, samples: int) -> dict:
+    """Test accuracy with its bootstrap interval over the test images."""
+    return with_interval((logits.argmax(axis=1) == labels).astype(np.float64), np.mean, samples)
+
+
+def latency_figures(predict: Predictor, sample: np.ndarray, runs: int, samples: int) -> dict:
+    """p50 (with interval) and p99 of ``runs`` timed calls on ``sample`` after WARMUP_CALLS calls."""
+    times = np.asarray(latency_samples_ms(predict, sample, runs, WARMUP_CALLS))
+    return {"p50_ms": with_interval(times, np.median, samples), "p99_ms": float(np.percentile(times, 99)),
+            "runs": runs}
+
+
+def inference_figures(runtimes: dict[str, Predictor], images: np.ndarray, runs: int, samples: int) -> dict:
+    """Per runtime, latency at batch 1 and batch 64 (a tenth of the runs, at least 10)."""
+    batch64 = images[np.arange(64) % len(images)]
+    return {name: {"b1": latency_figures(predict, images[:1], runs, samples),
+                   "b64": latency_figures(predict, batch64, max(10, runs // 10), samples)}
+            for name, predict in runtimes.items()}
+
+
+def serving_figures(server: TorchServe, model_name: str, bodies: list[bytes], requests: int, samples: int) -> dict:
+    """One image at a time (p50 with interval, p99), then throughput at each concurrency in CONCURRENCY, each a
+    bounded loop of ``requests`` on loopback after a warm-up; every non-200 answer is counted."""
+    run_load(server, model_name, bodies, total=min(requests, 300), concurrency=8)  # worker, JIT, connections
+    figures: dict = {"requests_per_level": requests, "errors": 0, "by_concurrency": {}}
+    for concurrency in CONCURRENCY:
+        load = run_load(server, model_name, bodies, total=requests, concurrency=concurrency)
+        figures["errors"] += load.errors
+        figures["by_concurrency"][str(concurrency)] = {
+            "requests_per_s": load.per_second, "p50_ms": float(np.median(load.latencies_ms)),
+            "p99_ms": float(np.percentile(load.latencies_ms, 99))}
+        if concurrency == 1:
+            figures["p50_ms"] = with_interval(load.latencies_ms, np.median, samples)
+            figures["p99_ms"] = float(np.percentile(load.latencies_ms, 99))
+    return figures
+
+
+def training_throughput(spec: TaskSpec, data_dir: Path, work: Path) -> dict:
+    """Images/s of ``spec.bakeoff.throughput_epochs`` epochs in mixed precision and in fp32 (fresh models)."""
+    from components.train import train_model
+
+    rates = {}
+    for precision in ("mixed", "fp32"):
+        training = spec.training.model_copy(update={"epochs": spec.bakeoff.throughput_epochs, "precision": precision,
+                                                    "early_stopping_patience": None})
+        result = train_model(spec.model_copy(update={"training": training}), data_dir, work / precision)
+        rates[precision] = spec.bakeoff.throughput_epochs * _train_images(work / precision) / result.train_seconds
+    return {"images_per_s_mixed": rates["mixed"], "images_per_s_fp32": rates["fp32"],
+            "mixed_over_fp32": rates["mixed"] / rates["fp32"], "epochs_timed": spec.bakeoff.throughput_epochs}
+
+
+def _train_images(train_dir: Path) -> int:
+    import json
+
+    from components.run_files import METRICS
+
+    return json.loads((train_dir / METRICS).read_text())["train_images"]
+
+
+def time_to_best(history: list[dict], best_epoch: int) -> float:
+    """Seconds from the start of training to the end of the epoch with the best validation accuracy."""
+    return next(row["elapsed_seconds"] for row in history if row["epoch"] == best_epoch)
+
+
+def run_measuring_peak_rss(command: list[str], env: dict, log: Path) -> float:
+    """Run ``command`` (its output to ``log``); return its peak RSS in MB (``wait4``'s rusage of that child).
+    Raise with the log's tail if it fails."""
+    with open(log, "wb") as out:
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=PROJECT_DIR)
+        _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        tail = log.read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"{' '.join(command)} failed ({process.returncode}); {log}:\n{tail}")
+    return usage.ru_maxrss / 1024
+
+
+def train_command(run_dir: Path) -> list[str]:
+    return [sys.executable, "-m", "pipelines.cli", "step", "train", "--run-dir", str(run_dir)]
+
+
+def footprint(framework: str, train_dir: Path, files: dict[str, Path]) -> dict[str, float]:
+    """Size in MB of the framework's own model files and of the optimized and served artifacts."""
+    sizes = {}
+    for name, path in {**backend(framework).model_files(train_dir), **files}.items():
+        total = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
+        sizes[name] = total / 1e6
+    return sizes

@@ -1,0 +1,292 @@
+"""The bake-off's verdict and its report: winners per criterion (or a tie), a recommendation that weighs the
+spec's priorities with its arithmetic shown, and bakeoff.json, bakeoff.html (offline: embedded charts) and
+bakeoff.md (what the CLI prints). The HTML and the markdown are rendered from the JSON document alone.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from components.atomic import atomic_file, write_json, write_text
+from components.bakeoff.result import BakeoffResult
+from components.html_report import STYLE, figure_png, png_tag, pyplot, table
+
+NO_INTERVAL_TIE = 0.05  # relative difference under which figures without an interval are called a tie
+
+
+@dataclass(frozen=True)
+class Criterion:
+    key: str
+    title: str
+    unit: str
+    higher_is_better: bool
+    path: tuple[str, ...]  # into a candidate's figures; a dict with "value"/"low"/"high" has an interval
+
+
+CRITERIA = (
+    Criterion("accuracy", "test accuracy, optimized model", "", True, ("accuracy", "optimized")),
+    Criterion("accuracy_original", "test accuracy, original model", "", True, ("accuracy", "original")),
+    Criterion("train_speed", "training images/s, mixed precision", "img/s", True, ("training", "images_per_s_mixed")),
+    Criterion("train_speed_fp32", "training images/s, fp32", "img/s", True, ("training", "images_per_s_fp32")),
+    Criterion("time_to_best", "time to best validation accuracy", "s", False, ("training", "time_to_best_s")),
+    Criterion("peak_rss", "training peak RSS", "MB", False, ("training", "peak_rss_mb")),
+    Criterion("conversion", "conversion time", "s", False, ("optimization", "conversion_s")),
+    Criterion("conversion_loss", "accuracy lost in conversion", "pp", False, ("optimization", "accuracy_loss_pp")),
+    Criterion("native_b1", "native p50, batch 1", "ms", False, ("best_native_b1",)),
+    Criterion("optimized_b1", "best optimized p50, batch 1", "ms", False, ("best_optimized_b1",)),
+    Criterion("served_p50", "served p50, one client", "ms", False, ("serving", "p50_ms")),
+    Criterion("served_c32", "served requests/s, 32 clients", "req/s", True,
+              ("serving", "by_concurrency", "32", "requests_per_s")),
+    Criterion("mar_size", "served model size (.mar)", "MB", False, ("footprint_mb", ".mar")),
+)
+# The spec's priorities, and the criterion each one is judged by.
+PRIORITY_CRITERIA = {"accuracy": "accuracy", "latency": "served_p50", "training_cost": "train_speed"}
+
+
+def _derived(candidate: dict) -> dict:
+    """The candidate with its best native and best optimized batch-1 latencies picked out."""
+    def best(prefix_native: bool) -> dict:
+        rows = {name: figures["b1"]["p50_ms"] for name, figures in candidate["inference"].items()
+                if name.startswith("native") == prefix_native}
+        name = min(rows, key=lambda n: rows[n]["value"])
+        return {**rows[name], "runtime": name}
+
+    return {**candidate, "best_native_b1": best(True), "best_optimized_b1": best(False)}
+
+
+def _figure(candidate: dict, path: tuple[str, ...]):
+    node = candidate
+    for part in path:
+        node = node[part]
+    return node
+
+
+def _value(figure) -> float:
+    return figure["value"] if isinstance(figure, dict) else float(figure)
+
+
+def judge(candidates: list[dict]) -> list[dict]:
+    """Per criterion: each candidate's figure, the winner, and the candidates tied with it."""
+    rows = []
+    for criterion in CRITERIA:
+        figures = {c["name"]: _figure(_derived(c), criterion.path) for c in candidates}
+        pick = max if criterion.higher_is_better else min
+        winner = pick(figures, key=lambda name: _value(figures[name]))
+        tied = sorted(name for name in figures if name != winner and _tied(figures[winner], figures[name]))
+        rows.append({"key": criterion.key, "title": criterion.title, "unit": criterion.unit,
+                     "higher_is_better": criterion.higher_is_better, "figures": figures,
+                     "winner": "tie" if tied else winner, "best": winner, "tied_with_best": tied})
+    return rows
+
+
+def _tied(best, other) -> bool:
+    if isinstance(best, dict) and isinstance(other, dict) and "low" in best and "low" in other:
+        return best["low"] <= other["high"] and other["low"] <= best["high"]
+    a, b = _value(best), _value(other)
+    return abs(a - b) <= NO_INTERVAL_TIE * max(abs(a), abs(b), 1e-12)
+
+
+def recommend(candidates: list[dict], priorities: dict[str, float], verdicts: list[dict] | None = None) -> dict:
+    """Weighted score per candidate that passed its gate: for each priority, 1.0 for the best figure and for
+    any tied with it, else the ratio to the best (best/value when lower is better). Shows the arithmetic."""
+    verdicts = verdicts or judge(candidates)
+    by_key = {v["key"]: v for v in verdicts}
+    total_weight = sum(priorities.values())
+    weights = {name: weight / total_weight for name, weight in priorities.items()}
+    eligible = [c["name"] for c in candidates if c["gate"]["passed"]]
+    excluded = {c["name"]: f"gate failed: {', '.join(c['gate']['failed_checks'])}"
+                for c in candidates if not c["gate"]["passed"]}
+    scores, arithmetic = {}, []
+    for name in eligible:
+        parts = {}
+        for priority, weight in weights.items():
+            verdict = by_key[PRIORITY_CRITERIA[priority]]
+            figures = {n: f for n, f in verdict["figures"].items() if n in eligible}
+            best_name = (max if verdict["higher_is_better"] else min)(figures, key=lambda n: _value(figures[n]))
+            value, best = _value(figures[name]), _value(figures[best_name])
+            if name == best_name or _tied(figures[best_name], figures[name]):
+                score = 1.0
+            else:
+                score = value / best if verdict["higher_is_better"] else best / value
+            parts[priority] = {"weight": weight, "score": score, "value": value, "best": best}
+        scores[name] = {"parts": parts, "total": sum(p["weight"] * p["score"] for p in parts.values())}
+        arithmetic.append(f"{name}: " + " + ".join(f"{p['weight']:.2f}×{p['score']:.3f} ({k})"
+                                                   for k, p in parts.items()) + f" = {scores[name]['total']:.3f}")
+    if not scores:
+        return {"recommended": None, "weights": weights, "scores": {}, "arithmetic": [], "excluded": excluded,
+                "why": "no candidate passed its gate: nothing can be recommended or shipped"}
+    recommended = max(scores, key=lambda n: scores[n]["total"])
+    ahead = [n for n in scores if n != recommended]
+    others = ", ".join(f"{n} {scores[n]['total']:.3f}" for n in ahead)
+    why = (f"{recommended} scores {scores[recommended]['total']:.3f}" + (f" against {others}" if ahead else "") +
+           " with priorities " + ", ".join(f"{k} {w:.2f}" for k, w in weights.items()))
+    return {"recommended": recommended, "weights": weights, "scores": scores, "arithmetic": arithmetic,
+            "excluded": excluded, "why": why}
+
+
+def _format(figure, unit: str) -> str:
+    if isinstance(figure, dict):
+        text = f"{figure['value']:.4g}"
+        if "low" in figure:
+            text += f" [{figure['low']:.4g}, {figure['high']:.4g}]"
+    else:
+        text = f"{figure:.4g}"
+    return f"{text} {unit}".strip()
+
+
+def _charts(document: dict) -> dict[str, bytes]:
+    """Bar charts per criterion (with interval whiskers), training curves, and served throughput vs clients."""
+    plt = pyplot()
+    candidates, verdicts = document["candidates"], document["verdicts"]
+    names = [c["name"] for c in candidates]
+    charts = {}
+    columns = 4
+    rows = -(-len(verdicts) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3 * rows))
+    for axis, verdict in zip(axes.flat, verdicts):
+        values = [_value(verdict["figures"][n]) for n in names]
+        errors = [[v - verdict["figures"][n].get("low", v) if isinstance(verdict["figures"][n], dict) else 0
+                   for n, v in zip(names, values)],
+                  [verdict["figures"][n].get("high", v) - v if isinstance(verdict["figures"][n], dict) else 0
+                   for n, v in zip(names, values)]]
+        colours = ["#2a7" if n == verdict["best"] else "#999" for n in names]
+        axis.bar(range(len(names)), values, yerr=errors, color=colours, capsize=4)
+        axis.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=8)
+        better = "higher" if verdict["higher_is_better"] else "lower"
+        axis.set_title(f"{verdict['title']}\n({verdict['unit'] or 'fraction'}, {better} is better"
+                       f"{'; tie' if verdict['winner'] == 'tie' else ''})", fontsize=9)
+    for axis in list(axes.flat)[len(verdicts):]:
+        axis.set_visible(False)
+    figure.tight_layout()
+    charts["criteria.png"] = figure_png(figure)
+
+    figure, (by_epoch, by_time) = plt.subplots(1, 2, figsize=(10, 3.5))
+    for candidate in candidates:
+        history = candidate["training"]["history"]
+        epochs = [row["epoch"] for row in history]
+        by_epoch.plot(epochs, [row["val_accuracy"] for row in history], marker="o", label=candidate["name"])
+        by_time.plot([row["elapsed_seconds"] for row in history], [row["val_accuracy"] for row in history],
+                     marker="o", label=candidate["name"])
+    by_epoch.set(xlabel="epoch", ylabel="validation accuracy", title="validation accuracy per epoch")
+    by_time.set(xlabel="training time, s", ylabel="validation accuracy", title="validation accuracy over time")
+    by_epoch.legend(fontsize=8)
+    figure.tight_layout()
+    charts["training_curves.png"] = figure_png(figure)
+
+    figure, (throughput, latency) = plt.subplots(1, 2, figsize=(10, 3.5))
+    for candidate in candidates:
+        levels = candidate["serving"]["by_concurrency"]
+        clients = [int(c) for c in levels]
+        throughput.plot(clients, [levels[c]["requests_per_s"] for c in levels], marker="o", label=candidate["name"])
+        latency.plot(clients, [levels[c]["p50_ms"] for c in levels], marker="o", label=f"{candidate['name']} p50")
+        latency.plot(clients, [levels[c]["p99_ms"] for c in levels], marker="x", linestyle="--",
+                     label=f"{candidate['name']} p99")
+    throughput.set(xlabel="concurrent clients", ylabel="requests/s", title="TorchServe throughput")
+    latency.set(xlabel="concurrent clients", ylabel="ms", title="TorchServe latency")
+    throughput.legend(fontsize=8)
+    latency.legend(fontsize=7)
+    figure.tight_layout()
+    charts["serving.png"] = figure_png(figure)
+    return charts
+
+
+def render_markdown(document: dict, report: Path) -> str:
+    """The summary the CLI prints: criteria, winners and the recommendation."""
+    names = [c["name"] for c in document["candidates"]]
+    lines = [f"# Bake-off: {document['task']} ({document['id']})", "",
+             "| criterion | " + " | ".join(names) + " | winner |", "|---" * (len(names) + 2) + "|"]
+    for verdict in document["verdicts"]:
+        cells = [_format(verdict["figures"][n], verdict["unit"]) for n in names]
+        lines.append(f"| {verdict['title']} | " + " | ".join(cells) + f" | {verdict['winner']} |")
+    recommendation = document["recommendation"]
+    lines += ["", f"**Recommendation:** {recommendation['recommended'] or 'none'}: {recommendation['why']}."]
+    lines += [f"- {line}" for line in recommendation["arithmetic"]]
+    lines += [f"- excluded {name}: {why}" for name, why in recommendation["excluded"].items()]
+    shipped = document.get("shipped")
+    if shipped:
+        lines.append("" if not shipped.get("shipped") else
+                     f"\n**Shipped:** {shipped['candidate']} as {shipped['version']} ({shipped['deployment']['url']}).")
+        if not shipped.get("shipped"):
+            lines.append(f"**Not shipped:** {shipped.get('deployment', {}).get('why') or shipped['why']}")
+    lines += ["", f"GPU: {document['gpu']['why']}.", "", f"Report: {report}"]
+    return "\n".join(line for line in lines if line is not None) + "\n"
+
+
+def render_html(document: dict, charts: dict[str, bytes]) -> str:
+    names = [c["name"] for c in document["candidates"]]
+    machine, method = document["machine"], document["method"]
+    summary = table([(v["title"], *[_format(v["figures"][n], v["unit"]) for n in names], v["winner"])
+                     for v in document["verdicts"]], ("criterion", *names, "winner"))
+    recommendation = document["recommendation"]
+    arithmetic = "".join(f"<li>{html.escape(line)}</li>" for line in recommendation["arithmetic"])
+    excluded = "".join(f"<li>{html.escape(n)}: {html.escape(w)}</li>" for n, w in recommendation["excluded"].items())
+    inference_rows = []
+    for candidate in document["candidates"]:
+        for runtime, figures in candidate["inference"].items():
+            inference_rows.append((candidate["name"], runtime,
+                                   *[_format(figures[b]["p50_ms"], "ms") for b in ("b1", "b64")],
+                                   *[f"{figures[b]['p99_ms']:.4g} ms" for b in ("b1", "b64")]))
+    serving_rows = [(c["name"], clients, f"{level['requests_per_s']:.0f}", f"{level['p50_ms']:.3g}",
+                     f"{level['p99_ms']:.3g}", c["serving"]["errors"])
+                    for c in document["candidates"] for clients, level in c["serving"]["by_concurrency"].items()]
+    size_rows = [(c["name"], *[f"{name}: {size:.3f} MB" for name, size in c["footprint_mb"].items()])
+                 for c in document["candidates"]]
+    optimization_rows = [(c["name"], f"{o['conversion_s_onnx']:.3g} s", f"{o['conversion_s_int8']:.3g} s",
+                          f"{o['accuracy_loss_pp_onnx']:.3g} pp", f"{o['accuracy_loss_pp_int8']:.3g} pp",
+                          f"{o['max_logit_diff_onnx']:.3g}", f"{o['max_logit_diff_int8']:.3g}",
+                          "passed" if c["gate"]["passed"] else "failed: " + ", ".join(c["gate"]["failed_checks"]))
+                         for c in document["candidates"] for o in [c["optimization"]]]
+    shipped = document.get("shipped")
+    shipped_html = ""
+    if shipped:
+        shipped_html = ("<h2>Shipped</h2><p>" + html.escape(
+            f"{shipped['candidate']} as {shipped['version']}, served at {shipped['deployment']['url']}: "
+            f"{shipped['why']}" if shipped.get("shipped") else
+            f"nothing shipped: {shipped.get('deployment', {}).get('why') or shipped['why']}") + "</p>")
+    flags = ", ".join(f"{flag} {'yes' if present else 'no'}" for flag, present in machine["flags"].items())
+    sections = [
+        f"<h1>Bake-off: {html.escape(document['task'])}</h1><p>{html.escape(document['id'])}, "
+        f"{html.escape(document['created'])}. Candidates: {html.escape(', '.join(names))}.</p>",
+        "<h2>Summary</h2>", summary,
+        "<h2>Recommendation</h2>", f"<p><b>{html.escape(str(recommendation['recommended']))}</b>: "
+        f"{html.escape(recommendation['why'])}.</p><ul>{arithmetic}</ul>"
+        + (f"<p>Excluded:</p><ul>{excluded}</ul>" if excluded else ""), shipped_html,
+        "<h2>Charts</h2>", *[png_tag(data, name) for name, data in charts.items()],
+        "<h2>Optimization and gate</h2>",
+        table(optimization_rows, ("candidate", "ONNX conversion", "INT8 conversion", "ONNX loss", "INT8 loss",
+                                  "ONNX max logit diff", "INT8 max logit diff", "gate")),
+        "<h2>Inference (in process)</h2>",
+        table(inference_rows, ("candidate", "runtime", "p50 b1", "p50 b64", "p99 b1", "p99 b64")),
+        "<h2>Serving (TorchServe, loopback)</h2>",
+        table(serving_rows, ("candidate", "clients", "requests/s", "p50 ms", "p99 ms", "errors (all levels)")),
+        "<h2>Footprint</h2>", table(size_rows),
+        "<h2>Method</h2>", f"<pre>{html.escape(json.dumps(method, indent=2))}</pre>",
+        "<h2>Machine</h2>",
+        table([("CPU", machine["cpu"]), ("cores", machine["cores"]), ("flags", flags),
+               ("OMP_NUM_THREADS", machine["omp_num_threads"]), ("platform", machine["platform"]),
+               ("python", machine["python"]),
+               *[(name, version) for name, version in machine["libraries"].items()]]),
+        "<h2>GPU</h2>", f"<p>{html.escape(document['gpu']['why'])}</p>",
+    ]
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>Bake-off {html.escape(document['task'])}"
+            f"</title><style>{STYLE}</style></head><body>{''.join(sections)}</body></html>")
+
+
+def write_report(document: dict, directory: Path) -> BakeoffResult:
+    """Judge, recommend, and write bakeoff.json, the charts, bakeoff.html and bakeoff.md into ``directory``."""
+    document["verdicts"] = judge(document["candidates"])
+    document["recommendation"] = recommend(document["candidates"], document["priorities"], document["verdicts"])
+    report = directory / "bakeoff.html"
+    document["report"] = str(report)
+    write_json(directory / "bakeoff.json", document)
+    charts = _charts(document)
+    for name, data in charts.items():
+        with atomic_file(directory / name, "wb") as handle:
+            handle.write(data)
+    write_text(report, render_html(document, charts))
+    summary = render_markdown(document, report)
+    write_text(directory / "bakeoff.md", summary)
+    return BakeoffResult(directory, report, document, summary)
