@@ -24,6 +24,7 @@ import torch  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from components.bakeoff.measure import run_measuring_peak_rss  # noqa: E402
 from components.data import load_split  # noqa: E402
 from components.gate import p50_latency_ms  # noqa: E402
 from components.onnx_runtime import onnx_predictor  # noqa: E402
@@ -65,6 +66,14 @@ TARGETS = {  # key: (description, comparison, target)
     "rerun_vs_full": ("`relay run digits` again with nothing changed, over the first run (wall time)", "<=", 0.1),
     "rerun_full_s": ("that first run: data → … → deploy, s", None, None),
     "rerun_s": ("the rerun, s (validate, train, optimize reused; register finds the version)", None, None),
+    "bakeoff_digits_s": ("`relay bakeoff digits` (both frameworks, the spec's 12 epochs), s", "<=", 360.0),
+    "bakeoff_shapes_s": ("`relay bakeoff shapes` (resnet, both frameworks, the spec's epochs), s", None, None),
+    "shapes_best_opt_vs_native_b1": ("shapes: best native p50 over best optimized p50, batch 1 (either framework)",
+                                     ">=", 2.0),
+    "served_throughput_vs_stock_c32": ("digits served requests/s at 32 clients: Relay over stock TorchServe "
+                                       "(TorchScript, eager handler, defaults)", ">=", 2.0),
+    "served_p99_over_p50_c32": ("Relay's served p99 over p50 at 32 clients", "<=", 2.0),
+    "served_p50_ms": ("digits served p50, one client, Relay's default serving config, ms", "<=", 2.0),
 }
 
 
@@ -194,17 +203,6 @@ def measure_load(home: Path) -> dict[str, float]:
             "deploy_failed_requests": results[0].errors, "deploy_requests": results[0].requests}
 
 
-def _peak_rss_mb(command: list[str], env: dict) -> float:
-    """Run ``command``; return its own peak RSS (``wait4``'s rusage of that child), failing if it fails."""
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=PROJECT_DIR)
-    stderr = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed: {stderr.decode()[-2000:]}")
-    return usage.ru_maxrss / 1024
-
-
 def _onnx_flops(model: Path, batch: int) -> float:
     """Multiply-adds × 2 of every Conv and Gemm in ``model`` at ``batch``, from ONNX shape inference."""
     import onnx
@@ -327,7 +325,7 @@ def measure_shapes(home: Path) -> dict[str, float]:
     shutil.rmtree(run / "data", ignore_errors=True)
     shutil.copytree(cold_dir, run / "data")
     train_command = [sys.executable, "-m", "pipelines.cli", "step", "train", "--run-dir", str(run)]
-    rss_full = _peak_rss_mb(train_command, env)
+    rss_full = run_measuring_peak_rss(train_command, env, home / "train-full.log")
     metrics = json.loads((run / "train" / "metrics.json").read_text())
     run_step("optimize", run, settings)
 
@@ -337,7 +335,7 @@ def measure_shapes(home: Path) -> dict[str, float]:
     shutil.copytree(cold_dir, quarter / "data")
     manifest = pd.read_csv(quarter / "data" / "manifest.csv", dtype={"label": str})
     manifest.iloc[::4].to_csv(quarter / "data" / "manifest.csv", index=False)
-    rss_quarter = _peak_rss_mb([*train_command[:-1], str(quarter)], env)
+    rss_quarter = run_measuring_peak_rss([*train_command[:-1], str(quarter)], env, home / "train-quarter.log")
 
     # Relay's loop against a plain loop, one epoch each, no augmentation in either.
     plain_spec = apply_overrides(spec, {"epochs": 1}).model_copy(
@@ -402,6 +400,99 @@ def measure_rerun(home: Path) -> dict[str, float]:
             **{f"rerun_step_{name}_s": entry["seconds"] for name, entry in steps.items()}}
 
 
+def measure_bakeoffs(home: Path) -> dict[str, float]:
+    """Whole bake-offs with each shipped spec's own settings: digits (small_cnn) and shapes (resnet). The
+    shapes report goes to bench/bakeoff-shapes.md for docs/benchmarks.md."""
+    from components.bakeoff import run_bakeoff
+
+    settings = Settings(home=home, dvc_remote=str(home / "dvc-remote"))
+    (home / "dvc-remote").mkdir(parents=True, exist_ok=True)
+    figures = {}
+    for task in ("digits", "shapes"):
+        started = time.perf_counter()
+        result = run_bakeoff(task, settings=settings, log=lambda line: print(line, flush=True))
+        figures[f"bakeoff_{task}_s"] = time.perf_counter() - started
+        (PROJECT_DIR / "bench" / f"bakeoff-{task}.md").write_text(result.summary)
+        (PROJECT_DIR / "bench" / f"bakeoff-{task}.json").write_text(json.dumps(result.document, indent=1) + "\n")
+    verdicts = {v["key"]: v for v in result.document["verdicts"]}  # shapes
+    native = min(f["value"] for f in verdicts["native_b1"]["figures"].values())
+    optimized = min(f["value"] for f in verdicts["optimized_b1"]["figures"].values())
+    figures["shapes_best_opt_vs_native_b1"] = native / optimized
+    return figures
+
+
+# Relay's default (the spec's deploy section) against other batching settings: the trade-off table.
+SERVING_SETTINGS = {"no batching": {"batch_size": 1, "max_batch_delay_ms": 1},
+                    "batch 8, 1 ms": {"batch_size": 8, "max_batch_delay_ms": 1},
+                    "batch 16, 2 ms": {"batch_size": 16, "max_batch_delay_ms": 2},
+                    "batch 8, 1 ms, 2 workers": {"batch_size": 8, "max_batch_delay_ms": 1, "workers": 2}}
+
+
+def measure_serving(home: Path, requests: int = 4000) -> dict[str, float]:
+    """Digits served by Relay (ONNX handler, batching and workers from the spec, quiet logging) against what a
+    user deploys without Relay: TorchServe with its defaults (workers = cores, no batching, its logging),
+    a TorchScript model and a minimal eager handler (bench/stock_handler.py). Same model, machine and client."""
+    from components.deploy.load import run_load
+    from components.deploy.torchserve import TorchServe
+    from components.package import build_mar
+    from components.settings import own_server_settings
+    from components.train import model_preprocessing
+
+    from bench.stock_serving import build_stock_mar
+
+    settings = Settings(home=home)
+    run = start_run("digits", settings=settings)
+    for step in ("data", "train", "optimize"):
+        run_step(step, run, settings)
+    spec = run_spec(run)
+    _, _, paths = load_split(run / "data", "test", spec.dataset.classes)
+    bodies = [p.read_bytes() for p in paths]
+    prep = model_preprocessing(run / "train")
+
+    def loads(server: TorchServe, name: str) -> dict[int, object]:
+        run_load(server, name, bodies, total=1000, concurrency=8)  # warm-up: JIT, workers, connections
+        return {c: run_load(server, name, bodies, total=requests, concurrency=c) for c in (1, 8, 32)}
+
+    figures, table = {}, {}
+    relay = TorchServe(own_server_settings(settings, home / "relay-serve"))
+    try:
+        relay.start()
+        for label, change in SERVING_SETTINGS.items():
+            variant = spec.model_copy(update={"deploy": spec.deploy.model_copy(update=change)})
+            name = "digits-" + str(len(table))
+            build_mar(variant, "v0.0.1", run / "optimize" / "model.onnx", prep, relay.model_store / f"{name}.mar")
+            relay.register(f"{name}.mar", name)
+            table[label] = loads(relay, name)
+            relay.unregister(name, "0.0.1")
+        name = "digits-default"
+        build_mar(spec, "v0.0.1", run / "optimize" / "model.onnx", prep, relay.model_store / f"{name}.mar")
+        relay.register(f"{name}.mar", name)
+        default = loads(relay, name)
+    finally:
+        relay.stop()
+    stock_server = TorchServe(own_server_settings(settings, home / "stock-serve"), log_config=None)
+    try:
+        stock_server.start()
+        build_stock_mar(run / "train", "stock", stock_server.model_store)
+        stock_server.register("stock.mar", "stock", initial_workers=os.cpu_count())
+        stock = loads(stock_server, "stock")
+    finally:
+        stock_server.stop()
+    for label, results in {**table, "Relay default": default, "stock": stock}.items():
+        for c, result in results.items():
+            key = label.replace(" ", "_").replace(",", "")
+            figures[f"serve_{key}_c{c}_rps"] = result.per_second
+            figures[f"serve_{key}_c{c}_p50_ms"] = result.p50_ms
+            figures[f"serve_{key}_c{c}_p99_ms"] = result.p99_ms
+    figures.update({
+        "served_throughput_vs_stock_c32": default[32].per_second / stock[32].per_second,
+        "served_p99_over_p50_c32": default[32].p99_ms / default[32].p50_ms,
+        "served_p50_ms": default[1].p50_ms,
+        "served_errors": sum(r.errors for results in (*table.values(), default, stock) for r in results.values()),
+    })
+    return figures
+
+
 def measure_demo(home: Path) -> dict[str, float]:
     """Wall time of scripts/demo.sh (what `make demo` runs after setup), then stop its server."""
     env = _env(home)
@@ -417,7 +508,7 @@ def measure_demo(home: Path) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--skip-demo", action="store_true", help="skip the demo timing (about a minute)")
-    parser.add_argument("--only", choices=["load", "shapes", "data", "rerun"],
+    parser.add_argument("--only", choices=["load", "shapes", "data", "rerun", "serving", "bakeoff"],
                         help="measure one group only (results.json keeps the others)")
     args = parser.parse_args()
     figures: dict[str, float] = {}
@@ -430,7 +521,13 @@ def main() -> None:
             figures.update(measure_shapes(Path(tmp) / "shapes"))
         elif args.only == "rerun":
             figures.update(measure_rerun(Path(tmp) / "rerun"))
+        elif args.only == "serving":
+            figures.update(measure_serving(Path(tmp) / "serving"))
+        elif args.only == "bakeoff":
+            figures.update(measure_bakeoffs(Path(tmp) / "bakeoff"))
         else:
+            figures.update(measure_serving(Path(tmp) / "serving"))
+            figures.update(measure_bakeoffs(Path(tmp) / "bakeoff"))
             figures.update(measure_rerun(Path(tmp) / "rerun"))
             figures.update(measure_shapes(Path(tmp) / "shapes"))
             figures.update(measure_models(Path(tmp) / "models"))

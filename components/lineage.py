@@ -20,6 +20,10 @@ from components.run_files import (DATA_INFO, DEPLOYMENT, GATE_COMPARISON_PLOT, G
                                   LINEAGE_CARD, METRICS, OPTIMIZE_INFO, REGISTRATION, RUN_PARAMS, SPEC)
 from components.settings import PROJECT_DIR, Settings
 
+def _read(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def _curves(history: list[dict]) -> str:
     """Loss and accuracy per epoch, train and validation, as an embedded PNG."""
     if not history:

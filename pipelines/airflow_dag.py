@@ -13,7 +13,7 @@ from pathlib import Path
 
 from airflow.sdk import DAG, Param, task
 
-from components.spec import TaskSpec, load_spec, run_param_schemas
+from components.spec import BAKEOFF, TaskSpec, load_spec, run_param_schemas
 from pipelines.outcome import RunOutcomeNotifier
 from pipelines.steps import RETRYABLE, STEPS, run_step, start_run
 
@@ -185,8 +185,36 @@ def build_dag(spec_file: Path) -> DAG:
             print(summary)
             return bool(summary["passed"])
 
+        @task.branch(task_id="route")
+        def route(params: dict | None = None) -> str:
+            """framework=both makes the run a bake-off; any other framework, the training pipeline."""
+            return "bakeoff" if (params or {}).get("framework") == BAKEOFF else "data"
+
+        @task(task_id="bakeoff", retries=0)
+        def bakeoff(params: dict | None = None, run_id: str | None = None) -> dict:
+            """Both frameworks trained, gated and measured; the recommended one registered and deployed."""
+            from components.bakeoff import run_bakeoff
+            from pipelines.steps import airflow_run_dir
+
+            params = dict(params or {})
+            model = params.pop("model", None)
+            overrides = {k: v for k, v in params.items() if k != "framework"}
+            result = run_bakeoff(str(spec_file), [model] if model else None, overrides, ship=True)
+            print(result.summary)
+            print(f"bake-off report: {result.report.as_uri()}")
+            shipped = result.document["shipped"] or {}
+            if shipped.get("run"):  # this Airflow run's directory is the shipped candidate's: the outcome reads it
+                link = airflow_run_dir(spec.name, run_id)
+                link.parent.mkdir(parents=True, exist_ok=True)
+                link.unlink(missing_ok=True)
+                link.symlink_to(shipped["run"])
+            if not shipped.get("shipped"):
+                raise RuntimeError(f"the bake-off shipped nothing: {shipped.get('why')}; report: {result.report}")
+            return {"report": str(result.report), "recommended": result.document["recommendation"]["recommended"],
+                    "version": shipped.get("version")}
+
         run_dir = data()
-        on_time() >> run_dir
+        on_time() >> route() >> [run_dir, bakeoff()]
         optimized = _step_task("optimize")(_step_task("train")(_step_task("validate")(run_dir)))
         registered = _step_task("register")(optimized)
         gate(optimized) >> registered

@@ -91,7 +91,8 @@ def _tied(best, other) -> bool:
 
 def recommend(candidates: list[dict], priorities: dict[str, float], verdicts: list[dict] | None = None) -> dict:
     """Weighted score per candidate that passed its gate: for each priority, 1.0 for the best figure and for
-    any tied with it, else the ratio to the best (best/value when lower is better). Shows the arithmetic."""
+    any tied with it, else the ratio to the best (best/value when lower is better; for accuracy, the best
+    error rate over this one's). Shows the arithmetic."""
     verdicts = verdicts or judge(candidates)
     by_key = {v["key"]: v for v in verdicts}
     total_weight = sum(priorities.values())
@@ -109,6 +110,9 @@ def recommend(candidates: list[dict], priorities: dict[str, float], verdicts: li
             value, best = _value(figures[name]), _value(figures[best_name])
             if name == best_name or _tied(figures[best_name], figures[name]):
                 score = 1.0
+            elif priority == "accuracy":
+                # Accuracy is scored by its error rate: 0.90 against 0.97 is 3.3x the errors, not 93% as good.
+                score = (1 - best) / (1 - value)
             else:
                 score = value / best if verdict["higher_is_better"] else best / value
             parts[priority] = {"weight": weight, "score": score, "value": value, "best": best}
@@ -253,6 +257,11 @@ def render_html(document: dict, charts: dict[str, bytes]) -> str:
         "<h2>Summary</h2>", summary,
         "<h2>Recommendation</h2>", f"<p><b>{html.escape(str(recommendation['recommended']))}</b>: "
         f"{html.escape(recommendation['why'])}.</p><ul>{arithmetic}</ul>"
+        "<p>Each priority (the spec's <code>bakeoff.priorities</code>, normalized) scores 1.0 for the best "
+        "candidate and any tied with it; otherwise the ratio to the best: best/value where lower is better, "
+        "value/best where higher is better, and for accuracy the best error rate over this one's. Accuracy is "
+        "judged on the optimized model, latency on the served p50 with one client, training cost on "
+        "mixed-precision images/s. Candidates that failed their gate are not scored.</p>"
         + (f"<p>Excluded:</p><ul>{excluded}</ul>" if excluded else ""), shipped_html,
         "<h2>Charts</h2>", *[png_tag(data, name) for name, data in charts.items()],
         "<h2>Optimization and gate</h2>",

@@ -7,12 +7,15 @@ each is stopped by its own pid.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -28,6 +31,17 @@ JAVA_MAIN = "org.pytorch.serve.ModelServer"
 # TorchServe's default logging writes eight lines per request, each twice (file and console): a third of
 # the frontend's CPU per request on a small model. This keeps errors, startup, registration and access logs.
 LOG_CONFIG = Path(__file__).with_name("torchserve_log4j2.xml")
+
+
+def _socket_dir(serve_dir: Path) -> Path:
+    """The instance's TMPDIR: ``<dir>/tmp``, unless that is too long for the workers' Unix sockets
+    (``.ts.sock.<port>``; a socket path holds at most 107 bytes), then a short one in the system temp
+    directory named by a hash of ``serve_dir``, so the same instance always finds its pid file."""
+    tmp = serve_dir / "tmp"
+    if len(os.fsencode(tmp)) + len("/.ts.sock.65535") <= 107:
+        return tmp
+    digest = hashlib.sha256(os.fsencode(serve_dir.resolve())).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"relay-ts-{digest}"
 
 
 class PredictionRefused(ServingError):
@@ -51,11 +65,13 @@ def _reason(response: requests.Response) -> str:
 class TorchServe:
     """Start, stop and talk to the local TorchServe described by ``settings``."""
 
-    def __init__(self, settings: Settings | None = None):
+    def __init__(self, settings: Settings | None = None, log_config: Path | None = LOG_CONFIG):
+        """``log_config``: a log4j2 file; None runs TorchServe with its own default logging."""
+        self.log_config = log_config
         self.settings = s = settings or get_settings()
         self.dir = s.serve_dir
         self.model_store = self.dir / "model-store"
-        self.tmp = self.dir / "tmp"
+        self.tmp = _socket_dir(self.dir)
         self.config = self.dir / "config.properties"
         self.key_file = self.dir / "key_file.json"
         self.pid_file = self.tmp / ".model_server.pid"
@@ -131,7 +147,8 @@ class TorchServe:
             # Fully detached: stdin from /dev/null, no inherited descriptors, its own session. An Airflow
             # task's stdin is a socket to its supervisor; a server holding it keeps the task slot busy.
             subprocess.run([str(launcher), "--start", "--ncs", "--model-store", str(self.model_store),
-                            "--ts-config", str(self.config), "--log-config", str(LOG_CONFIG)],
+                            "--ts-config", str(self.config),
+                            *(["--log-config", str(self.log_config)] if self.log_config else [])],
                            cwd=self.dir, env=env, stdin=subprocess.DEVNULL,
                            stdout=log, stderr=subprocess.STDOUT, close_fds=True, start_new_session=True, check=True)
         deadline = time.monotonic() + timeout
@@ -162,6 +179,8 @@ class TorchServe:
         for straggler in alive:
             straggler.kill()
         self.pid_file.unlink(missing_ok=True)
+        if not self.tmp.is_relative_to(self.dir):
+            shutil.rmtree(self.tmp, ignore_errors=True)  # the short socket directory outside the instance's own
         return True
 
     # -- HTTP ------------------------------------------------------------------------------

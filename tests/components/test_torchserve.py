@@ -121,3 +121,15 @@ def test_the_management_api_refuses_the_inference_key(server):
     response = requests.get(f"{server.management_url}/models", headers={"Authorization": f"Bearer {inference_key}"},
                             timeout=5)
     assert response.status_code == 400
+
+
+def test_an_instance_in_a_deep_directory_keeps_its_sockets_in_a_short_one(tmp_path):
+    """Workers connect over Unix sockets in TMPDIR, whose path may hold 107 bytes at most: a deep instance
+    directory gets a short TMPDIR of its own, the same every time (its pid file is found again)."""
+    from components.deploy.torchserve import _socket_dir
+
+    deep = tmp_path / ("d" * 60) / ("e" * 60) / "serve"
+    short = _socket_dir(deep)
+    assert len(str(short / ".ts.sock.65535")) <= 107
+    assert short == _socket_dir(deep) != _socket_dir(tmp_path / ("d" * 60) / ("f" * 60) / "serve")
+    assert _socket_dir(tmp_path / "serve") == tmp_path / "serve" / "tmp"
