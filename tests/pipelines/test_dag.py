@@ -22,10 +22,13 @@ def test_one_dag_per_spec_from_the_dag_file():
 
 
 def test_tasks_run_in_pipeline_order(dag):
-    order = ["on_time", "data", "validate", "train", "optimize", "gate", "register", "deploy"]
-    assert set(dag.task_ids) == set(order)
+    order = ["on_time", "route", "data", "validate", "train", "optimize", "gate", "register", "deploy"]
+    assert set(dag.task_ids) == set(order) | {"bakeoff"}
     for upstream, downstream in zip(order, order[1:]):
         assert downstream in dag.get_task(upstream).downstream_task_ids
+    # framework=both takes the other branch: the bake-off, which ships through the same steps itself.
+    assert dag.get_task("route").downstream_task_ids == {"data", "bakeoff"}
+    assert dag.get_task("bakeoff").downstream_task_ids == set()
     assert dag.get_task("gate").task_type == "_ShortCircuitDecoratedOperator"
     assert dag.get_task("on_time").task_type == "_ShortCircuitDecoratedOperator"
 
@@ -63,7 +66,7 @@ def test_params_form_offers_every_run_parameter_described_with_the_specs_values(
     assert set(params.keys()) == set(OVERRIDABLE)
     for name in OVERRIDABLE:
         assert params.get_param(name).description, f"{name} has no description in the form"
-    assert params.get_param("framework").schema["enum"] == ["pytorch", "tensorflow"]
+    assert params.get_param("framework").schema["enum"] == ["pytorch", "tensorflow", "both"]  # both: a bake-off
     assert params.get_param("precision").schema["enum"] == ["mixed", "fp32"]
     assert params.get_param("quantize").schema["enum"] == ["none", "int8"]
     assert params["epochs"] == load_spec("digits").training.epochs
@@ -124,7 +127,7 @@ def test_pod_mode_hands_every_form_value_to_the_data_pod_as_one_json_argument(mo
     dag = build_dag(spec_path("digits"))
     arguments = dag.get_task("data").arguments
     flag = arguments.index("--params")
-    typed = {"framework": "tensorflow", "epochs": 3, "precision": "fp32", "quantize": "int8",
+    typed = {"framework": "tensorflow", "model": "small_cnn", "epochs": 3, "precision": "fp32", "quantize": "int8",
              "max_accuracy_drop_pp": 0.25, "min_agreement": 0.9, "min_accuracy": 0.5, "champion_tolerance_pp": 2.0}
     params = ParamsDict(dict(dag.params.items()))
     params.update(typed)
@@ -185,6 +188,9 @@ def test_only_steps_that_fail_for_passing_reasons_retry_with_backoff(monkeypatch
     monkeypatch.setenv("RELAY_EXECUTION", mode)
     dag = build_dag(SPECS_DIR / "digits.yaml")
     retries = {task.task_id: task.retries for task in dag.tasks}
-    assert retries == {"on_time": 0, "data": 3, "validate": 0, "train": 0, "optimize": 0, "gate": 0, "register": 3, "deploy": 3}
+    # A bake-off (local mode) is a measurement: a retry would train every candidate again.
+    bakeoff = {"route": 0, "bakeoff": 0} if mode == "local" else {}
+    assert retries == {"on_time": 0, "data": 3, "validate": 0, "train": 0, "optimize": 0, "gate": 0, "register": 3,
+                       "deploy": 3, **bakeoff}
     for step in ("data", "register", "deploy"):
         assert dag.get_task(step).retry_exponential_backoff
