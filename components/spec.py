@@ -234,7 +234,8 @@ class BakeoffSpec(_Strict):
     models: list[Literal["small_cnn", "resnet", "mobilenet_v2"]] | None = Field(
         default=None, min_length=1, description="Architectures to compare; null: the spec's model only.")
     throughput_epochs: int = Field(default=1, ge=1, le=20,
-                                   description="Epochs timed for images/s, once in mixed precision, once in fp32.")
+                                   description="Epochs timed for images/s, in mixed precision and in fp32, each after "
+                                               "one untimed warm-up epoch.")
     latency_runs: int = Field(default=200, ge=10, description="Timed calls at batch 1 (batch 64: a tenth, "
                                                                "at least 10), after warm-up calls.")
     serving_requests: int = Field(default=1000, ge=50, description="Requests per concurrency level (1, 8, 32) "

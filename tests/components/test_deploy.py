@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
@@ -59,6 +60,26 @@ def test_new_version_goes_live_beside_the_old_one(spec, trained_run, served, two
     assert _versions(served) == {"0.1.0", "0.2.0"}  # rollback target kept
     assert served_state(served.settings)["digits"] == {"default": "v0.2.0", "versions": ["v0.2.0", "v0.1.0"]}
     assert _accuracy(served, trained_run[1], spec) >= 0.7
+
+
+def test_workers_and_batching_come_from_the_spec_through_the_mar(spec, trained_run, served, settings):
+    """deploy.workers, batch_size and max_batch_delay_ms reach TorchServe in the .mar's model-config.yaml, and
+    a batch the server forms is answered row by row (8 concurrent clients against a 3 ms batch window)."""
+    from components.deploy.load import run_load
+
+    _, run = trained_run
+    serving = spec.model_copy(update={"deploy": spec.deploy.model_copy(
+        update={"workers": 2, "batch_size": 4, "max_batch_delay_ms": 3})})
+    deploy_local(serving, register_onnx(settings, serving, run / "optimize" / "model.onnx", "batched"), run / "data",
+                 settings)
+    [described] = served.describe("digits")
+    assert (described["batchSize"], described["maxBatchDelay"], len(described["workers"])) == (4, 3, 2)
+    _, labels, paths = load_split(run / "data", "test", spec.dataset.classes)
+    with ThreadPoolExecutor(8) as pool:  # concurrent requests: the server batches them
+        answers = list(pool.map(lambda p: served.predict("digits", p.read_bytes())["class"], paths[:40]))
+    right = sum(answer == spec.dataset.classes[y] for answer, y in zip(answers, labels[:40]))
+    assert right / 40 >= 0.7  # each row got its own image's answer
+    assert run_load(served, "digits", [p.read_bytes() for p in paths[:40]], total=200, concurrency=8).errors == 0
 
 
 def test_redeploying_the_default_changes_nothing(spec, trained_run, served, settings, two_versions):

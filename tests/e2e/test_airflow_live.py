@@ -261,7 +261,7 @@ def test_the_ui_trigger_form_shows_every_run_parameter_in_chromium(live):
                             timeout=180)
     assert result.returncode == 0, result.stderr[-3000:]
     form = json.loads(result.stdout)
-    assert form["framework_choices"] == ["pytorch", "tensorflow"]
+    assert form["framework_choices"] == ["pytorch", "tensorflow", "both"]  # both: a bake-off
     from components.spec import OVERRIDABLE
 
     for name, path in OVERRIDABLE.items():
