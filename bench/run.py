@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -160,7 +161,6 @@ def measure_tensorflow(home: Path) -> dict[str, float]:
 def measure_load(home: Path) -> dict[str, float]:
     """10,000 requests at concurrency 32 against the digits model served by the real pipeline, then a
     second version deployed and made default while 8 clients keep sending."""
-    import shutil
     import threading
 
     from components.deploy.load import run_load, server_rss_bytes
@@ -307,7 +307,6 @@ def measure_data(home: Path) -> dict[str, float]:
 def measure_shapes(home: Path) -> dict[str, float]:
     """The real-data figures on the built-in shapes task: data step speed, training throughput and memory,
     test accuracy with its spec, and the resnet's ONNX Runtime speed-ups (fp32 and INT8)."""
-    import shutil
 
     import pandas as pd
 
@@ -414,6 +413,7 @@ def measure_bakeoffs(home: Path, tasks: tuple[str, ...] = ("digits", "shapes")) 
         figures[f"bakeoff_{task}_s"] = time.perf_counter() - started
         (PROJECT_DIR / "bench" / f"bakeoff-{task}.md").write_text(result.summary)
         (PROJECT_DIR / "bench" / f"bakeoff-{task}.json").write_text(json.dumps(result.document, indent=1) + "\n")
+        shutil.copy(result.report, PROJECT_DIR / "docs" / f"bakeoff-{task}.html")  # self-contained, offline
     if "shapes" in tasks:
         verdicts = {v["key"]: v for v in result.document["verdicts"]}
         native = min(f["value"] for f in verdicts["native_b1"]["figures"].values())
@@ -422,6 +422,7 @@ def measure_bakeoffs(home: Path, tasks: tuple[str, ...] = ("digits", "shapes")) 
     return figures
 
 
+WARMUP_REQUESTS = 10_000  # per served model, before its timed loops
 # Relay's default (the spec's deploy section) against other batching settings: the trade-off table.
 SERVING_SETTINGS = {"no batching": {"batch_size": 1, "max_batch_delay_ms": 1},
                     "batch 8, 1 ms": {"batch_size": 8, "max_batch_delay_ms": 1},
@@ -451,7 +452,9 @@ def measure_serving(home: Path, requests: int = 4000) -> dict[str, float]:
     prep = model_preprocessing(run / "train")
 
     def loads(server: TorchServe, name: str) -> dict[int, object]:
-        run_load(server, name, bodies, total=1000, concurrency=8)  # warm-up: JIT, workers, connections
+        # Steady state: the JVM's JIT needs thousands of requests (after 1,000, a fresh server was still
+        # 30% slower at 32 clients than the same settings measured later on a warm one).
+        run_load(server, name, bodies, total=WARMUP_REQUESTS, concurrency=8)
         return {c: run_load(server, name, bodies, total=requests, concurrency=c) for c in (1, 8, 32)}
 
     figures, table = {}, {}

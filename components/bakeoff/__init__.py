@@ -6,13 +6,15 @@ Every candidate is a normal run (``runs/<task>/<id>``) with the same data versio
 augmentation and precision; only ``framework`` and ``model`` differ. Training runs in a child process so
 its peak RSS is its own, always computed (the step cache is off for the candidates' train, optimize and
 gate: a bake-off measures). The serving figures come from a TorchServe of the bake-off's own, started and
-stopped here. ``ship`` registers and deploys the recommended candidate through the normal steps.
+stopped here, serving every candidate at once so that they are measured in alternating rounds. ``ship``
+registers and deploys the recommended candidate through the normal steps.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -54,17 +56,11 @@ def run_bakeoff(task: str, models: list[str] | None = None, overrides: dict[str,
     directory = settings.home / "bakeoffs" / spec.name / stamp
     directory.mkdir(parents=True)
     measured = []
-    server_settings = own_server_settings(settings, directory / "torchserve")
-    from components.deploy.torchserve import TorchServe
-
-    server = TorchServe(server_settings)
-    try:
-        server.start()
-        for index, (framework, model) in enumerate(pairs, 1):
-            log(f"[{index}/{len(pairs)}] {framework} {model}")
-            measured.append(_candidate(task, framework, model, overrides, settings, server, directory, log))
-    finally:
-        server.stop()
+    for index, (framework, model) in enumerate(pairs, 1):
+        log(f"[{index}/{len(pairs)}] {framework} {model}")
+        measured.append(_candidate(task, framework, model, overrides, settings, directory, log))
+    log("serving: every candidate on one TorchServe, in alternating rounds")
+    _measure_serving(spec, measured, own_server_settings(settings, directory / "torchserve"))
     document = {
         "task": spec.name, "id": stamp, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "directory": str(directory), "overrides": overrides, "machine": describe_machine(),
@@ -97,8 +93,33 @@ def ship_recommended(document: dict, settings: Settings, log=print) -> dict:
             "why": recommendation["why"]}
 
 
-def _candidate(task: str, framework: str, model: str, overrides: dict, settings: Settings, server,
-               directory: Path, log) -> dict:
+def _measure_serving(spec: TaskSpec, measured: list[dict], server_settings: Settings) -> None:
+    """Serve every candidate's .mar from one TorchServe of the bake-off's own; add the serving figures."""
+    from components.bakeoff import measure
+    from components.data import split_files
+    from components.deploy.torchserve import TorchServe
+
+    server = TorchServe(server_settings)
+    try:
+        server.start()
+        models = {}
+        for candidate in measured:
+            name = candidate["serving"]["model_name"]
+            shutil.copy(candidate["serving"]["mar"], server.model_store / f"{name}.mar")
+            server.register(f"{name}.mar", name)
+            models[candidate["name"]] = name
+        files, _ = split_files(Path(measured[0]["run"]) / "data", "test", spec.dataset.classes)
+        bodies = [path.read_bytes() for path in files[:SERVING_FILES]]
+        figures = measure.serving_figures(server, models, bodies, spec.bakeoff.serving_requests,
+                                          spec.bakeoff.bootstrap_samples)
+    finally:
+        server.stop()
+    for candidate in measured:
+        candidate["serving"].update(figures[candidate["name"]])
+
+
+def _candidate(task: str, framework: str, model: str, overrides: dict, settings: Settings, directory: Path,
+               log) -> dict:
     from components.bakeoff import measure
     from pipelines.steps import run_spec, run_step, start_run
 
@@ -116,16 +137,17 @@ def _candidate(task: str, framework: str, model: str, overrides: dict, settings:
     run_step("optimize", run, fresh)
     gate = run_step("gate", run, fresh)
     log("  measure")
-    figures = measure_candidate(spec, run, server, directory / f"{framework}-{model}", log)
+    figures = measure_candidate(spec, run, directory / f"{framework}-{model}", log)
     figures["training"]["peak_rss_mb"] = peak_rss
     return {"name": f"{framework}/{model}", "framework": framework, "model": model, "run": str(run),
             "gate": {"passed": gate["passed"], "failed_checks": gate["failed_checks"]}, **figures}
 
 
-def measure_candidate(spec: TaskSpec, run: Path, server, work: Path, log=print) -> dict:
-    """Every figure of one trained, optimized candidate run (see components.bakeoff.measure)."""
+def measure_candidate(spec: TaskSpec, run: Path, work: Path, log=print) -> dict:
+    """Every figure of one trained, optimized candidate run (see components.bakeoff.measure) but serving;
+    its .mar for serving is built here."""
     from components.bakeoff import measure
-    from components.data import load_split, split_files
+    from components.data import load_split
     from components.frameworks import backend
     from components.onnx_runtime import onnx_predictor
     from components.optimize import optimize_model
@@ -185,18 +207,11 @@ def measure_candidate(spec: TaskSpec, run: Path, server, work: Path, log=print) 
                 "history": metrics["history"],
                 **measure.training_throughput(spec, run / "data", work / "throughput")}
 
-    log("  serving (TorchServe)")
     model_name = f"{spec.name}-{spec.framework}-{spec.model.name}".replace("_", "-")
-    mar = build_mar(spec, "v0.0.0", variants[shipped] / OPTIMIZED_MODEL, prep, server.model_store / f"{model_name}.mar")
-    files, _ = split_files(run / "data", "test", spec.dataset.classes)
-    bodies = [path.read_bytes() for path in files[:SERVING_FILES]]
-    server.register(mar.name, model_name)
-    try:
-        serving = measure.serving_figures(server, model_name, bodies, cfg.serving_requests, cfg.bootstrap_samples)
-    finally:
-        server.unregister(model_name, "0.0.0")
-    serving["config"] = {"workers": spec.deploy.workers, "batch_size": spec.deploy.batch_size,
-                         "max_batch_delay_ms": spec.deploy.max_batch_delay_ms, "ort_threads": spec.deploy.threads}
+    mar = build_mar(spec, "v0.0.0", variants[shipped] / OPTIMIZED_MODEL, prep, work / f"{model_name}.mar")
+    serving = {"model_name": model_name, "mar": str(mar),
+               "config": {"workers": spec.deploy.workers, "batch_size": spec.deploy.batch_size,
+                          "max_batch_delay_ms": spec.deploy.max_batch_delay_ms, "ort_threads": spec.deploy.threads}}
     sizes = measure.footprint(spec.framework, run / "train", {
         "ONNX": variants["none"] / OPTIMIZED_MODEL, "ONNX INT8": variants["int8"] / OPTIMIZED_MODEL, ".mar": mar})
     return {"accuracy": accuracy, "training": training, "optimization": optimization, "inference": inference,
@@ -204,7 +219,7 @@ def measure_candidate(spec: TaskSpec, run: Path, server, work: Path, log=print) 
 
 
 def _method(spec: TaskSpec) -> dict:
-    from components.bakeoff.measure import CONCURRENCY, WARMUP_CALLS
+    from components.bakeoff.measure import CONCURRENCY, WARMUP_CALLS, WARMUP_REQUESTS
 
     cfg = spec.bakeoff
     return {
@@ -213,7 +228,8 @@ def _method(spec: TaskSpec) -> dict:
                     "torchserve_ort_threads": spec.deploy.threads},
         "warmup_calls": WARMUP_CALLS, "latency_runs_b1": cfg.latency_runs, "latency_runs_b64": max(10, cfg.latency_runs // 10),
         "serving_requests_per_level": cfg.serving_requests, "serving_concurrency": list(CONCURRENCY),
-        "serving_warmup_requests": min(cfg.serving_requests, 300),
+        "serving_warmup_requests": WARMUP_REQUESTS, "serving_rounds": 2,
+        "serving_order": "candidates alternate within each level, reversed every other round",
         "throughput_epochs": cfg.throughput_epochs, "throughput_warmup_epochs": 1,
         "bootstrap_samples": cfg.bootstrap_samples,
         "interval": "bootstrap 95% (2.5th-97.5th percentile)",

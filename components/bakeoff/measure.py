@@ -25,6 +25,7 @@ from components.settings import PROJECT_DIR
 from components.spec import TaskSpec
 
 WARMUP_CALLS = 30
+WARMUP_REQUESTS = 2000  # per candidate: workers, connections and the JVM's JIT
 CONCURRENCY = (1, 8, 32)
 
 
@@ -62,20 +63,36 @@ def inference_figures(runtimes: dict[str, Predictor], images: np.ndarray, runs: 
             for name, predict in runtimes.items()}
 
 
-def serving_figures(server: TorchServe, model_name: str, bodies: list[bytes], requests: int, samples: int) -> dict:
-    """One image at a time (p50 with interval, p99), then throughput at each concurrency in CONCURRENCY, each a
-    bounded loop of ``requests`` on loopback after a warm-up; every non-200 answer is counted."""
-    run_load(server, model_name, bodies, total=min(requests, 300), concurrency=8)  # worker, JIT, connections
-    figures: dict = {"requests_per_level": requests, "errors": 0, "by_concurrency": {}}
-    for concurrency in CONCURRENCY:
-        load = run_load(server, model_name, bodies, total=requests, concurrency=concurrency)
-        figures["errors"] += load.errors
-        figures["by_concurrency"][str(concurrency)] = {
-            "requests_per_s": load.per_second, "p50_ms": float(np.median(load.latencies_ms)),
-            "p99_ms": float(np.percentile(load.latencies_ms, 99))}
-        if concurrency == 1:
-            figures["p50_ms"] = with_interval(load.latencies_ms, np.median, samples)
-            figures["p99_ms"] = float(np.percentile(load.latencies_ms, 99))
+def serving_figures(server: TorchServe, models: dict[str, str], bodies: list[bytes], requests: int,
+                    samples: int, rounds: int = 2) -> dict[str, dict]:
+    """Per candidate (``models``: candidate → TorchServe model name, all registered on ``server``): one image
+    at a time (p50 with interval, p99), and throughput and latency at each concurrency in CONCURRENCY.
+
+    Each level is a bounded loop of ``requests`` on loopback, split into ``rounds`` that alternate between
+    the candidates (in reverse order every other round), after a warm-up of each model, so that the JVM
+    warming up and drifts in machine load hit every candidate alike. Every non-200 answer is counted."""
+    for name in models.values():
+        run_load(server, name, bodies, total=WARMUP_REQUESTS, concurrency=8)  # workers, JIT, connections
+    loads = {candidate: {level: [] for level in CONCURRENCY} for candidate in models}
+    order = list(models)
+    for round_ in range(rounds):
+        for level in CONCURRENCY:
+            for candidate in (order if round_ % 2 == 0 else order[::-1]):
+                loads[candidate][level].append(
+                    run_load(server, models[candidate], bodies, total=max(1, requests // rounds), concurrency=level))
+    figures = {}
+    for candidate, by_level in loads.items():
+        result: dict = {"requests_per_level": requests, "rounds": rounds, "errors": 0, "by_concurrency": {}}
+        for level, parts in by_level.items():
+            latencies = [ms for part in parts for ms in part.latencies_ms]
+            result["errors"] += sum(part.errors for part in parts)
+            result["by_concurrency"][str(level)] = {
+                "requests_per_s": sum(part.requests for part in parts) / sum(part.seconds for part in parts),
+                "p50_ms": float(np.median(latencies)), "p99_ms": float(np.percentile(latencies, 99))}
+            if level == 1:
+                result["p50_ms"] = with_interval(latencies, np.median, samples)
+                result["p99_ms"] = float(np.percentile(latencies, 99))
+        figures[candidate] = result
     return figures
 
 
