@@ -242,31 +242,6 @@ def test_tensorflow_run_through_the_same_dag_is_served(deployed):
     assert _served_accuracy(settings, _heldout(tf_dir, 40)) >= 0.9
 
 
-def test_framework_both_runs_a_bakeoff_through_the_dag_and_ships_the_recommended_one(deployed, webhook):
-    """framework=both routes the run to the bake-off task: both frameworks trained, gated and measured, the
-    report written, the recommended candidate registered and served; the run's outcome is its deployment."""
-    settings, env, result, root, run = deployed
-    bakeoffs = settings.home / "bakeoffs" / "digits"
-    before = set(bakeoffs.iterdir()) if bakeoffs.is_dir() else set()
-    # A short training: the floor and the champion tolerance are opened so that a candidate can ship.
-    conf = {"framework": "both", "epochs": 3, "min_accuracy": 0.5, "champion_tolerance_pp": 100}
-    both = relay(["dag-test", "digits", "--conf", json.dumps(conf)], env, timeout=900)
-    assert both.returncode == 0, both.stdout[-3000:] + both.stderr[-3000:]
-    assert re.search(r"bakeoff\s+.*success", both.stdout) and re.search(r"data\s+.*skipped", both.stdout)
-    [new] = set(bakeoffs.iterdir()) - before
-    document = json.loads((new / "bakeoff.json").read_text())
-    assert {c["framework"] for c in document["candidates"]} == {"pytorch", "tensorflow"}
-    assert all(c["training"]["epochs"] == 3 for c in document["candidates"])
-    shipped = document["shipped"]
-    assert shipped["shipped"] and shipped["candidate"] == document["recommendation"]["recommended"]
-    assert (new / "bakeoff.html").is_file()
-    assert TorchServe(settings).default_version("digits") == shipped["version"].removeprefix("v")
-    deployed_posts = [p for p in _posts(webhook, "deployed") if p["version"] == shipped["version"]]
-    # The Airflow run's directory is the shipped candidate's run, so the outcome is its deployment.
-    assert deployed_posts and Path(deployed_posts[-1]["run_dir"]).name.startswith("airflow-")
-    assert Path(deployed_posts[-1]["run_dir"]).resolve() == Path(shipped["run"]).resolve()
-
-
 def test_a_restart_serves_the_same_versions_again(deployed):
     settings, env, result, root, run = deployed
     server = TorchServe(settings)
@@ -298,6 +273,32 @@ def test_predict_accepts_either_version_form_and_names_the_file_it_refuses(deplo
     message = " ".join(refused.stderr.split())
     assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) <= 2
     assert f"{not_an_image}: HTTP 400, the request was refused" in message and "not a decodable image" in message
+
+
+def test_framework_both_runs_a_bakeoff_through_the_dag_and_ships_the_recommended_one(deployed, webhook):
+    """framework=both routes the run to the bake-off task: both frameworks trained, gated and measured, the
+    report written, the recommended candidate registered and served; the run's outcome is its deployment.
+    It runs after the tests that expect v0.1.0 served and a well-trained default."""
+    settings, env, result, root, run = deployed
+    bakeoffs = settings.home / "bakeoffs" / "digits"
+    before = set(bakeoffs.iterdir()) if bakeoffs.is_dir() else set()
+    # A short training: the floor and the champion tolerance are opened so that a candidate can ship.
+    conf = {"framework": "both", "epochs": 3, "min_accuracy": 0.5, "champion_tolerance_pp": 100}
+    both = relay(["dag-test", "digits", "--conf", json.dumps(conf)], env, timeout=900)
+    assert both.returncode == 0, both.stdout[-3000:] + both.stderr[-3000:]
+    assert re.search(r"bakeoff\s+.*success", both.stdout) and re.search(r"data\s+.*skipped", both.stdout)
+    [new] = set(bakeoffs.iterdir()) - before
+    document = json.loads((new / "bakeoff.json").read_text())
+    assert {c["framework"] for c in document["candidates"]} == {"pytorch", "tensorflow"}
+    assert all(c["training"]["epochs"] == 3 for c in document["candidates"])
+    shipped = document["shipped"]
+    assert shipped["shipped"] and shipped["candidate"] == document["recommendation"]["recommended"]
+    assert (new / "bakeoff.html").is_file()
+    assert TorchServe(settings).default_version("digits") == shipped["version"].removeprefix("v")
+    deployed_posts = [p for p in _posts(webhook, "deployed") if p["version"] == shipped["version"]]
+    # The Airflow run's directory is the shipped candidate's run, so the outcome is its deployment.
+    assert deployed_posts and Path(deployed_posts[-1]["run_dir"]).name.startswith("airflow-")
+    assert Path(deployed_posts[-1]["run_dir"]).resolve() == Path(shipped["run"]).resolve()
 
 
 def test_no_token_or_password_appears_in_logs_or_run_reports(deployed):
