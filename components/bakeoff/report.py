@@ -210,13 +210,12 @@ def render_markdown(document: dict, report: Path) -> str:
     lines += [f"- {line}" for line in recommendation["arithmetic"]]
     lines += [f"- excluded {name}: {why}" for name, why in recommendation["excluded"].items()]
     shipped = document.get("shipped")
-    if shipped:
-        lines.append("" if not shipped.get("shipped") else
-                     f"\n**Shipped:** {shipped['candidate']} as {shipped['version']} ({shipped['deployment']['url']}).")
-        if not shipped.get("shipped"):
-            lines.append(f"**Not shipped:** {shipped.get('deployment', {}).get('why') or shipped['why']}")
+    if shipped and shipped.get("shipped"):
+        lines += ["", f"**Shipped:** {shipped['candidate']} as {shipped['version']} ({shipped['deployment']['url']})."]
+    elif shipped:
+        lines += ["", f"**Not shipped:** {shipped.get('deployment', {}).get('why') or shipped['why']}"]
     lines += ["", f"GPU: {document['gpu']['why']}.", "", f"Report: {report}"]
-    return "\n".join(line for line in lines if line is not None) + "\n"
+    return "\n".join(lines) + "\n"
 
 
 def render_html(document: dict, charts: dict[str, bytes]) -> str:
