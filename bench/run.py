@@ -11,7 +11,6 @@ import json
 import os
 import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ from rich.table import Table  # noqa: E402
 from components.bakeoff.measure import run_measuring_peak_rss  # noqa: E402
 from components.data import load_split  # noqa: E402
 from components.gate import p50_latency_ms  # noqa: E402
+from components.latency import Runtime, ThreadSettings, time_runtimes  # noqa: E402
 from components.onnx_runtime import onnx_predictor  # noqa: E402
 from components.optimize import optimize_model  # noqa: E402
 from components.settings import PROJECT_DIR, Settings, free_ports  # noqa: E402
@@ -85,13 +85,15 @@ def _env(home: Path) -> dict[str, str]:
     return env
 
 
-def _interleaved(first, second, sample, runs: int, rounds: int = 5) -> tuple[float, float]:
-    """Median over alternating rounds of each predictor's p50, so drifts in machine load hit both."""
-    a, b = [], []
-    for _ in range(rounds):
-        a.append(p50_latency_ms(first, sample, runs))
-        b.append(p50_latency_ms(second, sample, runs))
-    return statistics.median(a), statistics.median(b)
+# Every latency comparison here: one intra-op and one inter-op thread on both sides, whatever the caller's
+# environment sets, timed in a process of its own (components.latency).
+BENCH_THREADS = ThreadSettings(intra_op=1)
+
+
+def _interleaved(first: Runtime, second: Runtime, sample, runs: int, rounds: int = 5) -> tuple[float, float]:
+    """Each runtime's p50 over ``rounds`` x ``runs`` calls that alternate between the two, under BENCH_THREADS."""
+    timings = time_runtimes([first, second], {"sample": sample}, {"sample": runs * rounds}, BENCH_THREADS)
+    return timings.p50(first.name, "sample"), timings.p50(second.name, "sample")
 
 
 def measure_models(home: Path) -> dict[str, float]:
@@ -110,7 +112,7 @@ def measure_models(home: Path) -> dict[str, float]:
     warm = optimize_model(spec, run / "train", run / "data", home / "warm").conversion_seconds
 
     images, _, _ = load_split(run / "data", "test", spec.dataset.classes)
-    eager, onnx = load_predictor(run / "train"), onnx_predictor(run / "optimize" / "model.onnx")
+    eager, onnx = Runtime.native("eager", "pytorch", run / "train"), Runtime.onnx("onnx", run / "optimize" / "model.onnx")
     b1_eager, b1_onnx = _interleaved(eager, onnx, images[:1], 2000)
     b64_eager, b64_onnx = _interleaved(eager, onnx, images[:64], 300)
     return {
@@ -137,7 +139,8 @@ def measure_tensorflow(home: Path) -> dict[str, float]:
     tfx_seconds = json.loads(tfx_report.read_text())["pipeline_seconds"]
 
     images, labels, _ = load_split(run / "data", "test", spec.dataset.classes)
-    keras_model, onnx = load_predictor(run / "train"), onnx_predictor(run / "optimize" / "model.onnx")
+    keras_model = Runtime.native("keras", "tensorflow", run / "train")
+    onnx = Runtime.onnx("onnx", run / "optimize" / "model.onnx")
     b1_keras, b1_onnx = _interleaved(keras_model, onnx, images[:1], 300)
     b64_keras, b64_onnx = _interleaved(keras_model, onnx, images[:64], 100)
 
@@ -348,16 +351,17 @@ def measure_shapes(home: Path) -> dict[str, float]:
 
     # Inference on the trained resnet: eager vs ORT, fp32 and INT8.
     images, labels, _ = load_split(run / "data", "test", spec.dataset.classes)
-    eager, ort = load_predictor(run / "train"), onnx_predictor(run / "optimize" / "model.onnx")
+    eager, ort = Runtime.native("eager", "pytorch", run / "train"), Runtime.onnx("ort", run / "optimize" / "model.onnx")
     b1_eager, b1_ort = _interleaved(eager, ort, images[:1], 200)
     b64_eager, b64_ort = _interleaved(eager, ort, images[:64], 20)
     flops = _onnx_flops(run / "optimize" / "model.onnx", 64)
     sgemm = _sgemm_flops_per_s()
     int8_spec = apply_overrides(spec, {"quantize": "int8"})
     optimize_model(int8_spec, run / "train", run / "data", home / "int8")
-    int8 = onnx_predictor(home / "int8" / "model.onnx")
-    b64_fp32, b64_int8 = _interleaved(ort, int8, images[:64], 20)
-    gate = evaluate_gate(spec.gate, eager, int8, images, labels)
+    b64_fp32, b64_int8 = _interleaved(ort, Runtime.onnx("int8", home / "int8" / "model.onnx"), images[:64], 20)
+    torch.set_num_threads(BENCH_THREADS.intra_op)  # the gate below times in this process: both sides alike
+    gate = evaluate_gate(spec.gate, load_predictor(run / "train"),
+                         onnx_predictor(home / "int8" / "model.onnx", BENCH_THREADS.intra_op), images, labels)
     return {
         **figures, "shapes_test_accuracy": metrics["test_accuracy"], "shapes_train_epochs": metrics["epochs"],
         "shapes_train_s": metrics["train_seconds"],

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 
 
@@ -31,3 +34,13 @@ def main_script_hidden() -> Iterator[None]:
         main.__dict__.update(saved)
         if "__spec__" not in saved:
             del main.__spec__
+
+
+@contextmanager
+def process_pool() -> Iterator[ProcessPoolExecutor]:
+    """A pool with one process per core (at most 8), whose workers start without the parent's main script:
+    it is hidden for the pool's whole life, since workers start at the first submit, not at creation.
+    forkserver: a forked child of a process with running threads (Airflow, torch) can deadlock."""
+    with main_script_hidden(), ProcessPoolExecutor(max_workers=min(os.cpu_count() or 1, 8),
+                                                   mp_context=multiprocessing.get_context("forkserver")) as pool:
+        yield pool

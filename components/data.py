@@ -13,10 +13,8 @@ import csv
 import hashlib
 import json
 import math
-import multiprocessing
 import os
 import shutil
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +24,7 @@ from rich.progress import Progress
 
 from components import versioning
 from components.atomic import atomic_dir, write_json
-from components.child_processes import main_script_hidden
+from components.child_processes import process_pool
 from components.builtin_datasets import GENERATORS
 from components.errors import RelayError
 from components.imaging import ImageRejected, Preprocessing, load_pixels, open_checked, preprocess_files
@@ -249,13 +247,6 @@ def describe_file(path: str, prep: Preprocessing) -> dict:
     return row
 
 
-def process_pool() -> ProcessPoolExecutor:
-    """A pool with one process per core (at most 8). forkserver: a forked child of a process with running
-    threads (Airflow, torch) can deadlock."""
-    return ProcessPoolExecutor(max_workers=min(os.cpu_count() or 1, 8),
-                               mp_context=multiprocessing.get_context("forkserver"))
-
-
 def _describe_batch(paths: list[str], prep: Preprocessing) -> list[dict]:
     return [describe_file(path, prep) for path in paths]
 
@@ -305,7 +296,7 @@ def describe_files(paths: list[Path], prep: Preprocessing, cache: _RowCache | No
                     _fill(rows, chunk, described, paths, cache)
                     progress.advance(bar, len(chunk))
             else:
-                with main_script_hidden(), process_pool() as pool:
+                with process_pool() as pool:
                     futures = [pool.submit(_describe_batch, [str(paths[i]) for i in chunk], prep) for chunk in chunks]
                     for chunk, future in zip(chunks, futures):
                         _fill(rows, chunk, future.result(), paths, cache)

@@ -63,22 +63,38 @@ def _accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float((logits.argmax(axis=1) == labels).mean())
 
 
+@dataclass(frozen=True)
+class Latency:
+    """p50 batch-1 latencies of both models, measured elsewhere (components.latency), and how."""
+
+    original_ms: float
+    optimized_ms: float
+    method: dict
+
+
 def measure_models(original: Predictor, optimized: Predictor, images: np.ndarray, labels: np.ndarray,
-                   latency_runs: int) -> dict:
+                   latency_runs: int, latency: Latency | None = None) -> dict:
     """What the gate measures of the new model pair alone: accuracies, agreement, logit difference, p50
     latencies, and the optimized model's predictions. It does not depend on the champion or the thresholds,
-    so a rerun can reuse it (JSON-able)."""
+    so a rerun can reuse it (JSON-able).
+
+    ``latency``: both models timed under the serving thread settings in a process of their own (what the gate
+    step passes); without it both predictors are timed here, in this process's settings."""
     if len(images) == 0:
         raise ValueError("the held-out split is empty: the gate has nothing to measure")
     original_logits, optimized_logits = original(images), optimized(images)
-    one = images[:1]
+    if latency is None:
+        one = images[:1]
+        latency = Latency(p50_latency_ms(original, one, latency_runs), p50_latency_ms(optimized, one, latency_runs),
+                          {"process": "the caller's, in its own thread settings"})
     return {
         "accuracy_original": _accuracy(original_logits, labels),
         "accuracy_optimized": _accuracy(optimized_logits, labels),
         "agreement": float((original_logits.argmax(1) == optimized_logits.argmax(1)).mean()),
         "max_abs_logit_diff": float(np.abs(original_logits.astype(np.float64) - optimized_logits).max()),
-        "latency_p50_ms_original": p50_latency_ms(original, one, latency_runs),
-        "latency_p50_ms_optimized": p50_latency_ms(optimized, one, latency_runs),
+        "latency_p50_ms_original": latency.original_ms,
+        "latency_p50_ms_optimized": latency.optimized_ms,
+        "latency_method": latency.method,
         "predictions_optimized": optimized_logits.argmax(1).tolist(),
     }
 
@@ -136,6 +152,7 @@ def decide_gate(thresholds: GateSpec, measured: dict, images: np.ndarray, labels
             "speedup_b1": latency_original / latency_optimized, "heldout_images": int(len(labels)),
         },
         "champion": champion_info,
+        "latency_method": measured.get("latency_method"),
         "comparison": classes and _comparison(classes, labels, np.array(measured["predictions_optimized"]),
                                               champion_logits, champion),
         "thresholds": thresholds.model_dump(),
@@ -166,6 +183,12 @@ def render_report(task: str, gate: dict, notes: dict[str, str]) -> str:
                      f"{check['threshold']:.4f}{check['unit']} | {'pass' if check['passed'] else '**FAIL**'} |")
     lines += ["", "| metric | value |", "|---|---|"]
     lines += [f"| {key} | {value:.6g} |" for key, value in gate["metrics"].items()]
+    method = gate.get("latency_method") or {}
+    if "threads" in method:
+        threads = method["threads"]
+        lines += ["", f"Latencies were timed under the serving thread settings: {threads['intra_op']} intra-op and "
+                      f"{threads['inter_op']} inter-op thread(s) for both models ({method['process']}; in effect: "
+                      + ", ".join(f"{k} {v}" for k, v in method["effective_threads"].items()) + ")."]
     champion = gate.get("champion")
     lines += ["", f"Champion ({champion.get('role', 'production')}): {champion['version']} at accuracy "
                   f"{champion['accuracy']:.4f} on this held-out set"

@@ -12,12 +12,13 @@ INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
 
 
-def make_session(model: Path | bytes, threads: int | None = None) -> ort.InferenceSession:
-    """A CPU session with all graph optimizations on; ``threads`` defaults to OMP_NUM_THREADS or 1."""
+def make_session(model: Path | bytes, threads: int | None = None, inter_op: int = 1) -> ort.InferenceSession:
+    """A CPU session with all graph optimizations on; ``threads`` (intra-op) defaults to OMP_NUM_THREADS or 1.
+    Comparisons pass ``threads`` explicitly (components.latency)."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads or int(os.environ.get("OMP_NUM_THREADS", "1"))
-    options.inter_op_num_threads = 1
+    options.inter_op_num_threads = inter_op
     source = model if isinstance(model, bytes) else str(model)
     return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
 

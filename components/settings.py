@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     ts_grpc_inference_port: int = 8383
     ts_grpc_management_port: int = 8384
     ts_heap: str = "512m"
+    ts_token_expiration_min: float = Field(
+        default=60, gt=0, le=60 * 24 * 365,
+        description="Minutes TorchServe's inference and management keys stay valid (its token_expiration_min). "
+                    "`relay serve key` prints a valid inference key, renewing an expired one.")
     step_cache: bool = Field(default=True, description="Reuse a step's output when its data version, code and "
                                                         "parameters are unchanged (RELAY_STEP_CACHE=false: never).")
     webhook_url: str | None = Field(default=None, description="Where each Airflow run posts its outcome (JSON): "
@@ -103,7 +107,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
            "RELAY_TS_METRICS_PORT": str(settings.ts_metrics_port),
            "RELAY_TS_GRPC_INFERENCE_PORT": str(settings.ts_grpc_inference_port),
            "RELAY_TS_GRPC_MANAGEMENT_PORT": str(settings.ts_grpc_management_port),
-           "RELAY_TS_HEAP": settings.ts_heap, "RELAY_STEP_CACHE": str(settings.step_cache).lower()}
+           "RELAY_TS_HEAP": settings.ts_heap, "RELAY_TS_TOKEN_EXPIRATION_MIN": str(settings.ts_token_expiration_min),
+           "RELAY_STEP_CACHE": str(settings.step_cache).lower()}
     if settings.registry_remote:
         env["RELAY_REGISTRY_REMOTE"] = settings.registry_remote
     return env

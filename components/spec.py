@@ -173,10 +173,11 @@ class TrainingSpec(_Strict):
 class OptimizeSpec(_Strict):
     quantize: Literal["none", "int8"] = Field(
         default="none", description="int8: static INT8 quantization of the ONNX model (calibrated on the train split).")
-    exporter: Literal["torchscript", "dynamo"] = Field(
-        default="torchscript",
-        description="PyTorch's ONNX exporter. dynamo is the future default but costs ~4 s cold per export "
-                    "(docs/benchmarks.md); torchscript is deprecated in torch 2.13 yet exports this model in <1 s.",
+    exporter: Literal["torchscript", "dynamo", "tf2onnx"] | None = Field(
+        default=None,
+        description="The ONNX exporter; null: the framework's default (pytorch: torchscript, tensorflow: tf2onnx). "
+                    "PyTorch's dynamo is the future default but costs ~4 s cold per export (docs/benchmarks.md); "
+                    "torchscript is deprecated in torch 2.13 yet exports this model in <1 s.",
     )
 
 
@@ -243,6 +244,10 @@ class BakeoffSpec(_Strict):
     bootstrap_samples: int = Field(default=1000, ge=100, description="Resamples for the 95% intervals.")
 
 
+# The ONNX exporters of each framework, its default first.
+EXPORTERS = {"pytorch": ("torchscript", "dynamo"), "tensorflow": ("tf2onnx",)}
+
+
 class TaskSpec(_Strict):
     """One task: a dataset, a model, how to train, gate and deploy it, and when to retrain."""
 
@@ -266,6 +271,28 @@ class TaskSpec(_Strict):
         if value is None or value in presets or len(value.split()) == 5:
             return value
         raise ValueError(f"must be a 5-field cron expression or one of {sorted(presets)}")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _framework_default_exporter(cls, data: Any) -> Any:
+        """An unset optimize.exporter is the framework's own, so the effective spec names what really ran."""
+        framework = data.get("framework") if isinstance(data, dict) else None
+        if not isinstance(framework, str) or framework not in EXPORTERS:
+            return data  # a bad framework gets the field's own error
+        optimize = data.get("optimize", {})
+        if isinstance(optimize, BaseModel):
+            optimize = optimize.model_dump()
+        if isinstance(optimize, dict) and optimize.get("exporter") is None:
+            return {**data, "optimize": {**optimize, "exporter": EXPORTERS[framework][0]}}
+        return data
+
+    @model_validator(mode="after")
+    def _exporter_fits_framework(self) -> TaskSpec:
+        allowed = EXPORTERS[self.framework]
+        if self.optimize.exporter not in allowed:
+            raise ValueError(f"optimize.exporter {self.optimize.exporter!r} does not export {self.framework} models; "
+                             f"allowed: {', '.join(allowed)} (or leave it unset)")
+        return self
 
     @model_validator(mode="after")
     def _classes_unique(self) -> TaskSpec:
@@ -304,32 +331,36 @@ OVERRIDABLE = {
 BAKEOFF = "both"  # framework=both: the run is a bake-off (components.bakeoff), not one training
 
 
-def _spec_field(path: tuple[str, ...]):
+def spec_field(path: tuple[str, ...]):
+    """The pydantic field at ``path`` in TaskSpec (``("training", "epochs")``)."""
     model: type[BaseModel] = TaskSpec
     for part in path[:-1]:
         model = model.model_fields[part].annotation
     return model.model_fields[path[-1]]
 
 
-def run_param_schemas(spec: TaskSpec | None = None) -> dict[str, dict[str, Any]]:
+def run_param_schemas(spec: TaskSpec | None = None, bakeoff: bool = True) -> dict[str, dict[str, Any]]:
     """JSON schema of each run parameter (type, bounds, enum, title, description), from its spec field.
 
-    With ``spec``, each schema's ``default`` is that spec's current value.
+    With ``spec``, each schema's ``default`` is that spec's current value. ``bakeoff``: whether framework may be
+    ``both`` (a bake-off); where no bake-off can run, the choice is not offered and says so.
     """
     from pydantic import TypeAdapter
     from typing import Annotated
 
     schemas = {}
     for name, path in OVERRIDABLE.items():
-        field = _spec_field(path)
+        field = spec_field(path)
         schema = TypeAdapter(Annotated[field.annotation, field]).json_schema()
         schema.pop("default", None)
         schema["title"] = name
         schema["description"] = f"{field.description} (spec field: {'.'.join(path)})"
-        if name == "framework":
+        if name == "framework" and bakeoff:
             schema["enum"] = [*schema["enum"], BAKEOFF]
             schema["description"] += f"; {BAKEOFF}: a bake-off, trained in each framework, compared, and the " \
                                      "recommended one shipped (`relay bakeoff --ship`)"
+        elif name == "framework":
+            schema["description"] += f"; {BAKEOFF} (a bake-off) runs only with local execution: run `relay bakeoff`"
         if spec is not None:
             value = spec.model_dump(mode="json")
             for part in path:
@@ -416,6 +447,8 @@ def apply_overrides(spec: TaskSpec, overrides: dict[str, Any]) -> TaskSpec:
     if overrides.get("framework") == BAKEOFF:
         raise SpecError(f"framework={BAKEOFF} is a bake-off, not one run: use `relay bakeoff {spec.name}`")
     data = spec.model_dump()
+    if overrides.get("framework") is not None and overrides.get("framework") != spec.framework:
+        data["optimize"]["exporter"] = None  # the other framework's exporter cannot export this one
     for key, value in overrides.items():
         if value is None:
             continue

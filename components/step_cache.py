@@ -23,6 +23,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from components.atomic import atomic_dir, write_json
+from components.latency import ThreadSettings
 from components.run_files import DATA_INFO, MANIFEST
 from components.settings import PROJECT_DIR, Settings
 from components.spec import TaskSpec
@@ -77,6 +78,7 @@ def step_key(step: str, spec: TaskSpec, run: Path, champion: str | None = None) 
         inputs["upstream"] = step_key(upstream, spec, run).key
     if step == "gate":
         inputs["champion"] = champion
+        inputs["latency_threads"] = ThreadSettings.serving(spec).as_dict()  # the settings its latencies are timed in
     key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:24]
     return StepKey(step, key, inputs)
 

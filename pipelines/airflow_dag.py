@@ -11,11 +11,12 @@ import os
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from airflow.exceptions import AirflowFailException
 from airflow.sdk import DAG, Param, task
 
 from components.spec import BAKEOFF, TaskSpec, load_spec, run_param_schemas
 from pipelines.outcome import RunOutcomeNotifier
-from pipelines.steps import RETRYABLE, STEPS, run_step, start_run
+from pipelines.steps import RETRYABLE, STEPS, gate_failure, run_step, start_run
 
 
 def _retries(step: str) -> dict:
@@ -68,15 +69,21 @@ def late_scheduled_run(cron: str, fire_time: datetime, started: datetime) -> str
             "Trigger the DAG to retrain now.")
 
 
-def _params(spec: TaskSpec) -> dict[str, Param]:
-    """The trigger form: one field per run parameter, generated from the spec model (run_param_schemas)."""
-    return {name: Param(schema.pop("default"), **schema) for name, schema in run_param_schemas(spec).items()}
+def _params(spec: TaskSpec, bakeoff: bool) -> dict[str, Param]:
+    """The trigger form: one field per run parameter, generated from the spec model (run_param_schemas).
+    ``bakeoff``: whether framework=both is offered (pod mode has no bake-off pod: the form refuses it)."""
+    return {name: Param(schema.pop("default"), **schema)
+            for name, schema in run_param_schemas(spec, bakeoff=bakeoff).items()}
 
 
 def _step_task(name: str):
     @task(task_id=name, **_retries(name))
     def step(run_dir: str) -> str:
-        print(run_step(name, Path(run_dir)))
+        summary = run_step(name, Path(run_dir))
+        print(summary)
+        if summary.get("rolled_back"):  # the canary's verdict: a retry would only repeat it
+            raise AirflowFailException(f"rolled back: {summary['why']}; {summary.get('previous_default')} still "
+                                       "serves as default")
         return run_dir
 
     return step
@@ -124,8 +131,8 @@ def _pod_steps(spec: TaskSpec) -> dict[str, object]:
             image=os.environ.get("RELAY_WORKER_IMAGE", "relay-worker:0.1.0"), cmds=["relay"], arguments=arguments,
             env_vars=env, volumes=[volume], volume_mounts=[mount], container_resources=resources(step),
             container_security_context=security, service_account_name="relay-worker",
-            # `relay step gate` exits 1 when the gate fails: skip register and deploy, as the local DAG does.
-            skip_on_exit_code=1 if step == "gate" else None,
+            # `relay step gate` exits 1 when the gate fails: the pod task fails (no retry), so register and
+            # deploy never run and the run is marked failed, as in the local DAG.
             get_logs=True, on_finish_action="delete_succeeded_pod", **_retries(step))
     return operators
 
@@ -146,13 +153,13 @@ def build_dag(spec_file: Path) -> DAG:
         schedule=schedule(spec),
         catchup=False,
         max_active_runs=1,
-        params=_params(spec),
+        params=_params(spec, bakeoff=execution == "local"),
         # Each run's outcome goes to RELAY_WEBHOOK_URL: deployed, rolled back, gate or validation failed.
         on_success_callback=RunOutcomeNotifier(spec.name),
         on_failure_callback=RunOutcomeNotifier(spec.name),
         tags=["relay", spec.name],
         doc_md=f"Relay training pipeline for `{spec.name}` (spec: `{spec_file.name}`). "
-               "The gate decides whether register and deploy run.",
+               "The gate decides whether register and deploy run: a failed gate fails its task and the run.",
     ) as dag:
 
         @task.short_circuit(task_id="on_time", retries=0)
@@ -178,12 +185,16 @@ def build_dag(spec_file: Path) -> DAG:
             print(run_step("data", run_dir))
             return str(run_dir)
 
-        @task.short_circuit(task_id="gate", **_retries("gate"))
-        def gate(run_dir: str) -> bool:
-            """False skips register and deploy: a failed gate never touches what is served."""
+        @task(task_id="gate", **_retries("gate"))
+        def gate(run_dir: str) -> str:
+            """A failed gate fails this task, so register and deploy never run (upstream_failed) and the run is
+            marked failed: "nothing shipped, and why" shows in the grid, the DAG list and the failure callback,
+            not only in this log. What is served is never touched."""
             summary = run_step("gate", Path(run_dir))
             print(summary)
-            return bool(summary["passed"])
+            if not summary["passed"]:
+                raise AirflowFailException(gate_failure(Path(run_dir)))
+            return run_dir
 
         @task.branch(task_id="route")
         def route(params: dict | None = None) -> str:

@@ -20,7 +20,7 @@ from rich.table import Table
 
 from components.errors import RelayError
 from components.spec import load_spec, parse_run_params, run_param_schemas
-from pipelines.steps import STEPS, gate_passed, latest_run, run_step, start_run
+from pipelines.steps import STEPS, gate_failure, gate_passed, latest_run, run_step, start_run
 
 app = typer.Typer(help="Relay: versioned data to a served, promoted model.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -30,8 +30,10 @@ task_app = typer.Typer(help="Create tasks from your own data.", no_args_is_help=
 app.add_typer(task_app, name="task")
 data_app = typer.Typer(help="Add data to a task's dataset.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
-console = Console()
-err = Console(stderr=True)
+# soft_wrap: without a terminal rich wraps at 80 columns, which breaks a printed path or command in two
+# (a copied command then fails); lines go out whole and the terminal wraps them, if it must.
+console = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 
@@ -91,8 +93,7 @@ def run(task: Annotated[str, typer.Argument(help="Task name (pipelines/specs/NAM
             summary = run_step(step, run_dir)
             console.print_json(json.dumps(summary))
             if step == "gate" and not summary["passed"]:
-                err.print(f"[bold red]gate failed[/] ({', '.join(summary['failed_checks'])}); nothing was registered "
-                          f"or deployed. Report: {run_dir / 'gate' / 'gate.md'}")
+                err.print(gate_failure(run_dir), highlight=False)
                 raise typer.Exit(1)
             if step == "deploy" and summary.get("rolled_back"):
                 err.print(f"[bold red]rolled back[/]: {summary['why']}", highlight=False)
@@ -144,22 +145,25 @@ def _step(name: str, task: str | None, run_dir: Path | None, overrides: dict) ->
     summary = run_step(name, run_dir)
     console.print_json(json.dumps({"run_dir": str(run_dir), **summary}))
     if name == "gate" and not gate_passed(run_dir):
-        err.print(f"[bold red]gate failed[/]: see {run_dir / 'gate' / 'gate.md'}")
+        err.print(gate_failure(run_dir), highlight=False)
         return 1
     return 0
 
 
 @app.command()
 def predict(path: Annotated[Path, typer.Argument(help="An image file.", exists=True, dir_okay=False)],
-            task: Annotated[str, typer.Option(help="The served model's name.")] = "digits",
+            task: Annotated[Optional[str], typer.Option(
+                help="The served task (default: the only task the local TorchServe serves).")] = None,
             version: Annotated[Optional[str], typer.Option(help="A served version, v0.2.0 or 0.2.0 "
                                                                 "(default: the default one).")] = None
             ) -> None:
     """Print the class the served model returns for PATH."""
+    from components.deploy.local import only_served_task
     from components.deploy.torchserve import TorchServe
 
     try:
-        result = TorchServe().predict(task, path.read_bytes(), version)
+        server = TorchServe()
+        result = server.predict(task or only_served_task(server.settings), path.read_bytes(), version)
     except RelayError as error:
         _fail(f"{path}: {error}")
     console.print(f"{path}: class [bold]{result['class']}[/] (p={result['probability']:.3f})", highlight=False)
@@ -183,7 +187,7 @@ def models(task: Annotated[str, typer.Argument(help="Task name.")]) -> None:
         default = server.default_version(task)
         default = default and model_version.canonical(default)
     table = Table(title=f"{task} in {registry.path}")
-    for column in ("version", "stages", "gate", "accuracy", "served"):
+    for column in ("version", "framework", "stages", "gate", "accuracy", "served"):
         table.add_column(column)
     for row in versions:
         version = row["version"]
@@ -192,7 +196,8 @@ def models(task: Annotated[str, typer.Argument(help="Task name.")]) -> None:
         if version in served:
             where = f"{server.inference_url}/predictions/{task}/{model_version.served(version)}"
             where += " (default)" if default == version else ""
-        table.add_row(version, ", ".join(row["stages"]), "pass" if gate["passed"] else "FAIL",
+        table.add_row(version, registry.model_info(task, version).get("framework", "?"), ", ".join(row["stages"]),
+                      "pass" if gate["passed"] else "FAIL",
                       f"{gate['metrics']['accuracy_optimized']:.4f}", where)
     console.print(table)
     remote = registry.dvc_remote()
@@ -337,6 +342,21 @@ def serve_start() -> None:
                   f"{server.management_url}, keys in {server.key_file}", highlight=False)
     for task, note in restored.items():
         console.print(f"  {task}: {note}", highlight=False)
+
+
+@serve_app.command("key")
+def serve_key(kind: Annotated[str, typer.Option(help="inference or management.")] = "inference") -> None:
+    """Print a valid key of the local TorchServe, renewing it when it has expired (keys live
+    RELAY_TS_TOKEN_EXPIRATION_MIN minutes). For clients: curl -H "Authorization: Bearer $(relay serve key)" ..."""
+    from components.deploy.torchserve import TorchServe
+
+    if kind not in ("inference", "management"):
+        _fail(f"--kind {kind!r}: use inference or management")
+    try:
+        key = TorchServe().valid_key(kind)
+    except RelayError as error:
+        _fail(error)
+    typer.echo(key)
 
 
 @serve_app.command("stop")

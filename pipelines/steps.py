@@ -118,11 +118,12 @@ def _optimize(spec: TaskSpec, run: Path, settings: Settings) -> dict:
 
 def _gate(spec: TaskSpec, run: Path, settings: Settings) -> dict:
     from components.data import load_split, split_files
-    from components.gate import Champion, decide_gate, measure_models, write_gate
+    from components.gate import Champion, Latency, decide_gate, measure_models, write_gate
     from components.imaging import Preprocessing, preprocess_files
+    from components.latency import Runtime, ThreadSettings, time_runtimes
     from components.onnx_runtime import onnx_predictor
     from components.registry import ModelRegistry
-    from components.train import load_predictor, model_preprocessing
+    from components.train import load_predictor, model_framework, model_preprocessing
 
     prep = model_preprocessing(run / "train")
     images, labels, paths = load_split(run / "data", "test", spec.dataset.classes, prep)
@@ -137,8 +138,15 @@ def _gate(spec: TaskSpec, run: Path, settings: Settings) -> dict:
     # The model pair's own figures do not depend on the champion or the thresholds: a rerun reuses them.
     measured, reused_from = _cached_measurements(spec, run, settings)
     if measured is None:
+        # Both models are timed under the thread settings they will be served with, in a process of their own,
+        # so the verdict is the same in a user's shell, under Airflow and in the tests (components.latency).
+        threads = ThreadSettings.serving(spec)
+        timings = time_runtimes([Runtime.native("original", model_framework(run / "train"), run / "train"),
+                                 Runtime.onnx("optimized", run / "optimize" / OPTIMIZED_MODEL)],
+                                {"b1": images[:1]}, {"b1": spec.gate.latency_runs}, threads)
+        latency = Latency(timings.p50("original", "b1"), timings.p50("optimized", "b1"), timings.method())
         measured = measure_models(load_predictor(run / "train"), onnx_predictor(run / "optimize" / OPTIMIZED_MODEL),
-                                  images, labels, spec.gate.latency_runs)
+                                  images, labels, spec.gate.latency_runs, latency)
         _store_measurements(spec, run, settings, measured)
     gate = decide_gate(spec.gate, measured, images, labels, champion, spec.dataset.classes)
     optimize_info = json.loads((run / "optimize" / OPTIMIZE_INFO).read_text())
@@ -154,12 +162,16 @@ def _gate(spec: TaskSpec, run: Path, settings: Settings) -> dict:
 
 
 def _measurements_file(spec: TaskSpec, run: Path, settings: Settings) -> Path | None:
+    from components.latency import ThreadSettings
     from components.step_cache import step_key
 
     if not settings.step_cache:
         return None
     key = step_key("optimize", spec, run).key  # the model pair and the data, as the optimize step saw them
-    return settings.home / "cache" / "gate-measurements" / f"{key}-{spec.gate.latency_runs}.json"
+    # ...and how they were timed: latencies taken under other thread settings are other measurements.
+    threads = ThreadSettings.serving(spec)
+    return (settings.home / "cache" / "gate-measurements" /
+            f"{key}-{spec.gate.latency_runs}-t{threads.intra_op}x{threads.inter_op}.json")
 
 
 def _cached_measurements(spec: TaskSpec, run: Path, settings: Settings) -> tuple[dict | None, str | None]:
@@ -189,6 +201,15 @@ def _champion_version(spec: TaskSpec, registry, settings: Settings) -> tuple[str
 def gate_passed(run: Path) -> bool:
     path = run / "gate" / GATE_JSON
     return path.is_file() and json.loads(path.read_text())["passed"] is True
+
+
+def gate_failure(run: Path) -> str:
+    """One line on a failed gate: each failed check with its value and threshold, and where the report is."""
+    gate = json.loads((run / "gate" / GATE_JSON).read_text())
+    failed = [f"{c['name']} {c['value']:.4g}{c['unit']} vs {c['threshold']:.4g}{c['unit']} ({c['rule']})"
+              for c in gate["checks"] if not c["passed"]]
+    return (f"gate failed: {'; '.join(failed)}. Nothing was registered or deployed; what is served is unchanged. "
+            f"Report: {run / 'gate' / GATE_REPORT}")
 
 
 def _register(spec: TaskSpec, run: Path, settings: Settings) -> dict:

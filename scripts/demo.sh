@@ -40,8 +40,8 @@ cat <<MSG
 
 Relay is serving digits on TorchServe at http://127.0.0.1:$port (token auth on). Query it:
   bin/relay predict $image
-  curl -H "Authorization: Bearer \$(python3 -c 'import json;print(json.load(open("$RELAY_HOME/serve/key_file.json"))["inference"]["key"])')" \\
-       -H 'Content-Type: image/png' --data-binary @$image http://127.0.0.1:$port/predictions/digits
+  curl -H "Authorization: Bearer \$(bin/relay serve key)" -T $image http://127.0.0.1:$port/predictions/digits
+(\`relay serve key\` prints a valid key: keys expire after RELAY_TS_TOKEN_EXPIRATION_MIN minutes, default 60)
 Stop it:
   bin/relay serve stop
 (demo took $(( $(date +%s) - started ))s)

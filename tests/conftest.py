@@ -24,7 +24,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from components.settings import Settings, free_ports, settings_env  # noqa: E402,F401
-from components.spec import load_spec  # noqa: E402
+from components.spec import apply_overrides, load_spec  # noqa: E402,F401
 
 torch.set_num_threads(1)
 
@@ -109,7 +109,7 @@ def keras_run(trained_run, tmp_path_factory):
     from components.train import train_model
 
     spec, source = trained_run
-    spec = spec.model_copy(update={"framework": "tensorflow"})
+    spec = apply_overrides(spec, {"framework": "tensorflow"})  # validated: its exporter becomes tf2onnx
     run = tmp_path_factory.mktemp("keras-run")
     train_model(spec, source / "data", run / "train")
     optimize_model(spec, run / "train", source / "data", run / "optimize")

@@ -149,6 +149,7 @@ def measure_candidate(spec: TaskSpec, run: Path, work: Path, log=print) -> dict:
     from components.bakeoff import measure
     from components.data import load_split
     from components.frameworks import backend
+    from components.latency import Runtime, ThreadSettings
     from components.onnx_runtime import onnx_predictor
     from components.optimize import optimize_model
     from components.package import build_mar
@@ -195,10 +196,12 @@ def measure_candidate(spec: TaskSpec, run: Path, work: Path, log=print) -> dict:
     }
 
     log("  inference latency")
-    natives = backend(spec.framework).native_predictors(run / "train")
-    runtimes = {**{f"native: {name}": predict for name, predict in natives.items()},
-                "ONNX Runtime": onnx["none"], "ONNX Runtime INT8": onnx["int8"]}
-    inference = measure.inference_figures(runtimes, images, cfg.latency_runs, cfg.bootstrap_samples)
+    natives = backend(spec.framework).NATIVE_PREDICTORS
+    runtimes = [*(Runtime.native(f"native: {name}", spec.framework, run / "train", name) for name in natives),
+                Runtime.onnx("ONNX Runtime", variants["none"] / OPTIMIZED_MODEL),
+                Runtime.onnx("ONNX Runtime INT8", variants["int8"] / OPTIMIZED_MODEL)]
+    inference, timing = measure.inference_figures(runtimes, images, cfg.latency_runs, cfg.bootstrap_samples,
+                                                  ThreadSettings.serving(spec))
 
     log("  training throughput (mixed, fp32)")
     training = {"epochs": metrics["epochs"], "best_epoch": metrics["best_epoch"],
@@ -215,17 +218,20 @@ def measure_candidate(spec: TaskSpec, run: Path, work: Path, log=print) -> dict:
     sizes = measure.footprint(spec.framework, run / "train", {
         "ONNX": variants["none"] / OPTIMIZED_MODEL, "ONNX INT8": variants["int8"] / OPTIMIZED_MODEL, ".mar": mar})
     return {"accuracy": accuracy, "training": training, "optimization": optimization, "inference": inference,
+            "inference_timing": timing,
             "serving": serving, "footprint_mb": sizes}
 
 
 def _method(spec: TaskSpec) -> dict:
-    from components.bakeoff.measure import CONCURRENCY, WARMUP_CALLS, WARMUP_REQUESTS
+    from components.bakeoff.measure import CONCURRENCY, WARMUP_REQUESTS
+    from components.latency import WARMUP_CALLS, ThreadSettings
 
     cfg = spec.bakeoff
     return {
-        "threads": {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "(unset)"),
-                    "onnxruntime_intra_op": int(os.environ.get("OMP_NUM_THREADS", "1")),
-                    "torchserve_ort_threads": spec.deploy.threads},
+        # In-process latency: every runtime (native and ONNX) timed in one fresh process under the serving
+        # settings, whatever this process's environment (components.latency).
+        "threads": {"inference": ThreadSettings.serving(spec).as_dict(), "torchserve_ort_threads": spec.deploy.threads,
+                    "caller_OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "(unset)")},
         "warmup_calls": WARMUP_CALLS, "latency_runs_b1": cfg.latency_runs, "latency_runs_b64": max(10, cfg.latency_runs // 10),
         "serving_requests_per_level": cfg.serving_requests, "serving_concurrency": list(CONCURRENCY),
         "serving_warmup_requests": WARMUP_REQUESTS, "serving_rounds": 2,

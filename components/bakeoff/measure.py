@@ -20,11 +20,10 @@ import numpy as np
 from components.deploy.load import run_load
 from components.deploy.torchserve import TorchServe
 from components.frameworks import Predictor, backend
-from components.gate import latency_samples_ms
+from components.latency import Runtime, ThreadSettings, time_runtimes
 from components.settings import PROJECT_DIR
 from components.spec import TaskSpec
 
-WARMUP_CALLS = 30
 WARMUP_REQUESTS = 2000  # per candidate: workers, connections and the JVM's JIT
 CONCURRENCY = (1, 8, 32)
 
@@ -48,19 +47,22 @@ def accuracy_figures(logits: np.ndarray, labels: np.ndarray, samples: int) -> di
     return with_interval((logits.argmax(axis=1) == labels).astype(np.float64), np.mean, samples)
 
 
-def latency_figures(predict: Predictor, sample: np.ndarray, runs: int, samples: int) -> dict:
-    """p50 (with interval) and p99 of ``runs`` timed calls on ``sample`` after WARMUP_CALLS calls."""
-    times = np.asarray(latency_samples_ms(predict, sample, runs, WARMUP_CALLS))
+def latency_figures(times_ms: list[float], samples: int) -> dict:
+    """p50 (with interval) and p99 of timed calls."""
+    times = np.asarray(times_ms)
     return {"p50_ms": with_interval(times, np.median, samples), "p99_ms": float(np.percentile(times, 99)),
-            "runs": runs}
+            "runs": len(times)}
 
 
-def inference_figures(runtimes: dict[str, Predictor], images: np.ndarray, runs: int, samples: int) -> dict:
-    """Per runtime, latency at batch 1 and batch 64 (a tenth of the runs, at least 10)."""
-    batch64 = images[np.arange(64) % len(images)]
-    return {name: {"b1": latency_figures(predict, images[:1], runs, samples),
-                   "b64": latency_figures(predict, batch64, max(10, runs // 10), samples)}
-            for name, predict in runtimes.items()}
+def inference_figures(runtimes: list[Runtime], images: np.ndarray, runs: int, samples: int,
+                      threads: ThreadSettings) -> tuple[dict, dict]:
+    """Per runtime, latency at batch 1 and batch 64 (a tenth of the runs, at least 10), all timed in one
+    process of their own under ``threads`` (components.latency); and how they were timed."""
+    batches = {"b1": images[:1], "b64": images[np.arange(64) % len(images)]}
+    timings = time_runtimes(runtimes, batches, {"b1": runs, "b64": max(10, runs // 10)}, threads)
+    figures = {runtime.name: {batch: latency_figures(timings.samples_ms[runtime.name][batch], samples)
+                              for batch in batches} for runtime in runtimes}
+    return figures, timings.method()
 
 
 def serving_figures(server: TorchServe, models: dict[str, str], bodies: list[bytes], requests: int,

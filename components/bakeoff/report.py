@@ -266,7 +266,7 @@ def render_html(document: dict, charts: dict[str, bytes]) -> str:
         "<h2>Optimization and gate</h2>",
         table(optimization_rows, ("candidate", "ONNX conversion", "INT8 conversion", "ONNX loss", "INT8 loss",
                                   "ONNX max logit diff", "INT8 max logit diff", "gate")),
-        "<h2>Inference (in process)</h2>",
+        "<h2>Inference (one process of its own, under the serving thread settings)</h2>",
         table(inference_rows, ("candidate", "runtime", "p50 b1", "p50 b64", "p99 b1", "p99 b64")),
         "<h2>Serving (TorchServe, loopback)</h2>",
         table(serving_rows, ("candidate", "clients", "requests/s", "p50 ms", "p99 ms", "errors (all levels)")),

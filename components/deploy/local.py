@@ -54,6 +54,17 @@ def served_default(settings: Settings, task: str) -> str | None:
     return served_state(settings).get(task, {}).get("default")
 
 
+def only_served_task(settings: Settings) -> str:
+    """The task the local server serves, when it serves exactly one; otherwise say which to choose."""
+    tasks = sorted(served_state(settings))
+    if len(tasks) == 1:
+        return tasks[0]
+    if not tasks:
+        raise ServingError(f"the local TorchServe ({settings.serve_dir}) serves no task yet: deploy one with "
+                           "`relay run TASK`, or pass --task")
+    raise ServingError(f"the local TorchServe serves {len(tasks)} tasks ({', '.join(tasks)}): pass --task")
+
+
 def _record(settings: Settings, task: str, default: str, versions: list[str]) -> None:
     state = served_state(settings)
     state[task] = {"default": default, "versions": versions}

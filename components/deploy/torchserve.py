@@ -104,6 +104,8 @@ class TorchServe:
             # smaller deploy.max_request_bytes.
             "max_request_size=67108864",
             "metrics_mode=prometheus",
+            # Keys expire (token auth stays on); `relay serve key` renews them (docs/operations.md, "Keys").
+            f"token_expiration_min={s.ts_token_expiration_min:g}",
             "default_workers_per_model=1",
             "install_py_dep_per_model=false",
             f"vmargs=-Xmx{s.ts_heap} -XX:+UseContainerSupport -Djava.io.tmpdir={self.tmp}",
@@ -196,19 +198,30 @@ class TorchServe:
         raise ServingError(f"TorchServe key file {self.key_file} is not valid JSON")
 
     def _key(self, kind: str) -> str:
-        """The current ``kind`` key (inference, management), renewed first when it has expired."""
+        """The current ``kind`` key (inference, management), renewed first when it has expired or is about to
+        (within a tenth of its lifetime, at most 30 s), so a caller never gets a key that dies in flight."""
         entry = self._key_entry(kind)
         expires = entry.get("expiration time")
-        soon = datetime.now(timezone.utc) + timedelta(seconds=30)
-        if kind != "API" and expires and datetime.fromisoformat(expires) <= soon:
+        margin = timedelta(seconds=min(30.0, self.settings.ts_token_expiration_min * 6))
+        if kind != "API" and expires and datetime.fromisoformat(expires) <= datetime.now(timezone.utc) + margin:
             self.refresh_key(kind)
             entry = self._key_entry(kind)
         return entry["key"]
 
+    def valid_key(self, kind: str = "inference") -> str:
+        """A key that TorchServe accepts now (``relay serve key``): the key file's, renewed when it has expired."""
+        if not self.pid():
+            raise ServingError(f"no Relay TorchServe is running ({self.dir}): start it with `relay serve start`")
+        return self._key(kind)
+
     def refresh_key(self, kind: str) -> None:
-        """Renew an expiring key with the API key; TorchServe rewrites the key file."""
-        response = requests.post(f"{self.management_url}/token", params={"type": kind},
-                                 headers={"Authorization": f"Bearer {self._key('API')}"}, timeout=10)
+        """Renew an expiring key with the API key (which never expires); TorchServe rewrites the key file."""
+        try:
+            response = requests.post(f"{self.management_url}/token", params={"type": kind},
+                                     headers={"Authorization": f"Bearer {self._key('API')}"}, timeout=10)
+        except requests.ConnectionError:
+            raise ServingError(f"TorchServe is not reachable at {self.management_url} to renew its {kind} key: "
+                               "start it with `relay serve start`") from None
         if response.status_code != 200:
             raise ServingError(f"renewing the TorchServe {kind} key failed ({response.status_code}): {response.text}")
 

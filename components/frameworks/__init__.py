@@ -27,6 +27,9 @@ class Backend(Protocol):
 
     def train(self, spec, data_dir: Path, out_dir: Path): ...
     def load_predictor(self, model_dir: Path) -> Predictor: ...
+    NATIVE_PREDICTORS: tuple[str, ...]
+    """The names of native_predictors' entries."""
+
     def native_predictors(self, model_dir: Path) -> dict[str, Predictor]:
         """Each way the framework itself runs the trained model, by name (the bake-off times them all)."""
     def model_files(self, model_dir: Path) -> dict[str, Path]:

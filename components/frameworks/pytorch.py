@@ -20,8 +20,11 @@ def load_predictor(model_dir: Path):
     return load(model_dir)
 
 
+NATIVE_PREDICTORS = ("eager torch",)
+
+
 def native_predictors(model_dir: Path) -> dict:
-    return {"eager torch": load_predictor(model_dir)}
+    return dict(zip(NATIVE_PREDICTORS, (load_predictor(model_dir),)))
 
 
 def model_files(model_dir: Path) -> dict[str, Path]:

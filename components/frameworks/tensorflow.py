@@ -21,10 +21,13 @@ def load_predictor(model_dir: Path):
     return load(model_dir)
 
 
+NATIVE_PREDICTORS = ("keras model(x)", "SavedModel signature")
+
+
 def native_predictors(model_dir: Path) -> dict:
     from components.train.keras_train import load_saved_model_predictor
 
-    return {"keras model(x)": load_predictor(model_dir), "SavedModel signature": load_saved_model_predictor(model_dir)}
+    return dict(zip(NATIVE_PREDICTORS, (load_predictor(model_dir), load_saved_model_predictor(model_dir))))
 
 
 def model_files(model_dir: Path) -> dict[str, Path]:

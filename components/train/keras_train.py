@@ -219,6 +219,7 @@ def train(spec: TaskSpec, data_dir: Path, out_dir: Path):
               "model": spec.model.model_dump(), **cfg.model_dump(exclude={"augment"}),
               "augment": cfg.augment.model_dump()}
     started = time.perf_counter()
+    loop_seconds = loop_images = 0.0  # model.fit alone, as torch's loop: the images/s of training itself
     with epoch_log(checkpoints.dir, f"train {spec.name} (tensorflow {arch.name}, {policy})", cfg.epochs, params,
                    resume=state.epochs_done > 0) as log:
         log.skip(state.epochs_done)
@@ -226,7 +227,10 @@ def train(spec: TaskSpec, data_dir: Path, out_dir: Path):
             order = epoch_order(len(splits["train"]), cfg.seed, epoch)
             train_data = make_dataset(source, splits["train"], cfg.batch_size, spec, order, training=True,
                                       epoch=epoch, weights=weights)
+            loop_started = time.perf_counter()
             history = model.fit(train_data, epochs=1, verbose=0, shuffle=False, callbacks=[StepLearningRate(epoch)]).history
+            loop_seconds += time.perf_counter() - loop_started
+            loop_images += len(splits["train"])
             val_accuracy, val_loss, _, _ = _evaluate(model, val_data)
             metrics = {"train_loss": float(history["loss"][-1]),
                        "train_accuracy": float(history["categorical_accuracy"][-1]),
@@ -252,6 +256,7 @@ def train(spec: TaskSpec, data_dir: Path, out_dir: Path):
             publish_common(tmp, spec, arch, source.prep, splits, state, log, (test_accuracy, truth, predicted),
                            seconds, fine_tune, {
                                "framework": "tensorflow", "device": "gpu" if gpu else "cpu", "policy": policy,
+                               "train_loop_images_per_second": loop_images / loop_seconds if loop_seconds else None,
                                "parameters": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
                                "saved_model_reload_max_abs_diff": reload_diff})
     checkpoints.remove()

@@ -18,7 +18,8 @@ import numpy as np
 from rich.progress import Progress
 
 from components.atomic import atomic_file, reclaim_stale
-from components.data import SPLITS, data_preprocessing, process_pool, read_data_info, read_manifest
+from components.child_processes import process_pool
+from components.data import SPLITS, data_preprocessing, read_data_info, read_manifest
 from components.imaging import Preprocessing, load_pixels
 
 

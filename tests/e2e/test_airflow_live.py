@@ -2,9 +2,9 @@
 SQLite) on 127.0.0.1 and free ports, driven the way a user drives it: REST calls with a JWT, the UI in
 headless Chromium, `relay data add`, the scheduler's own clock, and Ctrl-C at the end.
 
-The project is a temporary one with two tasks made by `relay task new` from scikit-learn's digits:
-``tiny`` (no cron: it runs when triggered or when its dataset Asset gets an event) and ``ticker`` (cron
-every minute), plus the shipped ``digits`` spec, whose form the browser reads. The tests run in file order and share the servers; each says what it needs from the ones
+The project is a temporary one with three tasks made by `relay task new` from scikit-learn's digits:
+``tiny`` (no cron: it runs when triggered or when its dataset Asset gets an event), ``ticker`` (cron
+every minute) and ``fresh`` (other images, trained with TensorFlow from the form), plus the shipped ``digits`` spec, whose form the browser reads. The tests run in file order and share the servers; each says what it needs from the ones
 before it.
 """
 
@@ -93,7 +93,7 @@ class Live:
         password = generated_password("admin", self.airflow_home)
         self.env["RELAY_AIRFLOW_PASSWORD"] = password
         self.client = AirflowClient(self.url, "admin", password)
-        wanted = {"relay_tiny", "relay_ticker", "relay_digits"}
+        wanted = {"relay_tiny", "relay_ticker", "relay_fresh", "relay_digits"}
         while wanted - {d["dag_id"] for d in self.client.request("GET", "/dags")["dags"]}:
             assert time.monotonic() < deadline, f"the dag-processor did not load {sorted(wanted)}"
             time.sleep(2)
@@ -141,13 +141,15 @@ def live(tmp_path_factory):
     write_sklearn_digits(full)
     _digits_folder(full, root / "photos", 0, 30)
     _digits_folder(full, root / "new-photos", 30, 10)
-    for task in ("tiny", "ticker"):
-        made = relay(["task", "new", task, "--from", str(root / "photos")], live.env)
+    _digits_folder(full, root / "fresh-photos", 40, 30)  # images no other task has: a data version never decoded
+    for task, photos in (("tiny", "photos"), ("ticker", "photos"), ("fresh", "fresh-photos")):
+        made = relay(["task", "new", task, "--from", str(root / photos)], live.env)
         assert made.returncode == 0, made.stdout[-2000:] + made.stderr[-2000:]
     # Small data and one or two epochs: the floor and the champion tolerance are not what these tests check.
     _edit_spec(project, "tiny", **{"training.epochs": 2, "gate.min_accuracy": 0.0,
                                    "gate.champion_tolerance_pp": 100.0})
     _edit_spec(project, "ticker", **{"training.epochs": 1, "gate.min_accuracy": 0.0, "schedule": "* * * * *"})
+    _edit_spec(project, "fresh", **{"training.epochs": 1, "gate.min_accuracy": 0.0})
     # The shipped digits spec too, for the browser test's form (it is never run here: its DAG stays paused).
     shutil.copy(PROJECT / "pipelines" / "specs" / "digits.yaml", project / "pipelines" / "specs" / "digits.yaml")
     subprocess.run(["git", "add", "-A"], cwd=project, check=True)
@@ -233,6 +235,23 @@ def test_a_run_triggered_through_the_api_with_conf_serves_a_new_version(live):
     live.served_after_trigger = after
 
 
+def test_a_tensorflow_run_from_the_form_trains_on_a_data_version_never_decoded(live):
+    """framework=tensorflow, as a user picks it in the form, on data that no run has decoded yet: the train task
+    decodes it into the cache in a process pool, under the `airflow` task command. Its workers once re-ran that
+    command and the task died with BrokenProcessPool; runs after a PyTorch run never saw it."""
+    client = live.client
+    decoded = live.settings.home / "cache" / "decoded"
+    before = set(decoded.glob("*.npy")) if decoded.is_dir() else set()
+    client.set_paused("relay_fresh", False)
+    run = client.trigger("relay_fresh", {"framework": "tensorflow", "epochs": 1})
+    live.wait_for_run("relay_fresh", run["dag_run_id"])
+    run_dir = next((live.settings.runs_dir / "fresh").glob("airflow-manual*"))
+    metrics = json.loads((run_dir / "train" / "metrics.json").read_text())
+    assert metrics["framework"] == "tensorflow" and metrics["train_loop_images_per_second"] > 0
+    assert len(set(decoded.glob("*.npy")) - before) == 1  # this run built the cache for the new data version
+    assert served_default(live.settings, "fresh") == "v0.1.0"
+
+
 def test_relay_data_add_commits_pushes_and_its_asset_event_retrains(live):
     """Needs the previous test's served version, to see the retrained one replace it."""
     known = {r["dag_run_id"] for r in live.client.runs("relay_tiny")}
@@ -266,6 +285,11 @@ def test_the_ui_trigger_form_shows_every_run_parameter_in_chromium(live):
 
     for name, path in OVERRIDABLE.items():
         assert name in form["form_text"] and f"(spec field: {'.'.join(path)})" in form["form_text"]
+    # The form clamps an out-of-bounds number to the field's bounds; docs/operations.md says so (it once said
+    # the form refused it).
+    assert form["epochs_typed"] == "0" and form["epochs_after_leaving"] == "1", form
+    docs = " ".join((PROJECT / "docs" / "operations.md").read_text().split())
+    assert "typing `epochs` 0 becomes 1 (the minimum) and the run starts with 1 epoch" in docs
 
 
 def test_ctrl_c_stops_make_airflow_without_a_make_error(live):

@@ -129,7 +129,12 @@ def test_a_failed_gate_posts_its_checks_and_reuses_training(deployed, webhook):
     """Only the gate's thresholds changed: train and optimize come from the step cache; the gate fails."""
     settings, env, result, root, run = deployed
     failed = relay(["dag-test", "digits", "--conf", '{"min_accuracy": 1.0}'], env)
-    assert failed.returncode == 0, failed.stdout[-2000:]  # the run succeeds; register and deploy are skipped
+    # Nothing shipped shows in the run itself: the gate task fails (with the checks that failed), register and
+    # deploy never run, and the run is failed, not a green success with skipped steps.
+    assert failed.returncode == 1, failed.stdout[-2000:]
+    assert "relay_digits: failed" in failed.stdout
+    assert re.search(r"gate\s+│\s+failed", failed.stdout) and re.search(r"deploy\s+│\s+upstream_failed", failed.stdout)
+    assert re.search(r"gate failed: accuracy_floor \S+ vs 1 \(", failed.stdout + failed.stderr)
     gate_run = (settings.runs_dir / "digits" / "latest").resolve()
     steps = json.loads((gate_run / "steps.json").read_text())
     assert steps["train"]["reused"] and steps["optimize"]["reused"] and not steps["gate"]["reused"]
@@ -240,6 +245,15 @@ def test_tensorflow_run_through_the_same_dag_is_served(deployed):
 
     assert TorchServe(settings).default_version("digits") == newest.removeprefix("v")
     assert _served_accuracy(settings, _heldout(tf_dir, 40)) >= 0.9
+
+    # Its lineage card names what ran: TensorFlow's exporter (not the PyTorch default) and its training speed.
+    card = (tf_dir / "lineage.html").read_text()
+    assert '&quot;exporter&quot;: &quot;tf2onnx&quot;' in card and "torchscript" not in card
+    speed = re.search(r"<td>training images/s</td><td>([^<]+)</td>", card)
+    assert speed and float(speed.group(1)) > 0, speed
+    listed = relay(["models", "digits"], env, timeout=120)
+    rows = {line.split("│")[1].strip(): line for line in listed.stdout.splitlines() if line.count("│") > 3}
+    assert "tensorflow" in rows[newest] and "pytorch" in rows["v0.1.0"], listed.stdout
 
 
 def test_a_restart_serves_the_same_versions_again(deployed):

@@ -37,7 +37,10 @@ def test_task_new_then_the_dag_serves_the_users_own_data(tmp_path):
     Image.open(next((photos / "star").glob("*.png"))).resize((300, 200)).save(photos / "star" / "WIDE.PNG")
 
     settings = make_settings(tmp_path / "relay-home")
-    env = {**os.environ, **settings_env(settings), "PYTHONPATH": str(PROJECT), "OMP_NUM_THREADS": "1",
+    # A plain shell, as a user's: no OMP_NUM_THREADS (the test process sets it for itself), so torch here uses
+    # every core while the model is served with deploy.threads; the gate must time both under the latter.
+    shell = {key: value for key, value in os.environ.items() if key != "OMP_NUM_THREADS"}
+    env = {**shell, **settings_env(settings), "PYTHONPATH": str(PROJECT),
            "AIRFLOW_HOME": str(tmp_path / "airflow"), "RELAY_PROJECT_DIR": str(project)}
     created = relay(["task", "new", "myshapes", "--from", str(photos)], env)
     assert created.returncode == 0, created.stdout[-3000:] + created.stderr[-3000:]
@@ -58,6 +61,9 @@ def test_task_new_then_the_dag_serves_the_users_own_data(tmp_path):
         for step in ("data", "validate", "train", "optimize", "gate", "register", "deploy"):
             assert f"│ {step} │ success │" in table
         run = (settings.runs_dir / "myshapes" / "latest").resolve()
+        gate = json.loads((run / "gate" / "gate.json").read_text())
+        assert gate["latency_method"]["threads"] == {"intra_op": 1, "inter_op": 1}  # the spec's deploy.threads
+        assert set(gate["latency_method"]["effective_threads"].values()) == {1}
         info = json.loads((run / "data" / "data.json").read_text())
         assert info["split_counts"]["skipped"] == 1 and info["preprocessing"]["channels"] == 3
         answer = TorchServe(settings).predict("myshapes", (photos / "star" / "WIDE.PNG").read_bytes())

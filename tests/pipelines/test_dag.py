@@ -29,7 +29,8 @@ def test_tasks_run_in_pipeline_order(dag):
     # framework=both takes the other branch: the bake-off, which ships through the same steps itself.
     assert dag.get_task("route").downstream_task_ids == {"data", "bakeoff"}
     assert dag.get_task("bakeoff").downstream_task_ids == set()
-    assert dag.get_task("gate").task_type == "_ShortCircuitDecoratedOperator"
+    # A failed gate fails its task (and the run), not a short-circuit that leaves the run green.
+    assert dag.get_task("gate").task_type == "_PythonDecoratedOperator" and dag.get_task("gate").retries == 0
     assert dag.get_task("on_time").task_type == "_ShortCircuitDecoratedOperator"
 
 
@@ -111,8 +112,24 @@ def test_pod_mode_runs_each_step_as_the_cli_command_in_the_worker_image(monkeypa
         assert pod.container_resources.limits["memory"] and pod.container_resources.requests["cpu"]
         assert pod.container_security_context.run_as_non_root is True
     assert dag.get_task("data").arguments[4:6] == ["--task", "digits"]
-    assert dag.get_task("gate").skip_on_exit_code == [1]
+    assert not dag.get_task("gate").skip_on_exit_code  # exit 1 (a failed gate) fails the pod task and the run
     assert "nvidia.com/gpu" not in dag.get_task("train").container_resources.limits
+
+
+def test_pod_mode_refuses_a_bake_off_in_the_form(monkeypatch):
+    """Pods have no bake-off route: the form does not offer framework=both and refuses it before any pod starts."""
+    from airflow.sdk.definitions.param import ParamValidationError
+
+    from components.spec import spec_path
+    from pipelines.airflow_dag import build_dag
+
+    monkeypatch.setenv("RELAY_EXECUTION", "kubernetes")
+    framework = build_dag(spec_path("digits")).params.get_param("framework")
+    assert framework.schema["enum"] == ["pytorch", "tensorflow"]
+    assert "runs only with local execution" in framework.description and "relay bakeoff" in framework.description
+    with pytest.raises(ParamValidationError, match="both"):
+        framework.resolve("both")
+    assert framework.resolve("tensorflow") == "tensorflow"
 
 
 def test_pod_mode_hands_every_form_value_to_the_data_pod_as_one_json_argument(monkeypatch):

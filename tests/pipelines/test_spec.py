@@ -75,3 +75,20 @@ def test_input_data_and_model_fields_are_validated_with_their_names(digits_spec,
     with pytest.raises(SpecError) as caught:
         parse_spec(data)
     assert message in str(caught.value)
+
+
+def test_the_exporter_is_the_frameworks_own_and_follows_a_framework_override(digits_spec):
+    """A TensorFlow run's effective spec once read `optimize.exporter: torchscript`, a PyTorch exporter."""
+    from components.spec import parse_spec
+
+    assert digits_spec.optimize.exporter == "torchscript"
+    assert apply_overrides(digits_spec, {"framework": "tensorflow"}).optimize.exporter == "tf2onnx"
+    assert apply_overrides(digits_spec, {"framework": "pytorch"}).optimize.exporter == "torchscript"
+    data = digits_spec.model_dump(mode="json")
+    data["optimize"]["exporter"] = None
+    data["framework"] = "tensorflow"
+    assert parse_spec(data).optimize.exporter == "tf2onnx"
+    data["optimize"]["exporter"] = "dynamo"
+    with pytest.raises(SpecError, match=r"^x.yaml: invalid spec: \(root\): Value error, optimize.exporter 'dynamo' "
+                                        r"does not export tensorflow models; allowed: tf2onnx \(or leave it unset\)$"):
+        parse_spec(data, "x.yaml")
