@@ -31,6 +31,9 @@ FROM base AS app
 COPY --from=deps /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH PYTHONPATH=/opt/relay
 COPY pyproject.toml README.md ./
+# the wheel's dependency list (pyproject's dynamic dependencies) and the manifests promotion copies
+COPY requirements/runtime.in requirements/runtime.in
+COPY infra/k8s infra/k8s
 COPY components components
 COPY pipelines pipelines
 COPY dags dags

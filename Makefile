@@ -26,7 +26,7 @@ bench: setup  ## Measure speed figures; prints a table and writes bench/results.
 	$(PY) -m bench.run
 
 airflow: setup  ## Start Airflow's servers on 127.0.0.1 (UI with the Params form)
-	@scripts/airflow-servers.sh
+	@bin/relay airflow
 
 lock: ## Re-resolve requirements/*.in into main.lock (pip) and tfx.lock (uv)
 	@scripts/lock.sh

@@ -18,7 +18,7 @@ from components.html_report import STYLE, figure_png, image_tag, png_tag, pyplot
 from components.registry import ModelRegistry, git
 from components.run_files import (DATA_INFO, DEPLOYMENT, GATE_COMPARISON_PLOT, GATE_JSON, GATE_PLOT,
                                   LINEAGE_CARD, METRICS, OPTIMIZE_INFO, REGISTRATION, RUN_PARAMS, SPEC)
-from components.settings import PROJECT_DIR, Settings
+from components.settings import PROJECT_DIR, Settings, is_source_checkout, relay_version
 
 def _read(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
@@ -130,7 +130,9 @@ def render_card(run: Path, settings: Settings, serving: str | None = None, versi
                 ("images", data.get("images")), ("split", data.get("split_counts")),
                 ("classes", data.get("class_counts"))]),
         "<h2>Code</h2>",
-        table([("Relay", _commit(PROJECT_DIR)), ("project", _commit(settings.project_dir))]),
+        table([("Relay", _commit(PROJECT_DIR) if is_source_checkout() else f"relay-mlops {relay_version()} "
+                                                                             "(installed package)"),
+                ("project", _commit(settings.project_dir))]),
         "<h2>Run parameters and effective spec</h2>",
         f"<p>Run parameters: <code>{html.escape(json.dumps(params))}</code></p>",
         f"<pre>{html.escape(json.dumps(spec, indent=2))}</pre>",

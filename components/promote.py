@@ -3,13 +3,15 @@ kustomize overlay, pushed to the GitOps remote that Argo CD syncs. Rollback is a
 
 The GitOps repository is the model registry repository: the stage tag and the overlay commit that
 deploys it land in one history, and Argo CD watches ``k8s/<task>/overlays/<env>`` there. The base
-manifests come from this checkout's ``infra/k8s`` and are copied in on each promotion.
+manifests come from Relay's ``infra/k8s`` (installed under ``<prefix>/share/relay/k8s``) and are copied in
+on each promotion.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,10 +22,11 @@ from components.deploy.kubernetes import live_check
 from components.errors import RelayError
 from components.frameworks import backend
 from components.registry import ModelRegistry, git
-from components.settings import PROJECT_DIR, Settings, get_settings
+from components.settings import PROJECT_DIR, Settings, get_settings, is_source_checkout
 
 ENVIRONMENTS = ("staging", "production")
-K8S_SOURCE = PROJECT_DIR / "infra" / "k8s"
+# The manifests promotion copies in: this checkout's infra/k8s, or where the wheel installs them.
+K8S_SOURCE = PROJECT_DIR / "infra" / "k8s" if is_source_checkout() else Path(sys.prefix) / "share" / "relay" / "k8s"
 
 
 @dataclass(frozen=True)

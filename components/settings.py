@@ -13,7 +13,41 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
+PROJECT_DIR = Path(__file__).resolve().parent.parent  # Relay's own code: a source checkout, or site-packages
+PROJECT_FILE = "relay.yaml"  # marks a team's project made by `relay init`
+
+
+def is_source_checkout(path: Path = PROJECT_DIR) -> bool:
+    """Whether ``path`` is Relay's own source tree (a checkout, or the images' /opt/relay), not an installed
+    package (a wheel puts no pyproject.toml beside its packages)."""
+    return (path / "pyproject.toml").is_file()
+
+
+def relay_version() -> str:
+    """The installed relay-mlops version; in a checkout that is not installed, its pyproject.toml's."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("relay-mlops")
+    except metadata.PackageNotFoundError:
+        import tomllib
+
+        return tomllib.loads((PROJECT_DIR / "pyproject.toml").read_text())["project"]["version"]
+
+
+def find_project_dir(start: Path | None = None) -> Path:
+    """The project Relay works on when RELAY_PROJECT_DIR is unset: the nearest directory at or above ``start``
+    (the current one) that holds relay.yaml, as `git` finds its repository; else Relay's own checkout when
+    Relay runs from one; else the current directory."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / PROJECT_FILE).is_file():
+            return folder
+    return PROJECT_DIR if is_source_checkout() else here
+
+
+def _default_tfx_env() -> Path:
+    return PROJECT_DIR / ".venv-tfx" if is_source_checkout() else Path.home() / ".relay" / "venv-tfx"
 
 
 class Settings(BaseSettings):
@@ -22,7 +56,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RELAY_", frozen=True)
 
     home: Path = Field(default=Path.home() / ".relay", description="Root of all local Relay state.")
-    project_dir: Path = Field(default=PROJECT_DIR, description="The code checkout (specs, data/*.dvc).")
+    project_dir: Path = Field(default_factory=find_project_dir,
+                              description="The team's project (specs, data/*.dvc, dags): default, the nearest "
+                                          "directory holding relay.yaml, else Relay's own checkout.")
     dvc_remote: str | None = Field(
         default=None,
         description="DVC remote URL or directory; default <home>/dvc-remote, created on first use.",
@@ -31,8 +67,9 @@ class Settings(BaseSettings):
     registry_remote: str | None = Field(
         default=None, description="Git remote the registry pushes commits and GTO tags to, if any."
     )
-    tfx_env: Path = Field(default=PROJECT_DIR / ".venv-tfx",
-                          description="The Python 3.10 TFX environment built by `make setup`.")
+    tfx_env: Path = Field(default_factory=_default_tfx_env,
+                          description="The Python 3.10 TFX environment, built from Relay's requirements/tfx.lock "
+                                      "by `make setup` in a Relay checkout (<checkout>/.venv-tfx).")
     ts_host: str = "127.0.0.1"
     ts_inference_port: int = 8380
     ts_management_port: int = 8381

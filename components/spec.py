@@ -19,10 +19,12 @@ SPECS_DIR = PROJECT_DIR / "pipelines" / "specs"  # the shipped specs; a project'
 
 
 def specs_dir() -> Path:
-    """Where task specs live: ``pipelines/specs`` of the project (``RELAY_PROJECT_DIR``, default this checkout)."""
-    from components.settings import get_settings
+    """Where the project's task specs live: ``specs/`` of a team's project (``relay init``), ``pipelines/specs``
+    of Relay's own checkout (components.settings.find_project_dir, ``RELAY_PROJECT_DIR``)."""
+    from components.settings import PROJECT_FILE, get_settings
 
-    return get_settings().project_dir / "pipelines" / "specs"
+    project = get_settings().project_dir
+    return project / "specs" if (project / PROJECT_FILE).is_file() else project / "pipelines" / "specs"
 
 Framework = Literal["pytorch", "tensorflow"]
 
@@ -420,7 +422,9 @@ def spec_path(task: str | Path) -> Path:
         path = specs_dir() / f"{task}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in specs_dir().glob("*.yaml"))
-        raise SpecError(f"no task spec {path}; known tasks: {', '.join(known) or 'none'}")
+        hint = "" if known else ("; make one from your images with `relay task new NAME --from DIR` (in a project "
+                                 "made by `relay init DIR`, or with RELAY_PROJECT_DIR set to one)")
+        raise SpecError(f"no task spec {path}; known tasks: {', '.join(known) or 'none'}{hint}")
     return path
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from components.atomic import atomic_dir, write_json
 from components.latency import ThreadSettings
+from components.machine import describe_machine
 from components.run_files import DATA_INFO, MANIFEST
 from components.settings import PROJECT_DIR, Settings
 from components.spec import TaskSpec
@@ -47,9 +48,11 @@ def code_version() -> str:
     """Hash of Relay's step code and the pinned library versions."""
     digest = hashlib.sha256()
     files = sorted((PROJECT_DIR / "components").rglob("*.py")) + [PROJECT_DIR / "pipelines" / "steps.py"]
-    files += sorted((PROJECT_DIR / "requirements").glob("*.lock"))
+    files += sorted((PROJECT_DIR / "requirements").glob("*.lock"))  # a checkout's locks (a wheel has none)
     for path in files:
         digest.update(str(path.relative_to(PROJECT_DIR)).encode() + b"\0" + path.read_bytes() + b"\0")
+    # The libraries that shape a model, as installed (an installed Relay carries no lock file).
+    digest.update(json.dumps(describe_machine()["libraries"], sort_keys=True).encode())
     return digest.hexdigest()[:16]
 
 

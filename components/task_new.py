@@ -126,7 +126,8 @@ HEADER = """\
 
 def create_task(name: str, source: Path, labels_csv: str | None = None, settings: Settings | None = None,
                 found: Scan | None = None) -> Path:
-    """Copy ``source`` to ``data/NAME``, DVC-add and push it, and write ``pipelines/specs/NAME.yaml``."""
+    """Copy ``source`` to ``data/NAME``, DVC-add and push it, and write the project's spec ``NAME.yaml``
+    (components.spec.specs_dir)."""
     settings = settings or get_settings()
     project = settings.project_dir
     spec_file = specs_dir() / f"{name}.yaml"

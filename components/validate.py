@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from components import tfx_validate
 from components.atomic import atomic_dir, write_json
 from components.data import MANIFEST, SKIPPED, read_data_info, read_manifest
 from components.run_files import VALIDATION
@@ -216,14 +217,18 @@ def validate_with_tfx(spec: TaskSpec, data_dir: Path, out_dir: Path, settings: S
     """
     python = settings.tfx_env / "bin" / "python"
     if not python.exists():
-        raise DataValidationError(f"the TFX environment {settings.tfx_env} is missing: run `make setup`")
+        raise DataValidationError(f"the TFX environment {settings.tfx_env} is missing: run `make setup` in a Relay "
+                                  "checkout, or set RELAY_TFX_ENV to a Python 3.10 environment built from its "
+                                  "requirements/tfx.lock")
     version = read_data_info(data_dir)["dataset_version"]
     store = _baselines(settings, spec.name)
     accepted = json.loads((store / "accepted.json").read_text()) if (store / "accepted.json").exists() else []
     previous = next((v for v in reversed(accepted) if v != version), None)
     schema = SCHEMAS_DIR / spec.name / "schema.pbtxt"
     with atomic_dir(out_dir) as tmp:
-        command = [str(python), "-m", "components.tfx_validate", "--manifest", str(data_dir / MANIFEST),
+        # The TFX environment is Python 3.10: it runs the module as a script, isolated (-I), so neither Relay's
+        # directory nor PYTHONPATH (an installed Relay lives in the 3.11 site-packages) reaches its imports.
+        command = [str(python), "-I", str(Path(tfx_validate.__file__)), "--manifest", str(data_dir / MANIFEST),
                    "--out", str(tmp), "--label-linf", str(spec.dataset.drift.label_linf),
                    "--js-threshold", str(spec.dataset.drift.numeric_js)]
         if schema.exists():
@@ -232,7 +237,7 @@ def validate_with_tfx(spec: TaskSpec, data_dir: Path, out_dir: Path, settings: S
             command += ["--previous-stats", str(store / f"{previous}.pb")]
         with open(tmp / "tfx.log", "w") as log:
             proc = subprocess.run(command, cwd=tmp, stdout=log, stderr=subprocess.STDOUT, timeout=900,
-                                  env={**os.environ, "PYTHONPATH": str(PROJECT_DIR), "TF_CPP_MIN_LOG_LEVEL": "2"})
+                                  env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
         if proc.returncode != 0:
             tail = (tmp / "tfx.log").read_text().strip().splitlines()[-1:]
             raise DataValidationError(f"the TFX validation pipeline failed (exit {proc.returncode}): {tail}; "

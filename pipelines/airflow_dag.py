@@ -11,7 +11,7 @@ import os
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from airflow.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException
 from airflow.sdk import DAG, Param, task
 
 from components.spec import BAKEOFF, TaskSpec, load_spec, run_param_schemas

@@ -186,20 +186,26 @@ def models(task: Annotated[str, typer.Argument(help="Task name.")]) -> None:
         served = {model_version.canonical(entry["modelVersion"]) for entry in server.describe(task)}
         default = server.default_version(task)
         default = default and model_version.canonical(default)
-    table = Table(title=f"{task} in {registry.path}")
+    console.print(f"{task} in {registry.path}", highlight=False)
+    table = Table()
     for column in ("version", "framework", "stages", "gate", "accuracy", "served"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=True)
+    urls = []
     for row in versions:
         version = row["version"]
         gate = registry.gate(task, version)
         where = ""
         if version in served:
-            where = f"{server.inference_url}/predictions/{task}/{model_version.served(version)}"
-            where += " (default)" if default == version else ""
+            where = "default" if default == version else "yes"
+            urls.append(f"  {version}: {server.inference_url}/predictions/{task}/{model_version.served(version)}"
+                        + (f" (default: {server.inference_url}/predictions/{task})" if default == version else ""))
         table.add_row(version, registry.model_info(task, version).get("framework", "?"), ", ".join(row["stages"]),
                       "pass" if gate["passed"] else "FAIL",
                       f"{gate['metrics']['accuracy_optimized']:.4f}", where)
     console.print(table)
+    # URLs below the table, whole: a table cell would cut or fold them at the terminal's width.
+    for line in urls:
+        console.print(line, highlight=False)
     remote = registry.dvc_remote()
     if remote and "://" not in remote:
         console.print(f"DVC remote {remote} is a local path: it is valid only on this machine, so pods and other "
@@ -420,7 +426,9 @@ def task_new(name: Annotated[str, typer.Argument(help="The new task's name (lowe
     except RelayError as error:
         _fail(error)
     console.print(f"wrote {spec_file} and data/{name}.dvc (data pushed to the DVC remote)")
-    console.print(f"commit them: git add {spec_file.relative_to(spec_file.parents[2])} data/{name}.dvc "
+    from components.settings import get_settings
+
+    console.print(f"commit them: git add {spec_file.relative_to(get_settings().project_dir)} data/{name}.dvc "
                   f"data/.gitignore && git commit -m 'Add task {name}'", highlight=False)
     console.print(f"next: [bold]relay run {name}[/]  (or trigger relay_{name} in Airflow)")
 
@@ -462,6 +470,39 @@ def data_add(task: Annotated[str, typer.Argument(help="Task name.")],
               f"rerun with Airflow up (the add is idempotent)")
     console.print(f"Airflow: asset event for {uri} sent to {settings.airflow_url}; relay_{result.task} retrains",
                   highlight=False)
+
+
+@app.command()
+def init(path: Annotated[Path, typer.Argument(help="The new project's directory (new, or empty).")]) -> None:
+    """Create a team's Relay project: a git repo with DVC, specs/, data/, dags/ (Relay's DAG factory), a README."""
+    from components.project import init_project
+    from components.settings import relay_version
+
+    try:
+        made = init_project(path, relay_version())
+    except RelayError as error:
+        _fail(error)
+    console.print(f"created the Relay project {made.path} (Relay {relay_version()}):", highlight=False)
+    for file in made.files:
+        console.print(f"  {file.relative_to(made.path)}", highlight=False)
+    console.print(f"next: cd {made.path} && relay task new NAME --from DIR  (then `relay run NAME`); commit "
+                  "with git when you are ready", highlight=False)
+
+
+@app.command()
+def airflow() -> None:
+    """Start Airflow's servers on 127.0.0.1 with this project's DAGs and trigger forms, in the foreground
+    (RELAY_AIRFLOW_PORT, default 8480). Ctrl-C stops them."""
+    import os
+
+    from components.settings import PROJECT_DIR, get_settings, is_source_checkout
+
+    script = Path(__file__).with_name("airflow-servers.sh")
+    env = {**os.environ, "RELAY_PYTHON": sys.executable,
+           "RELAY_DAGS_FOLDER": str(get_settings().project_dir / "dags")}
+    if is_source_checkout():
+        env["RELAY_PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_DIR), os.environ.get("PYTHONPATH")]))
+    os.execve("/bin/bash", ["bash", str(script)], env)  # the script owns the terminal's signals from here
 
 
 def main() -> None:

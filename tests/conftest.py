@@ -196,3 +196,15 @@ def untrained_onnx(spec, target: Path, seed: int = 123) -> Path:
     torch.save(build_torch_model(arch).state_dict(), train_dir / "model.pt")
     arch.save(train_dir)
     return export_onnx(train_dir, target, spec)
+
+
+def copy_run(source: Path, run: Path, spec, steps=("data", "train", "optimize")) -> Path:
+    """A run directory holding ``steps``' outputs copied from ``source`` and ``spec`` as its effective spec."""
+    import json
+
+    from components.run_files import SPEC
+
+    for step in steps:
+        shutil.copytree(source / step, run / step)
+    (run / SPEC).write_text(json.dumps(spec.model_dump(mode="json")))
+    return run

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import chdir, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,7 +54,12 @@ def epoch_log(work_dir: Path, label: str, epochs: int, params: dict, resume: boo
     ``resume`` continues the steps of an interrupted training's log."""
     from dvclive import Live
 
-    with Live(dir=str(work_dir / DVCLIVE_DIR), save_dvc_exp=False, dvcyaml=None, report=None,
-              resume=resume) as live, Progress(transient=False) as progress:
+    # dvclive binds to the repository of the current directory, the user's project: in one with no commit
+    # yet it fails ("Empty git repo"), and in a git repository without DVC it runs `dvc init` there. The run's
+    # logs belong to the run, so it starts from the run's own directory (outside any project).
+    work_dir.mkdir(parents=True, exist_ok=True)
+    with chdir(work_dir):
+        live = Live(dir=str(work_dir / DVCLIVE_DIR), save_dvc_exp=False, dvcyaml=None, report=None, resume=resume)
+    with live, Progress(transient=False) as progress:
         live.log_params(params)
         yield EpochLog(live, progress, progress.add_task(label, total=epochs), label, epochs, work_dir)

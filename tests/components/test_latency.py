@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -14,8 +13,8 @@ import numpy as np
 import pytest
 
 from components.latency import Runtime, ThreadSettings, time_runtimes
-from pipelines.steps import RUN_SPEC, _measurements_file
-from tests.conftest import PROJECT, settings_env
+from pipelines.steps import _measurements_file
+from tests.conftest import PROJECT, copy_run, settings_env
 
 
 def _images(run, spec):
@@ -51,10 +50,7 @@ def test_a_keras_model_is_timed_under_the_settings_even_after_tensorflow_started
 def test_the_gate_in_a_plain_shell_times_both_models_with_the_serving_threads(settings, trained_run, tmp_path):
     """`relay step gate` without OMP_NUM_THREADS: the report states the settings both sides ran with."""
     spec, source = trained_run
-    run = tmp_path / "run"
-    for step in ("data", "train", "optimize"):
-        shutil.copytree(source / step, run / step)
-    (run / RUN_SPEC).write_text(json.dumps(spec.model_dump(mode="json")))
+    run = copy_run(source, tmp_path / "run", spec)
     env = {key: value for key, value in os.environ.items() if key != "OMP_NUM_THREADS"}
     done = subprocess.run([sys.executable, "-m", "pipelines.cli", "step", "gate", "--run-dir", str(run)], cwd=PROJECT,
                           env={**env, **settings_env(settings), "PYTHONPATH": str(PROJECT)},
@@ -74,9 +70,7 @@ def test_cached_measurements_are_keyed_by_the_thread_settings(settings, trained_
     from components.step_cache import step_key
 
     spec, source = trained_run
-    run = tmp_path / "run"
-    for step in ("data", "train", "optimize"):
-        shutil.copytree(source / step, run / step)
+    run = copy_run(source, tmp_path / "run", spec)
     data = spec.model_dump(mode="json")
     data["deploy"]["threads"] = 2
     two = parse_spec(data)

@@ -80,7 +80,8 @@ def test_port_in_use(cli, settings):
 def test_predict_without_server(cli, tmp_path):
     image = tmp_path / "x.png"
     image.write_bytes(b"")
-    _one_line_error(cli("predict", str(image)), "relay serve start")
+    _one_line_error(cli("predict", str(image), "--task", "digits"), "relay serve start")
+    _one_line_error(cli("predict", str(image)), "serves no task yet", "relay run TASK", "or pass --task")
 
 
 def test_models_with_empty_registry(cli):

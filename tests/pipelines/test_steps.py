@@ -6,6 +6,7 @@ import pytest
 from components.errors import RelayError
 from components.registry import ModelRegistry
 from pipelines.steps import RUN_SPEC, latest_run, run_spec, run_step, start_run
+from tests.conftest import copy_run
 
 
 def test_runs_get_their_own_directories_and_latest_follows(settings):
@@ -28,10 +29,7 @@ def test_unknown_step_and_non_run_directory(settings, tmp_path):
 
 def test_gate_measures_the_production_champion_on_the_current_heldout_set(settings, trained_run, tmp_path):
     spec, source = trained_run
-    run = tmp_path / "run"
-    for step in ("data", "train", "optimize"):
-        shutil.copytree(source / step, run / step)
-    (run / RUN_SPEC).write_text(json.dumps(spec.model_dump(mode="json")))
+    run = copy_run(source, tmp_path / "run", spec)
 
     registry = ModelRegistry(settings)
 
@@ -54,11 +52,6 @@ def test_gate_measures_the_production_champion_on_the_current_heldout_set(settin
     assert champion_check["passed"] and summary["accuracy"] == gate["metrics"]["accuracy_optimized"]
 
 
-def _copy_run(source, run, spec, steps=("data", "train", "optimize")):
-    for step in steps:
-        shutil.copytree(source / step, run / step)
-    (run / RUN_SPEC).write_text(json.dumps(spec.model_dump(mode="json")))
-    return run
 
 
 def test_a_model_worse_than_the_served_default_fails_the_gate(settings, trained_run, tmp_path):
@@ -77,7 +70,7 @@ def test_a_model_worse_than_the_served_default_fails_the_gate(settings, trained_
                      settings)
         worse = spec.model_copy(update={"training": spec.training.model_copy(update={"epochs": 1}),
                                         "gate": lenient.gate})
-        run = _copy_run(source, tmp_path / "worse", worse, steps=("data",))
+        run = copy_run(source, tmp_path / "worse", worse, steps=("data",))
         train_model(worse, run / "data", run / "train")
         optimize_model(worse, run / "train", run / "data", run / "optimize")
         summary = run_step("gate", run, settings)
@@ -116,7 +109,7 @@ def test_training_killed_mid_epoch_reruns_to_completion(settings, trained_run, t
 
     spec, source = trained_run
     long = spec.model_copy(update={"training": spec.training.model_copy(update={"epochs": 400})})
-    run = _copy_run(source, tmp_path / "run", long, steps=("data",))
+    run = copy_run(source, tmp_path / "run", long, steps=("data",))
     env = {**os.environ, **settings_env(settings), "PYTHONPATH": str(PROJECT)}
     command = [sys.executable, "-m", "pipelines.cli", "step", "train", "--run-dir", str(run)]
     trainer = subprocess.Popen(command, cwd=PROJECT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -205,7 +198,7 @@ def test_a_full_disk_during_a_step_publishes_nothing_and_says_so(settings, train
     from tests.conftest import PROJECT, settings_env
 
     spec, source = trained_run
-    run = _copy_run(source, tmp_path / "run", spec, steps=("data", "train"))
+    run = copy_run(source, tmp_path / "run", spec, steps=("data", "train"))
     assert (source / "optimize" / "model.onnx").stat().st_size > 64 * 1024
 
     def limit_file_size():

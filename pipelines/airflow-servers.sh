@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
-# make airflow: Airflow's api-server, scheduler, dag-processor and triggerer on 127.0.0.1, in the foreground.
-# LocalExecutor on SQLite. Ctrl-C (or SIGTERM) stops the four processes this script started, by pid, and
-# exits 0: stopping Airflow is not an error.
+# `relay airflow` (and `make airflow` in Relay's checkout): Airflow's api-server, scheduler, dag-processor and
+# triggerer on 127.0.0.1, in the foreground. LocalExecutor on SQLite. Ctrl-C (or SIGTERM) stops the four
+# processes this script started, by pid, and exits 0: stopping Airflow is not an error.
+# `relay airflow` sets RELAY_PYTHON (its interpreter: airflow lies beside it) and RELAY_DAGS_FOLDER (the
+# project's dags/), and RELAY_PYTHONPATH when Relay runs from a checkout.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-: "${RELAY_HOME:=$HOME/.relay}"
+: "${RELAY_HOME:=$HOME/.relay}" "${RELAY_PYTHON:?run this through relay airflow}" "${RELAY_DAGS_FOLDER:?}"
 port=${RELAY_AIRFLOW_PORT:-8480}
 export AIRFLOW_HOME=${AIRFLOW_HOME:-$RELAY_HOME/airflow}
-export AIRFLOW__CORE__DAGS_FOLDER=$PWD/dags AIRFLOW__CORE__LOAD_EXAMPLES=False
+export AIRFLOW__CORE__DAGS_FOLDER=$RELAY_DAGS_FOLDER AIRFLOW__CORE__LOAD_EXAMPLES=False
 export AIRFLOW__CORE__EXECUTOR=LocalExecutor AIRFLOW__CORE__PARALLELISM=${AIRFLOW__CORE__PARALLELISM:-2}
 export AIRFLOW__API__HOST=127.0.0.1 AIRFLOW__API__PORT=$port AIRFLOW__API__BASE_URL=http://127.0.0.1:$port
 export AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://127.0.0.1:$port/execution/
 export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=${AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS:-admin:admin}
-export PYTHONPATH=$PWD OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-airflow=$PWD/.venv/bin/airflow
+export PYTHONPATH=${RELAY_PYTHONPATH:-${PYTHONPATH:-}} OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+airflow=$(dirname "$RELAY_PYTHON")/airflow
 mkdir -p "$AIRFLOW_HOME/logs"
 
 if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
@@ -58,7 +59,7 @@ until curl -sf "http://127.0.0.1:$port/api/v2/monitor/health" >/dev/null; do
   sleep 1
 done
 user=${AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS%%:*}
-password=$("$PWD/.venv/bin/python" -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" \
+password=$("$RELAY_PYTHON" -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" \
   "$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated" "$user" 2>/dev/null || echo "(see $AIRFLOW_HOME)")
 echo "Airflow UI: http://127.0.0.1:$port  login: $user / $password"
 echo "Trigger relay_<task> with its form (framework, epochs, precision, quantize, gate thresholds)."
