@@ -7,7 +7,7 @@ the local model server), outside the code checkout, so a run never writes into t
 from __future__ import annotations
 
 import socket
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 from pydantic import Field
@@ -17,10 +17,16 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent  # Relay's own code: a sour
 PROJECT_FILE = "relay.yaml"  # marks a team's project made by `relay init`
 
 
+@lru_cache(maxsize=None)
 def is_source_checkout(path: Path = PROJECT_DIR) -> bool:
     """Whether ``path`` is Relay's own source tree (a checkout, or the images' /opt/relay), not an installed
-    package (a wheel puts no pyproject.toml beside its packages)."""
-    return (path / "pyproject.toml").is_file()
+    package. By the project named in its pyproject.toml: some packages drop one into site-packages."""
+    import tomllib
+
+    try:
+        return tomllib.loads((path / "pyproject.toml").read_text())["project"]["name"] == "relay-mlops"
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        return False
 
 
 def relay_version() -> str:
