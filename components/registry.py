@@ -180,7 +180,11 @@ class ModelRegistry:
             rows = gto.api.show(str(self.path), name=task, table=False)
         except ArtifactNotFound:
             return []
-        return rows[0] if isinstance(rows, tuple) else rows
+        rows = rows[0] if isinstance(rows, tuple) else rows
+        # Registered versions only: GTO also lists the newest commit as an unregistered "version" (named by its
+        # hexsha, with no registration) once another task's registration moved HEAD past this task's last one;
+        # its registered_only option does not filter this listing.
+        return [row for row in rows if row.get("registrations")]
 
     def next_version(self, task: str) -> str:
         import gto.api

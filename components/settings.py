@@ -111,6 +111,13 @@ class Settings(BaseSettings):
         return self.home / "serve"
 
     @cached_property
+    def dags_dir(self) -> Path:
+        """Airflow's DAG folder: the project's ``dags/`` (``relay init`` writes one), else Relay's own, whose
+        DAG file builds the DAGs of the project's specs."""
+        own = self.project_dir / "dags"
+        return own if own.is_dir() else PROJECT_DIR / "dags"
+
+    @cached_property
     def default_dvc_remote(self) -> Path:
         return self.home / "dvc-remote"
 

@@ -16,7 +16,7 @@ from components.settings import get_settings
 def configure_airflow_env() -> Path:
     """Set Airflow's environment defaults for a local run (before Airflow is imported); return AIRFLOW_HOME."""
     home = Path(os.environ.setdefault("AIRFLOW_HOME", str(get_settings().home / "airflow")))
-    os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(get_settings().project_dir / "dags"))
+    os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(get_settings().dags_dir))
     os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
     os.environ.setdefault("AIRFLOW__CORE__PARALLELISM", "2")
     home.mkdir(parents=True, exist_ok=True)

@@ -499,7 +499,7 @@ def airflow() -> None:
 
     script = Path(__file__).with_name("airflow-servers.sh")
     env = {**os.environ, "RELAY_PYTHON": sys.executable,
-           "RELAY_DAGS_FOLDER": str(get_settings().project_dir / "dags")}
+           "RELAY_DAGS_FOLDER": str(get_settings().dags_dir)}
     if is_source_checkout():
         env["RELAY_PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_DIR), os.environ.get("PYTHONPATH")]))
     os.execve("/bin/bash", ["bash", str(script)], env)  # the script owns the terminal's signals from here

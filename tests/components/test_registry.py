@@ -63,6 +63,19 @@ def test_register_tags_versions_and_pushes_commits_tags_and_artifacts(registry_s
     assert model == (run / "optimize" / "model.onnx").read_bytes()
 
 
+def test_two_tasks_in_one_registry_list_only_their_registered_versions(registry_settings, trained_run, gate_dir):
+    """Another task's registration moves HEAD past this task's last one; GTO then shows that commit as an
+    unregistered "version" of this task, named by its hexsha, and registering again failed on it."""
+    _, run = trained_run
+    registry = ModelRegistry(registry_settings)
+    build = _artifacts(run / "optimize" / "model.onnx", gate_dir)
+    registry.register("digits", build, {"run_id": "d1"})
+    registry.register("flowers", build, {"run_id": "f1"})
+    assert [row["version"] for row in registry.versions("digits")] == ["v0.1.0"]
+    assert registry.version_with_model("digits", "no such digest", "none") is None  # read every version's files
+    assert registry.register("digits", build, {"run_id": "d2"}).version == "v0.2.0"
+
+
 def test_registry_is_separate_from_the_code_checkout(registry_settings, trained_run, gate_dir):
     from tests.conftest import PROJECT
 
