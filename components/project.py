@@ -45,7 +45,8 @@ what is the team's own:
 - `specs/`: one task spec per task (`relay task new NAME --from DIR` writes one from a folder of images);
 - `data/`: the datasets' DVC pointers (`data/NAME.dvc`); the images live in the DVC remote;
 - `dags/{dag_file}`: the Airflow DAGs of these specs, built by Relay's factory;
-- `relay.yaml`: marks the project, so every `relay` command run in it works on it.
+- `relay.yaml`: marks the project, so every `relay` command run in it works on it;
+- `Dockerfile`: the worker image for Airflow's Kubernetes mode, Relay's worker image plus this project.
 
 ```bash
 relay task new flowers --from ~/photos/flowers   # scan, copy under DVC, write specs/flowers.yaml
@@ -55,6 +56,20 @@ relay airflow                                     # Airflow on 127.0.0.1 with th
 ```
 
 Upgrading Relay is installing a newer package; nothing here changes.
+"""
+_DOCKERFILE = """# This project's worker image, for Airflow's Kubernetes mode (RELAY_EXECUTION=kubernetes): Relay's worker
+# image plus this project's specs, data pointers and DAGs. Build it, push it, and set RELAY_WORKER_IMAGE to
+# it where Airflow runs; each step's pod runs `relay step NAME --task TASK` against /opt/project.
+ARG RELAY_WORKER_IMAGE=relay-worker:{version}
+FROM ${{RELAY_WORKER_IMAGE}}
+COPY --chown=relay . /opt/project
+ENV RELAY_PROJECT_DIR=/opt/project
+"""
+_DOCKERIGNORE = """.venv
+# the images themselves come from the DVC remote; their pointers (data/*.dvc) go into the image
+data/*/
+.dvc/cache
+.dvc/tmp
 """
 _GITIGNORE = """__pycache__/
 *.pyc
@@ -77,8 +92,8 @@ def _run(command: list[str], cwd: Path) -> None:
 
 def init_project(path: Path, relay_version: str) -> NewProject:
     """Create a team project at ``path`` (a new or empty directory): a git repository with DVC initialised,
-    ``specs/``, ``data/``, ``dags/``, a README, ``.gitignore`` and ``relay.yaml``. Nothing is committed: the
-    repository is the team's."""
+    ``specs/``, ``data/``, ``dags/``, a README, ``.gitignore``, ``relay.yaml`` and the worker image's
+    ``Dockerfile``. Nothing is committed: the repository is the team's."""
     path = path.resolve()
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise RelayError(f"{path} exists and is not an empty directory: `relay init` makes a new project; "
@@ -92,6 +107,8 @@ def init_project(path: Path, relay_version: str) -> NewProject:
         f"dags/{DAG_FILE}": _DAGS,
         "README.md": _README.format(name=path.name, dag_file=DAG_FILE),
         ".gitignore": _GITIGNORE,
+        "Dockerfile": _DOCKERFILE.format(version=relay_version),
+        ".dockerignore": _DOCKERIGNORE,
         "specs/.gitkeep": "",
         "data/.gitkeep": "",
     }
