@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -57,7 +58,9 @@ def build_mar(spec: TaskSpec, version: str, onnx_model: Path, prep: Preprocessin
             "--serialized-file", str(onnx_model), "--handler", str(handler),
             "--extra-files", ",".join(extra), "--config-file", str(server_config), "--export-path", str(work),
             "--force",
-        ], capture_output=True, text=True)
+        ], capture_output=True, text=True, env={**os.environ, "TMPDIR": str(work)})
+        # TMPDIR: the archiver stages files in <TMPDIR>/<model name>, deleting that directory first; under
+        # the system's temp dir that wiped whatever was at /tmp/<task name> (a clone called "fresh", once).
         if proc.returncode != 0:
             raise RelayError(f"torch-model-archiver failed for {spec.name}: {proc.stderr.strip().splitlines()[-1:]}")
         copy_file(work / f"{spec.name}.mar", target)
