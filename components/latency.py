@@ -173,7 +173,7 @@ def _child(request_file: Path) -> None:
                     started = time.perf_counter()
                     predict(batch)
                     times.append((time.perf_counter() - started) * 1000)
-    (request_file.with_name("result.json")).write_text(json.dumps({"samples_ms": samples, "effective": effective}))
+    request_file.with_name("result.json").write_text(json.dumps({"samples_ms": samples, "effective": effective}))
 
 
 if __name__ == "__main__":

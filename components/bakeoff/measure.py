@@ -19,7 +19,7 @@ import numpy as np
 
 from components.deploy.load import run_load
 from components.deploy.torchserve import TorchServe
-from components.frameworks import Predictor, backend
+from components.frameworks import backend
 from components.latency import Runtime, ThreadSettings, time_runtimes
 from components.settings import PROJECT_DIR
 from components.spec import TaskSpec
