@@ -273,7 +273,7 @@ def test_relay_data_add_commits_pushes_and_its_asset_event_retrains(live):
 
 
 def test_the_ui_trigger_form_shows_every_run_parameter_in_chromium(live):
-    """Headless Chromium logs into the UI, opens relay_digits' trigger form and reads its fields."""
+    """Headless Chromium logs into the UI, opens relay_digits' trigger form, reads its fields, and types epochs=0."""
     script = PROJECT / "tests" / "e2e" / "ui_trigger_form.py"
     result = subprocess.run([str(PROJECT / ".venv-tools" / "bin" / "python"), str(script), live.url, "admin",
                              live.env["RELAY_AIRFLOW_PASSWORD"], "relay_digits"], capture_output=True, text=True,
@@ -285,6 +285,8 @@ def test_the_ui_trigger_form_shows_every_run_parameter_in_chromium(live):
 
     for name, path in OVERRIDABLE.items():
         assert name in form["form_text"] and f"(spec field: {'.'.join(path)})" in form["form_text"]
+    # docs/operations.md says so: the form clamps a number out of bounds to its nearest bound.
+    assert (form["epochs_typed"], form["epochs_after_leaving"]) == ("0", "1")
 
 
 def test_ctrl_c_stops_make_airflow_without_a_make_error(live):

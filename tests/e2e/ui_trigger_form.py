@@ -1,4 +1,4 @@
-"""Log into the Airflow UI with headless Chromium and read a DAG's trigger form; print what it shows as JSON.
+"""Log into the Airflow UI with headless Chromium and read a DAG's trigger form, type an out-of-bounds epochs; print what it shows as JSON.
 
 Run by tests/e2e/test_airflow_live.py with the tools environment's Python (selenium lives there) and
 Debian's chromium and chromedriver: ``ui_trigger_form.py URL USER PASSWORD DAG_ID``.
@@ -8,8 +8,10 @@ import json
 import sys
 
 from selenium import webdriver
+from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -35,6 +37,18 @@ def read_trigger_form(url: str, user: str, password: str, dag_id: str) -> dict:
         wait.until(expected_conditions.text_to_be_present_in_element((By.TAG_NAME, "body"), "Run Parameters"))
         dialog = driver.find_element(By.XPATH, "//*[@role='dialog'][contains(., 'Run Parameters')]")
         text = dialog.get_attribute("innerText")
+        # Out of bounds: type 0 into epochs (minimum 1) and leave the field, as a user would.
+        epochs = dialog.find_element(By.CSS_SELECTOR, "input[name=element_epochs]")
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", epochs)
+        epochs.click()
+        epochs.send_keys(Keys.CONTROL, "a")
+        epochs.send_keys("0")
+        typed = epochs.get_attribute("value")
+        epochs.send_keys(Keys.TAB)
+        try:  # the form corrects it on blur, or leaves it: either way the test reads the value
+            WebDriverWait(driver, 5).until(lambda _: epochs.get_attribute("value") != typed)
+        except TimeoutException:
+            pass
         # The framework field is a select showing its current value: open it and read its choices.
         control = dialog.find_element(By.CSS_SELECTOR, "#element_framework input[role=combobox]")
         driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", control)
@@ -42,7 +56,8 @@ def read_trigger_form(url: str, user: str, password: str, dag_id: str) -> dict:
         menu = "#element_framework [role=option]"
         wait.until(expected_conditions.presence_of_element_located((By.CSS_SELECTOR, menu)))
         choices = [option.text for option in driver.find_elements(By.CSS_SELECTOR, menu)]
-        return {"url": driver.current_url, "form_text": text, "framework_choices": choices}
+        return {"url": driver.current_url, "form_text": text, "framework_choices": choices,
+                "epochs_typed": typed, "epochs_after_leaving": epochs.get_attribute("value")}
     finally:
         driver.quit()
 
