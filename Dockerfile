@@ -62,7 +62,8 @@ RUN python -m venv /opt/venv \
  && /opt/venv/bin/pip install --require-hashes --no-deps -r requirements/tfx.lock \
  && useradd --create-home --uid 10001 relay
 ENV PATH=/opt/venv/bin:$PATH
-COPY components/__init__.py components/tfx_validate.py components/
+COPY components/__init__.py components/
+COPY components/validate/__init__.py components/validate/tfx_pipeline.py components/validate/
 COPY pipelines/schemas pipelines/schemas
 USER relay
-ENTRYPOINT ["python", "-m", "components.tfx_validate"]
+ENTRYPOINT ["python", "-m", "components.validate.tfx_pipeline"]

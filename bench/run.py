@@ -25,13 +25,13 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from components.bakeoff.measure import run_measuring_peak_rss  # noqa: E402
-from components.data import load_split  # noqa: E402
-from components.gate import p50_latency_ms  # noqa: E402
-from components.latency import Runtime, ThreadSettings, time_runtimes  # noqa: E402
+from components.data.dataset import load_split  # noqa: E402
+from components.gate.verdict import p50_latency_ms  # noqa: E402
+from components.measurement import Runtime, ThreadSettings, time_runtimes  # noqa: E402
 from components.onnx_runtime import onnx_predictor  # noqa: E402
-from components.optimize import optimize_model  # noqa: E402
+from components.frameworks import optimize_model  # noqa: E402
 from components.settings import PROJECT_DIR, Settings, free_ports  # noqa: E402
-from components.train import load_predictor  # noqa: E402
+from components.frameworks import load_predictor  # noqa: E402
 from pipelines.steps import run_spec, run_step, start_run  # noqa: E402
 
 torch.set_num_threads(1)
@@ -86,7 +86,7 @@ def _env(home: Path) -> dict[str, str]:
 
 
 # Every latency comparison here: one intra-op and one inter-op thread on both sides, whatever the caller's
-# environment sets, timed in a process of its own (components.latency).
+# environment sets, timed in a process of its own (components.measurement).
 BENCH_THREADS = ThreadSettings(intra_op=1)
 
 
@@ -128,7 +128,7 @@ def measure_tensorflow(home: Path) -> dict[str, float]:
 
     from components.models.architecture import Architecture
     from components.models.keras_cnn import build_keras_model
-    from components.validate import validate_with_tfx
+    from components.validate.expectations import validate_with_tfx
 
     settings = Settings(home=home)
     run = start_run("digits", {"framework": "tensorflow"}, settings=settings)
@@ -294,7 +294,7 @@ def _plain_loop_images_per_s(run: Path, spec, epochs: int = 1) -> float:
 
 def measure_data(home: Path) -> dict[str, float]:
     """The data step on shapes: cold (empty caches) and again with nothing changed."""
-    from components.data import ensure_dataset, prepare_data
+    from components.data.dataset import ensure_dataset, prepare_data
     from components.spec import load_spec
 
     settings = Settings(home=home)
@@ -313,7 +313,7 @@ def measure_shapes(home: Path) -> dict[str, float]:
 
     import pandas as pd
 
-    from components.gate import evaluate_gate
+    from components.gate.verdict import evaluate_gate
     from components.spec import AugmentSpec, apply_overrides, load_spec
 
     env = _env(home)
@@ -343,7 +343,7 @@ def measure_shapes(home: Path) -> dict[str, float]:
     plain_spec = apply_overrides(spec, {"epochs": 1}).model_copy(
         update={"training": spec.training.model_copy(update={"epochs": 1, "augment": AugmentSpec()})})
     relay_dir = home / "relay-loop"
-    from components.train import train_model
+    from components.frameworks import train_model
 
     train_model(plain_spec, run / "data", relay_dir / "train")
     relay_rate = json.loads((relay_dir / "train" / "metrics.json").read_text())["train_loop_images_per_second"]
@@ -406,7 +406,7 @@ def measure_rerun(home: Path) -> dict[str, float]:
 def measure_bakeoffs(home: Path, tasks: tuple[str, ...] = ("digits", "shapes")) -> dict[str, float]:
     """Whole bake-offs with each shipped spec's own settings: digits (small_cnn) and shapes (resnet). Each
     report goes to bench/bakeoff-<task>.md (and .json) for docs/benchmarks.md."""
-    from components.bakeoff import run_bakeoff
+    from pipelines.bakeoff import run_bakeoff
 
     settings = Settings(home=home, dvc_remote=str(home / "dvc-remote"))
     (home / "dvc-remote").mkdir(parents=True, exist_ok=True)
@@ -440,7 +440,7 @@ def measure_serving(home: Path, requests: int = 4000) -> dict[str, float]:
     a TorchScript model and a minimal eager handler (bench/stock_handler.py). Same model, machine and client."""
     from components.deploy.load import run_load
     from components.deploy.torchserve import TorchServe
-    from components.package import build_mar
+    from components.deploy.package import build_mar
     from components.settings import own_server_settings
     from components.train import model_preprocessing
 

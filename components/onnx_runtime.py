@@ -14,7 +14,7 @@ OUTPUT_NAME = "logits"
 
 def make_session(model: Path | bytes, threads: int | None = None, inter_op: int = 1) -> ort.InferenceSession:
     """A CPU session with all graph optimizations on; ``threads`` (intra-op) defaults to OMP_NUM_THREADS or 1.
-    Comparisons pass ``threads`` explicitly (components.latency)."""
+    Comparisons pass ``threads`` explicitly (components.measurement)."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads or int(os.environ.get("OMP_NUM_THREADS", "1"))

@@ -1,4 +1,4 @@
-"""DVC operations shared by the data and register steps, run through DVC's own CLI."""
+"""Git and DVC commands shared by the data, register and promote steps, run through their own CLIs."""
 
 from __future__ import annotations
 
@@ -14,6 +14,17 @@ from components.errors import RelayError
 from components.settings import Settings
 
 REMOTE_NAME = "relay"
+GIT_IDENTITY = {"GIT_AUTHOR_NAME": "Relay", "GIT_AUTHOR_EMAIL": "relay@localhost",
+                "GIT_COMMITTER_NAME": "Relay", "GIT_COMMITTER_EMAIL": "relay@localhost"}
+
+
+def git(args: list[str], repo: Path, check: bool = True) -> str:
+    """Run git in ``repo`` with Relay's identity; raise RelayError with git's message on failure."""
+    proc = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True,
+                          env={**os.environ, **GIT_IDENTITY})
+    if check and proc.returncode != 0:
+        raise RelayError(f"git {' '.join(args)} failed in {repo}: {(proc.stderr or proc.stdout).strip()}")
+    return proc.stdout.strip()
 
 
 class DvcError(RelayError):

@@ -14,7 +14,7 @@ from pathlib import Path
 from airflow.sdk.exceptions import AirflowFailException
 from airflow.sdk import DAG, Param, task
 
-from components.spec import BAKEOFF, TaskSpec, load_spec, run_param_schemas
+from components.spec import TaskSpec, load_spec, run_param_schemas
 from pipelines.outcome import RunOutcomeNotifier
 from pipelines.steps import RETRYABLE, STEPS, gate_failure, run_step, start_run
 
@@ -199,30 +199,16 @@ def build_dag(spec_file: Path) -> DAG:
         @task.branch(task_id="route")
         def route(params: dict | None = None) -> str:
             """framework=both makes the run a bake-off; any other framework, the training pipeline."""
-            return "bakeoff" if (params or {}).get("framework") == BAKEOFF else "data"
+            from pipelines.bakeoff import is_bakeoff
+
+            return "bakeoff" if is_bakeoff(params) else "data"
 
         @task(task_id="bakeoff", retries=0)
         def bakeoff(params: dict | None = None, run_id: str | None = None) -> dict:
             """Both frameworks trained, gated and measured; the recommended one registered and deployed."""
-            from components.bakeoff import run_bakeoff
-            from pipelines.steps import airflow_run_dir
+            from pipelines.bakeoff import bakeoff_for_airflow
 
-            params = dict(params or {})
-            model = params.pop("model", None)
-            overrides = {k: v for k, v in params.items() if k != "framework"}
-            result = run_bakeoff(str(spec_file), [model] if model else None, overrides, ship=True)
-            print(result.summary)
-            print(f"bake-off report: {result.report.as_uri()}")
-            shipped = result.document["shipped"] or {}
-            if shipped.get("run"):  # this Airflow run's directory is the shipped candidate's: the outcome reads it
-                link = airflow_run_dir(spec.name, run_id)
-                link.parent.mkdir(parents=True, exist_ok=True)
-                link.unlink(missing_ok=True)
-                link.symlink_to(shipped["run"])
-            if not shipped.get("shipped"):
-                raise RuntimeError(f"the bake-off shipped nothing: {shipped.get('why')}; report: {result.report}")
-            return {"report": str(result.report), "recommended": result.document["recommendation"]["recommended"],
-                    "version": shipped.get("version")}
+            return bakeoff_for_airflow(str(spec_file), spec.name, params or {}, run_id)
 
         run_dir = data()
         on_time() >> route() >> [run_dir, bakeoff()]
@@ -254,7 +240,7 @@ def build_promote_dag() -> DAG:
 
         @task(task_id="promote")
         def promote_version(params: dict | None = None) -> dict:
-            from components.promote import promote
+            from components.gitops.promote import promote
 
             result = promote(params["task"], params["version"], params["env"])
             print(result.live)

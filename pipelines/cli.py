@@ -172,9 +172,9 @@ def predict(path: Annotated[Path, typer.Argument(help="An image file.", exists=T
 @app.command()
 def models(task: Annotated[str, typer.Argument(help="Task name.")]) -> None:
     """List TASK's registered versions: stage, gate result and where each is served."""
-    from components import model_version
+    from components.registry import model_version
     from components.deploy.torchserve import TorchServe
-    from components.registry import ModelRegistry
+    from components.registry.model_registry import ModelRegistry
 
     registry = ModelRegistry()
     versions = registry.versions(task)
@@ -227,7 +227,7 @@ def bakeoff(task: Annotated[str, typer.Argument(help="Task name (pipelines/specs
             open_it: Annotated[bool, typer.Option("--open", help="Open the report in the browser.")] = False) -> None:
     """Train TASK in PyTorch and in TensorFlow (same split, epochs, seed, augmentation, precision), measure
     accuracy, training, conversion, inference and serving, and recommend one by the spec's priorities."""
-    from components.bakeoff import run_bakeoff
+    from pipelines.bakeoff import run_bakeoff
 
     _quiet_libraries()
     chosen = [m.strip() for m in models.split(",") if m.strip()] if models else None
@@ -251,7 +251,7 @@ def report(task: Annotated[str, typer.Argument(help="Task name.")],
            version: Annotated[Optional[str], typer.Option(help="A registered version (default: the newest).")] = None,
            open_it: Annotated[bool, typer.Option("--open", help="Open it in the browser.")] = False) -> None:
     """Write the lineage card of TASK's version (data, code, spec, curves, gate, serving, stages); print its path."""
-    from components.lineage import current_card
+    from components.deploy.lineage import current_card
 
     try:
         path = current_card(task, version)
@@ -289,7 +289,7 @@ def promote(task: Annotated[str, typer.Argument(help="Task name.")],
             version: Annotated[str, typer.Option(help="Registered version, e.g. v0.2.0.")],
             to: Annotated[str, typer.Option("--to", help="staging | production.")]) -> None:
     """Promote a registered version: GTO stage tag + a GitOps commit pinning it in the env's overlay."""
-    from components.promote import promote as promote_version
+    from components.gitops.promote import promote as promote_version
 
     try:
         result = promote_version(task, version, to)
@@ -303,7 +303,7 @@ def promote(task: Annotated[str, typer.Argument(help="Task name.")],
 def rollback(task: Annotated[str, typer.Argument(help="Task name.")],
              env: Annotated[str, typer.Option(help="staging | production.")] = "production") -> None:
     """Pin the version the environment ran before, with a new GitOps commit."""
-    from components.promote import rollback as rollback_env
+    from components.gitops.promote import rollback as rollback_env
 
     try:
         result = rollback_env(task, env)
@@ -379,7 +379,7 @@ def serve_status() -> None:
     """Say whether the local TorchServe runs, and what it serves."""
     from components.deploy.torchserve import TorchServe
 
-    from components import model_version
+    from components.registry import model_version
     from components.deploy.local import served_state
 
     server = TorchServe()
@@ -405,7 +405,7 @@ def task_new(name: Annotated[str, typer.Argument(help="The new task's name (lowe
              labels_csv: Annotated[Optional[str], typer.Option(
                  help="A CSV inside DIR with columns path,label, instead of label folders.")] = None) -> None:
     """Scan DIR, copy it to data/NAME under DVC (pushed), and write pipelines/specs/NAME.yaml."""
-    from components.task_new import create_task, scan, summarize
+    from components.data.task_new import create_task, scan, summarize
 
     _quiet_libraries()
     try:
@@ -443,7 +443,7 @@ def data_add(task: Annotated[str, typer.Argument(help="Task name.")],
                                                        "that relay_TASK retrains (RELAY_AIRFLOW_URL).")] = True
              ) -> None:
     """Add images to TASK's dataset: copy, `dvc add`, `dvc push`, commit the pointer, tell Airflow."""
-    from components.data_add import add_data, commit_command
+    from components.data.add import add_data, commit_command
     from components.settings import get_settings
     from pipelines.airflow_api import AirflowClient, dataset_asset_uri
 

@@ -85,7 +85,7 @@ def latest_run(task: str, settings: Settings | None = None) -> Path:
 
 
 def _data(spec: TaskSpec, run: Path, settings: Settings) -> dict:
-    from components.data import prepare_data
+    from components.data.dataset import prepare_data
 
     result = prepare_data(spec, run / "data", settings)
     return {"images": result.images, "described": result.described, "dataset_md5": result.dataset_md5,
@@ -93,7 +93,7 @@ def _data(spec: TaskSpec, run: Path, settings: Settings) -> dict:
 
 
 def _validate(spec: TaskSpec, run: Path, settings: Settings) -> dict:
-    from components.validate import validate_dataset, validate_with_tfx
+    from components.validate.expectations import validate_dataset, validate_with_tfx
 
     result = validate_dataset(spec, run / "data", run / "validate")
     tfx = validate_with_tfx(spec, run / "data", run / "tfx", settings)
@@ -102,7 +102,7 @@ def _validate(spec: TaskSpec, run: Path, settings: Settings) -> dict:
 
 
 def _train(spec: TaskSpec, run: Path, settings: Settings) -> dict:
-    from components.train import train_model
+    from components.frameworks import train_model
 
     result = train_model(spec, run / "data", run / "train")
     return {"framework": result.framework, "test_accuracy": result.test_accuracy,
@@ -110,21 +110,22 @@ def _train(spec: TaskSpec, run: Path, settings: Settings) -> dict:
 
 
 def _optimize(spec: TaskSpec, run: Path, settings: Settings) -> dict:
-    from components.optimize import optimize_model
+    from components.frameworks import optimize_model
 
     result = optimize_model(spec, run / "train", run / "data", run / "optimize")
     return {"model": str(result.model), "conversion_seconds": round(result.conversion_seconds, 3)}
 
 
 def _gate(spec: TaskSpec, run: Path, settings: Settings) -> dict:
-    from components.data import load_split, split_files
-    from components.gate import Champion, Latency, decide_gate, measure_models, write_gate
+    from components.data.dataset import load_split, split_files
+    from components.gate.verdict import Champion, Latency, decide_gate, measure_models, write_gate
     from components.imaging import Preprocessing, preprocess_files
-    from components.latency import Runtime, ThreadSettings, time_runtimes
+    from components.measurement import Runtime, ThreadSettings, time_runtimes
     from components.onnx_runtime import onnx_predictor
-    from components.registry import ModelRegistry
-    from components.train import load_predictor, model_framework, model_preprocessing
+    from components.registry.model_registry import ModelRegistry
+    from components.train import model_framework, model_preprocessing
 
+    from components.frameworks import load_predictor
     prep = model_preprocessing(run / "train")
     images, labels, paths = load_split(run / "data", "test", spec.dataset.classes, prep)
     registry = ModelRegistry(settings)
@@ -139,7 +140,7 @@ def _gate(spec: TaskSpec, run: Path, settings: Settings) -> dict:
     measured, reused_from = _cached_measurements(spec, run, settings)
     if measured is None:
         # Both models are timed under the thread settings they will be served with, in a process of their own,
-        # so the verdict is the same in a user's shell, under Airflow and in the tests (components.latency).
+        # so the verdict is the same in a user's shell, under Airflow and in the tests (components.measurement).
         threads = ThreadSettings.serving(spec)
         timings = time_runtimes([Runtime.native("original", model_framework(run / "train"), run / "train"),
                                  Runtime.onnx("optimized", run / "optimize" / OPTIMIZED_MODEL)],
@@ -162,8 +163,8 @@ def _gate(spec: TaskSpec, run: Path, settings: Settings) -> dict:
 
 
 def _measurements_file(spec: TaskSpec, run: Path, settings: Settings) -> Path | None:
-    from components.latency import ThreadSettings
-    from components.step_cache import step_key
+    from components.measurement import ThreadSettings
+    from pipelines.step_cache import step_key
 
     if not settings.step_cache:
         return None
@@ -214,11 +215,12 @@ def gate_failure(run: Path) -> str:
 
 def _register(spec: TaskSpec, run: Path, settings: Settings) -> dict:
     from components.atomic import copy_file, sha256_file
-    from components.data import read_data_info
+    from components.data.dataset import read_data_info
     from components.frameworks import backend
-    from components.lineage import write_card
-    from components.package import build_mar
-    from components.registry import ModelRegistry, git
+    from components.deploy.lineage import write_card
+    from components.deploy.package import build_mar
+    from components.registry.model_registry import ModelRegistry
+    from components.versioning import git
     from components.train import model_framework, model_preprocessing
 
     if not gate_passed(run):
@@ -258,11 +260,11 @@ def _register(spec: TaskSpec, run: Path, settings: Settings) -> dict:
 
 def _deploy(spec: TaskSpec, run: Path, settings: Settings) -> dict:
     from components.deploy.local import deploy_local
-    from components.lineage import write_card
+    from components.deploy.lineage import write_card
 
     registration = json.loads((run / "register" / REGISTRATION).read_text())
     if spec.deploy.target == "kubernetes":
-        from components.promote import promote
+        from components.gitops.promote import promote
 
         promotion = promote(spec.name, registration["version"], "staging", settings)
         summary = {"version": promotion.version, "env": "staging", "previous": promotion.previous,
@@ -296,10 +298,10 @@ def run_step(name: str, run_dir: Path, settings: Settings | None = None) -> dict
     """Run one step of the run in ``run_dir``; return a small JSON-able summary.
 
     validate, train, optimize and gate reuse an earlier run's output when the data version, the code and
-    their parameters are the same (components.step_cache); the summary's ``cache`` and the run's
+    their parameters are the same (pipelines.step_cache); the summary's ``cache`` and the run's
     ``steps.json`` say which happened and why.
     """
-    from components.step_cache import CACHED_STEPS, StepCache, explain, record, step_key
+    from pipelines.step_cache import CACHED_STEPS, StepCache, explain, record, step_key
 
     if name not in _STEP_FUNCTIONS:
         raise RelayError(f"unknown step '{name}'; steps: {', '.join(STEPS)}")
@@ -312,7 +314,7 @@ def run_step(name: str, run_dir: Path, settings: Settings | None = None) -> dict
     started = time.perf_counter()
     key = reused = None
     if name in CACHED_STEPS and settings.step_cache:
-        from components.registry import ModelRegistry
+        from components.registry.model_registry import ModelRegistry
 
         champion = _champion_version(spec, ModelRegistry(settings), settings)[1] if name == "gate" else None
         key = step_key(name, spec, run_dir, champion)
@@ -342,7 +344,7 @@ def _inputs_present(name: str, run: Path) -> None:
 def _dataset_present(spec: TaskSpec, run: Path, settings: Settings) -> None:
     """Steps read images through the manifest. A step in a fresh pod fetches the run's dataset
     version first, and refuses a workspace that holds a different version."""
-    from components.data import ensure_dataset, read_data_info
+    from components.data.dataset import ensure_dataset, read_data_info
 
     info_path = run / "data" / DATA_INFO
     if not info_path.is_file():

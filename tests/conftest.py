@@ -55,7 +55,7 @@ def digits_spec():
 @pytest.fixture(scope="session")
 def small_dataset(tmp_path_factory, digits_spec) -> Path:
     """A 30-images-per-class copy of the digits dataset, written by the real generator."""
-    from components.builtin_datasets import write_sklearn_digits
+    from components.data.builtin import write_sklearn_digits
 
     full = tmp_path_factory.mktemp("digits-full") / "digits"
     write_sklearn_digits(full)
@@ -86,10 +86,10 @@ def spec_for(spec, dataset: Path, **changes):
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, digits_spec, small_dataset):
     """One run of the small dataset through data → validate → train → optimize, shared read-only."""
-    from components.data import prepare_data
-    from components.optimize import optimize_model
-    from components.train import train_model
-    from components.validate import validate_dataset
+    from components.data.dataset import prepare_data
+    from components.frameworks import optimize_model
+    from components.frameworks import train_model
+    from components.validate.expectations import validate_dataset
 
     home = tmp_path_factory.mktemp("trained-run")
     settings = make_settings(home / "relay-home")
@@ -105,8 +105,8 @@ def trained_run(tmp_path_factory, digits_spec, small_dataset):
 @pytest.fixture(scope="session")
 def keras_run(trained_run, tmp_path_factory):
     """The shared small run, trained again with Keras (mixed_bfloat16 on this CPU)."""
-    from components.optimize import optimize_model
-    from components.train import train_model
+    from components.frameworks import optimize_model
+    from components.frameworks import train_model
 
     spec, source = trained_run
     spec = apply_overrides(spec, {"framework": "tensorflow"})  # validated: its exporter becomes tf2onnx
@@ -120,7 +120,7 @@ def write_gate_report(target: Path, passed: bool = True) -> Path:
     """A gate report written by the real gate: an exact, slower copy passes; wrong labels fail."""
     import numpy as np
 
-    from components.gate import evaluate_gate, write_gate
+    from components.gate.verdict import evaluate_gate, write_gate
     from components.spec import GateSpec
 
     images = np.random.default_rng(0).random((20, 1, 8, 8), dtype=np.float32)
@@ -163,9 +163,9 @@ def register_onnx(settings: Settings, spec, onnx_model: Path, run_id: str | None
     serving handler module (see build_mar)."""
     from components.atomic import copy_file
     from components.atomic import write_json
-    from components.data import unnormalized
-    from components.package import build_mar
-    from components.registry import ModelRegistry
+    from components.data.dataset import unnormalized
+    from components.deploy.package import build_mar
+    from components.registry.model_registry import ModelRegistry
 
     gate = write_gate_report(Path(settings.home) / "gate-report")
 

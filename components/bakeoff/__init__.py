@@ -1,13 +1,7 @@
-"""The framework bake-off: one task trained in PyTorch and in TensorFlow (and, optionally, in several
-architectures), each candidate through its own train, optimize and gate steps, measured the same way, and
-compared in one report with a recommendation that weighs the spec's priorities.
-
-Every candidate is a normal run (``runs/<task>/<id>``) with the same data version, split, epochs, seed,
-augmentation and precision; only ``framework`` and ``model`` differ. Training runs in a child process so
-its peak RSS is its own, always computed (the step cache is off for the candidates' train, optimize and
-gate: a bake-off measures). The serving figures come from a TorchServe of the bake-off's own, started and
-stopped here, serving every candidate at once so that they are measured in alternating rounds. ``ship``
-registers and deploys the recommended candidate through the normal steps.
+"""The framework bake-off's measuring and reporting: every figure of a trained, optimized candidate, the
+serving figures of all candidates on one TorchServe of the bake-off's own (alternating rounds), how they
+were measured, and the report with its recommendation (``report``). Running the candidates' steps and
+shipping the recommended one is orchestration: ``pipelines.bakeoff``.
 """
 
 from __future__ import annotations
@@ -15,15 +9,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import uuid
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
-from components.bakeoff.result import BakeoffResult
-from components.errors import RelayError
-from components.settings import PROJECT_DIR, Settings, get_settings, own_server_settings, settings_env
-from components.spec import TaskSpec, load_spec
+from components.settings import Settings
+from components.spec import TaskSpec
 
 FRAMEWORKS = ("pytorch", "tensorflow")
 SERVING_FILES = 200  # distinct test images replayed by the serving loops
@@ -36,67 +25,10 @@ def candidates(spec: TaskSpec, models: list[str] | None = None) -> list[tuple[st
     return [(framework, model) for model in dict.fromkeys(chosen) for framework in FRAMEWORKS]
 
 
-def run_bakeoff(task: str, models: list[str] | None = None, overrides: dict[str, Any] | None = None,
-                ship: bool = False, settings: Settings | None = None, log=print) -> BakeoffResult:
-    """Train, optimize, gate and measure every candidate; write bakeoff.json, bakeoff.html and bakeoff.md
-    under ``<RELAY_HOME>/bakeoffs/<task>/<id>/``; with ``ship``, register and deploy the recommended one."""
-    from components.bakeoff.report import write_report
-    from components.machine import describe_machine
-
-    settings = settings or get_settings()
-    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-    for fixed in ("framework", "model"):
-        if fixed in overrides:
-            raise RelayError(f"a bake-off chooses {fixed} itself: drop --{fixed} (use --models for architectures)")
-    spec = load_spec(task, overrides)
-    pairs = candidates(spec, models)
-    for _, model in pairs:  # the spec must accept every architecture before anything trains
-        load_spec(task, {**overrides, "model": model})
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-    directory = settings.home / "bakeoffs" / spec.name / stamp
-    directory.mkdir(parents=True)
-    measured = []
-    for index, (framework, model) in enumerate(pairs, 1):
-        log(f"[{index}/{len(pairs)}] {framework} {model}")
-        measured.append(_candidate(task, framework, model, overrides, settings, directory, log))
-    log("serving: every candidate on one TorchServe, in alternating rounds")
-    _measure_serving(spec, measured, own_server_settings(settings, directory / "torchserve"))
-    document = {
-        "task": spec.name, "id": stamp, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "directory": str(directory), "overrides": overrides, "machine": describe_machine(),
-        "method": _method(spec), "priorities": spec.bakeoff.priorities.model_dump(),
-        "gpu": _gpu_note(), "candidates": measured, "shipped": None,
-    }
-    result = write_report(document, directory)
-    if ship:
-        document["shipped"] = ship_recommended(result.document, settings, log)
-        result = write_report(document, directory)
-    return result
-
-
-def ship_recommended(document: dict, settings: Settings, log=print) -> dict:
-    """Register and deploy the recommended candidate through the normal register and deploy steps (its gate
-    has passed); what was shipped and why."""
-    from pipelines.steps import run_step
-
-    recommendation = document["recommendation"]
-    name = recommendation["recommended"]
-    if name is None:
-        return {"shipped": False, "why": recommendation["why"]}
-    run = Path(next(c["run"] for c in document["candidates"] if c["name"] == name))
-    log(f"shipping {name} (run {run.name})")
-    registration = run_step("register", run, settings)
-    deployment = run_step("deploy", run, settings)
-    return {"shipped": not deployment.get("rolled_back", False), "candidate": name, "run": str(run),
-            "version": registration["version"], "deployment": {k: deployment.get(k) for k in
-                                                              ("version", "url", "rolled_back", "why")},
-            "why": recommendation["why"]}
-
-
-def _measure_serving(spec: TaskSpec, measured: list[dict], server_settings: Settings) -> None:
+def measure_serving(spec: TaskSpec, measured: list[dict], server_settings: Settings) -> None:
     """Serve every candidate's .mar from one TorchServe of the bake-off's own; add the serving figures."""
     from components.bakeoff import measure
-    from components.data import split_files
+    from components.data.dataset import split_files
     from components.deploy.torchserve import TorchServe
 
     server = TorchServe(server_settings)
@@ -118,44 +50,20 @@ def _measure_serving(spec: TaskSpec, measured: list[dict], server_settings: Sett
         candidate["serving"].update(figures[candidate["name"]])
 
 
-def _candidate(task: str, framework: str, model: str, overrides: dict, settings: Settings, directory: Path,
-               log) -> dict:
-    from components.bakeoff import measure
-    from pipelines.steps import run_spec, run_step, start_run
-
-    run = start_run(task, {**overrides, "framework": framework, "model": model}, settings=settings)
-    spec = run_spec(run)
-    for step in ("data", "validate"):  # the same data version for every candidate; validate is reused
-        summary = run_step(step, run, settings)
-        if step == "validate" and not summary["success"]:
-            raise RelayError(f"validation failed for {task}: {summary['data_docs']}")
-    fresh = Settings(**{**settings.model_dump(), "step_cache": False})
-    env = {**os.environ, **settings_env(fresh), "PYTHONPATH": str(PROJECT_DIR)}
-    log("  train (child process)")
-    peak_rss = measure.run_measuring_peak_rss(measure.train_command(run), env, run / "train.log")
-    log("  optimize, gate")
-    run_step("optimize", run, fresh)
-    gate = run_step("gate", run, fresh)
-    log("  measure")
-    figures = measure_candidate(spec, run, directory / f"{framework}-{model}", log)
-    figures["training"]["peak_rss_mb"] = peak_rss
-    return {"name": f"{framework}/{model}", "framework": framework, "model": model, "run": str(run),
-            "gate": {"passed": gate["passed"], "failed_checks": gate["failed_checks"]}, **figures}
-
-
 def measure_candidate(spec: TaskSpec, run: Path, work: Path, log=print) -> dict:
     """Every figure of one trained, optimized candidate run (see components.bakeoff.measure) but serving;
     its .mar for serving is built here."""
     from components.bakeoff import measure
-    from components.data import load_split
+    from components.data.dataset import load_split
     from components.frameworks import backend
-    from components.latency import Runtime, ThreadSettings
+    from components.measurement import Runtime, ThreadSettings
     from components.onnx_runtime import onnx_predictor
-    from components.optimize import optimize_model
-    from components.package import build_mar
+    from components.frameworks import optimize_model
+    from components.deploy.package import build_mar
     from components.run_files import METRICS, OPTIMIZE_INFO, OPTIMIZED_MODEL
-    from components.train import load_predictor, model_preprocessing
+    from components.train import model_preprocessing
 
+    from components.frameworks import load_predictor
     work.mkdir(parents=True, exist_ok=True)
     cfg = spec.bakeoff
     prep = model_preprocessing(run / "train")
@@ -222,14 +130,14 @@ def measure_candidate(spec: TaskSpec, run: Path, work: Path, log=print) -> dict:
             "serving": serving, "footprint_mb": sizes}
 
 
-def _method(spec: TaskSpec) -> dict:
+def method(spec: TaskSpec) -> dict:
     from components.bakeoff.measure import CONCURRENCY, WARMUP_REQUESTS
-    from components.latency import WARMUP_CALLS, ThreadSettings
+    from components.measurement import WARMUP_CALLS, ThreadSettings
 
     cfg = spec.bakeoff
     return {
         # In-process latency: every runtime (native and ONNX) timed in one fresh process under the serving
-        # settings, whatever this process's environment (components.latency).
+        # settings, whatever this process's environment (components.measurement).
         "threads": {"inference": ThreadSettings.serving(spec).as_dict(), "torchserve_ort_threads": spec.deploy.threads,
                     "caller_OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "(unset)")},
         "warmup_calls": WARMUP_CALLS, "latency_runs_b1": cfg.latency_runs, "latency_runs_b64": max(10, cfg.latency_runs // 10),
@@ -246,7 +154,7 @@ def _method(spec: TaskSpec) -> dict:
     }
 
 
-def _gpu_note() -> dict:
+def gpu_note() -> dict:
     """The bake-off's GPU figures (fp16 AMP, ORT CUDA, TF-TRT) need a CUDA device; say why they are absent."""
     import onnxruntime
 

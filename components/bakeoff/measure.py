@@ -20,7 +20,7 @@ import numpy as np
 from components.deploy.load import run_load
 from components.deploy.torchserve import TorchServe
 from components.frameworks import backend
-from components.latency import Runtime, ThreadSettings, time_runtimes
+from components.measurement import Runtime, ThreadSettings, time_runtimes
 from components.settings import PROJECT_DIR
 from components.spec import TaskSpec
 
@@ -57,7 +57,7 @@ def latency_figures(times_ms: list[float], samples: int) -> dict:
 def inference_figures(runtimes: list[Runtime], images: np.ndarray, runs: int, samples: int,
                       threads: ThreadSettings) -> tuple[dict, dict]:
     """Per runtime, latency at batch 1 and batch 64 (a tenth of the runs, at least 10), all timed in one
-    process of their own under ``threads`` (components.latency); and how they were timed."""
+    process of their own under ``threads`` (components.measurement); and how they were timed."""
     batches = {"b1": images[:1], "b64": images[np.arange(64) % len(images)]}
     timings = time_runtimes(runtimes, batches, {"b1": runs, "b64": max(10, runs // 10)}, threads)
     figures = {runtime.name: {batch: latency_figures(timings.samples_ms[runtime.name][batch], samples)
@@ -103,7 +103,7 @@ def training_throughput(spec: TaskSpec, data_dir: Path, work: Path) -> dict:
     kernel creation, graph tracing), then ``spec.bakeoff.throughput_epochs`` timed epochs, each with its
     validation pass, as training runs them."""
     from components.run_files import METRICS
-    from components.train import train_model
+    from components.frameworks import train_model
 
     timed = spec.bakeoff.throughput_epochs
     rates = {}

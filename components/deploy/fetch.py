@@ -10,7 +10,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from components import model_version
+from components.registry import model_version
 from components.errors import RelayError
 from components.atomic import sha256_file
 from components.versioning import DvcError, dvc

@@ -18,13 +18,13 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from components import model_version
+from components.registry import model_version
 from components.atomic import atomic_file, sha256_file, write_json
-from components.data import split_files
+from components.data.dataset import split_files
 from components.deploy.canary import run_canary
 from components.deploy.torchserve import TorchServe
 from components.errors import RelayError, ServingError
-from components.registry import ModelRegistry
+from components.registry.model_registry import ModelRegistry
 from components.settings import Settings
 from components.spec import TaskSpec
 

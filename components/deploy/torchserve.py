@@ -23,7 +23,7 @@ from pathlib import Path
 import psutil
 import requests
 
-from components import model_version
+from components.registry import model_version
 from components.errors import ServingError
 from components.settings import Settings, get_settings
 

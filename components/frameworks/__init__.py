@@ -1,23 +1,24 @@
-"""One backend per framework: everything framework-specific that Relay's steps call.
+"""The framework layer: the train and optimize steps' entry points, and one backend per framework.
 
-A backend is a module ``components/frameworks/<name>.py`` providing what ``Backend`` lists. The
-steps never branch on a framework's name, so adding a third framework is one new module (and its
-name in ``components.spec.Framework``).
+A backend is a module ``components/frameworks/<name>.py`` providing what ``Backend`` lists, by calling
+the stages' implementations below it (``components.train``, ``components.optimize``,
+``components.deploy.tfserving``). The steps never branch on a framework's name, so adding a third
+framework is one new module (and its name in ``components.spec.Framework``).
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-import numpy as np
-
 from components.errors import RelayError
+from components.models import Predictor
+from components.optimize import OptimizeResult, optimize_onnx
+from components.spec import TaskSpec
+from components.train import TrainResult, model_framework
 
-Predictor = Callable[[np.ndarray], np.ndarray]
-"""NCHW float32 images in, float32 logits out."""
+__all__ = ["Backend", "Predictor", "backend", "load_predictor", "optimize_model", "train_model"]
 
 
 class Backend(Protocol):
@@ -47,3 +48,20 @@ def backend(framework: str) -> Backend:
         return importlib.import_module(f"components.frameworks.{framework}")  # type: ignore[return-value]
     except ModuleNotFoundError:
         raise RelayError(f"unknown framework '{framework}': use pytorch or tensorflow") from None
+
+
+def train_model(spec: TaskSpec, data_dir: Path, out_dir: Path) -> TrainResult:
+    """Train ``spec``'s model on the data step's train split; write it and its metrics to ``out_dir``."""
+    return backend(spec.framework).train(spec, data_dir, out_dir)
+
+
+def load_predictor(model_dir: Path) -> Predictor:
+    """Load a trained model (either framework) as a numpy predictor for the gate and benchmarks."""
+    return backend(model_framework(model_dir)).load_predictor(model_dir)
+
+
+def optimize_model(spec: TaskSpec, train_dir: Path, data_dir: Path, out_dir: Path) -> OptimizeResult:
+    """Write ``out_dir/model.onnx`` (fp32, or INT8 when the spec asks) and ``optimize.json`` with the exporter
+    (and TF-TRT) of the framework the model was trained in."""
+    tools = backend(model_framework(train_dir))
+    return optimize_onnx(spec, train_dir, data_dir, out_dir, tools.export_onnx, tools.accelerated)

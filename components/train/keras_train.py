@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from components.atomic import atomic_dir
-from components.data import read_data_info
+from components.data.dataset import read_data_info
 from components.errors import RelayError
 from components.models.architecture import Architecture
 from components.spec import AugmentSpec, TaskSpec

@@ -19,7 +19,7 @@ from rich.progress import Progress
 
 from components.atomic import atomic_file, reclaim_stale
 from components.child_processes import process_pool
-from components.data import SPLITS, data_preprocessing, read_data_info, read_manifest
+from components.data.dataset import SPLITS, data_preprocessing, read_data_info, read_manifest
 from components.imaging import Preprocessing, load_pixels
 
 

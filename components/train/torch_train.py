@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from components.atomic import atomic_dir, atomic_file
 from components.child_processes import main_script_hidden
-from components.data import read_data_info
+from components.data.dataset import read_data_info
 from components.imaging import Preprocessing
 from components.models.architecture import Architecture
 from components.models.torch_cnn import build_torch_model

@@ -19,7 +19,7 @@ def test_the_data_steps_workers_do_not_rerun_an_unguarded_main_script(tmp_path, 
         from pathlib import Path
         with open({str(runs)!r}, "a") as log:
             log.write(f"{{os.getpid()}}\\n")
-        from components.data import describe_files
+        from components.data.dataset import describe_files
         from components.imaging import Preprocessing
         prep = Preprocessing(height=8, width=8, channels=1, resize="stretch", mean=(0.0,), std=(1.0,),
                              max_pixels=10**6)
@@ -54,10 +54,10 @@ _POOL_SCRIPTS = {
 }
 _TRAIN = """
     def train(**training):
-        from components.data import prepare_data
+        from components.data.dataset import prepare_data
         from components.settings import get_settings
         from components.spec import load_spec, parse_spec
-        from components.train import train_model
+        from components.frameworks import train_model
         data = load_spec("digits").model_dump(mode="json")
         data["dataset"].update(path=DATASET, min_per_class=5)
         data["framework"] = training.pop("framework")

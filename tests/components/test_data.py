@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from components.builtin_datasets import SHAPES, write_shapes, write_sklearn_digits
-from components.data import (SKIPPED, build_manifest, discover, load_split, prepare_data, read_data_info,
+from components.data.builtin import SHAPES, write_shapes, write_sklearn_digits
+from components.data.dataset import (SKIPPED, build_manifest, discover, load_split, prepare_data, read_data_info,
                              split_by_hash)
 from components.errors import RelayError
 from components.versioning import pointer_md5
@@ -225,7 +225,7 @@ def test_a_rerun_skips_dvc_until_a_file_changes(digits_spec, small_dataset, tmp_
     import os
 
     from components import versioning
-    from components.data import ensure_dataset
+    from components.data.dataset import ensure_dataset
     from tests.conftest import make_settings
 
     project = tmp_path / "project"

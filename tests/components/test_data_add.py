@@ -7,10 +7,10 @@ import subprocess
 import pytest
 
 from components import versioning
-from components.data_add import add_data, commit_command
+from components.data.add import add_data, commit_command
 from components.errors import RelayError
 from components.spec import SPECS_DIR
-from components.task_new import create_task
+from components.data.task_new import create_task
 from tests.components.test_task_new import _folder, project  # noqa: F401  (the fixture)
 from tests.conftest import make_settings
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from components.data import load_split
+from components.data.dataset import load_split
 from components.deploy.local import deploy_local, served_state, start_serving
 from components.deploy.torchserve import TorchServe
 from components.errors import RelayError, ServingError
-from components.registry import ModelRegistry
+from components.registry.model_registry import ModelRegistry
 from tests.conftest import register_onnx, untrained_onnx
 
 

@@ -9,7 +9,7 @@ import pytest
 from components.deploy.fetch import fetch_model, version_from_servable
 from components.deploy.tfserving import parse_models_config, servable_version, write_tfserving_artifacts
 from components.errors import RelayError
-from components.registry import ModelRegistry
+from components.registry.model_registry import ModelRegistry
 from tests.conftest import make_settings, needs_kubectl, write_gate_report
 
 
@@ -59,7 +59,7 @@ def test_unknown_version_is_one_clear_error(tf_registry, tmp_path):
 
 @needs_kubectl
 def test_promoting_a_tensorflow_version_adds_tf_serving_to_the_overlay(tf_registry):
-    from components.promote import promote
+    from components.gitops.promote import promote
 
     promote("digits", "v0.2.0", "staging", tf_registry.settings)
     overlay = tf_registry.path / "k8s" / "digits" / "overlays" / "staging"

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from components.gate import Champion, evaluate_gate, write_gate
+from components.gate.verdict import Champion, evaluate_gate, write_gate
 from components.spec import GateSpec
 
 rng = np.random.default_rng(0)

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from components.data import load_split
+from components.data.dataset import load_split
 from components.deploy.local import deploy_local
 from components.deploy.torchserve import PredictionRefused, TorchServe
 from tests.conftest import make_settings, register_onnx

@@ -4,11 +4,10 @@ import json
 
 import numpy as np
 
-from components.data import load_split
+from components.data.dataset import load_split
 from components.models.architecture import Architecture
 from components.onnx_runtime import onnx_predictor
-from components.optimize import optimize_model
-from components.train import load_predictor
+from components.frameworks import load_predictor, optimize_model
 
 
 def test_same_architecture_as_pytorch(digits_spec):
@@ -84,7 +83,8 @@ def test_tensorflow_int8_quantization(keras_run, tmp_path):
 def test_interrupted_keras_training_resumes_to_the_same_weights(keras_run, tmp_path, monkeypatch):
     """Interrupted once epoch 2 is checkpointed, the rerun resumes at epoch 3 (weights and optimizer from
     the .keras checkpoint) and ends where an uninterrupted training ends."""
-    from components.train import common, train_model
+    from components.frameworks import train_model
+    from components.train import common
 
     spec, data, _ = keras_run
     three = spec.model_copy(update={"training": spec.training.model_copy(update={"epochs": 3})})
@@ -119,7 +119,7 @@ def test_interrupted_keras_training_resumes_to_the_same_weights(keras_run, tmp_p
 def test_keras_fine_tunes_from_a_weights_file(keras_run, tmp_path):
     import keras
 
-    from components.train import train_model
+    from components.frameworks import train_model
 
     spec, data, run = keras_run
     weights = tmp_path / "pretrained.weights.h5"

@@ -12,13 +12,13 @@ import sys
 import numpy as np
 import pytest
 
-from components.latency import Runtime, ThreadSettings, time_runtimes
+from components.measurement import Runtime, ThreadSettings, time_runtimes
 from pipelines.steps import _measurements_file
 from tests.conftest import PROJECT, copy_run, settings_env
 
 
 def _images(run, spec):
-    from components.data import load_split
+    from components.data.dataset import load_split
 
     return load_split(run / "data", "test", spec.dataset.classes)[0]
 
@@ -67,7 +67,7 @@ def test_the_gate_in_a_plain_shell_times_both_models_with_the_serving_threads(se
 def test_cached_measurements_are_keyed_by_the_thread_settings(settings, trained_run, tmp_path):
     """A rerun under other serving threads must measure again, not reuse the other settings' verdict."""
     from components.spec import parse_spec
-    from components.step_cache import step_key
+    from pipelines.step_cache import step_key
 
     spec, source = trained_run
     run = copy_run(source, tmp_path / "run", spec)

@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from components.data import load_split
+from components.data.dataset import load_split
 from components.deploy.load import run_load, server_rss_bytes
 from components.deploy.local import deploy_local
 from components.deploy.torchserve import TorchServe

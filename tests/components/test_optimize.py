@@ -4,10 +4,9 @@ import numpy as np
 import onnx
 import pytest
 
-from components.data import load_split
+from components.data.dataset import load_split
 from components.onnx_runtime import onnx_predictor
-from components.optimize import optimize_model
-from components.train import load_predictor
+from components.frameworks import load_predictor, optimize_model
 
 
 def test_onnx_export_matches_eager_model_at_batch_1_and_64(trained_run):

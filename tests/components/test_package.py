@@ -9,8 +9,8 @@ import uuid
 import zipfile
 from pathlib import Path
 
-from components.data import unnormalized
-from components.package import build_mar
+from components.data.dataset import unnormalized
+from components.deploy.package import build_mar
 
 
 def test_building_a_mar_leaves_the_system_temp_dir_alone(trained_run, tmp_path):

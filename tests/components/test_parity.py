@@ -7,14 +7,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from components.builtin_datasets import write_shapes
-from components.data import prepare_data
+from components.data.builtin import write_shapes
+from components.data.dataset import prepare_data
 from components.deploy.local import deploy_local
 from components.deploy.torchserve import TorchServe
 from components.imaging import preprocess_files
-from components.optimize import optimize_model
+from components.frameworks import optimize_model
 from components.spec import load_spec
-from components.train import load_predictor, model_preprocessing, train_model
+from components.train import model_preprocessing
+from components.frameworks import load_predictor, train_model
 from tests.conftest import make_settings, spec_for, write_gate_report
 
 
@@ -62,8 +63,8 @@ def _files(tmp_path):
 
 def test_served_logits_equal_the_trained_models_offline_logits(colour_run, tmp_path):
     from components.atomic import copy_file
-    from components.package import build_mar
-    from components.registry import ModelRegistry
+    from components.deploy.package import build_mar
+    from components.registry.model_registry import ModelRegistry
 
     spec, run, settings = colour_run
     prep = model_preprocessing(run / "train")

@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 
 from components.errors import RelayError
-from components.promote import overlay_file, pinned_version, pinned_version_text, promote, rollback
-from components.registry import ModelRegistry, git
+from components.gitops.promote import overlay_file, pinned_version, pinned_version_text, promote, rollback
+from components.registry.model_registry import ModelRegistry
+from components.versioning import git
 from tests.conftest import make_settings, needs_kubectl, write_gate_report
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from components.errors import RelayError
-from components.registry import ModelRegistry, git
+from components.registry.model_registry import ModelRegistry
+from components.versioning import git
 from components.settings import Settings
 from tests.conftest import make_settings, write_gate_report
 

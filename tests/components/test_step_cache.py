@@ -8,9 +8,9 @@ import json
 import pytest
 import yaml
 
-from components.step_cache import RECORD, step_key
+from pipelines.step_cache import RECORD, step_key
 from pipelines.steps import run_step, start_run
-from tests.conftest import spec_for
+from tests.conftest import PROJECT, spec_for
 
 
 @pytest.fixture
@@ -53,7 +53,7 @@ def test_a_changed_parameter_recomputes_only_the_steps_that_read_it(settings, sp
 
 
 def test_the_key_follows_the_data_version_and_the_code(settings, spec_file, monkeypatch):
-    from components import step_cache
+    from pipelines import step_cache
 
     run, _ = _run(spec_file, settings, steps=("data",))
     spec = json.loads((run / "spec.json").read_text())
@@ -67,7 +67,7 @@ def test_the_key_follows_the_data_version_and_the_code(settings, spec_file, monk
     assert step_key("train", spec, run).key != key.key
     manifest.write_text("\n".join(rows) + "\n")
     assert step_key("train", spec, run).key == key.key
-    monkeypatch.setattr(step_cache, "code_version", lambda: "other-code")
+    monkeypatch.setattr(step_cache, "code_version", lambda step: "other-code")
     assert step_key("train", spec, run).key != key.key
     assert step_key("optimize", spec, run).inputs["upstream"] == step_key("train", spec, run).key
 
@@ -78,3 +78,16 @@ def test_the_cache_can_be_turned_off(settings, spec_file, monkeypatch):
     second, again = _run(spec_file, settings, steps=("data", "validate"))
     assert again["validate"]["cache"] == {"reused": False, "key": None}
     assert "not cached" in json.loads((second / RECORD).read_text())["validate"]["why"]
+
+
+def test_a_step_is_keyed_by_its_own_stage_code_not_by_all_of_relay():
+    """The train step's code is the training loops and what they import; deploy and the CLI are not in it."""
+    from pipelines.step_cache import STEP_CODE
+    from pipelines.import_graph import import_closure
+
+    train = {str(path.relative_to(PROJECT)) for path in import_closure(STEP_CODE["train"])}
+    assert {"components/train/torch_train.py", "components/train/keras_train.py", "components/errors.py",
+            "components/atomic.py", "components/settings.py", "components/imaging.py"} <= train
+    assert "components/deploy/torchserve.py" not in train and "pipelines/cli.py" not in train
+    validate = {str(path.relative_to(PROJECT)) for path in import_closure(STEP_CODE["validate"])}
+    assert "components/validate/expectations.py" in validate and "components/train/torch_train.py" not in validate

@@ -9,7 +9,7 @@ from PIL import Image
 
 from components.errors import RelayError
 from components.spec import load_spec
-from components.task_new import create_task, propose_spec, scan
+from components.data.task_new import create_task, propose_spec, scan
 from tests.conftest import make_settings
 
 

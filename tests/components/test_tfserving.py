@@ -11,7 +11,7 @@ import pytest
 
 from components.deploy.tfserving import (TFServingClient, parse_models_config, render_models_config,
                                          servable_version, write_model_base)
-from components.data import load_split
+from components.data.dataset import load_split
 
 
 def test_servable_versions_are_monotonic_integers():

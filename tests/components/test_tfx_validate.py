@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from components.data import prepare_data
+from components.data.dataset import prepare_data
 from components.errors import DataValidationError
-from components.validate import SCHEMAS_DIR, validate_with_tfx
+from components.validate.expectations import SCHEMAS_DIR, validate_with_tfx
 from tests.conftest import spec_for
 
 

@@ -7,7 +7,7 @@ import torch
 
 from components.models.architecture import Architecture
 from components.models.torch_cnn import build_torch_model
-from components.train import load_predictor, train_model
+from components.frameworks import load_predictor, train_model
 from components.train import torch_train
 
 
@@ -66,7 +66,7 @@ def test_mixed_precision_autocasts_to_bfloat16_on_cpu(trained_run, monkeypatch, 
 
 def test_predictor_reloads_the_trained_model(trained_run):
     spec, run = trained_run
-    from components.data import load_split
+    from components.data.dataset import load_split
 
     images, labels, _ = load_split(run / "data", "test", spec.dataset.classes)
     logits = load_predictor(run / "train")(images)

@@ -5,9 +5,9 @@ import shutil
 import pytest
 from PIL import Image
 
-from components.data import prepare_data
+from components.data.dataset import prepare_data
 from components.errors import DataValidationError
-from components.validate import validate_dataset
+from components.validate.expectations import validate_dataset
 from tests.conftest import spec_for
 
 

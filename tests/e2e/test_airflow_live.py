@@ -24,7 +24,7 @@ import pytest
 import requests
 import yaml
 
-from components.builtin_datasets import write_sklearn_digits
+from components.data.builtin import write_sklearn_digits
 from components.deploy.local import served_default
 from components.deploy.torchserve import TorchServe
 from pipelines.airflow_api import AirflowApiError, AirflowClient, generated_password

@@ -16,9 +16,10 @@ import pytest
 import yaml
 from PIL import Image
 
-from components.data import load_split
+from components.data.dataset import load_split
 from components.deploy.torchserve import TorchServe
-from components.registry import ModelRegistry, git
+from components.registry.model_registry import ModelRegistry
+from components.versioning import git
 from tests.conftest import PROJECT, make_settings, settings_env
 
 pytestmark = pytest.mark.e2e

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from components.builtin_datasets import write_shapes
+from components.data.builtin import write_shapes
 from components.deploy.torchserve import TorchServe
 from tests.conftest import PROJECT, make_settings, settings_env
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.builtin_datasets import write_shapes
+from components.data.builtin import write_shapes
 from components.deploy.torchserve import TorchServe
 from tests.conftest import PROJECT, make_settings, settings_env
 

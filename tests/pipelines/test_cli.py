@@ -7,7 +7,7 @@ import socket
 import pytest
 from typer.testing import CliRunner
 
-from components.registry import ModelRegistry
+from components.registry.model_registry import ModelRegistry
 from pipelines.cli import app
 from pipelines.steps import RUN_SPEC
 from tests.conftest import settings_env

@@ -14,7 +14,7 @@ import requests
 
 from components.deploy.local import _record, deploy_local
 from components.deploy.torchserve import TorchServe
-from components.data import load_split
+from components.data.dataset import load_split
 from tests.conftest import PROJECT, make_settings, register_onnx, settings_env
 
 RELAY = str(PROJECT / "bin" / "relay")

@@ -4,7 +4,7 @@ import shutil
 import pytest
 
 from components.errors import RelayError
-from components.registry import ModelRegistry
+from components.registry.model_registry import ModelRegistry
 from pipelines.steps import RUN_SPEC, latest_run, run_spec, run_step, start_run
 from tests.conftest import copy_run
 
@@ -58,8 +58,8 @@ def test_a_model_worse_than_the_served_default_fails_the_gate(settings, trained_
     """No production stage exists: for a task served locally, the served default is the champion."""
     from components.deploy.local import deploy_local
     from components.deploy.torchserve import TorchServe
-    from components.optimize import optimize_model
-    from components.train import train_model
+    from components.frameworks import optimize_model
+    from components.frameworks import train_model
     from tests.conftest import register_onnx
 
     spec, source = trained_run

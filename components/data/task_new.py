@@ -19,7 +19,7 @@ import yaml
 
 from components import versioning
 from components.atomic import atomic_dir, write_text
-from components.data import Discovery, describe_files, discover
+from components.data.dataset import Discovery, describe_files, discover
 from components.errors import RelayError
 from components.imaging import Preprocessing
 from components.settings import Settings, get_settings

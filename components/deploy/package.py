@@ -11,7 +11,8 @@ from pathlib import Path
 
 import yaml
 
-from components import imaging, model_version, onnx_runtime
+from components import imaging, onnx_runtime
+from components.registry import model_version
 from components.atomic import copy_file
 from components.errors import RelayError
 from components.imaging import Preprocessing

@@ -25,7 +25,7 @@ from rich.progress import Progress
 from components import versioning
 from components.atomic import atomic_dir, write_json
 from components.child_processes import process_pool
-from components.builtin_datasets import GENERATORS
+from components.data.builtin import GENERATORS
 from components.errors import RelayError
 from components.imaging import ImageRejected, Preprocessing, load_pixels, open_checked, preprocess_files
 from components.run_files import DATA_INFO, MANIFEST

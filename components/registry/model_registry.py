@@ -22,13 +22,12 @@ from pathlib import Path
 import semver
 
 from components import versioning
+from components.versioning import git
 from components.atomic import sha256_file, write_json
 from components.errors import RelayError
 from components.run_files import GATE_JSON
 from components.settings import Settings, get_settings
 
-GIT_IDENTITY = {"GIT_AUTHOR_NAME": "Relay", "GIT_AUTHOR_EMAIL": "relay@localhost",
-                "GIT_COMMITTER_NAME": "Relay", "GIT_COMMITTER_EMAIL": "relay@localhost"}
 LOCAL_BRANCH = "main"  # a registry without a remote; with one, the remote's default branch (its HEAD)
 MODEL_JSON = "model.json"
 
@@ -41,15 +40,6 @@ class Registration:
     commit: str
     artifacts_dir: Path
     reused: bool = False  # True: this run was registered before (a retried step); nothing new was made
-
-
-def git(args: list[str], repo: Path, check: bool = True) -> str:
-    """Run git in ``repo`` with Relay's identity; raise RelayError with git's message on failure."""
-    proc = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True,
-                          env={**os.environ, **GIT_IDENTITY})
-    if check and proc.returncode != 0:
-        raise RelayError(f"git {' '.join(args)} failed in {repo}: {(proc.stderr or proc.stdout).strip()}")
-    return proc.stdout.strip()
 
 
 class ModelRegistry:

@@ -7,7 +7,7 @@ used one, and TensorFlow fixes its thread pools the first time it runs, so a pro
 TensorFlow cannot time a Keras model under other settings. The child records the thread counts each
 runtime really had, and the callers put them in their reports.
 
-The child is this module (``python -m components.latency REQUEST.json``). It runs only Relay's own code,
+The child is this module (``python -m components.measurement REQUEST.json``). It runs only Relay's own code,
 never the caller's main script.
 """
 
@@ -103,7 +103,7 @@ def time_runtimes(runtimes: list[Runtime], batches: dict[str, np.ndarray], runs:
         (work / "request.json").write_text(json.dumps(request))
         python_path = os.pathsep.join(filter(None, [str(PROJECT_DIR), os.environ.get("PYTHONPATH")]))
         env = {**os.environ, **threads.environment(), "PYTHONPATH": python_path, "TF_CPP_MIN_LOG_LEVEL": "2"}
-        done = subprocess.run([sys.executable, "-m", "components.latency", str(work / "request.json")],
+        done = subprocess.run([sys.executable, "-m", "components.measurement", str(work / "request.json")],
                               env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
         if done.returncode != 0:
             raise RelayError(f"timing {', '.join(r.name for r in runtimes)} failed in its own process "

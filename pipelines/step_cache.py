@@ -2,8 +2,9 @@
 
 A step's key is the content hash of what decides its output:
 - the data version: the data step's manifest (every file's content hash, label and split) and data.json;
-- the code: every Python file of ``components/`` and ``pipelines/steps.py``, and the locks that pin the
-  libraries. Coarse on purpose: a stale reuse would be a silent wrong model, a needless recompute only time;
+- the code: the step's own stage and every Relay module it imports (``STEP_CODE``, followed through the
+  import graph, so the ground floor is always in), ``pipelines/steps.py``, and the locks that pin the
+  libraries. A change elsewhere (deploy, the CLI) leaves the key as it was;
 - the effective parameters: the spec sections the step reads;
 - the keys of the steps it reads from (optimize reads train's output, the gate also the champion's version).
 
@@ -23,11 +24,12 @@ from functools import lru_cache
 from pathlib import Path
 
 from components.atomic import atomic_dir, write_json
-from components.latency import ThreadSettings
+from components.measurement import ThreadSettings
 from components.machine import describe_machine
 from components.run_files import DATA_INFO, MANIFEST
 from components.settings import PROJECT_DIR, Settings
 from components.spec import TaskSpec
+from pipelines.import_graph import import_closure
 
 # The spec sections each cached step reads, and the step outputs (run subdirectories) it produces.
 _READS = {
@@ -38,16 +40,26 @@ _READS = {
 }
 OUTPUTS = {"validate": ("validate", "tfx"), "train": ("train",), "optimize": ("optimize",), "gate": ("gate",)}
 _UPSTREAM = {"optimize": "train", "gate": "optimize"}
+# The modules that make each step's output; each brings what it imports. The entry points load a framework's
+# backend by name (importlib), which no import statement shows, so the backends are named here.
+STEP_CODE = {
+    "validate": ["components.validate.expectations"],
+    "train": ["components.frameworks.pytorch", "components.frameworks.tensorflow"],
+    "optimize": ["components.frameworks.pytorch", "components.frameworks.tensorflow",
+                 "components.optimize.quantize"],
+    "gate": ["components.gate.verdict", "components.measurement", "components.frameworks.pytorch",
+             "components.frameworks.tensorflow"],
+}
 CACHED_STEPS = tuple(OUTPUTS)
 RECORD = "steps.json"  # in the run directory: per step, computed or reused, and why
 ENTRY = "entry.json"
 
 
-@lru_cache(maxsize=1)
-def code_version() -> str:
-    """Hash of Relay's step code and the pinned library versions."""
+@lru_cache(maxsize=None)
+def code_version(step: str) -> str:
+    """Hash of ``step``'s code (its stage and what that imports) and the pinned library versions."""
     digest = hashlib.sha256()
-    files = sorted((PROJECT_DIR / "components").rglob("*.py")) + [PROJECT_DIR / "pipelines" / "steps.py"]
+    files = import_closure(STEP_CODE[step]) + [PROJECT_DIR / "pipelines" / "steps.py"]
     files += sorted((PROJECT_DIR / "requirements").glob("*.lock"))  # a checkout's locks (a wheel has none)
     for path in files:
         digest.update(str(path.relative_to(PROJECT_DIR)).encode() + b"\0" + path.read_bytes() + b"\0")
@@ -75,7 +87,7 @@ class StepKey:
 def step_key(step: str, spec: TaskSpec, run: Path, champion: str | None = None) -> StepKey:
     """The key of ``step`` in ``run``: data version, code, the spec sections it reads, upstream keys."""
     spec_data = spec.model_dump(mode="json")
-    inputs = {"step": step, "data": data_version(run), "code": code_version(),
+    inputs = {"step": step, "data": data_version(run), "code": code_version(step),
               "params": {section: spec_data[section] for section in _READS[step]}}
     if upstream := _UPSTREAM.get(step):
         inputs["upstream"] = step_key(upstream, spec, run).key

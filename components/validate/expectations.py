@@ -27,9 +27,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from components import tfx_validate
+from components.validate import tfx_pipeline
 from components.atomic import atomic_dir, write_json
-from components.data import MANIFEST, SKIPPED, read_data_info, read_manifest
+from components.data.dataset import MANIFEST, SKIPPED, read_data_info, read_manifest
 from components.run_files import VALIDATION
 from components.errors import DataValidationError
 from components.settings import PROJECT_DIR, Settings
@@ -209,7 +209,7 @@ def _baselines(settings: Settings, task: str) -> Path:
 
 
 def validate_with_tfx(spec: TaskSpec, data_dir: Path, out_dir: Path, settings: Settings) -> TfxResult:
-    """Run ``components.tfx_validate`` in the TFX environment; raise if it finds anomalies or drift.
+    """Run ``components.validate.tfx_pipeline`` in the TFX environment; raise if it finds anomalies or drift.
 
     Drift is measured against the statistics of the last dataset version that passed; a version
     that passes becomes the next baseline. The curated schema is ``pipelines/schemas/<task>/schema.pbtxt``;
@@ -228,7 +228,7 @@ def validate_with_tfx(spec: TaskSpec, data_dir: Path, out_dir: Path, settings: S
     with atomic_dir(out_dir) as tmp:
         # The TFX environment is Python 3.10: it runs the module as a script, isolated (-I), so neither Relay's
         # directory nor PYTHONPATH (an installed Relay lives in the 3.11 site-packages) reaches its imports.
-        command = [str(python), "-I", str(Path(tfx_validate.__file__)), "--manifest", str(data_dir / MANIFEST),
+        command = [str(python), "-I", str(Path(tfx_pipeline.__file__)), "--manifest", str(data_dir / MANIFEST),
                    "--out", str(tmp), "--label-linf", str(spec.dataset.drift.label_linf),
                    "--js-threshold", str(spec.dataset.drift.numeric_js)]
         if schema.exists():

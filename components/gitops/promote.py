@@ -17,11 +17,12 @@ from pathlib import Path
 
 import yaml
 
-from components import model_version
+from components.registry import model_version
 from components.deploy.kubernetes import live_check
 from components.errors import RelayError
 from components.frameworks import backend
-from components.registry import ModelRegistry, git
+from components.registry.model_registry import ModelRegistry
+from components.versioning import git
 from components.settings import PROJECT_DIR, Settings, get_settings, is_source_checkout
 
 ENVIRONMENTS = ("staging", "production")

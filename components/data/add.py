@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from components import versioning
-from components.data import ensure_dataset
+from components.data.dataset import ensure_dataset
 from components.errors import RelayError
-from components.registry import git
+from components.versioning import git
 from components.settings import Settings, get_settings
 from components.spec import load_spec
-from components.task_new import scan
+from components.data.task_new import scan
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from components.atomic import write_text
 from components.html_report import STYLE, figure_png, image_tag, png_tag, pyplot, table
-from components.registry import ModelRegistry, git
+from components.registry.model_registry import ModelRegistry
+from components.versioning import git
 from components.run_files import (DATA_INFO, DEPLOYMENT, GATE_COMPARISON_PLOT, GATE_JSON, GATE_PLOT,
                                   LINEAGE_CARD, METRICS, OPTIMIZE_INFO, REGISTRATION, RUN_PARAMS, SPEC)
 from components.settings import PROJECT_DIR, Settings, is_source_checkout, relay_version

@@ -65,7 +65,7 @@ def _accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class Latency:
-    """p50 batch-1 latencies of both models, measured elsewhere (components.latency), and how."""
+    """p50 batch-1 latencies of both models, measured elsewhere (components.measurement), and how."""
 
     original_ms: float
     optimized_ms: float

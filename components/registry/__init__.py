@@ -1,0 +1,1 @@
+"""Registry: model versions in git and DVC, registered with GTO."""
