@@ -8,7 +8,7 @@ export PYTHONPATH := $(CURDIR)
 export OMP_NUM_THREADS ?= 1
 export RELAY_HOME ?= $(HOME)/.relay
 
-.PHONY: help setup demo test bench airflow lock clean-home
+.PHONY: help setup demo test test-fast bench airflow lock clean-home
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -21,6 +21,9 @@ demo: setup  ## Run the digits DAG through Airflow and leave the model served by
 
 test: setup  ## Run the whole test suite (unit, data, model and end-to-end DAG tests)
 	$(PY) -m pytest
+
+test-fast: setup  ## Run the unit and contract tests (no training, no Airflow, no TorchServe): a few minutes
+	$(PY) -m pytest -m "not slow"
 
 bench: setup  ## Measure speed figures; prints a table and writes bench/results.json
 	$(PY) -m bench.run

@@ -24,14 +24,12 @@ import torch  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from components.bakeoff.measure import run_measuring_peak_rss  # noqa: E402
 from components.data.dataset import load_split  # noqa: E402
-from components.gate.verdict import p50_latency_ms  # noqa: E402
-from components.measurement import Runtime, ThreadSettings, time_runtimes  # noqa: E402
+from components.frameworks import load_predictor, optimize_model  # noqa: E402
+from components.measurement import (SERVING_WARMUP_REQUESTS, Runtime, ThreadSettings, p50_latency_ms,  # noqa: E402
+                                    run_measuring_peak_rss, time_runtimes)
 from components.onnx_runtime import onnx_predictor  # noqa: E402
-from components.frameworks import optimize_model  # noqa: E402
 from components.settings import PROJECT_DIR, Settings, free_ports  # noqa: E402
-from components.frameworks import load_predictor  # noqa: E402
 from pipelines.steps import run_spec, run_step, start_run  # noqa: E402
 
 torch.set_num_threads(1)
@@ -96,7 +94,7 @@ def _interleaved(first: Runtime, second: Runtime, sample, runs: int, rounds: int
     return timings.p50(first.name, "sample"), timings.p50(second.name, "sample")
 
 
-def measure_models(home: Path) -> dict[str, float]:
+def measure_eager_and_onnx(home: Path) -> dict[str, float]:
     """Latency ratios and conversion time on the default digits model, trained as the spec says."""
     settings = Settings(home=home)
     run = start_run("digits", settings=settings)
@@ -426,7 +424,6 @@ def measure_bakeoffs(home: Path, tasks: tuple[str, ...] = ("digits", "shapes")) 
     return figures
 
 
-WARMUP_REQUESTS = 10_000  # per served model, before its timed loops
 # Relay's default (the spec's deploy section) against other batching settings: the trade-off table.
 SERVING_SETTINGS = {"no batching": {"batch_size": 1, "max_batch_delay_ms": 1},
                     "batch 8, 1 ms": {"batch_size": 8, "max_batch_delay_ms": 1},
@@ -458,7 +455,7 @@ def measure_serving(home: Path, requests: int = 4000) -> dict[str, float]:
     def loads(server: TorchServe, name: str) -> dict[int, object]:
         # Steady state: the JVM's JIT needs thousands of requests (after 1,000, a fresh server was still
         # 30% slower at 32 clients than the same settings measured later on a warm one).
-        run_load(server, name, bodies, total=WARMUP_REQUESTS, concurrency=8)
+        run_load(server, name, bodies, total=SERVING_WARMUP_REQUESTS, concurrency=8)
         return {c: run_load(server, name, bodies, total=requests, concurrency=c) for c in (1, 8, 32)}
 
     figures, table = {}, {}
@@ -538,7 +535,7 @@ def main() -> None:
             figures.update(measure_bakeoffs(Path(tmp) / "bakeoff"))
             figures.update(measure_rerun(Path(tmp) / "rerun"))
             figures.update(measure_shapes(Path(tmp) / "shapes"))
-            figures.update(measure_models(Path(tmp) / "models"))
+            figures.update(measure_eager_and_onnx(Path(tmp) / "models"))
             figures.update(measure_tensorflow(Path(tmp) / "tensorflow"))
             figures.update(measure_load(Path(tmp) / "load"))
         if not args.skip_demo and args.only is None:

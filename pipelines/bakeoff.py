@@ -22,6 +22,7 @@ from components.bakeoff.report import write_report
 from components.bakeoff.result import BakeoffResult
 from components.errors import RelayError
 from components.machine import describe_machine
+from components.measurement import run_measuring_peak_rss
 from components.settings import PROJECT_DIR, Settings, get_settings, own_server_settings, settings_env
 from components.spec import BAKEOFF, load_spec
 from pipelines.steps import airflow_run_dir, run_spec, run_step, start_run
@@ -95,7 +96,7 @@ def _candidate(task: str, framework: str, model: str, overrides: dict, settings:
     fresh = Settings(**{**settings.model_dump(), "step_cache": False})
     env = {**os.environ, **settings_env(fresh), "PYTHONPATH": str(PROJECT_DIR)}
     log("  train (child process)")
-    peak_rss = measure.run_measuring_peak_rss(measure.train_command(run), env, run / "train.log")
+    peak_rss = run_measuring_peak_rss(measure.train_command(run), env, run / "train.log")
     log("  optimize, gate")
     run_step("optimize", run, fresh)
     gate = run_step("gate", run, fresh)

@@ -118,7 +118,7 @@ def _optimize(spec: TaskSpec, run: Path, settings: Settings) -> dict:
 
 def _gate(spec: TaskSpec, run: Path, settings: Settings) -> dict:
     from components.data.dataset import load_split, split_files
-    from components.gate.verdict import Champion, Latency, decide_gate, measure_models, write_gate
+    from components.gate.verdict import Champion, Latency, decide_gate, measure_model_pair, write_gate
     from components.imaging import Preprocessing, preprocess_files
     from components.measurement import Runtime, ThreadSettings, time_runtimes
     from components.onnx_runtime import onnx_predictor
@@ -146,7 +146,7 @@ def _gate(spec: TaskSpec, run: Path, settings: Settings) -> dict:
                                  Runtime.onnx("optimized", run / "optimize" / OPTIMIZED_MODEL)],
                                 {"b1": images[:1]}, {"b1": spec.gate.latency_runs}, threads)
         latency = Latency(timings.p50("original", "b1"), timings.p50("optimized", "b1"), timings.method())
-        measured = measure_models(load_predictor(run / "train"), onnx_predictor(run / "optimize" / OPTIMIZED_MODEL),
+        measured = measure_model_pair(load_predictor(run / "train"), onnx_predictor(run / "optimize" / OPTIMIZED_MODEL),
                                   images, labels, spec.gate.latency_runs, latency)
         _store_measurements(spec, run, settings, measured)
     gate = decide_gate(spec.gate, measured, images, labels, champion, spec.dataset.classes)

@@ -42,6 +42,17 @@ def make_settings(home: Path, **extra) -> Settings:
                     ts_grpc_management_port=grpc_management, ts_heap="256m", **extra)
 
 
+# The fast tier (`make test-fast`, `pytest -m "not slow"`) leaves out whatever trains a model, starts Airflow,
+# TorchServe or another server, or runs TFX: the e2e tests, the tests that use a trained run, and those marked.
+TRAINING_FIXTURES = {"trained_run", "keras_run"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.get_closest_marker("e2e") or TRAINING_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return make_settings(tmp_path / "relay-home")
@@ -87,8 +98,7 @@ def spec_for(spec, dataset: Path, **changes):
 def trained_run(tmp_path_factory, digits_spec, small_dataset):
     """One run of the small dataset through data → validate → train → optimize, shared read-only."""
     from components.data.dataset import prepare_data
-    from components.frameworks import optimize_model
-    from components.frameworks import train_model
+    from components.frameworks import optimize_model, train_model
     from components.validate.expectations import validate_dataset
 
     home = tmp_path_factory.mktemp("trained-run")
@@ -105,8 +115,7 @@ def trained_run(tmp_path_factory, digits_spec, small_dataset):
 @pytest.fixture(scope="session")
 def keras_run(trained_run, tmp_path_factory):
     """The shared small run, trained again with Keras (mixed_bfloat16 on this CPU)."""
-    from components.frameworks import optimize_model
-    from components.frameworks import train_model
+    from components.frameworks import optimize_model, train_model
 
     spec, source = trained_run
     spec = apply_overrides(spec, {"framework": "tensorflow"})  # validated: its exporter becomes tf2onnx

@@ -131,8 +131,8 @@ def measure_candidate(spec: TaskSpec, run: Path, work: Path, log=print) -> dict:
 
 
 def method(spec: TaskSpec) -> dict:
-    from components.bakeoff.measure import CONCURRENCY, WARMUP_REQUESTS
-    from components.measurement import WARMUP_CALLS, ThreadSettings
+    from components.bakeoff.measure import CONCURRENCY
+    from components.measurement import SERVING_WARMUP_REQUESTS, WARMUP_CALLS, ThreadSettings
 
     cfg = spec.bakeoff
     return {
@@ -142,7 +142,7 @@ def method(spec: TaskSpec) -> dict:
                     "caller_OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "(unset)")},
         "warmup_calls": WARMUP_CALLS, "latency_runs_b1": cfg.latency_runs, "latency_runs_b64": max(10, cfg.latency_runs // 10),
         "serving_requests_per_level": cfg.serving_requests, "serving_concurrency": list(CONCURRENCY),
-        "serving_warmup_requests": WARMUP_REQUESTS, "serving_rounds": 2,
+        "serving_warmup_requests": SERVING_WARMUP_REQUESTS, "serving_rounds": 2,
         "serving_order": "candidates alternate within each level, reversed every other round",
         "throughput_epochs": cfg.throughput_epochs, "throughput_warmup_epochs": 1,
         "bootstrap_samples": cfg.bootstrap_samples,

@@ -9,10 +9,7 @@ criterion when their intervals overlap.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,26 +17,11 @@ import numpy as np
 from components.deploy.load import run_load
 from components.deploy.torchserve import TorchServe
 from components.frameworks import backend
-from components.measurement import Runtime, ThreadSettings, time_runtimes
-from components.settings import PROJECT_DIR
+from components.measurement import (SERVING_WARMUP_REQUESTS, Runtime, ThreadSettings, time_runtimes,
+                                    with_interval)
 from components.spec import TaskSpec
 
-WARMUP_REQUESTS = 2000  # per candidate: workers, connections and the JVM's JIT
 CONCURRENCY = (1, 8, 32)
-
-
-def bootstrap_interval(values: np.ndarray, statistic: Callable, samples: int, seed: int = 0) -> tuple[float, float]:
-    """The 2.5th and 97.5th percentiles of ``statistic`` over ``samples`` resamples of ``values``."""
-    values = np.asarray(values, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    resampled = statistic(values[rng.integers(0, len(values), (samples, len(values)))], axis=1)
-    low, high = np.percentile(resampled, [2.5, 97.5])
-    return float(low), float(high)
-
-
-def with_interval(values, statistic: Callable, samples: int) -> dict:
-    low, high = bootstrap_interval(values, statistic, samples)
-    return {"value": float(statistic(np.asarray(values, dtype=np.float64))), "low": low, "high": high}
 
 
 def accuracy_figures(logits: np.ndarray, labels: np.ndarray, samples: int) -> dict:
@@ -74,7 +56,7 @@ def serving_figures(server: TorchServe, models: dict[str, str], bodies: list[byt
     the candidates (in reverse order every other round), after a warm-up of each model, so that the JVM
     warming up and drifts in machine load hit every candidate alike. Every non-200 answer is counted."""
     for name in models.values():
-        run_load(server, name, bodies, total=WARMUP_REQUESTS, concurrency=8)  # workers, JIT, connections
+        run_load(server, name, bodies, total=SERVING_WARMUP_REQUESTS, concurrency=8)  # workers, JIT, connections
     loads = {candidate: {level: [] for level in CONCURRENCY} for candidate in models}
     order = list(models)
     for round_ in range(rounds):
@@ -121,19 +103,6 @@ def training_throughput(spec: TaskSpec, data_dir: Path, work: Path) -> dict:
 def time_to_best(history: list[dict], best_epoch: int) -> float:
     """Seconds from the start of training to the end of the epoch with the best validation accuracy."""
     return next(row["elapsed_seconds"] for row in history if row["epoch"] == best_epoch)
-
-
-def run_measuring_peak_rss(command: list[str], env: dict, log: Path) -> float:
-    """Run ``command`` (its output to ``log``); return its peak RSS in MB (``wait4``'s rusage of that child).
-    Raise with the log's tail if it fails."""
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=PROJECT_DIR)
-        _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        tail = log.read_text(errors="replace")[-2000:]
-        raise RuntimeError(f"{' '.join(command)} failed ({process.returncode}); {log}:\n{tail}")
-    return usage.ru_maxrss / 1024
 
 
 def train_command(run_dir: Path) -> list[str]:

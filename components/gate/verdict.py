@@ -6,19 +6,17 @@ the production champion) and the held-out split fixed by the data version.
 
 from __future__ import annotations
 
-import statistics
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from components.atomic import atomic_dir, write_json, write_text
+from components.measurement import p50_latency_ms
+from components.models import Predictor
 from components.run_files import GATE_COMPARISON_PLOT, GATE_JSON, GATE_PLOT, GATE_REPORT
 from components.spec import GateSpec
 
-Predictor = Callable[[np.ndarray], np.ndarray]
 # Accuracies are ratios of counts: without this, 0.5 pp "at most 0.5 pp" fails on float rounding.
 EPSILON = 1e-9
 
@@ -42,23 +40,6 @@ class GateResult:
     failed_checks: list[str]
 
 
-def latency_samples_ms(predict: Predictor, sample: np.ndarray, runs: int, warmup: int = 30) -> list[float]:
-    """Wall time of each of ``runs`` calls on ``sample`` after ``warmup`` calls, in milliseconds."""
-    for _ in range(warmup):
-        predict(sample)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        predict(sample)
-        times.append((time.perf_counter() - start) * 1000)
-    return times
-
-
-def p50_latency_ms(predict: Predictor, sample: np.ndarray, runs: int, warmup: int = 30) -> float:
-    """Median wall time of one call on ``sample`` after ``warmup`` calls, in milliseconds."""
-    return statistics.median(latency_samples_ms(predict, sample, runs, warmup))
-
-
 def _accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float((logits.argmax(axis=1) == labels).mean())
 
@@ -72,7 +53,7 @@ class Latency:
     method: dict
 
 
-def measure_models(original: Predictor, optimized: Predictor, images: np.ndarray, labels: np.ndarray,
+def measure_model_pair(original: Predictor, optimized: Predictor, images: np.ndarray, labels: np.ndarray,
                    latency_runs: int, latency: Latency | None = None) -> dict:
     """What the gate measures of the new model pair alone: accuracies, agreement, logit difference, p50
     latencies, and the optimized model's predictions. It does not depend on the champion or the thresholds,
@@ -106,13 +87,13 @@ def evaluate_gate(thresholds: GateSpec, original: Predictor, optimized: Predicto
     With ``classes``, it also holds the challenger's (the optimized model's) and the champion's confusion
     matrices and per-class precision and recall on that set, side by side.
     """
-    measured = measure_models(original, optimized, images, labels, thresholds.latency_runs)
+    measured = measure_model_pair(original, optimized, images, labels, thresholds.latency_runs)
     return decide_gate(thresholds, measured, images, labels, champion, classes)
 
 
 def decide_gate(thresholds: GateSpec, measured: dict, images: np.ndarray, labels: np.ndarray,
                 champion: Champion | None = None, classes: list[str] | None = None) -> dict:
-    """Decide each check from ``measure_models``' figures and, when there is one, the champion re-scored on
+    """Decide each check from ``measure_model_pair``'s figures and, when there is one, the champion re-scored on
     the same held-out set."""
     acc_original, acc_optimized = measured["accuracy_original"], measured["accuracy_optimized"]
     agreement, max_abs_diff = measured["agreement"], measured["max_abs_logit_diff"]

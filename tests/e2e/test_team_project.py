@@ -10,7 +10,6 @@ the project: no PYTHONPATH, no RELAY_PROJECT_DIR, no OMP_NUM_THREADS.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess

@@ -98,7 +98,7 @@ def test_a_step_after_a_failed_one_says_which_step_to_run(settings, trained_run,
 
 def test_training_killed_mid_epoch_reruns_to_completion(settings, trained_run, tmp_path):
     """SIGKILL a real `relay step train` after its first epoch; the rerun (with another epoch count, so it
-    starts over) completes, nothing half-published. Resuming is tested in tests/components/test_train.py."""
+    starts over) completes, nothing half-published. Resuming is tested in tests/components/train/test_train.py."""
     import os
     import signal
     import subprocess

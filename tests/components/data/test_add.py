@@ -11,7 +11,7 @@ from components.data.add import add_data, commit_command
 from components.errors import RelayError
 from components.spec import SPECS_DIR
 from components.data.task_new import create_task
-from tests.components.test_task_new import _folder, project  # noqa: F401  (the fixture)
+from tests.components.data.test_task_new import _folder, project  # noqa: F401  (the fixture)
 from tests.conftest import make_settings
 
 

@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from components.measurement import Runtime, ThreadSettings, time_runtimes
+from components.measurement import Runtime, ThreadSettings, bootstrap_interval, time_runtimes, with_interval
 from pipelines.steps import _measurements_file
 from tests.conftest import PROJECT, copy_run, settings_env
 
@@ -87,3 +87,16 @@ def test_a_failing_runtime_says_which_and_why(trained_run, tmp_path):
     with pytest.raises(RelayError, match="timing broken failed in its own process"):
         time_runtimes([Runtime.onnx("broken", tmp_path / "broken.onnx")], {"b1": np.zeros((1, 1, 8, 8), np.float32)},
                       {"b1": 10}, ThreadSettings(1))
+
+
+def test_bootstrap_intervals_bracket_the_figure_and_narrow_with_more_data():
+    rng = np.random.default_rng(1)
+    small, large = rng.random(100) < 0.9, rng.random(10_000) < 0.9
+    low, high = bootstrap_interval(small.astype(float), np.mean, 1000)
+    assert low <= small.mean() <= high
+    figure = with_interval(large.astype(float), np.mean, 1000)
+    assert figure["low"] <= figure["value"] <= figure["high"]
+    assert figure["high"] - figure["low"] < (high - low) / 5
+    # About the normal approximation's width for a proportion.
+    expected = 2 * 1.96 * np.sqrt(0.9 * 0.1 / 10_000)
+    assert figure["high"] - figure["low"] == pytest.approx(expected, rel=0.2)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
-from components.bakeoff.measure import bootstrap_interval, time_to_best, with_interval
+from components.bakeoff.measure import time_to_best
 from components.bakeoff.report import judge, recommend
 
 
@@ -67,19 +66,6 @@ def test_overlapping_intervals_are_a_tie_and_score_alike():
     verdicts = {v["key"]: v for v in judge([ACCURATE_SLOW, FAST_LESS_ACCURATE])}
     assert verdicts["train_speed"]["winner"] == "tensorflow/resnet"
     assert verdicts["accuracy"]["winner"] == "pytorch/resnet"
-
-
-def test_bootstrap_intervals_bracket_the_figure_and_narrow_with_more_data():
-    rng = np.random.default_rng(1)
-    small, large = rng.random(100) < 0.9, rng.random(10_000) < 0.9
-    low, high = bootstrap_interval(small.astype(float), np.mean, 1000)
-    assert low <= small.mean() <= high
-    figure = with_interval(large.astype(float), np.mean, 1000)
-    assert figure["low"] <= figure["value"] <= figure["high"]
-    assert figure["high"] - figure["low"] < (high - low) / 5
-    # About the normal approximation's width for a proportion.
-    expected = 2 * 1.96 * np.sqrt(0.9 * 0.1 / 10_000)
-    assert figure["high"] - figure["low"] == pytest.approx(expected, rel=0.2)
 
 
 def test_time_to_best_is_the_elapsed_time_at_the_best_epoch():
