@@ -29,6 +29,7 @@ from components.frameworks import load_predictor, optimize_model  # noqa: E402
 from components.measurement import (SERVING_WARMUP_REQUESTS, Runtime, ThreadSettings, p50_latency_ms,  # noqa: E402
                                     run_measuring_peak_rss, time_runtimes)
 from components.onnx_runtime import onnx_predictor  # noqa: E402
+from components.run_files import RunDir  # noqa: E402
 from components.settings import PROJECT_DIR, Settings, free_ports  # noqa: E402
 from pipelines.steps import run_spec, run_step, start_run  # noqa: E402
 
@@ -98,19 +99,20 @@ def measure_eager_and_onnx(home: Path) -> dict[str, float]:
     """Latency ratios and conversion time on the default digits model, trained as the spec says."""
     settings = Settings(home=home)
     run = start_run("digits", settings=settings)
+    layout = RunDir(run)
     for step in ("data", "validate", "train"):
         run_step(step, run, settings)
     cold = subprocess.run([sys.executable, "-m", "pipelines.cli", "step", "optimize", "--run-dir", str(run)],
                           env=_env(home), capture_output=True, text=True, cwd=PROJECT_DIR)
     if cold.returncode != 0:
         raise RuntimeError(cold.stderr)
-    conversion_cold = json.loads((run / "optimize" / "optimize.json").read_text())["conversion_seconds"]
+    conversion_cold = json.loads((layout.optimize_info).read_text())["conversion_seconds"]
     spec = run_spec(run)
-    optimize_model(spec, run / "train", run / "data", home / "warmup")  # loads the exporter in this process
-    warm = optimize_model(spec, run / "train", run / "data", home / "warm").conversion_seconds
+    optimize_model(spec, layout.train, layout.data, home / "warmup")  # loads the exporter in this process
+    warm = optimize_model(spec, layout.train, layout.data, home / "warm").conversion_seconds
 
-    images, _, _ = load_split(run / "data", "test", spec.dataset.classes)
-    eager, onnx = Runtime.native("eager", "pytorch", run / "train"), Runtime.onnx("onnx", run / "optimize" / "model.onnx")
+    images, _, _ = load_split(layout.data, "test", spec.dataset.classes)
+    eager, onnx = Runtime.native("eager", "pytorch", layout.train), Runtime.onnx("onnx", layout.optimized_model)
     b1_eager, b1_onnx = _interleaved(eager, onnx, images[:1], 2000)
     b64_eager, b64_onnx = _interleaved(eager, onnx, images[:64], 300)
     return {
@@ -130,15 +132,16 @@ def measure_tensorflow(home: Path) -> dict[str, float]:
 
     settings = Settings(home=home)
     run = start_run("digits", {"framework": "tensorflow"}, settings=settings)
+    layout = RunDir(run)
     for step in ("data", "train", "optimize"):
         run_step(step, run, settings)
     spec = run_spec(run)
-    tfx_report = validate_with_tfx(spec, run / "data", run / "tfx", settings).report
+    tfx_report = validate_with_tfx(spec, layout.data, layout.tfx, settings).report
     tfx_seconds = json.loads(tfx_report.read_text())["pipeline_seconds"]
 
-    images, labels, _ = load_split(run / "data", "test", spec.dataset.classes)
-    keras_model = Runtime.native("keras", "tensorflow", run / "train")
-    onnx = Runtime.onnx("onnx", run / "optimize" / "model.onnx")
+    images, labels, _ = load_split(layout.data, "test", spec.dataset.classes)
+    keras_model = Runtime.native("keras", "tensorflow", layout.train)
+    onnx = Runtime.onnx("onnx", layout.optimized_model)
     b1_keras, b1_onnx = _interleaved(keras_model, onnx, images[:1], 300)
     b64_keras, b64_onnx = _interleaved(keras_model, onnx, images[:64], 100)
 
@@ -267,7 +270,7 @@ def _plain_loop_images_per_s(run: Path, spec, epochs: int = 1) -> float:
     from components.models.torch_cnn import build_torch_model
     from components.train.loader import open_run_data
 
-    source, splits = open_run_data(run / "data", spec.dataset.classes, True)
+    source, splits = open_run_data(RunDir(run).data, spec.dataset.classes, True)
     train = splits["train"]
     pixels = torch.from_numpy(np.asarray(np.load(source.cache, mmap_mode="r")[np.sort(train.rows)]))
     mean = torch.tensor(source.prep.mean).view(1, -1, 1, 1)
@@ -322,11 +325,12 @@ def measure_shapes(home: Path) -> dict[str, float]:
 
     # The spec's own run, in a subprocess so its peak RSS is its own: data → train (its epochs).
     run = start_run("shapes", settings=settings)
-    shutil.rmtree(run / "data", ignore_errors=True)
-    shutil.copytree(cold_dir, run / "data")
+    layout = RunDir(run)
+    shutil.rmtree(layout.data, ignore_errors=True)
+    shutil.copytree(cold_dir, layout.data)
     train_command = [sys.executable, "-m", "pipelines.cli", "step", "train", "--run-dir", str(run)]
     rss_full = run_measuring_peak_rss(train_command, env, home / "train-full.log")
-    metrics = json.loads((run / "train" / "metrics.json").read_text())
+    metrics = json.loads(layout.metrics.read_text())
     run_step("optimize", run, settings)
 
     # The same, one epoch on a quarter of the data: memory should not grow with the dataset.
@@ -343,22 +347,22 @@ def measure_shapes(home: Path) -> dict[str, float]:
     relay_dir = home / "relay-loop"
     from components.frameworks import train_model
 
-    train_model(plain_spec, run / "data", relay_dir / "train")
+    train_model(plain_spec, layout.data, relay_dir / "train")
     relay_rate = json.loads((relay_dir / "train" / "metrics.json").read_text())["train_loop_images_per_second"]
     plain_rate = _plain_loop_images_per_s(run, plain_spec)
 
     # Inference on the trained resnet: eager vs ORT, fp32 and INT8.
-    images, labels, _ = load_split(run / "data", "test", spec.dataset.classes)
-    eager, ort = Runtime.native("eager", "pytorch", run / "train"), Runtime.onnx("ort", run / "optimize" / "model.onnx")
+    images, labels, _ = load_split(layout.data, "test", spec.dataset.classes)
+    eager, ort = Runtime.native("eager", "pytorch", layout.train), Runtime.onnx("ort", layout.optimized_model)
     b1_eager, b1_ort = _interleaved(eager, ort, images[:1], 200)
     b64_eager, b64_ort = _interleaved(eager, ort, images[:64], 20)
-    flops = _onnx_flops(run / "optimize" / "model.onnx", 64)
+    flops = _onnx_flops(layout.optimized_model, 64)
     sgemm = _sgemm_flops_per_s()
     int8_spec = apply_overrides(spec, {"quantize": "int8"})
-    optimize_model(int8_spec, run / "train", run / "data", home / "int8")
+    optimize_model(int8_spec, layout.train, layout.data, home / "int8")
     b64_fp32, b64_int8 = _interleaved(ort, Runtime.onnx("int8", home / "int8" / "model.onnx"), images[:64], 20)
     torch.set_num_threads(BENCH_THREADS.intra_op)  # the gate below times in this process: both sides alike
-    gate = evaluate_gate(spec.gate, load_predictor(run / "train"),
+    gate = evaluate_gate(spec.gate, load_predictor(layout.train),
                          onnx_predictor(home / "int8" / "model.onnx", BENCH_THREADS.intra_op), images, labels)
     return {
         **figures, "shapes_test_accuracy": metrics["test_accuracy"], "shapes_train_epochs": metrics["epochs"],
@@ -445,12 +449,13 @@ def measure_serving(home: Path, requests: int = 4000) -> dict[str, float]:
 
     settings = Settings(home=home)
     run = start_run("digits", settings=settings)
+    layout = RunDir(run)
     for step in ("data", "train", "optimize"):
         run_step(step, run, settings)
     spec = run_spec(run)
-    _, _, paths = load_split(run / "data", "test", spec.dataset.classes)
+    _, _, paths = load_split(layout.data, "test", spec.dataset.classes)
     bodies = [p.read_bytes() for p in paths]
-    prep = model_preprocessing(run / "train")
+    prep = model_preprocessing(layout.train)
 
     def loads(server: TorchServe, name: str) -> dict[int, object]:
         # Steady state: the JVM's JIT needs thousands of requests (after 1,000, a fresh server was still
@@ -466,7 +471,7 @@ def measure_serving(home: Path, requests: int = 4000) -> dict[str, float]:
         for label, change in {"Relay default": {}, **SERVING_SETTINGS}.items():
             variant = spec.model_copy(update={"deploy": spec.deploy.model_copy(update=change)})
             name = f"digits-{len(table)}"
-            build_mar(variant, "v0.0.1", run / "optimize" / "model.onnx", prep, relay.model_store / f"{name}.mar")
+            build_mar(variant, "v0.0.1", layout.optimized_model, prep, relay.model_store / f"{name}.mar")
             relay.register(f"{name}.mar", name)
             table[label] = loads(relay, name)
             relay.unregister(name, "0.0.1")
@@ -476,7 +481,7 @@ def measure_serving(home: Path, requests: int = 4000) -> dict[str, float]:
     stock_server = TorchServe(own_server_settings(settings, home / "stock-serve"), log_config=None)
     try:
         stock_server.start()
-        build_stock_mar(run / "train", "stock", stock_server.model_store)
+        build_stock_mar(layout.train, "stock", stock_server.model_store)
         stock_server.register("stock.mar", "stock", initial_workers=os.cpu_count())
         stock = loads(stock_server, "stock")
     finally:

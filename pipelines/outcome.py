@@ -8,7 +8,7 @@ from pathlib import Path
 
 from airflow.sdk import BaseNotifier
 
-from components.run_files import DEPLOYMENT, GATE_JSON, REGISTRATION, VALIDATION
+from components.run_files import RunDir
 from components.settings import get_settings
 
 
@@ -20,27 +20,28 @@ def run_outcome(run: Path | None) -> dict:
     """The run's outcome and the details a person needs, from the files its steps wrote."""
     if run is None or not run.is_dir():
         return {"outcome": "skipped", "why": "the run trained nothing (no run directory)"}
-    deployment = _read(run / "deploy" / DEPLOYMENT)
+    layout = RunDir(run)
+    deployment = _read(layout.deployment)
     if deployment and deployment.get("rolled_back"):
         return {"outcome": "rolled_back", "version": deployment["version"], "why": deployment["why"],
                 "serving": deployment.get("previous_default")}
     if deployment:
         return {"outcome": "deployed", "version": deployment["version"], "url": deployment.get("url"),
                 "previous": deployment.get("previous_default", deployment.get("previous"))}
-    gate = _read(run / "gate" / GATE_JSON)
+    gate = _read(layout.gate_json)
     if gate and not gate["passed"]:
         return {"outcome": "gate_failed", "failed_checks": [c["name"] for c in gate["checks"] if not c["passed"]],
-                "report": str(run / "gate" / "gate.md")}
-    validation = _read(run / "validate" / VALIDATION)
+                "report": str(layout.gate_report)}
+    validation = _read(layout.validation)
     if validation and not validation["success"]:
         return {"outcome": "validation_failed", "first_failure": validation["failures"][0],
-                "failures": len(validation["failures"]), "data_docs": str(run / "validate" / "data_docs")}
-    tfx = _read(run / "tfx" / "tfx_report.json")
+                "failures": len(validation["failures"]), "data_docs": str(layout.validate / "data_docs")}
+    tfx = _read(layout.tfx / "tfx_report.json")
     if tfx and not tfx["success"]:
         problems = tfx["anomalies"] + tfx["drift"]
         return {"outcome": "validation_failed", "first_failure": problems[0] if problems else "TFX validation failed",
-                "failures": len(problems), "report": str(run / "tfx" / "tfx_report.json")}
-    registration = _read(run / "register" / REGISTRATION)
+                "failures": len(problems), "report": str(layout.tfx / "tfx_report.json")}
+    registration = _read(layout.registration)
     return {"outcome": "failed", "registered": registration and registration["version"],
             "why": "a step failed: see the task logs"}
 

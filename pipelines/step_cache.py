@@ -26,19 +26,19 @@ from pathlib import Path
 from components.atomic import atomic_dir, write_json
 from components.measurement import ThreadSettings
 from components.machine import describe_machine
-from components.run_files import DATA_INFO, MANIFEST
+from components.run_files import STEP_OUTPUTS, STEPS_RECORD, RunDir
 from components.settings import PROJECT_DIR, Settings
 from components.spec import TaskSpec
 from pipelines.import_graph import import_closure
 
-# The spec sections each cached step reads, and the step outputs (run subdirectories) it produces.
+# The spec sections each cached step reads (the run directories it writes: components.run_files.STEP_OUTPUTS).
 _READS = {
     "validate": ("dataset", "input"),
     "train": ("dataset", "input", "framework", "model", "training"),
     "optimize": ("dataset", "input", "framework", "model", "training", "optimize"),
     "gate": ("dataset", "input", "framework", "model", "training", "optimize", "gate"),
 }
-OUTPUTS = {"validate": ("validate", "tfx"), "train": ("train",), "optimize": ("optimize",), "gate": ("gate",)}
+CACHED_STEPS = tuple(_READS)
 _UPSTREAM = {"optimize": "train", "gate": "optimize"}
 # The modules that make each step's output; each brings what it imports. The entry points load a framework's
 # backend by name (importlib), which no import statement shows, so the backends are named here.
@@ -50,8 +50,7 @@ STEP_CODE = {
     "gate": ["components.gate.verdict", "components.measurement", "components.frameworks.pytorch",
              "components.frameworks.tensorflow"],
 }
-CACHED_STEPS = tuple(OUTPUTS)
-RECORD = "steps.json"  # in the run directory: per step, computed or reused, and why
+RECORD = STEPS_RECORD  # in the run directory: per step, computed or reused, and why
 ENTRY = "entry.json"
 
 
@@ -70,9 +69,9 @@ def code_version(step: str) -> str:
 
 def data_version(run: Path) -> str:
     """Hash of the data step's output, without where the dataset happens to live on this machine."""
-    info = json.loads((run / "data" / DATA_INFO).read_text())
+    info = json.loads((RunDir(run).data_info).read_text())
     info.pop("dataset_dir", None)
-    digest = hashlib.sha256((run / "data" / MANIFEST).read_bytes())
+    digest = hashlib.sha256((RunDir(run).manifest).read_bytes())
     digest.update(json.dumps(info, sort_keys=True).encode())
     return digest.hexdigest()[:16]
 
@@ -111,7 +110,7 @@ class StepCache:
         if not entry.is_file():
             return None
         recorded = json.loads(entry.read_text())
-        for name in OUTPUTS[key.step]:
+        for name in STEP_OUTPUTS[key.step]:
             with atomic_dir(run / name) as tmp:
                 shutil.copytree(entry_dir / name, tmp, dirs_exist_ok=True)
         # Paths in the summary name the run that computed it; they now name this one.
@@ -120,14 +119,14 @@ class StepCache:
 
     def store(self, key: StepKey, run: Path, summary: dict) -> None:
         with atomic_dir(self.root / key.key) as tmp:
-            for name in OUTPUTS[key.step]:
+            for name in STEP_OUTPUTS[key.step]:
                 shutil.copytree(run / name, tmp / name)
             write_json(tmp / ENTRY, {"step": key.step, "run": str(run), "inputs": key.inputs, "summary": summary})
 
 
 def record(run: Path, step: str, entry: dict) -> None:
     """Note in the run's steps.json whether ``step`` was computed or reused, and why."""
-    path = run / RECORD
+    path = RunDir(run).steps_record
     steps = json.loads(path.read_text()) if path.is_file() else {}
     steps[step] = {**entry, "finished_at": round(time.time(), 3)}
     write_json(path, steps)

@@ -12,23 +12,21 @@ import json
 import re
 import time
 import uuid
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from components.atomic import write_json
 from components.errors import GateFailed, RelayError
-from components.run_files import (DATA_INFO, DEPLOYMENT, GATE_COMPARISON_PLOT, GATE_JSON, GATE_PLOT, GATE_REPORT,
-                                  LINEAGE_CARD, METRICS, OPTIMIZE_INFO, OPTIMIZED_MODEL, PREPROCESSING, REGISTRATION,
-                                  RUN_PARAMS, SPEC)
+from components.run_files import (GATE_COMPARISON_PLOT, GATE_JSON, GATE_PLOT, GATE_REPORT, LINEAGE_CARD,
+                                  OPTIMIZED_MODEL, PREPROCESSING, STEP_READS, STEPS, RunDir)
 from components.settings import Settings, get_settings
 from components.spec import TaskSpec, load_spec, parse_spec
 
-STEPS = ("data", "validate", "train", "optimize", "gate", "register", "deploy")
 # Steps that can fail for passing reasons (a DVC or git remote, the model server): orchestrators retry
 # them with backoff. validate and gate fail deterministically: a retry would only repeat the verdict.
 RETRYABLE = ("data", "register", "deploy")
-RUN_SPEC = SPEC
 
 
 def _safe_id(run_id: str) -> str:
@@ -46,21 +44,24 @@ def start_run(task: str, overrides: dict[str, Any] | None = None, run_id: str | 
     spec = load_spec(task, overrides)
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(run_dir / RUN_SPEC, spec.model_dump(mode="json"))
-        write_json(run_dir / RUN_PARAMS, overrides or {})
+        _write_run_files(RunDir(run_dir), spec, overrides)
         return run_dir
     resume = run_id is not None
     run_id = _safe_id(run_id or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6])
     run_dir = settings.runs_dir / spec.name / run_id
-    if resume and (run_dir / RUN_SPEC).is_file():
+    if resume and RunDir(run_dir).spec_file.is_file():
         return run_dir
     run_dir.mkdir(parents=True, exist_ok=False)
-    write_json(run_dir / RUN_SPEC, spec.model_dump(mode="json"))
-    write_json(run_dir / RUN_PARAMS, overrides or {})
+    _write_run_files(RunDir(run_dir), spec, overrides)
     latest = run_dir.parent / "latest"
     latest.unlink(missing_ok=True)
     latest.symlink_to(run_dir.name)
     return run_dir
+
+
+def _write_run_files(run: RunDir, spec: TaskSpec, overrides: dict[str, Any] | None) -> None:
+    write_json(run.spec_file, spec.model_dump(mode="json"))
+    write_json(run.params_file, overrides or {})
 
 
 def airflow_run_dir(task: str, airflow_run_id: str, settings: Settings | None = None) -> Path:
@@ -70,9 +71,9 @@ def airflow_run_dir(task: str, airflow_run_id: str, settings: Settings | None = 
 
 
 def run_spec(run_dir: Path) -> TaskSpec:
-    path = run_dir / RUN_SPEC
+    path = RunDir(run_dir).spec_file
     if not path.is_file():
-        raise RelayError(f"{run_dir} is not a Relay run directory (no {RUN_SPEC}); start one with `relay step data`")
+        raise RelayError(f"{run_dir} is not a Relay run directory (no {path.name}); start one with `relay step data`")
     return parse_spec(json.loads(path.read_text()), str(path))
 
 
@@ -84,40 +85,111 @@ def latest_run(task: str, settings: Settings | None = None) -> Path:
     return latest.resolve()
 
 
-def _data(spec: TaskSpec, run: Path, settings: Settings) -> dict:
+# What each step returns: typed here, a JSON-able dict (``asdict``) once it leaves ``run_step`` (the CLI prints
+# it, Airflow's XCom and the step cache store it).
+@dataclass(frozen=True)
+class DataSummary:
+    images: int
+    described: int
+    dataset_md5: str | None
+    manifest: str
+
+
+@dataclass(frozen=True)
+class ValidateSummary:
+    success: bool
+    data_docs: str
+    tfx_report: str
+    drift_baseline: str | None
+
+
+@dataclass(frozen=True)
+class TrainSummary:
+    framework: str
+    test_accuracy: float
+    train_seconds: float
+
+
+@dataclass(frozen=True)
+class OptimizeSummary:
+    model: str
+    conversion_seconds: float
+
+
+@dataclass(frozen=True)
+class GateSummary:
+    passed: bool
+    failed_checks: list[str]
+    report: str
+    accuracy: float
+    measurements: str
+
+
+@dataclass(frozen=True)
+class RegisterSummary:
+    version: str
+    tag: str
+    commit: str
+    reused: bool = False
+    why: str | None = None
+
+
+@dataclass(frozen=True)
+class LocalDeploySummary:
+    version: str
+    previous_default: str | None
+    smoke_accuracy: float | None
+    url: str | None
+    rolled_back: bool
+    why: str | None
+    canary: dict | None = field(default=None)
+
+
+@dataclass(frozen=True)
+class GitOpsDeploySummary:
+    version: str
+    env: str
+    previous: str | None
+    commit: str
+    live: str
+
+
+StepSummary = (DataSummary | ValidateSummary | TrainSummary | OptimizeSummary | GateSummary | RegisterSummary
+               | LocalDeploySummary | GitOpsDeploySummary)
+
+
+def _data(spec: TaskSpec, run: RunDir, settings: Settings) -> DataSummary:
     from components.data.dataset import prepare_data
 
-    result = prepare_data(spec, run / "data", settings)
-    return {"images": result.images, "described": result.described, "dataset_md5": result.dataset_md5,
-            "manifest": str(result.manifest)}
+    result = prepare_data(spec, run.data, settings)
+    return DataSummary(result.images, result.described, result.dataset_md5, str(result.manifest))
 
 
-def _validate(spec: TaskSpec, run: Path, settings: Settings) -> dict:
+def _validate(spec: TaskSpec, run: RunDir, settings: Settings) -> ValidateSummary:
     from components.validate.expectations import validate_dataset, validate_with_tfx
 
-    result = validate_dataset(spec, run / "data", run / "validate")
-    tfx = validate_with_tfx(spec, run / "data", run / "tfx", settings)
-    return {"success": result.success and tfx.success, "data_docs": str(result.data_docs),
-            "tfx_report": str(tfx.report), "drift_baseline": tfx.baseline}
+    result = validate_dataset(spec, run.data, run.validate)
+    tfx = validate_with_tfx(spec, run.data, run.tfx, settings)
+    return ValidateSummary(result.success and tfx.success, str(result.data_docs), str(tfx.report), tfx.baseline)
 
 
-def _train(spec: TaskSpec, run: Path, settings: Settings) -> dict:
+def _train(spec: TaskSpec, run: RunDir, settings: Settings) -> TrainSummary:
     from components.frameworks import train_model
 
-    result = train_model(spec, run / "data", run / "train")
-    return {"framework": result.framework, "test_accuracy": result.test_accuracy,
-            "train_seconds": round(result.train_seconds, 2)}
+    result = train_model(spec, run.data, run.train)
+    return TrainSummary(result.framework, result.test_accuracy, round(result.train_seconds, 2))
 
 
-def _optimize(spec: TaskSpec, run: Path, settings: Settings) -> dict:
+def _optimize(spec: TaskSpec, run: RunDir, settings: Settings) -> OptimizeSummary:
     from components.frameworks import optimize_model
 
-    result = optimize_model(spec, run / "train", run / "data", run / "optimize")
-    return {"model": str(result.model), "conversion_seconds": round(result.conversion_seconds, 3)}
+    result = optimize_model(spec, run.train, run.data, run.optimize)
+    return OptimizeSummary(str(result.model), round(result.conversion_seconds, 3))
 
 
-def _gate(spec: TaskSpec, run: Path, settings: Settings) -> dict:
-    from components.data.dataset import load_split, split_files
+def _gate(spec: TaskSpec, run: RunDir, settings: Settings) -> GateSummary:
+    from components.data.dataset import load_split
+    from components.frameworks import load_predictor
     from components.gate.verdict import Champion, Latency, decide_gate, measure_model_pair, write_gate
     from components.imaging import Preprocessing, preprocess_files
     from components.measurement import Runtime, ThreadSettings, time_runtimes
@@ -125,9 +197,8 @@ def _gate(spec: TaskSpec, run: Path, settings: Settings) -> dict:
     from components.registry.model_registry import ModelRegistry
     from components.train import model_framework, model_preprocessing
 
-    from components.frameworks import load_predictor
-    prep = model_preprocessing(run / "train")
-    images, labels, paths = load_split(run / "data", "test", spec.dataset.classes, prep)
+    prep = model_preprocessing(run.train)
+    images, labels, paths = load_split(run.data, "test", spec.dataset.classes, prep)
     registry = ModelRegistry(settings)
     champion = None
     role, version = _champion_version(spec, registry, settings)
@@ -142,40 +213,39 @@ def _gate(spec: TaskSpec, run: Path, settings: Settings) -> dict:
         # Both models are timed under the thread settings they will be served with, in a process of their own,
         # so the verdict is the same in a user's shell, under Airflow and in the tests (components.measurement).
         threads = ThreadSettings.serving(spec)
-        timings = time_runtimes([Runtime.native("original", model_framework(run / "train"), run / "train"),
-                                 Runtime.onnx("optimized", run / "optimize" / OPTIMIZED_MODEL)],
+        timings = time_runtimes([Runtime.native("original", model_framework(run.train), run.train),
+                                 Runtime.onnx("optimized", run.optimized_model)],
                                 {"b1": images[:1]}, {"b1": spec.gate.latency_runs}, threads)
         latency = Latency(timings.p50("original", "b1"), timings.p50("optimized", "b1"), timings.method())
-        measured = measure_model_pair(load_predictor(run / "train"), onnx_predictor(run / "optimize" / OPTIMIZED_MODEL),
+        measured = measure_model_pair(load_predictor(run.train), onnx_predictor(run.optimized_model),
                                   images, labels, spec.gate.latency_runs, latency)
         _store_measurements(spec, run, settings, measured)
     gate = decide_gate(spec.gate, measured, images, labels, champion, spec.dataset.classes)
-    optimize_info = json.loads((run / "optimize" / OPTIMIZE_INFO).read_text())
+    optimize_info = json.loads((run.optimize_info).read_text())
     trt = optimize_info["tensorrt"]
     notes = {"tensorrt": f"skipped: {trt['skipped']}" if "skipped" in trt
              else f"converted ({trt['precision']}): {trt['converted']}",
              "measurements": (f"accuracy, agreement and latency of this model pair reused from run {reused_from} "
                               "(same data version, code and model)") if reused_from else "measured in this run"}
-    result = write_gate(spec.name, gate, notes, run / "gate")
-    return {"passed": result.passed, "failed_checks": result.failed_checks, "report": str(result.report),
-            "accuracy": gate["metrics"]["accuracy_optimized"],
-            "measurements": f"reused from run {reused_from}" if reused_from else "measured"}
+    result = write_gate(spec.name, gate, notes, run.gate)
+    return GateSummary(result.passed, result.failed_checks, str(result.report), gate["metrics"]["accuracy_optimized"],
+                       f"reused from run {reused_from}" if reused_from else "measured")
 
 
-def _measurements_file(spec: TaskSpec, run: Path, settings: Settings) -> Path | None:
+def _measurements_file(spec: TaskSpec, run: RunDir, settings: Settings) -> Path | None:
     from components.measurement import ThreadSettings
     from pipelines.step_cache import step_key
 
     if not settings.step_cache:
         return None
-    key = step_key("optimize", spec, run).key  # the model pair and the data, as the optimize step saw them
+    key = step_key("optimize", spec, run.path).key  # the model pair and the data, as the optimize step saw them
     # ...and how they were timed: latencies taken under other thread settings are other measurements.
     threads = ThreadSettings.serving(spec)
     return (settings.home / "cache" / "gate-measurements" /
             f"{key}-{spec.gate.latency_runs}-t{threads.intra_op}x{threads.inter_op}.json")
 
 
-def _cached_measurements(spec: TaskSpec, run: Path, settings: Settings) -> tuple[dict | None, str | None]:
+def _cached_measurements(spec: TaskSpec, run: RunDir, settings: Settings) -> tuple[dict | None, str | None]:
     path = _measurements_file(spec, run, settings)
     if path is None or not path.is_file():
         return None, None
@@ -183,9 +253,9 @@ def _cached_measurements(spec: TaskSpec, run: Path, settings: Settings) -> tuple
     return entry["measured"], entry["run"]
 
 
-def _store_measurements(spec: TaskSpec, run: Path, settings: Settings, measured: dict) -> None:
+def _store_measurements(spec: TaskSpec, run: RunDir, settings: Settings, measured: dict) -> None:
     if path := _measurements_file(spec, run, settings):
-        write_json(path, {"run": run.name, "measured": measured})
+        write_json(path, {"run": run.path.name, "measured": measured})
 
 
 def _champion_version(spec: TaskSpec, registry, settings: Settings) -> tuple[str, str | None]:
@@ -200,79 +270,77 @@ def _champion_version(spec: TaskSpec, registry, settings: Settings) -> tuple[str
 
 
 def gate_passed(run: Path) -> bool:
-    path = run / "gate" / GATE_JSON
+    path = RunDir(run).gate_json
     return path.is_file() and json.loads(path.read_text())["passed"] is True
 
 
 def gate_failure(run: Path) -> str:
     """One line on a failed gate: each failed check with its value and threshold, and where the report is."""
-    gate = json.loads((run / "gate" / GATE_JSON).read_text())
+    gate = json.loads(RunDir(run).gate_json.read_text())
     failed = [f"{c['name']} {c['value']:.4g}{c['unit']} vs {c['threshold']:.4g}{c['unit']} ({c['rule']})"
               for c in gate["checks"] if not c["passed"]]
     return (f"gate failed: {'; '.join(failed)}. Nothing was registered or deployed; what is served is unchanged. "
-            f"Report: {run / 'gate' / GATE_REPORT}")
+            f"Report: {RunDir(run).gate_report}")
 
 
-def _register(spec: TaskSpec, run: Path, settings: Settings) -> dict:
+def _register(spec: TaskSpec, run: RunDir, settings: Settings) -> RegisterSummary:
     from components.atomic import copy_file, sha256_file
     from components.data.dataset import read_data_info
-    from components.frameworks import backend
     from components.deploy.lineage import write_card
     from components.deploy.package import build_mar
+    from components.frameworks import backend
     from components.registry.model_registry import ModelRegistry
-    from components.versioning import git
     from components.train import model_framework, model_preprocessing
+    from components.versioning import git
 
-    if not gate_passed(run):
-        raise GateFailed(f"run {run.name} has not passed the gate ({run / 'gate' / GATE_JSON}): refusing to register")
-    model = run / "optimize" / OPTIMIZED_MODEL
-    framework = model_framework(run / "train")
+    if not gate_passed(run.path):
+        raise GateFailed(f"run {run.path.name} has not passed the gate ({run / 'gate' / GATE_JSON}): refusing to register")
+    model = run.optimized_model
+    framework = model_framework(run.train)
     registry = ModelRegistry(settings)
-    same = registry.version_with_model(spec.name, sha256_file(model), sha256_file(run / "train" / PREPROCESSING))
+    same = registry.version_with_model(spec.name, sha256_file(model), sha256_file(run.preprocessing))
     if same:
         # A rerun that changed nothing (the step cache gave back the same model): the version exists already.
         tag = f"{spec.name}@{same}"
-        summary = {"version": same, "tag": tag, "commit": git(["rev-parse", f"{tag}^{{commit}}"], registry.path)}
-        write_json(run / "register" / REGISTRATION, summary)
-        write_card(run, settings)
-        return {**summary, "reused": True, "why": f"{same} holds these exact model and preprocessing bytes"}
+        commit = git(["rev-parse", f"{tag}^{{commit}}"], registry.path)
+        write_json(run.registration, {"version": same, "tag": tag, "commit": commit})
+        write_card(run.path, settings)
+        return RegisterSummary(same, tag, commit, reused=True, why=f"{same} holds these exact model and preprocessing bytes")
 
     def build(version: str, dest: Path) -> None:
         copy_file(model, dest / OPTIMIZED_MODEL)
-        copy_file(run / "train" / PREPROCESSING, dest / PREPROCESSING)
-        build_mar(spec, version, model, model_preprocessing(run / "train"), dest / "model.mar")
+        copy_file(run.preprocessing, dest / PREPROCESSING)
+        build_mar(spec, version, model, model_preprocessing(run.train), dest / "model.mar")
         for name in (GATE_JSON, GATE_REPORT, GATE_PLOT, GATE_COMPARISON_PLOT):
-            copy_file(run / "gate" / name, dest / name)
-        backend(framework).extra_artifacts(spec, version, run / "train", dest,
+            copy_file(run.gate / name, dest / name)
+        backend(framework).extra_artifacts(spec, version, run.train, dest,
                                            registry.stage_version(spec.name, "production"))
-        write_card(run, settings, dest / LINEAGE_CARD, version=version,
+        write_card(run.path, settings, dest / LINEAGE_CARD, version=version,
                    serving=f"registered, not yet deployed: `relay report {spec.name} --version {version}` "
                            "shows where it is served now")
 
-    metadata = {"run_id": run.name, "framework": framework,
-                "dataset_md5": read_data_info(run / "data")["dataset_md5"], "spec": spec.model_dump(mode="json")}
+    metadata = {"run_id": run.path.name, "framework": framework,
+                "dataset_md5": read_data_info(run.data)["dataset_md5"], "spec": spec.model_dump(mode="json")}
     registration = registry.register(spec.name, build, metadata)
-    summary = {"version": registration.version, "tag": registration.tag, "commit": registration.commit}
-    write_json(run / "register" / REGISTRATION, summary)
-    write_card(run, settings)
-    return {**summary, "reused": registration.reused}
+    write_json(run.registration, {"version": registration.version, "tag": registration.tag, "commit": registration.commit})
+    write_card(run.path, settings)
+    return RegisterSummary(registration.version, registration.tag, registration.commit, reused=registration.reused)
 
 
-def _deploy(spec: TaskSpec, run: Path, settings: Settings) -> dict:
+def _deploy(spec: TaskSpec, run: RunDir, settings: Settings) -> LocalDeploySummary | GitOpsDeploySummary:
     from components.deploy.local import deploy_local
     from components.deploy.lineage import write_card
 
-    registration = json.loads((run / "register" / REGISTRATION).read_text())
+    registration = json.loads((run.registration).read_text())
     if spec.deploy.target == "kubernetes":
         from components.gitops.promote import promote
 
         promotion = promote(spec.name, registration["version"], "staging", settings)
-        summary = {"version": promotion.version, "env": "staging", "previous": promotion.previous,
-                   "commit": promotion.commit, "live": promotion.live}
-        write_json(run / "deploy" / DEPLOYMENT, summary)
-        write_card(run, settings, serving=f"staging overlay pinned by GitOps commit {promotion.commit}: {promotion.live}")
+        summary = GitOpsDeploySummary(promotion.version, "staging", promotion.previous, promotion.commit, promotion.live)
+        write_json(run.deployment, asdict(summary))
+        write_card(run.path, settings, serving=f"staging overlay pinned by GitOps commit {promotion.commit}: {promotion.live}")
         return summary
-    recorded = run / "deploy" / DEPLOYMENT
+    recorded = run.deployment
     if recorded.is_file():
         from components.deploy.local import served_default
         from components.deploy.torchserve import TorchServe
@@ -280,13 +348,12 @@ def _deploy(spec: TaskSpec, run: Path, settings: Settings) -> dict:
         earlier = json.loads(recorded.read_text())
         if earlier["version"] == registration["version"] and not earlier.get("rolled_back") and \
                 served_default(settings, spec.name) == earlier["version"] and TorchServe(settings).pid():
-            return earlier  # a retry of a deploy that went through: its record (canary figures included) stands
-    result = deploy_local(spec, registration["version"], run / "data", settings)
-    summary = {"version": result.version, "previous_default": result.previous_default,
-               "smoke_accuracy": result.smoke_accuracy, "url": result.inference_url,
-               "rolled_back": result.rolled_back, "why": result.why, "canary": result.canary}
-    write_json(run / "deploy" / DEPLOYMENT, summary)
-    write_card(run, settings)
+            return LocalDeploySummary(**earlier)  # a retry of a deploy that went through: its record stands
+    result = deploy_local(spec, registration["version"], run.data, settings)
+    summary = LocalDeploySummary(result.version, result.previous_default, result.smoke_accuracy, result.inference_url,
+                                 result.rolled_back, result.why, result.canary)
+    write_json(run.deployment, asdict(summary))
+    write_card(run.path, settings)
     return summary
 
 
@@ -307,10 +374,11 @@ def run_step(name: str, run_dir: Path, settings: Settings | None = None) -> dict
         raise RelayError(f"unknown step '{name}'; steps: {', '.join(STEPS)}")
     settings = settings or get_settings()
     run_dir = Path(run_dir)
+    run = RunDir(run_dir)
     spec = run_spec(run_dir)
-    _inputs_present(name, run_dir)
+    _inputs_present(name, run)
     if name != "data":
-        _dataset_present(spec, run_dir, settings)
+        _dataset_present(spec, run, settings)
     started = time.perf_counter()
     key = reused = None
     if name in CACHED_STEPS and settings.step_cache:
@@ -319,7 +387,7 @@ def run_step(name: str, run_dir: Path, settings: Settings | None = None) -> dict
         champion = _champion_version(spec, ModelRegistry(settings), settings)[1] if name == "gate" else None
         key = step_key(name, spec, run_dir, champion)
         reused = StepCache(settings).restore(key, run_dir)
-    summary = reused or _STEP_FUNCTIONS[name](spec, run_dir, settings)
+    summary = reused or asdict(_STEP_FUNCTIONS[name](spec, run, settings))
     if key is not None and not reused:
         StepCache(settings).store(key, run_dir, summary)
     record(run_dir, name, {"reused": bool(reused), "why": explain(name, key, reused),
@@ -327,29 +395,24 @@ def run_step(name: str, run_dir: Path, settings: Settings | None = None) -> dict
     return summary if reused else {**summary, "cache": {"reused": False, "key": key and key.key}}
 
 
-# What each step reads from earlier steps; a missing one is a step that did not run (or failed).
-_NEEDS = {"validate": (f"data/{DATA_INFO}",), "train": (f"data/{DATA_INFO}",), "optimize": (f"train/{METRICS}",),
-          "gate": (f"optimize/{OPTIMIZE_INFO}",), "register": (f"gate/{GATE_JSON}",),
-          "deploy": (f"register/{REGISTRATION}",)}
+def _inputs_present(name: str, run: RunDir) -> None:
+    """Each step the run layout says ``name`` reads must have completed; a missing one did not run (or failed)."""
+    for producer in STEP_READS[name]:
+        needed = run.completed(producer)
+        if not needed.is_file():
+            raise RelayError(f"step {name} needs {needed.relative_to(run.path)} from step {producer}, which has not "
+                             f"completed in {run.path}: run `relay step {producer} --run-dir {run.path}` first "
+                             "(or see why it failed)")
 
 
-def _inputs_present(name: str, run: Path) -> None:
-    for needed in _NEEDS.get(name, ()):
-        if not (run / needed).is_file():
-            producer = needed.split("/")[0]
-            raise RelayError(f"step {name} needs {needed} from step {producer}, which has not completed in {run}: "
-                             f"run `relay step {producer} --run-dir {run}` first (or see why it failed)")
-
-
-def _dataset_present(spec: TaskSpec, run: Path, settings: Settings) -> None:
+def _dataset_present(spec: TaskSpec, run: RunDir, settings: Settings) -> None:
     """Steps read images through the manifest. A step in a fresh pod fetches the run's dataset
     version first, and refuses a workspace that holds a different version."""
     from components.data.dataset import ensure_dataset, read_data_info
 
-    info_path = run / "data" / DATA_INFO
-    if not info_path.is_file():
+    if not run.data_info.is_file():
         return  # the data step has not run: the step itself reports what is missing
-    info = read_data_info(run / "data")
+    info = read_data_info(run.data)
     if Path(info["dataset_dir"]).is_dir():
         return
     fetched = ensure_dataset(spec, settings)

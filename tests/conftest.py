@@ -20,6 +20,10 @@ os.environ["KUBECONFIG"] = os.path.join(os.environ["AIRFLOW_HOME"], "no-kubeconf
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
+# gto configures logging when it is first imported (logging.config.dictConfig closes every existing handler).
+# absl's handler, which TensorFlow installs, then closes the stream it was made with: under pytest, the
+# captured stderr of whichever test first imported TensorFlow, which breaks every later test's capture.
+import gto  # noqa: E402,F401
 import pytest  # noqa: E402
 import torch  # noqa: E402
 

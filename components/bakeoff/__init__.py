@@ -55,34 +55,33 @@ def measure_candidate(spec: TaskSpec, run: Path, work: Path, log=print) -> dict:
     its .mar for serving is built here."""
     from components.bakeoff import measure
     from components.data.dataset import load_split
-    from components.frameworks import backend
+    from components.deploy.package import build_mar
+    from components.frameworks import backend, load_predictor, optimize_model
     from components.measurement import Runtime, ThreadSettings
     from components.onnx_runtime import onnx_predictor
-    from components.frameworks import optimize_model
-    from components.deploy.package import build_mar
-    from components.run_files import METRICS, OPTIMIZE_INFO, OPTIMIZED_MODEL
+    from components.run_files import OPTIMIZE_INFO, OPTIMIZED_MODEL, RunDir
     from components.train import model_preprocessing
 
-    from components.frameworks import load_predictor
+    layout = RunDir(run)
     work.mkdir(parents=True, exist_ok=True)
     cfg = spec.bakeoff
-    prep = model_preprocessing(run / "train")
-    images, labels, _ = load_split(run / "data", "test", spec.dataset.classes, prep)
-    metrics = json.loads((run / "train" / METRICS).read_text())
+    prep = model_preprocessing(layout.train)
+    images, labels, _ = load_split(layout.data, "test", spec.dataset.classes, prep)
+    metrics = json.loads(layout.metrics.read_text())
 
     # Both optimized forms: the step made the spec's one; the other is made here the same way.
     variants = {}
     for quantize in ("none", "int8"):
         if spec.optimize.quantize == quantize:
-            variants[quantize] = run / "optimize"
+            variants[quantize] = layout.optimize
         else:
             other = spec.model_copy(update={"optimize": spec.optimize.model_copy(update={"quantize": quantize})})
-            optimize_model(other, run / "train", run / "data", work / f"optimize-{quantize}")
+            optimize_model(other, layout.train, layout.data, work / f"optimize-{quantize}")
             variants[quantize] = work / f"optimize-{quantize}"
     info = {q: json.loads((d / OPTIMIZE_INFO).read_text()) for q, d in variants.items()}
     onnx = {q: onnx_predictor(d / OPTIMIZED_MODEL) for q, d in variants.items()}
 
-    original_logits = load_predictor(run / "train")(images)
+    original_logits = load_predictor(layout.train)(images)
     logits = {q: predict(images) for q, predict in onnx.items()}
     shipped = spec.optimize.quantize
     accuracy = {"original": measure.accuracy_figures(original_logits, labels, cfg.bootstrap_samples),
@@ -105,7 +104,7 @@ def measure_candidate(spec: TaskSpec, run: Path, work: Path, log=print) -> dict:
 
     log("  inference latency")
     natives = backend(spec.framework).NATIVE_PREDICTORS
-    runtimes = [*(Runtime.native(f"native: {name}", spec.framework, run / "train", name) for name in natives),
+    runtimes = [*(Runtime.native(f"native: {name}", spec.framework, layout.train, name) for name in natives),
                 Runtime.onnx("ONNX Runtime", variants["none"] / OPTIMIZED_MODEL),
                 Runtime.onnx("ONNX Runtime INT8", variants["int8"] / OPTIMIZED_MODEL)]
     inference, timing = measure.inference_figures(runtimes, images, cfg.latency_runs, cfg.bootstrap_samples,
@@ -116,14 +115,14 @@ def measure_candidate(spec: TaskSpec, run: Path, work: Path, log=print) -> dict:
                 "best_val_accuracy": metrics["val_accuracy"], "train_seconds": metrics["train_seconds"],
                 "time_to_best_s": measure.time_to_best(metrics["history"], metrics["best_epoch"]),
                 "history": metrics["history"],
-                **measure.training_throughput(spec, run / "data", work / "throughput")}
+                **measure.training_throughput(spec, layout.data, work / "throughput")}
 
     model_name = f"{spec.name}-{spec.framework}-{spec.model.name}".replace("_", "-")
     mar = build_mar(spec, "v0.0.0", variants[shipped] / OPTIMIZED_MODEL, prep, work / f"{model_name}.mar")
     serving = {"model_name": model_name, "mar": str(mar),
                "config": {"workers": spec.deploy.workers, "batch_size": spec.deploy.batch_size,
                           "max_batch_delay_ms": spec.deploy.max_batch_delay_ms, "ort_threads": spec.deploy.threads}}
-    sizes = measure.footprint(spec.framework, run / "train", {
+    sizes = measure.footprint(spec.framework, layout.train, {
         "ONNX": variants["none"] / OPTIMIZED_MODEL, "ONNX INT8": variants["int8"] / OPTIMIZED_MODEL, ".mar": mar})
     return {"accuracy": accuracy, "training": training, "optimization": optimization, "inference": inference,
             "inference_timing": timing,

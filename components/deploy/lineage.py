@@ -17,8 +17,7 @@ from components.atomic import write_text
 from components.html_report import STYLE, figure_png, image_tag, png_tag, pyplot, table
 from components.registry.model_registry import ModelRegistry
 from components.versioning import git
-from components.run_files import (DATA_INFO, DEPLOYMENT, GATE_COMPARISON_PLOT, GATE_JSON, GATE_PLOT,
-                                  LINEAGE_CARD, METRICS, OPTIMIZE_INFO, REGISTRATION, RUN_PARAMS, SPEC)
+from components.run_files import GATE_COMPARISON_PLOT, GATE_PLOT, LINEAGE_CARD, RunDir
 from components.settings import PROJECT_DIR, Settings, is_source_checkout, relay_version
 
 def _read(path: Path) -> dict | None:
@@ -72,15 +71,16 @@ def render_card(run: Path, settings: Settings, serving: str | None = None, versi
     """The lineage card of the version registered from ``run``, as HTML (``version``: while registering it)."""
     from components.deploy.local import served_state
 
-    spec = json.loads((run / SPEC).read_text())
+    layout = RunDir(run)
+    spec = json.loads(layout.spec_file.read_text())
     task = spec["name"]
-    params = _read(run / RUN_PARAMS) or {}
-    data = _read(run / "data" / DATA_INFO) or {}
-    metrics = _read(run / "train" / METRICS) or {}
-    optimize = _read(run / "optimize" / OPTIMIZE_INFO) or {}
-    gate = _read(run / "gate" / GATE_JSON) or {}
-    registration = _read(run / "register" / REGISTRATION) or {}
-    deployment = _read(run / "deploy" / DEPLOYMENT)
+    params = _read(layout.params_file) or {}
+    data = _read(layout.data_info) or {}
+    metrics = _read(layout.metrics) or {}
+    optimize = _read(layout.optimize_info) or {}
+    gate = _read(layout.gate_json) or {}
+    registration = _read(layout.registration) or {}
+    deployment = _read(layout.deployment)
     steps = _read(run / "steps.json") or {}
     version = version or registration.get("version", "(not registered)")
     registry = ModelRegistry(settings)
@@ -142,11 +142,11 @@ def render_card(run: Path, settings: Settings, serving: str | None = None, versi
                 for name, entry in sorted(steps.items(), key=lambda item: item[1].get("finished_at", 0))],
                ("step", "", "seconds", "why")),
         "<h2>Training</h2>", _curves(metrics.get("history", [])),
-        image_tag(run / "train" / "confusion_matrix.png"), image_tag(run / "train" / "per_class.png"),
+        image_tag(layout.train / "confusion_matrix.png"), image_tag(layout.train / "per_class.png"),
         "<h2>Gate</h2>",
         f"<p>{'<span class=pass>PASS</span>' if gate.get('passed') else '<span class=fail>FAIL</span>'}</p>",
         table(checks, ("check", "rule", "value", "threshold", "result")),
-        image_tag(run / "gate" / GATE_PLOT), image_tag(run / "gate" / GATE_COMPARISON_PLOT),
+        image_tag(layout.gate / GATE_PLOT), image_tag(layout.gate / GATE_COMPARISON_PLOT),
         "<h2>Measured figures</h2>",
         table([(name, "-" if value is None else value) for name, value in figures]),
     ]
@@ -157,7 +157,7 @@ def render_card(run: Path, settings: Settings, serving: str | None = None, versi
 def write_card(run: Path, settings: Settings, target: Path | None = None, serving: str | None = None,
                version: str | None = None) -> Path:
     """Write the card into ``target`` (default: ``run/lineage.html``), atomically."""
-    target = target or run / LINEAGE_CARD
+    target = target or RunDir(run).lineage_card
     write_text(target, render_card(run, settings, serving, version))
     return target
 
@@ -179,7 +179,7 @@ def current_card(task: str, version: str | None = None, settings: Settings | Non
     if version not in versions:
         raise RelayError(f"{task} has no version {version}; registered: {', '.join(versions)}")
     run = settings.runs_dir / task / registry.model_info(task, version)["run_id"]
-    if (run / SPEC).is_file():
+    if RunDir(run).spec_file.is_file():
         return write_card(run, settings)
     target = settings.home / "reports" / task / f"{version}.html"
     target.parent.mkdir(parents=True, exist_ok=True)

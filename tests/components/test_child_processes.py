@@ -9,6 +9,8 @@ import pytest
 
 from tests.conftest import PROJECT
 
+pytestmark = pytest.mark.slow  # trains models in both frameworks
+
 
 def test_the_data_steps_workers_do_not_rerun_an_unguarded_main_script(tmp_path, small_dataset):
     runs = tmp_path / "main-ran.txt"

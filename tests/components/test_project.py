@@ -57,6 +57,7 @@ def test_the_dag_file_builds_the_projects_dags_from_anywhere(project, monkeypatc
         assert data.image == "registry.example/our-images-worker:7" and data.arguments[4:6] == ["--task", "parts"]
 
 
+@pytest.mark.slow  # git and DVC init, a built image's view
 def test_the_worker_image_is_relays_with_the_project_where_its_pods_look(project, tmp_path):
     """No container engine runs here: the Dockerfile is read, and a copy of the project where the image puts
     it is what `relay step` (the pods' command) finds with the image's environment."""

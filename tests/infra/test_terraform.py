@@ -26,6 +26,7 @@ def test_terraform_is_formatted():
 @needs_terraform
 @pytest.mark.skipif(not AWS_PROVIDER.is_dir(),
                     reason=f"no local provider mirror with hashicorp/aws at {AWS_PROVIDER}; the registry is unreachable")
+@pytest.mark.slow  # terraform init
 def test_terraform_init_and_validate_through_the_provider_mirror(tmp_path):
     work = tmp_path / "terraform"
     shutil.copytree(TERRAFORM_DIR, work)

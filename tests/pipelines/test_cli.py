@@ -8,8 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from components.registry.model_registry import ModelRegistry
+from components.run_files import RunDir
 from pipelines.cli import app
-from pipelines.steps import RUN_SPEC
 from tests.conftest import settings_env
 
 
@@ -95,7 +95,7 @@ def test_failed_gate_exits_1_and_register_refuses(cli, settings, trained_run, tm
     for step in ("data", "train", "optimize"):
         shutil.copytree(source / step, run / step)
     strict = spec.model_copy(update={"gate": spec.gate.model_copy(update={"min_accuracy": 1.0, "latency_runs": 20})})
-    (run / RUN_SPEC).write_text(json.dumps(strict.model_dump(mode="json")))
+    RunDir(run).spec_file.write_text(json.dumps(strict.model_dump(mode="json")))
 
     gate = cli("step", "gate", "--run-dir", str(run))
     assert gate.exit_code == 1 and "gate failed" in gate.stderr

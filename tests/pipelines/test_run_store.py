@@ -5,7 +5,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import PROJECT, make_settings, settings_env
+
+pytestmark = pytest.mark.slow  # runs steps in separate pods' homes, TFX included
 
 
 def relay(args, settings):

@@ -26,6 +26,7 @@ def _run(spec_file, settings, overrides=None, steps=("data", "validate", "train"
     return run, {step: run_step(step, run, settings) for step in steps}
 
 
+@pytest.mark.slow  # trains through run_step
 def test_a_rerun_with_nothing_changed_reuses_validate_train_optimize_and_gate(settings, spec_file):
     first, computed = _run(spec_file, settings)
     assert not any(computed[step]["cache"]["reused"] for step in ("validate", "train", "optimize", "gate"))
@@ -42,6 +43,7 @@ def test_a_rerun_with_nothing_changed_reuses_validate_train_optimize_and_gate(se
     assert record["train"]["seconds"] < json.loads((first / RECORD).read_text())["train"]["seconds"]
 
 
+@pytest.mark.slow  # trains through run_step
 def test_a_changed_parameter_recomputes_only_the_steps_that_read_it(settings, spec_file):
     _run(spec_file, settings)
     _, gate_changed = _run(spec_file, settings, {"min_agreement": 0.5})
@@ -72,6 +74,7 @@ def test_the_key_follows_the_data_version_and_the_code(settings, spec_file, monk
     assert step_key("optimize", spec, run).inputs["upstream"] == step_key("train", spec, run).key
 
 
+@pytest.mark.slow  # trains through run_step
 def test_the_cache_can_be_turned_off(settings, spec_file, monkeypatch):
     settings = settings.model_copy(update={"step_cache": False})
     _run(spec_file, settings, steps=("data", "validate"))

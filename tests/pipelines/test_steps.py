@@ -5,7 +5,8 @@ import pytest
 
 from components.errors import RelayError
 from components.registry.model_registry import ModelRegistry
-from pipelines.steps import RUN_SPEC, latest_run, run_spec, run_step, start_run
+from components.run_files import RunDir
+from pipelines.steps import latest_run, run_spec, run_step, start_run
 from tests.conftest import copy_run
 
 
@@ -58,8 +59,7 @@ def test_a_model_worse_than_the_served_default_fails_the_gate(settings, trained_
     """No production stage exists: for a task served locally, the served default is the champion."""
     from components.deploy.local import deploy_local
     from components.deploy.torchserve import TorchServe
-    from components.frameworks import optimize_model
-    from components.frameworks import train_model
+    from components.frameworks import optimize_model, train_model
     from tests.conftest import register_onnx
 
     spec, source = trained_run
@@ -88,7 +88,7 @@ def test_a_step_after_a_failed_one_says_which_step_to_run(settings, trained_run,
     spec, _ = trained_run
     run = tmp_path / "run"
     run.mkdir()
-    (run / RUN_SPEC).write_text(json.dumps(spec.model_dump(mode="json")))
+    RunDir(run).spec_file.write_text(json.dumps(spec.model_dump(mode="json")))
     with pytest.raises(RelayError, match=r"step validate needs data/data.json from step data, which has not "
                                          r"completed .* run `relay step data --run-dir"):
         run_step("validate", run, settings)
@@ -125,7 +125,7 @@ def test_training_killed_mid_epoch_reruns_to_completion(settings, trained_run, t
     assert not (run / "train").exists() and not list(run.glob(".train.tmp-*"))
 
     short = long.model_copy(update={"training": spec.training.model_copy(update={"epochs": 2})})
-    (run / RUN_SPEC).write_text(json.dumps(short.model_dump(mode="json")))  # keep the rerun short
+    RunDir(run).spec_file.write_text(json.dumps(short.model_dump(mode="json")))  # keep the rerun short
     rerun = subprocess.run(command, cwd=PROJECT, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert json.loads((run / "train" / "metrics.json").read_text())["epochs"] == 2

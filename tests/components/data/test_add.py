@@ -30,6 +30,7 @@ def _git_log(project) -> list[str]:
                           check=True).stdout.split("\n")
 
 
+@pytest.mark.slow  # DVC push and a git remote
 def test_new_images_are_added_pushed_and_the_pointer_committed(tmp_path, pets):
     settings, project = pets
     before = versioning.pointer_md5(project / "data" / "pets.dvc")
@@ -50,6 +51,7 @@ def test_new_images_are_added_pushed_and_the_pointer_committed(tmp_path, pets):
     assert (again.added, again.already_present, again.commit) == (0, 6, None)
 
 
+@pytest.mark.slow  # DVC and git repositories
 def test_without_commit_it_says_what_to_commit(tmp_path, pets):
     settings, project = pets
     new = _folder(tmp_path / "new", classes=("cat",), count=2)
@@ -61,6 +63,7 @@ def test_without_commit_it_says_what_to_commit(tmp_path, pets):
                                                "pets' -- data/pets.dvc")
 
 
+@pytest.mark.slow  # DVC and git repositories
 def test_refusals_name_the_problem_and_add_nothing(tmp_path, pets):
     settings, project = pets
     dataset = project / "data" / "pets"

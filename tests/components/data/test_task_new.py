@@ -49,6 +49,7 @@ def test_the_proposed_spec_follows_the_data(tmp_path):
     assert grey["input"]["resize"] == "stretch"
 
 
+@pytest.mark.slow  # DVC push
 def test_create_task_writes_a_loadable_spec_and_pushes_the_data(tmp_path, project):
     settings = make_settings(tmp_path / "home", project_dir=project)
     spec_file = create_task("pets", _folder(tmp_path / "photos"), settings=settings)
@@ -61,6 +62,7 @@ def test_create_task_writes_a_loadable_spec_and_pushes_the_data(tmp_path, projec
         create_task("pets", tmp_path / "photos", settings=settings)
 
 
+@pytest.mark.slow  # DVC and git repositories
 def test_refusals_name_the_problem(tmp_path, project):
     settings = make_settings(tmp_path / "home", project_dir=project)
     with pytest.raises(RelayError, match="only one class"):

@@ -18,6 +18,8 @@ from components.errors import RelayError, ServingError
 from components.registry.model_registry import ModelRegistry
 from tests.conftest import register_onnx, untrained_onnx
 
+pytestmark = pytest.mark.slow  # starts TorchServe
+
 
 @pytest.fixture
 def served(settings):

@@ -11,6 +11,8 @@ from components.deploy.torchserve import TorchServe
 from components.errors import ServingError
 from tests.conftest import make_settings
 
+pytestmark = pytest.mark.slow  # starts TorchServe
+
 
 @pytest.fixture
 def server(settings):

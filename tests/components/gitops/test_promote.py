@@ -11,6 +11,8 @@ from components.registry.model_registry import ModelRegistry
 from components.versioning import git
 from tests.conftest import make_settings, needs_kubectl, write_gate_report
 
+pytestmark = pytest.mark.slow  # builds registries with GTO and git remotes, renders kustomize
+
 
 @pytest.fixture
 def registry(tmp_path):
@@ -84,14 +86,15 @@ def test_unknown_environment(registry):
 def test_kubernetes_deploy_target_pins_the_new_version_in_staging(registry, tmp_path):
     import json
 
+    from components.run_files import RunDir
     from components.spec import load_spec
-    from pipelines.steps import RUN_SPEC, run_step
+    from pipelines.steps import run_step
 
     spec = load_spec("digits")
     spec = spec.model_copy(update={"deploy": spec.deploy.model_copy(update={"target": "kubernetes"})})
     run = tmp_path / "run"
     (run / "register").mkdir(parents=True)
-    (run / RUN_SPEC).write_text(json.dumps(spec.model_dump(mode="json")))
+    RunDir(run).spec_file.write_text(json.dumps(spec.model_dump(mode="json")))
     (run / "register" / "registration.json").write_text(json.dumps({"version": "v0.2.0", "mar": "unused"}))
     summary = run_step("deploy", run, registry.settings)
     assert summary["env"] == "staging" and summary["version"] == "v0.2.0"

@@ -12,11 +12,12 @@ from components.data.dataset import prepare_data
 from components.deploy.local import deploy_local
 from components.deploy.torchserve import TorchServe
 from components.imaging import preprocess_files
-from components.frameworks import optimize_model
+from components.frameworks import load_predictor, optimize_model, train_model
 from components.spec import load_spec
 from components.train import model_preprocessing
-from components.frameworks import load_predictor, train_model
 from tests.conftest import make_settings, spec_for, write_gate_report
+
+pytestmark = pytest.mark.slow  # trains a model and serves it from TorchServe
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,8 @@ from components.errors import DataValidationError
 from components.validate.expectations import SCHEMAS_DIR, validate_with_tfx
 from tests.conftest import spec_for
 
+pytestmark = pytest.mark.slow  # runs the TFX pipeline in its own venv
+
 
 def _dataset(source, tmp_path, name, change=None):
     copy = tmp_path / name
