@@ -41,6 +41,11 @@ STEP_READS = {"data": (), "validate": ("data",), "train": ("data",), "optimize":
               "deploy": ("register", "data")}
 
 
+def _at(*parts: str) -> property:
+    """A RunDir property: the path ``parts`` under the run directory."""
+    return property(lambda run: run.path.joinpath(*parts), doc="/".join(parts))
+
+
 @dataclass(frozen=True)
 class RunDir:
     """One run's directory, ``<RELAY_HOME>/runs/<task>/<run_id>/``: its effective spec and every step's
@@ -51,100 +56,29 @@ class RunDir:
     def __post_init__(self):
         object.__setattr__(self, "path", Path(self.path))
 
-    @property
-    def spec_file(self) -> Path:
-        return self.path / SPEC
+    spec_file = _at(SPEC)
+    params_file = _at(RUN_PARAMS)
+    steps_record = _at(STEPS_RECORD)
+    lineage_card = _at(LINEAGE_CARD)
+    checkpoints = _at(CHECKPOINTS)
 
-    @property
-    def params_file(self) -> Path:
-        return self.path / RUN_PARAMS
+    data, validate, tfx, train = _at("data"), _at("validate"), _at("tfx"), _at("train")
+    optimize, gate, register, deploy = _at("optimize"), _at("gate"), _at("register"), _at("deploy")
 
-    @property
-    def steps_record(self) -> Path:
-        return self.path / STEPS_RECORD
-
-    @property
-    def lineage_card(self) -> Path:
-        return self.path / LINEAGE_CARD
-
-    @property
-    def data(self) -> Path:
-        return self.path / "data"
-
-    @property
-    def validate(self) -> Path:
-        return self.path / "validate"
-
-    @property
-    def tfx(self) -> Path:
-        return self.path / "tfx"
-
-    @property
-    def train(self) -> Path:
-        return self.path / "train"
-
-    @property
-    def optimize(self) -> Path:
-        return self.path / "optimize"
-
-    @property
-    def gate(self) -> Path:
-        return self.path / "gate"
-
-    @property
-    def register(self) -> Path:
-        return self.path / "register"
-
-    @property
-    def deploy(self) -> Path:
-        return self.path / "deploy"
-
-    @property
-    def data_info(self) -> Path:
-        return self.data / DATA_INFO
-
-    @property
-    def manifest(self) -> Path:
-        return self.data / MANIFEST
-
-    @property
-    def validation(self) -> Path:
-        return self.validate / VALIDATION
-
-    @property
-    def metrics(self) -> Path:
-        return self.train / METRICS
-
-    @property
-    def preprocessing(self) -> Path:
-        return self.train / PREPROCESSING
-
-    @property
-    def optimized_model(self) -> Path:
-        return self.optimize / OPTIMIZED_MODEL
-
-    @property
-    def optimize_info(self) -> Path:
-        return self.optimize / OPTIMIZE_INFO
-
-    @property
-    def gate_json(self) -> Path:
-        return self.gate / GATE_JSON
-
-    @property
-    def gate_report(self) -> Path:
-        return self.gate / GATE_REPORT
-
-    @property
-    def registration(self) -> Path:
-        return self.register / REGISTRATION
-
-    @property
-    def deployment(self) -> Path:
-        return self.deploy / DEPLOYMENT
+    data_info = _at("data", DATA_INFO)
+    manifest = _at("data", MANIFEST)
+    validation = _at("validate", VALIDATION)
+    metrics = _at("train", METRICS)
+    preprocessing = _at("train", PREPROCESSING)
+    optimized_model = _at("optimize", OPTIMIZED_MODEL)
+    optimize_info = _at("optimize", OPTIMIZE_INFO)
+    gate_json = _at("gate", GATE_JSON)
+    gate_report = _at("gate", GATE_REPORT)
+    registration = _at("register", REGISTRATION)
+    deployment = _at("deploy", DEPLOYMENT)
 
     def completed(self, step: str) -> Path:
-        """The file a step writes last-but-atomically with its directory: present means the step completed."""
+        """The file a step publishes with its directory: present means the step completed."""
         return {"data": self.data_info, "validate": self.validation, "train": self.metrics,
                 "optimize": self.optimize_info, "gate": self.gate_json, "register": self.registration,
                 "deploy": self.deployment}[step]
