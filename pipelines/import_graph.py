@@ -27,7 +27,7 @@ def module_imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
     """The Relay modules ``name`` imports anywhere in its file (``from pkg import module`` counts the module)."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in _import_nodes(path):
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -42,8 +42,15 @@ def module_imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
     return found
 
 
-def import_closure(roots: list[str], root: Path = PROJECT_DIR) -> list[Path]:
-    """The files of ``roots`` and of every Relay module they import, directly or not, sorted."""
+@lru_cache(maxsize=None)
+def _import_nodes(path: Path) -> tuple[ast.Import | ast.ImportFrom, ...]:
+    """The import statements of one file, parsed once per process (a step keys on them at every run)."""
+    tree = ast.parse(path.read_text(), str(path))
+    return tuple(node for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom)))
+
+
+@lru_cache(maxsize=None)
+def _closure(roots: tuple[str, ...], root: Path) -> tuple[Path, ...]:
     modules = relay_modules(root)
     seen, todo = set(), list(roots)
     while todo:
@@ -55,4 +62,9 @@ def import_closure(roots: list[str], root: Path = PROJECT_DIR) -> list[Path]:
         if parent in modules:  # importing a module runs its package's __init__ first
             todo.append(parent)
         todo.extend(module_imports(name, modules[name], modules))
-    return sorted(modules[name] for name in seen)
+    return tuple(sorted(modules[name] for name in seen))
+
+
+def import_closure(roots: list[str], root: Path = PROJECT_DIR) -> list[Path]:
+    """The files of ``roots`` and of every Relay module they import, directly or not, sorted."""
+    return list(_closure(tuple(roots), root))
