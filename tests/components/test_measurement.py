@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from components.measurement import Runtime, ThreadSettings, bootstrap_interval, time_runtimes, with_interval
+from components.run_files import RunDir
 from pipelines.steps import _measurements_file
 from tests.conftest import PROJECT, copy_run, settings_env
 
@@ -74,7 +75,7 @@ def test_cached_measurements_are_keyed_by_the_thread_settings(settings, trained_
     data = spec.model_dump(mode="json")
     data["deploy"]["threads"] = 2
     two = parse_spec(data)
-    assert _measurements_file(spec, run, settings) != _measurements_file(two, run, settings)
+    assert _measurements_file(spec, RunDir(run), settings) != _measurements_file(two, RunDir(run), settings)
     assert step_key("gate", spec, run).key != step_key("gate", two, run).key
     assert step_key("optimize", spec, run).key == step_key("optimize", two, run).key  # the model is the same
 

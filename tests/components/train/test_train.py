@@ -129,7 +129,7 @@ def test_killed_training_resumes_from_its_last_checkpoint(trained_run, tmp_path)
     four = spec.model_copy(update={"training": spec.training.model_copy(update={"epochs": 30})})
     train_model(four, run / "data", tmp_path / "straight" / "train")
     target = tmp_path / "killed" / "train"
-    script = ("import json, sys; from components.spec import parse_spec; from components.train import train_model; "
+    script = ("import json, sys; from components.spec import parse_spec; from components.frameworks import train_model; "
               "from pathlib import Path; spec = parse_spec(json.loads(sys.argv[1])); "
               "train_model(spec, Path(sys.argv[2]), Path(sys.argv[3]))")
     args = [sys.executable, "-c", script, four.model_dump_json(), str(run / "data"), str(target)]
