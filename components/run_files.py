@@ -35,10 +35,10 @@ STEPS_RECORD = "steps.json"              # per step: computed or reused, and why
 STEPS = ("data", "validate", "train", "optimize", "gate", "register", "deploy")
 # The directories each step writes (validate also runs TFX, into tfx/).
 STEP_OUTPUTS = {step: (step,) for step in STEPS} | {"validate": ("validate", "tfx")}
-# The earlier steps whose outputs each step reads.
-STEP_READS = {"data": (), "validate": ("data",), "train": ("data",), "optimize": ("train", "data"),
-              "gate": ("optimize", "train", "data"), "register": ("gate", "optimize", "train", "data"),
-              "deploy": ("register", "data")}
+# The earlier step whose completion each step needs before it starts (what it reads beyond that, such as
+# data/ for the gate's test split, that step's own predecessors have read).
+STEP_READS = {"data": (), "validate": ("data",), "train": ("data",), "optimize": ("train",), "gate": ("optimize",),
+              "register": ("gate",), "deploy": ("register",)}
 
 
 def _at(*parts: str) -> property:

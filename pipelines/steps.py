@@ -294,7 +294,7 @@ def _register(spec: TaskSpec, run: RunDir, settings: Settings) -> RegisterSummar
     from components.versioning import git
 
     if not gate_passed(run.path):
-        raise GateFailed(f"run {run.path.name} has not passed the gate ({run / 'gate' / GATE_JSON}): refusing to register")
+        raise GateFailed(f"run {run.path.name} has not passed the gate ({run.gate_json}): refusing to register")
     model = run.optimized_model
     framework = model_framework(run.train)
     registry = ModelRegistry(settings)
