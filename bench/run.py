@@ -516,7 +516,8 @@ def measure_demo(home: Path) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--skip-demo", action="store_true", help="skip the demo timing (about a minute)")
-    parser.add_argument("--only", choices=["load", "shapes", "data", "rerun", "serving", "bakeoff", "bakeoff-digits"],
+    parser.add_argument("--only", choices=["load", "shapes", "data", "rerun", "serving", "bakeoff", "bakeoff-digits",
+                                           "models", "tensorflow"],
                         help="measure one group only (results.json keeps the others)")
     args = parser.parse_args()
     figures: dict[str, float] = {}
@@ -535,6 +536,10 @@ def main() -> None:
             figures.update(measure_bakeoffs(Path(tmp) / "bakeoff"))
         elif args.only == "bakeoff-digits":
             figures.update(measure_bakeoffs(Path(tmp) / "bakeoff", ("digits",)))
+        elif args.only == "models":
+            figures.update(measure_eager_and_onnx(Path(tmp) / "models"))
+        elif args.only == "tensorflow":
+            figures.update(measure_tensorflow(Path(tmp) / "tensorflow"))
         else:
             figures.update(measure_serving(Path(tmp) / "serving"))
             figures.update(measure_bakeoffs(Path(tmp) / "bakeoff"))
