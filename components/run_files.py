@@ -37,7 +37,7 @@ STEPS = ("data", "validate", "train", "optimize", "gate", "register", "deploy")
 STEP_OUTPUTS = {step: (step,) for step in STEPS} | {"validate": ("validate", "tfx")}
 # The earlier step whose completion each step needs before it starts (what it reads beyond that, such as
 # data/ for the gate's test split, that step's own predecessors have read).
-STEP_READS = {"data": (), "validate": ("data",), "train": ("data",), "optimize": ("train",), "gate": ("optimize",),
+STEP_NEEDS = {"data": (), "validate": ("data",), "train": ("data",), "optimize": ("train",), "gate": ("optimize",),
               "register": ("gate",), "deploy": ("register",)}
 
 
@@ -82,6 +82,3 @@ class RunDir:
         return {"data": self.data_info, "validate": self.validation, "train": self.metrics,
                 "optimize": self.optimize_info, "gate": self.gate_json, "register": self.registration,
                 "deploy": self.deployment}[step]
-
-    def outputs(self, step: str) -> list[Path]:
-        return [self.path / name for name in STEP_OUTPUTS[step]]

@@ -69,9 +69,10 @@ def code_version(step: str) -> str:
 
 def data_version(run: Path) -> str:
     """Hash of the data step's output, without where the dataset happens to live on this machine."""
-    info = json.loads((RunDir(run).data_info).read_text())
+    layout = RunDir(run)
+    info = json.loads(layout.data_info.read_text())
     info.pop("dataset_dir", None)
-    digest = hashlib.sha256((RunDir(run).manifest).read_bytes())
+    digest = hashlib.sha256(layout.manifest.read_bytes())
     digest.update(json.dumps(info, sort_keys=True).encode())
     return digest.hexdigest()[:16]
 

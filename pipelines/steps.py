@@ -12,7 +12,7 @@ import json
 import re
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from typing import Any
 from components.atomic import write_json
 from components.errors import GateFailed, RelayError
 from components.run_files import (GATE_COMPARISON_PLOT, GATE_JSON, GATE_PLOT, GATE_REPORT, LINEAGE_CARD,
-                                  OPTIMIZED_MODEL, PREPROCESSING, STEP_READS, STEPS, RunDir)
+                                  OPTIMIZED_MODEL, PREPROCESSING, STEP_NEEDS, STEPS, RunDir)
 from components.settings import Settings, get_settings
 from components.spec import TaskSpec, load_spec, parse_spec
 
@@ -142,7 +142,7 @@ class LocalDeploySummary:
     url: str | None
     rolled_back: bool
     why: str | None
-    canary: dict | None = field(default=None)
+    canary: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -397,7 +397,7 @@ def run_step(name: str, run_dir: Path, settings: Settings | None = None) -> dict
 
 def _inputs_present(name: str, run: RunDir) -> None:
     """Each step the run layout says ``name`` reads must have completed; a missing one did not run (or failed)."""
-    for producer in STEP_READS[name]:
+    for producer in STEP_NEEDS[name]:
         needed = run.completed(producer)
         if not needed.is_file():
             raise RelayError(f"step {name} needs {needed.relative_to(run.path)} from step {producer}, which has not "

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from components.errors import RelayError
 from components.models import Predictor
-from components.optimize import OptimizeResult, optimize_onnx
-from components.spec import TaskSpec
 from components.train import TrainResult, model_framework
+
+if TYPE_CHECKING:  # annotations only: importing these would load pandas, ONNX Runtime and pydantic
+    from components.optimize import OptimizeResult
+    from components.spec import TaskSpec
 
 __all__ = ["Backend", "Predictor", "backend", "load_predictor", "optimize_model", "train_model"]
 
@@ -63,5 +65,7 @@ def load_predictor(model_dir: Path) -> Predictor:
 def optimize_model(spec: TaskSpec, train_dir: Path, data_dir: Path, out_dir: Path) -> OptimizeResult:
     """Write ``out_dir/model.onnx`` (fp32, or INT8 when the spec asks) and ``optimize.json`` with the exporter
     (and TF-TRT) of the framework the model was trained in."""
+    from components.optimize import optimize_onnx  # pandas and ONNX Runtime: loaded only to optimize
+
     tools = backend(model_framework(train_dir))
     return optimize_onnx(spec, train_dir, data_dir, out_dir, tools.export_onnx, tools.accelerated)
