@@ -20,10 +20,10 @@ demo: setup  ## Run the digits DAG through Airflow and leave the model served by
 	@scripts/demo.sh
 
 test: setup  ## Run the whole test suite (unit, data, model and end-to-end DAG tests)
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=20
 
 test-fast: setup  ## Run the unit and contract tests (no training, no Airflow, no TorchServe): a few minutes
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow" --durations=10
 
 bench: setup  ## Measure speed figures; prints a table and writes bench/results.json
 	$(PY) -m bench.run

@@ -173,23 +173,24 @@ def measure_load(home: Path) -> dict[str, float]:
 
     names = ["inference", "management", "metrics", "grpc_inference", "grpc_management"]
     settings = Settings(home=home, **{f"ts_{name}_port": port for name, port in zip(names, free_ports(len(names)))})
-    first = start_run("digits", settings=settings)
+    first = RunDir(start_run("digits", settings=settings))
     for step in STEPS:
         run_step(step, first, settings)
     server = TorchServe(settings)
     try:
         spec = run_spec(first)
-        _, _, paths = load_split(first / "data", "test", spec.dataset.classes)
+        _, _, paths = load_split(first.data, "test", spec.dataset.classes)
         bodies = [p.read_bytes() for p in paths]
-        run_load(server, "digits", bodies, total=1000, concurrency=32)  # warm-up: JIT, worker, connections
+        # The RSS change is read after the warm-up, so that it shows growth under load, not the JIT's start.
+        run_load(server, "digits", bodies, total=SERVING_WARMUP_REQUESTS, concurrency=32)
         before = server_rss_bytes(server)
         load = run_load(server, "digits", bodies, total=10_000, concurrency=32)
         after = server_rss_bytes(server)
 
-        second = start_run("digits", settings=settings)  # the same model, registered as a new version
+        second = RunDir(start_run("digits", settings=settings))  # the same model, registered as a new version
         for step in ("data", "validate", "train", "optimize", "gate"):
-            shutil.rmtree(second / step, ignore_errors=True)
-            shutil.copytree(first / step, second / step)
+            shutil.rmtree(getattr(second, step), ignore_errors=True)
+            shutil.copytree(getattr(first, step), getattr(second, step))
         run_step("register", second, settings)
         deployed, results = threading.Event(), []
         loop = threading.Thread(target=lambda: results.append(

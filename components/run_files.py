@@ -56,6 +56,12 @@ class RunDir:
     def __post_init__(self):
         object.__setattr__(self, "path", Path(self.path))
 
+    def __fspath__(self) -> str:  # a RunDir goes wherever a run directory's path does (CLI args, Path())
+        return str(self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
     spec_file = _at(SPEC)
     params_file = _at(RUN_PARAMS)
     steps_record = _at(STEPS_RECORD)

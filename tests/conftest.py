@@ -103,30 +103,33 @@ def trained_run(tmp_path_factory, digits_spec, small_dataset):
     """One run of the small dataset through data → validate → train → optimize, shared read-only."""
     from components.data.dataset import prepare_data
     from components.frameworks import optimize_model, train_model
+    from components.run_files import RunDir
     from components.validate.expectations import validate_dataset
 
     home = tmp_path_factory.mktemp("trained-run")
     settings = make_settings(home / "relay-home")
     spec = spec_for(digits_spec, small_dataset, **{"training.epochs": 15})
-    run = home / "run"
-    prepare_data(spec, run / "data", settings)
-    validate_dataset(spec, run / "data", run / "validate")
-    train_model(spec, run / "data", run / "train")
-    optimize_model(spec, run / "train", run / "data", run / "optimize")
+    run = RunDir(home / "run")
+    prepare_data(spec, run.data, settings)
+    validate_dataset(spec, run.data, run.validate)
+    train_model(spec, run.data, run.train)
+    optimize_model(spec, run.train, run.data, run.optimize)
     return spec, run
 
 
 @pytest.fixture(scope="session")
 def keras_run(trained_run, tmp_path_factory):
-    """The shared small run, trained again with Keras (mixed_bfloat16 on this CPU)."""
+    """The shared small run, trained again with Keras (mixed_bfloat16 on this CPU): the spec, the shared
+    run's data directory, and a RunDir holding only train/ and optimize/."""
     from components.frameworks import optimize_model, train_model
+    from components.run_files import RunDir
 
     spec, source = trained_run
     spec = apply_overrides(spec, {"framework": "tensorflow"})  # validated: its exporter becomes tf2onnx
-    run = tmp_path_factory.mktemp("keras-run")
-    train_model(spec, source / "data", run / "train")
-    optimize_model(spec, run / "train", source / "data", run / "optimize")
-    return spec, source / "data", run
+    run = RunDir(tmp_path_factory.mktemp("keras-run"))
+    train_model(spec, source.data, run.train)
+    optimize_model(spec, run.train, source.data, run.optimize)
+    return spec, source.data, run
 
 
 def write_gate_report(target: Path, passed: bool = True) -> Path:
@@ -151,17 +154,6 @@ def write_gate_report(target: Path, passed: bool = True) -> Path:
     assert gate["passed"] is passed
     write_gate("digits", gate, {}, target)
     return target
-
-
-def checkov(*args: str) -> dict:
-    """Run checkov (from .venv-tools, offline) and return its JSON summary; fails on a checkov error."""
-    import json
-    import subprocess
-
-    result = subprocess.run([str(PROJECT / ".venv-tools" / "bin" / "checkov"), *args, "--skip-download", "--quiet",
-                             "--compact", "-o", "json"], capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    return json.loads(result.stdout)["summary"]
 
 
 needs_kubectl = pytest.mark.skipif(shutil.which("kubectl") is None,
@@ -211,13 +203,15 @@ def untrained_onnx(spec, target: Path, seed: int = 123) -> Path:
     return export_onnx(train_dir, target, spec)
 
 
-def copy_run(source: Path, run: Path, spec, steps=("data", "train", "optimize")) -> Path:
-    """A run directory holding ``steps``' outputs copied from ``source`` and ``spec`` as its effective spec."""
+def copy_run(source, target: Path, spec, steps=("data", "train", "optimize")):
+    """A RunDir at ``target`` holding ``steps``' outputs copied from the RunDir ``source`` and ``spec`` as its
+    effective spec."""
     import json
 
-    from components.run_files import SPEC
+    from components.run_files import RunDir
 
+    run = RunDir(target)
     for step in steps:
-        shutil.copytree(source / step, run / step)
-    (run / SPEC).write_text(json.dumps(spec.model_dump(mode="json")))
+        shutil.copytree(getattr(source, step), getattr(run, step))
+    run.spec_file.write_text(json.dumps(spec.model_dump(mode="json")))
     return run

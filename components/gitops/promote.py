@@ -159,17 +159,14 @@ def _after_commit(pinned: Promotion) -> Promotion:
 def _pin(registry: ModelRegistry, task: str, version: str, env: str, message: str) -> Promotion:
     overlay = overlay_file(registry.path, task, env)
     previous = pinned_version(overlay)
-    before = registry.head()
-    tags = []
-    if previous and previous != version:  # one version per environment: the one the overlay pins
-        tags += registry.unassign_unlocked(task, previous, env)
-    tags += registry.assign_unlocked(task, version, env)
-    framework = registry.model_info(task, version).get("framework", "pytorch")
-    _write_manifests(registry.path, task, env, version, registry.remote or str(registry.path), framework)
-    git(["add", "-A", "k8s"], registry.path)
-    git(["commit", "-q", "-m", message], registry.path)
-    registry.publish(tags, before)
-    return Promotion(task, env, version, previous, git(["rev-parse", "HEAD"], registry.path), overlay, live="")
+    with registry.transaction() as change:
+        if previous and previous != version:  # one version per environment: the one the overlay pins
+            change.tags += registry.unassign_unlocked(task, previous, env)
+        change.tags += registry.assign_unlocked(task, version, env)
+        framework = registry.model_info(task, version).get("framework", "pytorch")
+        _write_manifests(registry.path, task, env, version, registry.remote or str(registry.path), framework)
+        commit = change.commit(message, "k8s")
+    return Promotion(task, env, version, previous, commit, overlay, live="")
 
 
 def _smoke_image(task: str) -> bytes | None:

@@ -7,14 +7,13 @@ set it tracks that git remote and pushes every registration (commit and tag) to 
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from components import versioning
 from components.versioning import git
 from components.atomic import sha256_file, write_json
 from components.errors import RelayError
+from components.registry.transaction import GitTransaction, exclusive, git_transaction, sync
 from components.run_files import GATE_JSON
 from components.settings import Settings, get_settings
 
@@ -49,11 +49,6 @@ class ModelRegistry:
         self.path = self.settings.registry_dir
         self.remote = self.settings.registry_remote
 
-    @property
-    def branch(self) -> str:
-        """The branch Relay commits to: the one the clone checked out, i.e. the remote's default branch."""
-        return git(["symbolic-ref", "--short", "HEAD"], self.path)
-
     def ensure(self) -> ModelRegistry:
         """Create (or clone) the registry repository and commit its DVC remote to ``.dvc/config``.
 
@@ -72,9 +67,7 @@ class ModelRegistry:
                 self.path.mkdir(parents=True, exist_ok=True)
                 git(["init", "-q", "-b", LOCAL_BRANCH], self.path)
         url = versioning.remote_url(self.settings)
-        with self._lock():
-            self._sync()
-            before = self.head()
+        with self.locked(), self.transaction() as change:
             if not (self.path / ".dvc").is_dir():
                 versioning.dvc(["init", "-q"], self.path)
                 (self.path / "README.md").write_text(
@@ -83,10 +76,7 @@ class ModelRegistry:
                     "The DVC remote holding the artifacts is in `.dvc/config`.\n")
             versioning.configure_remote(self.path, url, committed=True)
             if git(["status", "--porcelain"], self.path):
-                git(["add", "-A"], self.path)
-                message = "Initialize the Relay model registry" if before is None else f"DVC remote: {url}"
-                git(["commit", "-q", "-m", message], self.path)
-                self.publish([], before)
+                change.commit("Initialize the Relay model registry" if change.before is None else f"DVC remote: {url}")
         return self
 
     def dvc_remote(self) -> str | None:
@@ -96,61 +86,16 @@ class ModelRegistry:
         except (versioning.DvcError, IndexError):
             return None
 
-    def head(self) -> str | None:
-        return git(["rev-parse", "--verify", "-q", "HEAD"], self.path, check=False) or None
-
     @contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the registry lock and bring the clone up to date with its remote."""
-        with self._lock():
-            self._sync()
+        with exclusive(self.path):
+            sync(self.path, self.remote)
             yield
 
-    @contextmanager
-    def _lock(self) -> Iterator[None]:
-        # Registrations on one machine queue here; across machines the remote rejects a stale push.
-        with open(self.path / ".git" / "relay-registry.lock", "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
-    def _sync(self) -> None:
-        if not self.remote:
-            return
-        proc = subprocess.run(["git", "fetch", "-q", "--tags", "origin"], cwd=self.path, capture_output=True,
-                              text=True)
-        if proc.returncode != 0:
-            raise RelayError(f"the registry remote {self.remote} is not reachable: {proc.stderr.strip()}; "
-                             "nothing was changed")
-        if git(["ls-remote", "--heads", "origin", self.branch], self.path):
-            git(["merge", "-q", "--ff-only", f"origin/{self.branch}"], self.path)
-
-    def push(self, tags: list[str]) -> None:
-        """Push the branch and ``tags`` to the remote, if there is one."""
-        if self.remote:
-            git(["push", "-q", "--atomic", "origin", f"HEAD:refs/heads/{self.branch}",
-                 *[f"refs/tags/{t}" for t in tags]], self.path)
-
-    def publish(self, tags: list[str], before: str | None) -> None:
-        """Push; when the remote refuses, undo the local commits and ``tags`` so the clone matches the
-        remote again (nothing half-registered), and raise one error saying so."""
-        try:
-            self.push(tags)
-        except RelayError as error:
-            self._undo(tags, before)
-            reason = " ".join(str(error).split(": ", 1)[-1].split())  # one line
-            raise RelayError(f"the registry remote {self.remote} refused the push ({reason}); nothing was "
-                             "registered or promoted: the local registry was reset to match the remote. "
-                             "Fix the remote and run the step again.") from None
-
-    def _undo(self, tags: list[str], before: str | None) -> None:
-        for tag in tags:
-            git(["tag", "-d", tag], self.path, check=False)
-        if before is not None:
-            git(["reset", "-q", "--hard", before], self.path)
-            git(["clean", "-q", "-fd"], self.path)
+    def transaction(self) -> AbstractContextManager[GitTransaction]:
+        """One all-or-nothing change (commits and tags pushed together, or undone); inside ``locked()``."""
+        return git_transaction(self.path, self.remote)
 
     def versions(self, task: str) -> list[dict]:
         """Registered versions of ``task``, newest first: ``{version, stages, commit, created_at}``."""
@@ -217,49 +162,48 @@ class ModelRegistry:
         import gto.api
 
         self.ensure()
-        with self._lock():
-            self._sync()
+        with self.locked():
             if metadata.get("run_id") and (earlier := self.version_of_run(task, metadata["run_id"])):
                 return Registration(task, earlier, f"{task}@{earlier}",
                                     git(["rev-parse", f"{task}@{earlier}^{{commit}}"], self.path),
                                     self.path / "models" / task / "artifacts", reused=True)
             version = self.next_version(task)
             tag = f"{task}@{version}"
-            before = self.head()
             model_dir = self.path / "models" / task
             artifacts = model_dir / "artifacts"
             staging = model_dir / ".artifacts.incoming"
-            try:
-                shutil.rmtree(staging, ignore_errors=True)
-                staging.mkdir(parents=True)
-                build(version, staging)
-                digests = {p.relative_to(staging).as_posix(): sha256_file(p)
-                           for p in sorted(staging.rglob("*")) if p.is_file()}
-                shutil.rmtree(artifacts, ignore_errors=True)
-                staging.rename(artifacts)
-                for report in artifacts.glob("gate.*"):  # the gate report is readable in git, beside the pointer
-                    shutil.copy2(report, model_dir / report.name)
-                write_json(model_dir / MODEL_JSON, {**metadata, "task": task, "version": version, "sha256": digests})
-                self._annotate(task)
-                rel = str(artifacts.relative_to(self.path))
-                versioning.dvc(["add", "-q", rel], self.path)
+            with self.transaction() as change:
                 try:
-                    versioning.dvc(["push", rel + ".dvc"], self.path)
-                except versioning.DvcError as error:
-                    raise RelayError(f"cannot push {task} {version} to the DVC remote {self.dvc_remote()}: "
-                                     f"{error.reason}; nothing was registered") from None
-                git(["add", "-A"], self.path)
-                git(["commit", "-q", "-m", f"{task} {version}: register (gate passed)"], self.path)
-                self._after_last_tag_second()
-                gto.api.register(str(self.path), task, ref="HEAD", version=version,
-                                 message=f"Register {task} {version}", author="Relay", author_email="relay@localhost")
-            except BaseException:
-                shutil.rmtree(staging, ignore_errors=True)
-                shutil.rmtree(artifacts, ignore_errors=True)  # restored from DVC for the previous version on use
-                self._undo([tag], before)
-                raise
-            self.publish([tag], before)
-            return Registration(task, version, tag, git(["rev-parse", "HEAD"], self.path), artifacts)
+                    shutil.rmtree(staging, ignore_errors=True)
+                    staging.mkdir(parents=True)
+                    build(version, staging)
+                    digests = {p.relative_to(staging).as_posix(): sha256_file(p)
+                               for p in sorted(staging.rglob("*")) if p.is_file()}
+                    shutil.rmtree(artifacts, ignore_errors=True)
+                    staging.rename(artifacts)
+                    for report in artifacts.glob("gate.*"):  # the gate report is readable in git, beside the pointer
+                        shutil.copy2(report, model_dir / report.name)
+                    write_json(model_dir / MODEL_JSON,
+                               {**metadata, "task": task, "version": version, "sha256": digests})
+                    self._annotate(task)
+                    rel = str(artifacts.relative_to(self.path))
+                    versioning.dvc(["add", "-q", rel], self.path)
+                    try:
+                        versioning.dvc(["push", rel + ".dvc"], self.path)
+                    except versioning.DvcError as error:
+                        raise RelayError(f"cannot push {task} {version} to the DVC remote {self.dvc_remote()}: "
+                                         f"{error.reason}; nothing was registered") from None
+                    commit = change.commit(f"{task} {version}: register (gate passed)")
+                    self._after_last_tag_second()
+                    change.tags.append(tag)
+                    gto.api.register(str(self.path), task, ref="HEAD", version=version,
+                                     message=f"Register {task} {version}", author="Relay",
+                                     author_email="relay@localhost")
+                except BaseException:
+                    shutil.rmtree(staging, ignore_errors=True)
+                    shutil.rmtree(artifacts, ignore_errors=True)  # restored from DVC for the previous version on use
+                    raise
+            return Registration(task, version, tag, commit, artifacts)
 
     def version_of_run(self, task: str, run_id: str) -> str | None:
         """The version registered from run ``run_id``, if any."""
@@ -292,9 +236,8 @@ class ModelRegistry:
 
     def assign(self, task: str, version: str, stage: str) -> None:
         """Assign ``stage`` to ``version`` with a GTO tag (and push it)."""
-        with self.locked():
-            before = self.head()
-            self.publish(self.assign_unlocked(task, version, stage), before)
+        with self.locked(), self.transaction() as change:
+            change.tags += self.assign_unlocked(task, version, stage)
 
     def _after_last_tag_second(self) -> None:
         # GTO orders events by their tag's timestamp, which has one-second resolution: two stage events

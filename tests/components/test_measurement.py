@@ -13,15 +13,14 @@ import numpy as np
 import pytest
 
 from components.measurement import Runtime, ThreadSettings, bootstrap_interval, time_runtimes, with_interval
-from components.run_files import RunDir
 from pipelines.steps import _measurements_file
 from tests.conftest import PROJECT, copy_run, settings_env
 
 
-def _images(run, spec):
+def _images(data_dir, spec):
     from components.data.dataset import load_split
 
-    return load_split(run / "data", "test", spec.dataset.classes)[0]
+    return load_split(data_dir, "test", spec.dataset.classes)[0]
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -29,9 +28,9 @@ def test_both_sides_run_with_the_settings_asked_for_whatever_the_callers_environ
                                                                                      threads):
     spec, run = trained_run
     monkeypatch.delenv("OMP_NUM_THREADS")  # a plain shell; this process itself runs torch with 1 thread
-    timings = time_runtimes([Runtime.native("eager", "pytorch", run / "train"),
-                             Runtime.onnx("ort", run / "optimize" / "model.onnx")],
-                            {"b1": _images(run, spec)[:1]}, {"b1": 20}, ThreadSettings(threads))
+    timings = time_runtimes([Runtime.native("eager", "pytorch", run.train),
+                             Runtime.onnx("ort", run.optimized_model)],
+                            {"b1": _images(run.data, spec)[:1]}, {"b1": 20}, ThreadSettings(threads))
     assert timings.effective == {"torch_intra_op": threads, "torch_inter_op": 1,
                                  "onnxruntime_intra_op": threads, "onnxruntime_inter_op": 1}
     assert [len(timings.samples_ms[name]["b1"]) for name in ("eager", "ort")] == [20, 20]
@@ -41,9 +40,9 @@ def test_both_sides_run_with_the_settings_asked_for_whatever_the_callers_environ
 def test_a_keras_model_is_timed_under_the_settings_even_after_tensorflow_started_here(keras_run):
     """keras_run trained in this process, so TensorFlow's thread pools here are fixed at their defaults."""
     spec, data_dir, run = keras_run
-    timings = time_runtimes([Runtime.native("keras", "tensorflow", run / "train"),
-                             Runtime.onnx("ort", run / "optimize" / "model.onnx")],
-                            {"b1": _images(data_dir.parent, spec)[:1]}, {"b1": 10}, ThreadSettings(1))
+    timings = time_runtimes([Runtime.native("keras", "tensorflow", run.train),
+                             Runtime.onnx("ort", run.optimized_model)],
+                            {"b1": _images(data_dir, spec)[:1]}, {"b1": 10}, ThreadSettings(1))
     assert timings.effective["tensorflow_intra_op"] == 1 and timings.effective["tensorflow_inter_op"] == 1
     assert timings.effective["onnxruntime_intra_op"] == 1
 
@@ -57,11 +56,11 @@ def test_the_gate_in_a_plain_shell_times_both_models_with_the_serving_threads(se
                           env={**env, **settings_env(settings), "PYTHONPATH": str(PROJECT)},
                           capture_output=True, text=True, timeout=600)
     assert done.returncode in (0, 1), done.stderr[-3000:]
-    gate = json.loads((run / "gate" / "gate.json").read_text())
+    gate = json.loads(run.gate_json.read_text())
     method = gate["latency_method"]
     assert method["threads"] == {"intra_op": spec.deploy.threads, "inter_op": 1}
     assert set(method["effective_threads"].values()) == {1} and len(method["effective_threads"]) == 4
-    report = (run / "gate" / "gate.md").read_text()
+    report = run.gate_report.read_text()
     assert "timed under the serving thread settings: 1 intra-op and 1 inter-op thread(s) for both models" in report
 
 
@@ -75,7 +74,7 @@ def test_cached_measurements_are_keyed_by_the_thread_settings(settings, trained_
     data = spec.model_dump(mode="json")
     data["deploy"]["threads"] = 2
     two = parse_spec(data)
-    assert _measurements_file(spec, RunDir(run), settings) != _measurements_file(two, RunDir(run), settings)
+    assert _measurements_file(spec, run, settings) != _measurements_file(two, run, settings)
     assert step_key("gate", spec, run).key != step_key("gate", two, run).key
     assert step_key("optimize", spec, run).key == step_key("optimize", two, run).key  # the model is the same
 

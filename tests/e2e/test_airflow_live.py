@@ -27,6 +27,7 @@ import yaml
 from components.data.builtin import write_sklearn_digits
 from components.deploy.local import served_default
 from components.deploy.torchserve import TorchServe
+from components.run_files import RunDir
 from pipelines.airflow_api import AirflowApiError, AirflowClient, generated_password
 from tests.conftest import PROJECT, free_ports, make_settings, settings_env
 
@@ -245,8 +246,8 @@ def test_a_tensorflow_run_from_the_form_trains_on_a_data_version_never_decoded(l
     client.set_paused("relay_fresh", False)
     run = client.trigger("relay_fresh", {"framework": "tensorflow", "epochs": 1})
     live.wait_for_run("relay_fresh", run["dag_run_id"])
-    run_dir = next((live.settings.runs_dir / "fresh").glob("airflow-manual*"))
-    metrics = json.loads((run_dir / "train" / "metrics.json").read_text())
+    run_dir = RunDir(next((live.settings.runs_dir / "fresh").glob("airflow-manual*")))
+    metrics = json.loads(run_dir.metrics.read_text())
     assert metrics["framework"] == "tensorflow" and metrics["train_loop_images_per_second"] > 0
     assert len(set(decoded.glob("*.npy")) - before) == 1  # this run built the cache for the new data version
     assert served_default(live.settings, "fresh") == "v0.1.0"

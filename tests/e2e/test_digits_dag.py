@@ -19,6 +19,7 @@ from PIL import Image
 from components.data.dataset import load_split
 from components.deploy.torchserve import TorchServe
 from components.registry.model_registry import ModelRegistry
+from components.run_files import RunDir
 from components.versioning import git
 from tests.conftest import PROJECT, make_settings, settings_env
 
@@ -63,7 +64,7 @@ def deployed(tmp_path_factory, webhook):
     env = {**os.environ, **settings_env(settings), "PYTHONPATH": str(PROJECT), "OMP_NUM_THREADS": "1",
            "AIRFLOW_HOME": str(root / "airflow"), "RELAY_WEBHOOK_URL": webhook[0]}
     result = relay(["dag-test", "digits"], env)
-    run = (settings.runs_dir / "digits" / "latest").resolve()  # later runs move "latest"
+    run = RunDir((settings.runs_dir / "digits" / "latest").resolve())  # later runs move "latest"
     yield settings, env, result, root, run
     TorchServe(settings).stop()
 
@@ -72,9 +73,9 @@ def _posts(webhook, outcome: str) -> list[dict]:
     return [post for post in webhook[1] if post["outcome"] == outcome]
 
 
-def _heldout(run: Path, count: int):
-    spec = json.loads((run / "spec.json").read_text())
-    _, labels, paths = load_split(run / "data", "test", spec["dataset"]["classes"])
+def _heldout(run: RunDir, count: int):
+    spec = json.loads(run.spec_file.read_text())
+    _, labels, paths = load_split(run.data, "test", spec["dataset"]["classes"])
     return [(p, spec["dataset"]["classes"][y]) for p, y in list(zip(paths, labels))[:count]]
 
 
@@ -93,8 +94,8 @@ def test_dag_run_succeeds(deployed):
 
 def test_gate_passed(deployed):
     *_, run = deployed
-    assert run.name.startswith("airflow-manual")
-    gate = json.loads((run / "gate" / "gate.json").read_text())
+    assert run.path.name.startswith("airflow-manual")
+    gate = json.loads(run.gate_json.read_text())
     assert gate["passed"] is True and gate["metrics"]["accuracy_optimized"] >= 0.9
 
 
@@ -111,8 +112,8 @@ def test_the_lineage_card_renders_offline_with_its_plots(deployed):
     import io
 
     settings, env, _, _, run = deployed
-    card = (run / "lineage.html").read_text()
-    data = json.loads((run / "data" / "data.json").read_text())
+    card = run.lineage_card.read_text()
+    data = json.loads(run.data_info.read_text())
     assert data["dataset_md5"] in card and "digits v0.1.0" in card and "default of digits" in card
     assert "max_accuracy_drop_pp" in card and "digits@v0.1.0" in card and "registry commit" in card
     assert not re.search(r"""(src|href)=["']?(https?:|//|/)""", card)  # nothing fetched from anywhere
@@ -123,7 +124,7 @@ def test_the_lineage_card_renders_offline_with_its_plots(deployed):
     stored = ModelRegistry(settings).artifact_bytes("digits", "v0.1.0", "lineage.html").decode()
     assert data["dataset_md5"] in stored and "registered, not yet deployed" in stored
     printed = relay(["report", "digits", "--version", "v0.1.0"], env, timeout=120)
-    assert printed.returncode == 0 and printed.stdout.strip() == str(run / "lineage.html")
+    assert printed.returncode == 0 and printed.stdout.strip() == str(run.lineage_card)
 
 
 def test_a_failed_gate_posts_its_checks_and_reuses_training(deployed, webhook):
@@ -136,10 +137,10 @@ def test_a_failed_gate_posts_its_checks_and_reuses_training(deployed, webhook):
     assert "relay_digits: failed" in failed.stdout
     assert re.search(r"gate\s+│\s+failed", failed.stdout) and re.search(r"deploy\s+│\s+upstream_failed", failed.stdout)
     assert re.search(r"gate failed: accuracy_floor \S+ vs 1 \(", failed.stdout + failed.stderr)
-    gate_run = (settings.runs_dir / "digits" / "latest").resolve()
-    steps = json.loads((gate_run / "steps.json").read_text())
+    gate_run = RunDir((settings.runs_dir / "digits" / "latest").resolve())
+    steps = json.loads(gate_run.steps_record.read_text())
     assert steps["train"]["reused"] and steps["optimize"]["reused"] and not steps["gate"]["reused"]
-    assert f"reused the output of run {run.name}" in steps["train"]["why"]
+    assert f"reused the output of run {run.path.name}" in steps["train"]["why"]
     [post] = [p for p in _posts(webhook, "gate_failed") if p["run_dir"] == str(gate_run)]
     assert post["failed_checks"] == ["accuracy_floor"]
     assert TorchServe(settings).default_version("digits") == "0.1.0"

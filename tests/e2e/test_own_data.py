@@ -15,6 +15,7 @@ from PIL import Image
 
 from components.data.builtin import write_shapes
 from components.deploy.torchserve import TorchServe
+from components.run_files import RunDir
 from tests.conftest import PROJECT, make_settings, settings_env
 
 pytestmark = pytest.mark.e2e
@@ -60,11 +61,11 @@ def test_task_new_then_the_dag_serves_the_users_own_data(tmp_path):
         table = " ".join(result.stdout.split())
         for step in ("data", "validate", "train", "optimize", "gate", "register", "deploy"):
             assert f"│ {step} │ success │" in table
-        run = (settings.runs_dir / "myshapes" / "latest").resolve()
-        gate = json.loads((run / "gate" / "gate.json").read_text())
+        run = RunDir((settings.runs_dir / "myshapes" / "latest").resolve())
+        gate = json.loads(run.gate_json.read_text())
         assert gate["latency_method"]["threads"] == {"intra_op": 1, "inter_op": 1}  # the spec's deploy.threads
         assert set(gate["latency_method"]["effective_threads"].values()) == {1}
-        info = json.loads((run / "data" / "data.json").read_text())
+        info = json.loads(run.data_info.read_text())
         assert info["split_counts"]["skipped"] == 1 and info["preprocessing"]["channels"] == 3
         answer = TorchServe(settings).predict("myshapes", (photos / "star" / "WIDE.PNG").read_bytes())
         assert answer["class"] in spec["dataset"]["classes"] and len(answer["logits"]) == 10

@@ -3,9 +3,8 @@ bases, locked installs, non-root users and absence of secrets; scanned by checko
 
 import re
 
-from tests.conftest import PROJECT, checkov
-
-DOCKERFILE = PROJECT / "Dockerfile"
+from tests.conftest import PROJECT
+from tests.infra.conftest import DOCKERFILE
 
 
 def instructions() -> list[tuple[str, str]]:
@@ -74,6 +73,6 @@ def test_dockerignore_keeps_data_and_environments_out():
         assert entry in ignored, entry
 
 
-def test_checkov_finds_no_failures():
-    summary = checkov("-f", str(DOCKERFILE), "--framework", "dockerfile")
-    assert summary["failed"] == 0 and summary["passed"] > 50
+def test_checkov_finds_no_failures(checkov_scan):
+    summary = checkov_scan.summary("/Dockerfile")
+    assert summary["failed"] == 0 and summary["passed"] > 50, summary["failures"]

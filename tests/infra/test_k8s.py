@@ -1,54 +1,49 @@
 """Serving manifests, validated offline: kustomize renders each overlay, kubernetes-validate checks it
 strictly against the Kubernetes schemas, and checkov finds no failures. No API server exists here."""
 
-import os
 import re
 import subprocess
-from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import PROJECT, checkov, needs_kubectl
+from tests.conftest import PROJECT, needs_kubectl
+from tests.infra.conftest import OVERLAYS
 
 pytestmark = needs_kubectl
 
-OVERLAYS = ["staging", "production"]
 TOOLS = PROJECT / ".venv-tools" / "bin"
 
 
-def render(env: str) -> list[dict]:
-    return [doc for doc in yaml.safe_load_all(kustomize(PROJECT / "infra" / "k8s" / "overlays" / env)) if doc]
+def docs_of(text: str) -> list[dict]:
+    return [doc for doc in yaml.safe_load_all(text) if doc]
 
 
 def by_kind(docs: list[dict], kind: str) -> list[dict]:
     return [doc for doc in docs if doc["kind"] == kind]
 
 
-def kustomize(folder) -> str:
-    return subprocess.run(["kubectl", "kustomize", str(folder)], capture_output=True, text=True, check=True).stdout
-
-
-def assert_valid(text: str, tmp_path) -> dict:
-    """kubernetes-validate --strict and checkov over rendered manifests; returns checkov's summary."""
-    rendered = tmp_path / "rendered.yaml"
-    rendered.write_text(text)
+def assert_valid(name: str, scanned_manifests, checkov_scan, tmp_path) -> dict:
+    """kubernetes-validate --strict over a rendered kustomization, and its checks in the session's checkov scan;
+    returns checkov's counts for it."""
+    rendered = tmp_path / f"{name}.yaml"
+    rendered.write_text(scanned_manifests[name])
     validate = subprocess.run([str(TOOLS / "kubernetes-validate"), "--strict", "-k", "1.32.0", str(rendered)],
                               capture_output=True, text=True)
     assert validate.returncode == 0, validate.stdout + validate.stderr
-    summary = checkov("-f", str(rendered), "--framework", "kubernetes")
-    assert summary["failed"] == 0
+    summary = checkov_scan.summary(f"/k8s/{name}.yaml")
+    assert summary["failed"] == 0, summary["failures"]
     return summary
 
 
 @pytest.mark.parametrize("env", OVERLAYS)
-def test_overlay_passes_strict_schema_validation_and_checkov(env, tmp_path):
-    assert assert_valid(yaml.safe_dump_all(render(env)), tmp_path)["passed"] > 50
+def test_overlay_passes_strict_schema_validation_and_checkov(env, scanned_manifests, checkov_scan, tmp_path):
+    assert assert_valid(env, scanned_manifests, checkov_scan, tmp_path)["passed"] > 50
 
 
 @pytest.mark.parametrize("env", OVERLAYS)
-def test_serving_pod_is_locked_down_and_probes_work_with_token_auth(env):
-    docs = render(env)
+def test_serving_pod_is_locked_down_and_probes_work_with_token_auth(env, scanned_manifests):
+    docs = docs_of(scanned_manifests[env])
     assert {doc["metadata"]["namespace"] for doc in docs} == {f"relay-{env}"}
     (deployment,) = by_kind(docs, "Deployment")
     pod = deployment["spec"]["template"]["spec"]
@@ -65,8 +60,8 @@ def test_serving_pod_is_locked_down_and_probes_work_with_token_auth(env):
         assert len(by_kind(docs, kind)) == 1, kind
 
 
-def test_torchserve_config_keeps_token_auth_and_management_inside_the_pod():
-    docs = render("production")
+def test_torchserve_config_keeps_token_auth_and_management_inside_the_pod(scanned_manifests):
+    docs = docs_of(scanned_manifests["production"])
     config = next(doc for doc in by_kind(docs, "ConfigMap") if "config.properties" in doc["data"])
     properties = config["data"]["config.properties"]
     assert "disable_token_authorization" not in properties and "enable_model_api=false" in properties
@@ -79,8 +74,8 @@ def test_torchserve_config_keeps_token_auth_and_management_inside_the_pod():
     assert {port["port"] for port in service["spec"]["ports"]} == {8080, 8082}  # never the management port
 
 
-def test_production_runs_more_replicas_than_staging():
-    replicas = {env: by_kind(render(env), "HorizontalPodAutoscaler")[0]["spec"]["minReplicas"] for env in OVERLAYS}
+def test_production_runs_more_replicas_than_staging(scanned_manifests):
+    replicas = {env: by_kind(docs_of(scanned_manifests[env]), "HorizontalPodAutoscaler")[0]["spec"]["minReplicas"] for env in OVERLAYS}
     assert replicas == {"staging": 2, "production": 3}
 
 
@@ -91,18 +86,10 @@ def test_argocd_applications_watch_the_overlays():
         assert app["spec"]["destination"]["namespace"] == f"relay-{env}"
 
 
-def test_tfserving_component_renders_validates_and_serves_the_models_config(tmp_path):
-    overlay = tmp_path / "staging-tfserving"
-    overlay.mkdir()
-    k8s = PROJECT / "infra" / "k8s"
-    (overlay / "kustomization.yaml").write_text(yaml.safe_dump({
-        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "namespace": "relay-staging",
-        "resources": [str(Path(os.path.relpath(k8s / "overlays" / "staging", overlay)))],
-        "components": [str(Path(os.path.relpath(k8s / "components" / "tfserving", overlay)))]}))
-    text = kustomize(overlay)
-    assert_valid(text, tmp_path)
-
-    docs = [doc for doc in yaml.safe_load_all(text) if doc]
+def test_tfserving_component_renders_validates_and_serves_the_models_config(scanned_manifests, checkov_scan,
+                                                                            tmp_path):
+    assert_valid("staging-tfserving", scanned_manifests, checkov_scan, tmp_path)
+    docs = docs_of(scanned_manifests["staging-tfserving"])
     tfserving = next(d for d in by_kind(docs, "Deployment") if d["metadata"]["name"] == "tfserving")
     pod = tfserving["spec"]["template"]["spec"]
     (server,) = pod["containers"]
@@ -112,10 +99,9 @@ def test_tfserving_component_renders_validates_and_serves_the_models_config(tmp_
     assert tfserving["metadata"]["namespace"] == "relay-staging"
 
 
-def test_worker_namespace_for_step_pods_validates(tmp_path):
-    text = kustomize(PROJECT / "infra" / "k8s" / "workers")
-    assert_valid(text, tmp_path)
-    docs = {doc["kind"]: doc for doc in yaml.safe_load_all(text) if doc}
+def test_worker_namespace_for_step_pods_validates(scanned_manifests, checkov_scan, tmp_path):
+    assert_valid("workers", scanned_manifests, checkov_scan, tmp_path)
+    docs = {doc["kind"]: doc for doc in docs_of(scanned_manifests["workers"])}
     # The names the pod-mode DAG uses (pipelines/airflow_dag.py).
     assert docs["ServiceAccount"]["metadata"]["name"] == "relay-worker"
     assert docs["PersistentVolumeClaim"]["metadata"]["name"] == "relay-home"

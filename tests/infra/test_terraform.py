@@ -7,9 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PROJECT, checkov
-
-TERRAFORM_DIR = PROJECT / "infra" / "terraform"
+from tests.infra.conftest import TERRAFORM_DIR
 MIRROR = Path("/opt/tf-plugins")
 AWS_PROVIDER = MIRROR / "registry.terraform.io" / "hashicorp" / "aws"
 
@@ -50,9 +48,9 @@ def test_terraform_init_and_validate_through_the_provider_mirror(tmp_path):
     assert validate.returncode == 0 and "The configuration is valid" in validate.stdout, validate.stdout + validate.stderr
 
 
-def test_checkov_finds_no_failures_and_every_skip_has_a_reason():
-    summary = checkov("-d", str(TERRAFORM_DIR), "--framework", "terraform")
-    assert summary["failed"] == 0 and summary["passed"] >= 100
+def test_checkov_finds_no_failures_and_every_skip_has_a_reason(checkov_scan):
+    summary = checkov_scan.summary("/terraform/")
+    assert summary["failed"] == 0 and summary["passed"] >= 100, summary["failures"]
     skips = re.findall(r"#checkov:skip=([A-Z0-9_]+):?(.*)", "".join(p.read_text() for p in TERRAFORM_DIR.glob("*.tf")))
     assert skips and all(reason.strip() for _, reason in skips)
     assert summary["skipped"] == len(skips)

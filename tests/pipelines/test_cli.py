@@ -1,16 +1,14 @@
 """The CLI's contract: one-line errors with exit code 2, a failed gate exits 1 and registers nothing."""
 
 import json
-import shutil
 import socket
 
 import pytest
 from typer.testing import CliRunner
 
 from components.registry.model_registry import ModelRegistry
-from components.run_files import RunDir
 from pipelines.cli import app
-from tests.conftest import settings_env
+from tests.conftest import copy_run, settings_env
 
 
 @pytest.fixture
@@ -91,16 +89,13 @@ def test_models_with_empty_registry(cli):
 
 def test_failed_gate_exits_1_and_register_refuses(cli, settings, trained_run, tmp_path):
     spec, source = trained_run
-    run = tmp_path / "run"
-    for step in ("data", "train", "optimize"):
-        shutil.copytree(source / step, run / step)
     strict = spec.model_copy(update={"gate": spec.gate.model_copy(update={"min_accuracy": 1.0, "latency_runs": 20})})
-    RunDir(run).spec_file.write_text(json.dumps(strict.model_dump(mode="json")))
+    run = copy_run(source, tmp_path / "run", strict)
 
     gate = cli("step", "gate", "--run-dir", str(run))
     assert gate.exit_code == 1 and "gate failed" in gate.stderr
-    assert json.loads((run / "gate" / "gate.json").read_text())["passed"] is False
-    assert "accuracy_floor | optimized accuracy ≥ floor" in (run / "gate" / "gate.md").read_text()
+    assert json.loads(run.gate_json.read_text())["passed"] is False
+    assert "accuracy_floor | optimized accuracy ≥ floor" in run.gate_report.read_text()
 
     _one_line_error(cli("step", "register", "--run-dir", str(run)), "has not passed the gate", "refusing to register")
     assert ModelRegistry(settings).versions("digits") == []

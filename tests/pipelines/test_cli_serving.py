@@ -34,10 +34,10 @@ def short_lived_keys(trained_run, tmp_path_factory):
     settings = make_settings(tmp_path_factory.mktemp("keys") / "relay-home", ts_token_expiration_min=0.25)
     server = TorchServe(settings)
     try:
-        deploy_local(spec, register_onnx(settings, spec, run / "optimize" / "model.onnx", "run-1"), run / "data",
+        deploy_local(spec, register_onnx(settings, spec, run.optimized_model, "run-1"), run.data,
                      settings)
         env = {**{k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}, **settings_env(settings)}
-        _, _, paths = load_split(run / "data", "test", spec.dataset.classes)
+        _, _, paths = load_split(run.data, "test", spec.dataset.classes)
         yield settings, server, env, paths[0]
     finally:
         server.stop()

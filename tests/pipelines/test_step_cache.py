@@ -8,7 +8,8 @@ import json
 import pytest
 import yaml
 
-from pipelines.step_cache import RECORD, step_key
+from components.run_files import RunDir
+from pipelines.step_cache import step_key
 from pipelines.steps import run_step, start_run
 from tests.conftest import PROJECT, spec_for
 
@@ -22,7 +23,7 @@ def spec_file(tmp_path, digits_spec, small_dataset):
 
 
 def _run(spec_file, settings, overrides=None, steps=("data", "validate", "train", "optimize", "gate")):
-    run = start_run(str(spec_file), overrides, settings=settings)
+    run = RunDir(start_run(str(spec_file), overrides, settings=settings))
     return run, {step: run_step(step, run, settings) for step in steps}
 
 
@@ -33,14 +34,14 @@ def test_a_rerun_with_nothing_changed_reuses_validate_train_optimize_and_gate(se
     second, again = _run(spec_file, settings)
     for step in ("validate", "train", "optimize", "gate"):
         assert again[step]["cache"] == {"reused": True, "key": computed[step]["cache"]["key"],
-                                        "from_run": first.name}, step
-    assert (second / "optimize" / "model.onnx").read_bytes() == (first / "optimize" / "model.onnx").read_bytes()
-    assert again["optimize"]["model"] == str(second / "optimize" / "model.onnx")  # names this run's copy
+                                        "from_run": first.path.name}, step
+    assert second.optimized_model.read_bytes() == first.optimized_model.read_bytes()
+    assert again["optimize"]["model"] == str(second.optimized_model)  # names this run's copy
     assert again["gate"]["passed"] == computed["gate"]["passed"]
-    record = json.loads((second / RECORD).read_text())
-    assert record["train"]["reused"] and f"reused the output of run {first.name}" in record["train"]["why"]
+    record = json.loads(second.steps_record.read_text())
+    assert record["train"]["reused"] and f"reused the output of run {first.path.name}" in record["train"]["why"]
     assert not record["data"]["reused"] and "not cached" in record["data"]["why"]
-    assert record["train"]["seconds"] < json.loads((first / RECORD).read_text())["train"]["seconds"]
+    assert record["train"]["seconds"] < json.loads(first.steps_record.read_text())["train"]["seconds"]
 
 
 @pytest.mark.slow  # trains through run_step
@@ -58,12 +59,12 @@ def test_the_key_follows_the_data_version_and_the_code(settings, spec_file, monk
     from pipelines import step_cache
 
     run, _ = _run(spec_file, settings, steps=("data",))
-    spec = json.loads((run / "spec.json").read_text())
+    spec = json.loads(run.spec_file.read_text())
     from components.spec import parse_spec
 
     spec = parse_spec(spec)
     key = step_key("train", spec, run)
-    manifest = run / "data" / "manifest.csv"
+    manifest = run.manifest
     rows = manifest.read_text().splitlines()
     manifest.write_text("\n".join(rows[:-1]) + "\n")  # one image fewer: another data version
     assert step_key("train", spec, run).key != key.key
@@ -80,7 +81,7 @@ def test_the_cache_can_be_turned_off(settings, spec_file, monkeypatch):
     _run(spec_file, settings, steps=("data", "validate"))
     second, again = _run(spec_file, settings, steps=("data", "validate"))
     assert again["validate"]["cache"] == {"reused": False, "key": None}
-    assert "not cached" in json.loads((second / RECORD).read_text())["validate"]["why"]
+    assert "not cached" in json.loads(second.steps_record.read_text())["validate"]["why"]
 
 
 def test_a_step_is_keyed_by_its_own_stage_code_not_by_all_of_relay():

@@ -37,8 +37,8 @@ def test_gate_measures_the_production_champion_on_the_current_heldout_set(settin
     registry = ModelRegistry(settings)
 
     def build(version, dest):
-        shutil.copy(run / "optimize" / "model.onnx", dest / "model.onnx")
-        shutil.copy(run / "train" / "preprocessing.json", dest / "preprocessing.json")
+        shutil.copy(run.optimized_model, dest / "model.onnx")
+        shutil.copy(run.preprocessing, dest / "preprocessing.json")
         (dest / "model.mar").write_bytes(b"unused here")
         (dest / "gate.json").write_text(json.dumps({"passed": True, "metrics": {"accuracy_optimized": 0.9}}))
         (dest / "gate.md").write_text("passed")
@@ -47,7 +47,7 @@ def test_gate_measures_the_production_champion_on_the_current_heldout_set(settin
     registry.assign("digits", "v0.1.0", "production")
 
     summary = run_step("gate", run, settings)
-    gate = json.loads((run / "gate" / "gate.json").read_text())
+    gate = json.loads(run.gate_json.read_text())
     champion_check = next(c for c in gate["checks"] if c["name"] == "champion")
     assert gate["champion"]["version"] == "v0.1.0"
     # The champion is the same model, so it measures the same accuracy on the same held-out set.
@@ -68,19 +68,19 @@ def test_a_model_worse_than_the_served_default_fails_the_gate(settings, trained_
     server = TorchServe(settings)
     try:
         lenient = spec.model_copy(update={"gate": spec.gate.model_copy(update={"min_accuracy": 0.0})})
-        deploy_local(lenient, register_onnx(settings, spec, source / "optimize" / "model.onnx"), source / "data",
+        deploy_local(lenient, register_onnx(settings, spec, source.optimized_model), source.data,
                      settings)
         worse = spec.model_copy(update={"training": spec.training.model_copy(update={"epochs": 1}),
                                         "gate": lenient.gate})
         run = copy_run(source, tmp_path / "worse", worse, steps=("data",))
-        train_model(worse, run / "data", run / "train")
-        optimize_model(worse, run / "train", run / "data", run / "optimize")
+        train_model(worse, run.data, run.train)
+        optimize_model(worse, run.train, run.data, run.optimize)
         summary = run_step("gate", run, settings)
-        gate = json.loads((run / "gate" / "gate.json").read_text())
+        gate = json.loads(run.gate_json.read_text())
         assert summary["passed"] is False and summary["failed_checks"] == ["champion"]
         assert gate["champion"]["version"] == "v0.1.0" and gate["champion"]["role"] == "served default"
         assert gate["champion"]["accuracy"] > gate["metrics"]["accuracy_optimized"] + 0.005
-        assert "served default v0.1.0" in (run / "gate" / "gate.md").read_text()
+        assert "served default v0.1.0" in run.gate_report.read_text()
         assert server.default_version("digits") == "0.1.0"
     finally:
         server.stop()
@@ -88,9 +88,9 @@ def test_a_model_worse_than_the_served_default_fails_the_gate(settings, trained_
 
 def test_a_step_after_a_failed_one_says_which_step_to_run(settings, trained_run, tmp_path):
     spec, _ = trained_run
-    run = tmp_path / "run"
-    run.mkdir()
-    RunDir(run).spec_file.write_text(json.dumps(spec.model_dump(mode="json")))
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    run.spec_file.write_text(json.dumps(spec.model_dump(mode="json")))
     with pytest.raises(RelayError, match=r"step validate needs data/data.json from step data, which has not "
                                          r"completed .* run `relay step data --run-dir"):
         run_step("validate", run, settings)
@@ -117,21 +117,21 @@ def test_training_killed_mid_epoch_reruns_to_completion(settings, trained_run, t
     trainer = subprocess.Popen(command, cwd=PROJECT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
-        state = run / "train.checkpoints" / "state.json"
+        state = run.checkpoints / "state.json"
         while not state.is_file() and time.monotonic() < deadline:
             time.sleep(0.2)
         assert state.is_file(), "training never finished an epoch"
     finally:
         trainer.send_signal(signal.SIGKILL)
         trainer.wait()
-    assert not (run / "train").exists() and not list(run.glob(".train.tmp-*"))
+    assert not run.train.exists() and not list(run.path.glob(".train.tmp-*"))
 
     short = long.model_copy(update={"training": spec.training.model_copy(update={"epochs": 2})})
-    RunDir(run).spec_file.write_text(json.dumps(short.model_dump(mode="json")))  # keep the rerun short
+    run.spec_file.write_text(json.dumps(short.model_dump(mode="json")))  # keep the rerun short
     rerun = subprocess.run(command, cwd=PROJECT, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
-    assert json.loads((run / "train" / "metrics.json").read_text())["epochs"] == 2
-    assert not list(run.glob(".train.tmp-*")) and not (run / "train.checkpoints").exists()
+    assert json.loads(run.metrics.read_text())["epochs"] == 2
+    assert not list(run.path.glob(".train.tmp-*")) and not run.checkpoints.exists()
 
 
 def _snapshot(run) -> dict[str, str]:
@@ -201,7 +201,7 @@ def test_a_full_disk_during_a_step_publishes_nothing_and_says_so(settings, train
 
     spec, source = trained_run
     run = copy_run(source, tmp_path / "run", spec, steps=("data", "train"))
-    assert (source / "optimize" / "model.onnx").stat().st_size > 64 * 1024
+    assert source.optimized_model.stat().st_size > 64 * 1024
 
     def limit_file_size():
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead of killing
@@ -213,6 +213,6 @@ def test_a_full_disk_during_a_step_publishes_nothing_and_says_so(settings, train
                           preexec_fn=limit_file_size, capture_output=True, text=True, timeout=300)
     message = " ".join(step.stderr.split())
     assert step.returncode == 2, step.stdout[-2000:] + step.stderr[-2000:]
-    assert f"writing {run / 'optimize'} failed: the file size limit was reached" in message
+    assert f"writing {run.optimize} failed: the file size limit was reached" in message
     assert "nothing was published" in message and "Traceback" not in step.stderr
-    assert sorted(p.name for p in run.iterdir()) == ["data", "spec.json", "train"]
+    assert sorted(p.name for p in run.path.iterdir()) == ["data", "spec.json", "train"]

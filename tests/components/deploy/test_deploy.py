@@ -38,9 +38,9 @@ def spec(trained_run):
 def two_versions(spec, trained_run, settings, served):
     """v0.1.0 then v0.2.0 (the same trained model, registered twice) deployed one after the other."""
     _, run = trained_run
-    model = run / "optimize" / "model.onnx"
-    first = deploy_local(spec, register_onnx(settings, spec, model, "run-1"), run / "data", settings)
-    second = deploy_local(spec, register_onnx(settings, spec, model, "run-2"), run / "data", settings)
+    model = run.optimized_model
+    first = deploy_local(spec, register_onnx(settings, spec, model, "run-1"), run.data, settings)
+    second = deploy_local(spec, register_onnx(settings, spec, model, "run-2"), run.data, settings)
     return first, second
 
 
@@ -49,7 +49,7 @@ def _versions(server: TorchServe) -> set[str]:
 
 
 def _accuracy(server, run, spec, count=10) -> float:
-    _, labels, paths = load_split(run / "data", "test", spec.dataset.classes)
+    _, labels, paths = load_split(run.data, "test", spec.dataset.classes)
     answers = [server.predict("digits", p.read_bytes())["class"] for p in paths[:count]]
     return sum(a == spec.dataset.classes[y] for a, y in zip(answers, labels[:count])) / count
 
@@ -72,11 +72,11 @@ def test_workers_and_batching_come_from_the_spec_through_the_mar(spec, trained_r
     _, run = trained_run
     serving = spec.model_copy(update={"deploy": spec.deploy.model_copy(
         update={"workers": 2, "batch_size": 4, "max_batch_delay_ms": 3})})
-    deploy_local(serving, register_onnx(settings, serving, run / "optimize" / "model.onnx", "batched"), run / "data",
+    deploy_local(serving, register_onnx(settings, serving, run.optimized_model, "batched"), run.data,
                  settings)
     [described] = served.describe("digits")
     assert (described["batchSize"], described["maxBatchDelay"], len(described["workers"])) == (4, 3, 2)
-    _, labels, paths = load_split(run / "data", "test", spec.dataset.classes)
+    _, labels, paths = load_split(run.data, "test", spec.dataset.classes)
     with ThreadPoolExecutor(8) as pool:  # concurrent requests: the server batches them
         answers = list(pool.map(lambda p: served.predict("digits", p.read_bytes())["class"], paths[:40]))
     right = sum(answer == spec.dataset.classes[y] for answer, y in zip(answers, labels[:40]))
@@ -92,17 +92,17 @@ def test_redeploying_the_default_changes_nothing(spec, trained_run, served, sett
 
 def test_only_the_default_and_the_previous_version_stay_served(spec, trained_run, served, settings, two_versions):
     _, run = trained_run
-    third = deploy_local(spec, register_onnx(settings, spec, run / "optimize" / "model.onnx", "run-3"),
-                         run / "data", settings)
+    third = deploy_local(spec, register_onnx(settings, spec, run.optimized_model, "run-3"),
+                         run.data, settings)
     assert third.previous_default == "v0.2.0" and _versions(served) == {"0.2.0", "0.3.0"}
 
 
 def test_failed_smoke_test_rolls_back_and_leaves_the_default_untouched(spec, trained_run, served, settings,
                                                                         tmp_path):
     _, run = trained_run
-    deploy_local(spec, register_onnx(settings, spec, run / "optimize" / "model.onnx"), run / "data", settings)
+    deploy_local(spec, register_onnx(settings, spec, run.optimized_model), run.data, settings)
     bad = register_onnx(settings, spec, untrained_onnx(spec, tmp_path / "untrained.onnx"))
-    result = deploy_local(spec, bad, run / "data", settings)
+    result = deploy_local(spec, bad, run.data, settings)
     assert result.rolled_back and result.version == "v0.2.0" and result.previous_default == "v0.1.0"
     assert "smoke test: accuracy" in result.why and "the default stays v0.1.0" in result.why
     assert result.canary is None  # never got that far
@@ -128,12 +128,12 @@ def _wrapping_handler(tmp_path: Path, name: str, body: str) -> Path:
 def test_a_canary_outside_its_bounds_rolls_back_while_the_old_version_serves(spec, trained_run, served, settings,
                                                                             tmp_path, fault, broken_bound):
     _, run = trained_run
-    model = run / "optimize" / "model.onnx"
-    deploy_local(spec, register_onnx(settings, spec, model, "run-1"), run / "data", settings)
+    model = run.optimized_model
+    deploy_local(spec, register_onnx(settings, spec, model, "run-1"), run.data, settings)
     spec = spec.model_copy(update={"deploy": spec.deploy.model_copy(update={
         "smoke_samples": 1, "canary_requests": 20, "canary_max_p99_ms": 200.0})})
     faulty = register_onnx(settings, spec, model, "run-faulty", handler=_wrapping_handler(tmp_path, "faulty", fault))
-    result = deploy_local(spec, faulty, run / "data", settings)
+    result = deploy_local(spec, faulty, run.data, settings)
     assert result.rolled_back and broken_bound in result.why and "the default stays v0.1.0" in result.why, result
     assert result.canary["current"]["errors"] == 0 and result.canary["current"]["requests"] == 20
     assert served.default_version("digits") == "0.1.0" and _versions(served) == {"0.1.0"}
@@ -146,10 +146,10 @@ def test_a_healthy_canary_goes_live_and_no_client_request_fails_during_the_chang
     import threading
 
     _, run = trained_run
-    model = run / "optimize" / "model.onnx"
-    deploy_local(spec, register_onnx(settings, spec, model, "run-1"), run / "data", settings)
+    model = run.optimized_model
+    deploy_local(spec, register_onnx(settings, spec, model, "run-1"), run.data, settings)
     second = register_onnx(settings, spec, model, "run-2")
-    image = next(iter(load_split(run / "data", "test", spec.dataset.classes)[2])).read_bytes()
+    image = next(iter(load_split(run.data, "test", spec.dataset.classes)[2])).read_bytes()
     answered, failures, stop = [], [], threading.Event()
 
     def client():
@@ -163,7 +163,7 @@ def test_a_healthy_canary_goes_live_and_no_client_request_fails_during_the_chang
     loop = threading.Thread(target=client)
     loop.start()
     try:
-        result = deploy_local(spec, second, run / "data", settings)
+        result = deploy_local(spec, second, run.data, settings)
         time.sleep(0.5)
     finally:
         stop.set()
@@ -179,12 +179,12 @@ def test_a_model_torchserve_refuses_is_removed_and_the_default_keeps_serving(spe
                                                                              tmp_path):
     """The handler raises at initialize (the ONNX file is not a model): registration fails."""
     _, run = trained_run
-    deploy_local(spec, register_onnx(settings, spec, run / "optimize" / "model.onnx"), run / "data", settings)
+    deploy_local(spec, register_onnx(settings, spec, run.optimized_model), run.data, settings)
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(b"this is not an ONNX model")
     version = register_onnx(settings, spec, broken)
     with pytest.raises(ServingError, match="TorchServe refused digits v0.2.0"):
-        deploy_local(spec, version, run / "data", settings)
+        deploy_local(spec, version, run.data, settings)
     assert served.default_version("digits") == "0.1.0" and _versions(served) == {"0.1.0"}
     assert _accuracy(served, run, spec) >= 0.7
 
@@ -207,8 +207,8 @@ def test_a_server_killed_between_deploys_comes_back_with_the_next_deploy(spec, t
     java = psutil.Process(served.pid())
     java.send_signal(signal.SIGKILL)
     java.wait(10)
-    third = deploy_local(spec, register_onnx(settings, spec, run / "optimize" / "model.onnx", "run-3"),
-                         run / "data", settings)
+    third = deploy_local(spec, register_onnx(settings, spec, run.optimized_model, "run-3"),
+                         run.data, settings)
     assert third.previous_default == "v0.2.0"
     assert served.default_version("digits") == "0.3.0" and _versions(served) == {"0.2.0", "0.3.0"}
 
@@ -293,8 +293,8 @@ def _body(kind: str, sample: Path) -> bytes:
 
 def test_bad_requests_get_a_4xx_with_the_reason_and_serving_goes_on(spec, trained_run, served, settings):
     _, run = trained_run
-    deploy_local(spec, register_onnx(settings, spec, run / "optimize" / "model.onnx"), run / "data", settings)
-    _, _, paths = load_split(run / "data", "test", spec.dataset.classes)
+    deploy_local(spec, register_onnx(settings, spec, run.optimized_model), run.data, settings)
+    _, _, paths = load_split(run.data, "test", spec.dataset.classes)
     answers = {}
     for kind, (body, content_type, status, reason) in BAD_REQUESTS.items():
         with pytest.raises(ServingError) as refused:
@@ -323,8 +323,8 @@ def test_grpc_clients_get_invalid_argument_with_the_reason(spec, trained_run, se
     import grpc
 
     _, run = trained_run
-    deploy_local(spec, register_onnx(settings, spec, run / "optimize" / "model.onnx"), run / "data", settings)
-    _, _, paths = load_split(run / "data", "test", spec.dataset.classes)
+    deploy_local(spec, register_onnx(settings, spec, run.optimized_model), run.data, settings)
+    _, _, paths = load_split(run.data, "test", spec.dataset.classes)
 
     def varint(number: int) -> bytes:
         out = b""

@@ -29,7 +29,7 @@ def tf_registry(tmp_path, keras_run):
         (dest / "model.mar").write_bytes(b"mar " + version.encode())
         for report in gate.iterdir():
             (dest / report.name).write_bytes(report.read_bytes())
-        write_tfserving_artifacts("digits", version, run / "train" / "saved_model", dest / "tfserving",
+        write_tfserving_artifacts("digits", version, run.train / "saved_model", dest / "tfserving",
                                   registry.stage_version("digits", "production"))
 
     registry.register("digits", build, {"framework": "tensorflow"})
@@ -81,7 +81,7 @@ def test_the_init_containers_command_works_from_a_clone_of_the_gitops_remote(tmp
     remote = tmp_path / "gitops.git"
     subprocess.run(["git", "init", "-q", "--bare", str(remote)], check=True)
     settings = make_settings(tmp_path / "home", registry_remote=str(remote))
-    version = register_onnx(settings, spec, run / "optimize" / "model.onnx")
+    version = register_onnx(settings, spec, run.optimized_model)
     shutil.rmtree(settings.registry_dir)  # nothing of the working copy is left to lean on
     clone = tmp_path / "fresh-clone"
     subprocess.run(["git", "clone", "-q", str(remote), str(clone)], check=True)

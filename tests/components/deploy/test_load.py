@@ -17,8 +17,8 @@ def serving(trained_run, settings):
     spec, run = trained_run
     spec = spec.model_copy(update={"gate": spec.gate.model_copy(update={"min_accuracy": 0.7})})
     server = TorchServe(settings)
-    deploy_local(spec, register_onnx(settings, spec, run / "optimize" / "model.onnx", "run-1"), run / "data", settings)
-    _, _, paths = load_split(run / "data", "test", spec.dataset.classes)
+    deploy_local(spec, register_onnx(settings, spec, run.optimized_model, "run-1"), run.data, settings)
+    _, _, paths = load_split(run.data, "test", spec.dataset.classes)
     yield spec, run, server, [p.read_bytes() for p in paths]
     server.stop()
 
@@ -43,8 +43,8 @@ def test_no_request_fails_while_a_new_version_is_deployed_and_made_default(servi
         run_load(server, "digits", bodies, concurrency=8, until=deployed.is_set)))
     loop.start()
     try:
-        new = deploy_local(spec, register_onnx(settings, spec, run / "optimize" / "model.onnx", "run-2"),
-                           run / "data", settings)
+        new = deploy_local(spec, register_onnx(settings, spec, run.optimized_model, "run-2"),
+                           run.data, settings)
     finally:
         deployed.set()
         loop.join()

@@ -21,7 +21,7 @@ def test_building_a_mar_leaves_the_system_temp_dir_alone(trained_run, tmp_path):
     bystander.mkdir()
     try:
         (bystander / "work.txt").write_text("mine")
-        mar = build_mar(spec, "v0.1.0", run / "optimize" / "model.onnx", unnormalized(spec), tmp_path / "m.mar")
+        mar = build_mar(spec, "v0.1.0", run.optimized_model, unnormalized(spec), tmp_path / "m.mar")
         assert (bystander / "work.txt").read_text() == "mine"
         assert "model.onnx" in {Path(n).name for n in zipfile.ZipFile(mar).namelist()}
     finally:

@@ -25,8 +25,8 @@ def server(trained_run, tmp_path_factory):
     spec = spec.model_copy(update={"gate": spec.gate.model_copy(update={"min_accuracy": 0.7})})
     settings = make_settings(tmp_path_factory.mktemp("fuzz") / "relay-home")
     instance = TorchServe(settings)
-    deploy_local(spec, register_onnx(settings, spec, run / "optimize" / "model.onnx"), run / "data", settings)
-    _, _, paths = load_split(run / "data", "test", spec.dataset.classes)
+    deploy_local(spec, register_onnx(settings, spec, run.optimized_model), run.data, settings)
+    _, _, paths = load_split(run.data, "test", spec.dataset.classes)
     yield instance, [p.read_bytes() for p in paths[:5]]
     instance.stop()
 

@@ -37,7 +37,7 @@ def test_bad_models_config_is_rejected():
 
 def test_model_base_path_layout(keras_run, tmp_path):
     _, _, run = keras_run
-    target = write_model_base(run / "train" / "saved_model", tmp_path / "models", "digits", "v0.2.0")
+    target = write_model_base(run.train / "saved_model", tmp_path / "models", "digits", "v0.2.0")
     assert target == tmp_path / "models" / "digits" / "2000"
     assert (target / "saved_model.pb").is_file() and (target / "variables").is_dir()
 
@@ -72,7 +72,7 @@ def test_grpc_request_round_trips_and_fits_the_saved_model_signature(keras_run):
     decoded = tf.make_ndarray(tensor)
     assert np.array_equal(decoded, images[:5])
 
-    signature = tf.saved_model.load(str(run / "train" / "saved_model")).signatures["serving_default"]
+    signature = tf.saved_model.load(str(run.train / "saved_model")).signatures["serving_default"]
     expected = signature.structured_input_signature[1]["image"]
     assert expected.dtype == tf.float32 and expected.shape.is_compatible_with(decoded.shape)
     assert next(iter(signature(image=tf.constant(decoded)).values())).shape == (5, 10)

@@ -92,10 +92,10 @@ def test_kubernetes_deploy_target_pins_the_new_version_in_staging(registry, tmp_
 
     spec = load_spec("digits")
     spec = spec.model_copy(update={"deploy": spec.deploy.model_copy(update={"target": "kubernetes"})})
-    run = tmp_path / "run"
-    (run / "register").mkdir(parents=True)
-    RunDir(run).spec_file.write_text(json.dumps(spec.model_dump(mode="json")))
-    (run / "register" / "registration.json").write_text(json.dumps({"version": "v0.2.0", "mar": "unused"}))
+    run = RunDir(tmp_path / "run")
+    run.register.mkdir(parents=True)
+    run.spec_file.write_text(json.dumps(spec.model_dump(mode="json")))
+    run.registration.write_text(json.dumps({"version": "v0.2.0", "mar": "unused"}))
     summary = run_step("deploy", run, registry.settings)
     assert summary["env"] == "staging" and summary["version"] == "v0.2.0"
     assert _remote_pin(registry, "staging") == "v0.2.0" and "Argo CD" in summary["live"]

@@ -42,7 +42,7 @@ def registry_settings(tmp_path) -> Settings:
 def test_register_tags_versions_and_pushes_commits_tags_and_artifacts(registry_settings, trained_run, gate_dir):
     _, run = trained_run
     registry = ModelRegistry(registry_settings)
-    build = _artifacts(run / "optimize" / "model.onnx", gate_dir)
+    build = _artifacts(run.optimized_model, gate_dir)
     first = registry.register("digits", build, {"run_id": "r1"})
     second = registry.register("digits", build, {"run_id": "r2"})
     assert (first.version, second.version) == ("v0.1.0", "v0.2.0")
@@ -61,7 +61,7 @@ def test_register_tags_versions_and_pushes_commits_tags_and_artifacts(registry_s
                                         registry_remote=remote, dvc_remote=registry_settings.dvc_remote))
     fresh.ensure()
     model = fresh.artifact_bytes("digits", "v0.1.0", "model.onnx")
-    assert model == (run / "optimize" / "model.onnx").read_bytes()
+    assert model == run.optimized_model.read_bytes()
 
 
 def test_two_tasks_in_one_registry_list_only_their_registered_versions(registry_settings, trained_run, gate_dir):
@@ -69,7 +69,7 @@ def test_two_tasks_in_one_registry_list_only_their_registered_versions(registry_
     unregistered "version" of this task, named by its hexsha, and registering again failed on it."""
     _, run = trained_run
     registry = ModelRegistry(registry_settings)
-    build = _artifacts(run / "optimize" / "model.onnx", gate_dir)
+    build = _artifacts(run.optimized_model, gate_dir)
     registry.register("digits", build, {"run_id": "d1"})
     registry.register("flowers", build, {"run_id": "f1"})
     assert [row["version"] for row in registry.versions("digits")] == ["v0.1.0"]
@@ -82,7 +82,7 @@ def test_registry_is_separate_from_the_code_checkout(registry_settings, trained_
 
     head_before = git(["rev-parse", "HEAD"], PROJECT)
     _, run = trained_run
-    ModelRegistry(registry_settings).register("digits", _artifacts(run / "optimize" / "model.onnx", gate_dir), {})
+    ModelRegistry(registry_settings).register("digits", _artifacts(run.optimized_model, gate_dir), {})
     assert git(["rev-parse", "HEAD"], PROJECT) == head_before
     assert not git(["tag", "--list", "digits@*"], PROJECT)
 
@@ -90,7 +90,7 @@ def test_registry_is_separate_from_the_code_checkout(registry_settings, trained_
 def test_stage_assignment_finds_the_production_version(registry_settings, trained_run, gate_dir):
     _, run = trained_run
     registry = ModelRegistry(registry_settings)
-    build = _artifacts(run / "optimize" / "model.onnx", gate_dir)
+    build = _artifacts(run.optimized_model, gate_dir)
     registry.register("digits", build, {})
     registry.register("digits", build, {})
     assert registry.stage_version("digits", "production") is None
@@ -110,7 +110,7 @@ def _register_in_subprocess(settings_json: str, model: str, gate_dir: str) -> st
 def test_concurrent_registrations_get_distinct_versions(registry_settings, trained_run, gate_dir):
     _, run = trained_run
     ModelRegistry(registry_settings).ensure()
-    args = (registry_settings.model_dump_json(), str(run / "optimize" / "model.onnx"), str(gate_dir))
+    args = (registry_settings.model_dump_json(), str(run.optimized_model), str(gate_dir))
     with multiprocessing.get_context("spawn").Pool(2) as pool:
         versions = pool.starmap(_register_in_subprocess, [args, args])
     assert sorted(versions) == ["v0.1.0", "v0.2.0"]
@@ -123,7 +123,7 @@ def test_a_plain_bare_remote_gets_a_clone_that_checks_out_the_registry(tmp_path,
     subprocess.run(["git", "init", "-q", "--bare", f"--initial-branch={head}", str(remote)], check=True)
     settings = make_settings(tmp_path / "home", registry_remote=str(remote))
     _, run = trained_run
-    ModelRegistry(settings).register("digits", _artifacts(run / "optimize" / "model.onnx", gate_dir), {})
+    ModelRegistry(settings).register("digits", _artifacts(run.optimized_model, gate_dir), {})
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(remote), str(clone)], check=True)
     assert (clone / "models" / "digits" / "artifacts.dvc").is_file()
@@ -144,7 +144,7 @@ def test_a_push_the_remote_rejects_registers_nothing_and_leaves_no_local_tag(reg
     hook.write_text("#!/bin/sh\necho 'registry is frozen for the release' >&2\nexit 1\n")
     hook.chmod(0o755)
     head = _remote_head(remote)
-    build = _artifacts(run / "optimize" / "model.onnx", gate_dir)
+    build = _artifacts(run.optimized_model, gate_dir)
     with pytest.raises(RelayError, match=r"registry remote .* refused the push .*registry is frozen.*nothing was "
                                          r"registered"):
         registry.register("digits", build, {"run_id": "r1"})
@@ -162,7 +162,7 @@ def test_an_unreachable_registry_remote_is_one_clear_error(registry_settings, tr
     registry = ModelRegistry(registry_settings).ensure()
     Path(registry_settings.registry_remote).rename(tmp_path / "moved.git")
     with pytest.raises(RelayError, match="the registry remote .* is not reachable"):
-        registry.register("digits", _artifacts(run / "optimize" / "model.onnx", gate_dir), {})
+        registry.register("digits", _artifacts(run.optimized_model, gate_dir), {})
     assert git(["tag", "--list"], registry.path) == ""
 
 
@@ -177,7 +177,7 @@ def test_an_unreachable_dvc_remote_names_it_and_registers_nothing(tmp_path, trai
     _, run = trained_run
     with pytest.raises(RelayError, match=r"cannot push digits v0.1.0 to the DVC remote s3://relay-test/models: "
                                          r".*Could not connect.*nothing was registered"):
-        registry.register("digits", _artifacts(run / "optimize" / "model.onnx", gate_dir), {})
+        registry.register("digits", _artifacts(run.optimized_model, gate_dir), {})
     assert git(["tag", "--list"], registry.path) == "" and registry.versions("digits") == []
     assert git(["rev-parse", "HEAD"], registry.path) == _remote_head(remote)
 
@@ -186,7 +186,7 @@ def test_registering_the_same_run_again_returns_its_version(registry_settings, t
     """An Airflow retry of the register step must not make a second version."""
     _, run = trained_run
     registry = ModelRegistry(registry_settings)
-    build = _artifacts(run / "optimize" / "model.onnx", gate_dir)
+    build = _artifacts(run.optimized_model, gate_dir)
     first = registry.register("digits", build, {"run_id": "airflow-run-1"})
     again = registry.register("digits", build, {"run_id": "airflow-run-1"})
     assert (first.version, first.reused) == ("v0.1.0", False)
@@ -199,11 +199,11 @@ def test_the_dvc_remote_is_committed_and_artifacts_carry_their_sha256(registry_s
 
     _, run = trained_run
     registry = ModelRegistry(registry_settings)
-    registry.register("digits", _artifacts(run / "optimize" / "model.onnx", gate_dir), {})
+    registry.register("digits", _artifacts(run.optimized_model, gate_dir), {})
     committed = git(["show", "HEAD:.dvc/config"], registry.path)
     assert f"url = {registry_settings.dvc_remote}" in committed and "remote = relay" in committed
     assert registry.dvc_remote() == registry_settings.dvc_remote
     digests = registry.model_info("digits", "v0.1.0")["sha256"]
-    onnx = (run / "optimize" / "model.onnx").read_bytes()
+    onnx = run.optimized_model.read_bytes()
     assert digests["model.onnx"] == hashlib.sha256(onnx).hexdigest()
     assert set(digests) == {"model.onnx", "model.mar", "gate.json", "gate.md"}

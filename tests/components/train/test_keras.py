@@ -23,10 +23,10 @@ def test_same_architecture_as_pytorch(digits_spec):
 
 def test_keras_trains_with_mixed_bfloat16_and_logs_like_pytorch(keras_run):
     spec, data, run = keras_run
-    metrics = json.loads((run / "train" / "metrics.json").read_text())
+    metrics = json.loads(run.metrics.read_text())
     assert metrics["framework"] == "tensorflow" and metrics["policy"] == "mixed_bfloat16"
     assert metrics["test_accuracy"] > 0.8
-    rows = (run / "train" / "dvclive" / "plots" / "metrics" / "val" / "accuracy.tsv").read_text().splitlines()
+    rows = (run.train / "dvclive" / "plots" / "metrics" / "val" / "accuracy.tsv").read_text().splitlines()
     assert len(rows) == spec.training.epochs + 1
 
 
@@ -34,16 +34,16 @@ def test_saved_model_reload_is_identical_and_keyed_image(keras_run):
     import tensorflow as tf
 
     spec, data, run = keras_run
-    assert json.loads((run / "train" / "metrics.json").read_text())["saved_model_reload_max_abs_diff"] <= 1e-5
-    serving = tf.saved_model.load(str(run / "train" / "saved_model")).signatures["serving_default"]
+    assert json.loads(run.metrics.read_text())["saved_model_reload_max_abs_diff"] <= 1e-5
+    serving = tf.saved_model.load(str(run.train / "saved_model")).signatures["serving_default"]
     assert list(serving.structured_input_signature[1]) == ["image"]
     from components.optimize.tf_onnx import float32_copy
 
     images, _, _ = load_split(data, "test", spec.dataset.classes)
     reloaded = next(iter(serving(image=tf.constant(images)).values())).numpy()
     # The SavedModel holds the trained weights in float32 (the bf16 policy is for training only).
-    assert np.array_equal(reloaded, np.asarray(float32_copy(run / "train")(images, training=False)))
-    assert (reloaded.argmax(1) == load_predictor(run / "train")(images).argmax(1)).mean() >= 0.99
+    assert np.array_equal(reloaded, np.asarray(float32_copy(run.train)(images, training=False)))
+    assert (reloaded.argmax(1) == load_predictor(run.train)(images).argmax(1)).mean() >= 0.99
 
 
 def test_bf16_model_exports_to_fp32_onnx_within_tolerance(keras_run):
@@ -52,31 +52,31 @@ def test_bf16_model_exports_to_fp32_onnx_within_tolerance(keras_run):
     from components.optimize.tf_onnx import float32_copy
 
     spec, data, run = keras_run
-    model_path = run / "optimize" / "model.onnx"
+    model_path = run.optimized_model
     graph = onnx.load(str(model_path)).graph
     types = {t.data_type for t in graph.initializer}
     assert onnx.TensorProto.FLOAT in types and onnx.TensorProto.BFLOAT16 not in types  # nothing for ORT to reject
     images, _, _ = load_split(data, "train", spec.dataset.classes)
-    fp32, onnx_model = float32_copy(run / "train"), onnx_predictor(model_path)
+    fp32, onnx_model = float32_copy(run.train), onnx_predictor(model_path)
     for batch in (images[:1], images[:64]):
         assert np.abs(np.asarray(fp32(batch, training=False)) - onnx_model(batch)).max() < 1e-4
     # Against the bf16 model itself only rounding differs: predictions agree.
-    bf16 = load_predictor(run / "train")(images)
+    bf16 = load_predictor(run.train)(images)
     assert (bf16.argmax(1) == onnx_model(images).argmax(1)).mean() >= 0.99
 
 
 def test_tftrt_is_skipped_with_its_reason_here(keras_run):
     spec, data, run = keras_run
-    info = json.loads((run / "optimize" / "optimize.json").read_text())
+    info = json.loads(run.optimize_info.read_text())
     assert info["tensorrt"] == {"skipped": "TensorFlow 2.21.0 here is a CPU-only build (no CUDA, no TensorRT)"}
 
 
 def test_tensorflow_int8_quantization(keras_run, tmp_path):
     spec, data, run = keras_run
     int8 = spec.model_copy(update={"optimize": spec.optimize.model_copy(update={"quantize": "int8"})})
-    result = optimize_model(int8, run / "train", data, tmp_path / "int8")
+    result = optimize_model(int8, run.train, data, tmp_path / "int8")
     images, _, _ = load_split(data, "test", spec.dataset.classes)
-    agreement = onnx_predictor(result.model)(images).argmax(1) == load_predictor(run / "train")(images).argmax(1)
+    agreement = onnx_predictor(result.model)(images).argmax(1) == load_predictor(run.train)(images).argmax(1)
     assert result.quantized and agreement.mean() >= 0.9
 
 
@@ -123,7 +123,7 @@ def test_keras_fine_tunes_from_a_weights_file(keras_run, tmp_path):
 
     spec, data, run = keras_run
     weights = tmp_path / "pretrained.weights.h5"
-    keras.models.load_model(run / "train" / "model.keras").save_weights(weights)
+    keras.models.load_model(run.train / "model.keras").save_weights(weights)
     tuned = spec.model_copy(update={
         "model": spec.model.model_copy(update={"init": "checkpoint", "checkpoint": str(weights)}),
         "training": spec.training.model_copy(update={"epochs": 1, "learning_rate": 1e-4})})

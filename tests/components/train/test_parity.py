@@ -12,6 +12,7 @@ from components.data.dataset import prepare_data
 from components.deploy.local import deploy_local
 from components.deploy.torchserve import TorchServe
 from components.imaging import preprocess_files
+from components.run_files import RunDir
 from components.frameworks import load_predictor, optimize_model, train_model
 from components.spec import load_spec
 from components.train import model_preprocessing
@@ -30,10 +31,10 @@ def colour_run(tmp_path_factory):
         "dataset.min_per_class": 5, "input.size": [32, 32], "input.resize": "center_crop",
         "model.widths": [8, 16], "training.epochs": 1, "training.workers": 0, "gate.min_accuracy": 0.0})
     settings = make_settings(home / "relay-home")
-    run = home / "run"
-    prepare_data(spec, run / "data", settings)
-    train_model(spec, run / "data", run / "train")
-    optimize_model(spec, run / "train", run / "data", run / "optimize")
+    run = RunDir(home / "run")
+    prepare_data(spec, run.data, settings)
+    train_model(spec, run.data, run.train)
+    optimize_model(spec, run.train, run.data, run.optimize)
     return spec, run, settings
 
 
@@ -68,22 +69,22 @@ def test_served_logits_equal_the_trained_models_offline_logits(colour_run, tmp_p
     from components.registry.model_registry import ModelRegistry
 
     spec, run, settings = colour_run
-    prep = model_preprocessing(run / "train")
+    prep = model_preprocessing(run.train)
     assert prep.channels == 3 and prep.resize == "center_crop" and prep.std != (1.0, 1.0, 1.0)
     gate = write_gate_report(settings.home / "gate-report")
 
     def build(version, dest):
-        copy_file(run / "optimize" / "model.onnx", dest / "model.onnx")
-        copy_file(run / "train" / "preprocessing.json", dest / "preprocessing.json")
-        build_mar(spec, version, run / "optimize" / "model.onnx", prep, dest / "model.mar")
+        copy_file(run.optimized_model, dest / "model.onnx")
+        copy_file(run.preprocessing, dest / "preprocessing.json")
+        build_mar(spec, version, run.optimized_model, prep, dest / "model.mar")
         for report in gate.iterdir():
             copy_file(report, dest / report.name)
 
     version = ModelRegistry(settings).register(spec.name, build, {"run_id": "parity"}).version
     server = TorchServe(settings)
     try:
-        deploy_local(spec, version, run / "data", settings)
-        original = load_predictor(run / "train")  # the eager PyTorch model, not the exported one
+        deploy_local(spec, version, run.data, settings)
+        original = load_predictor(run.train)  # the eager PyTorch model, not the exported one
         for path in _files(tmp_path):
             offline = original(preprocess_files([path], prep))[0]
             served = np.asarray(server.predict(spec.name, path.read_bytes())["logits"], dtype=np.float32)

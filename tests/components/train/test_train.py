@@ -21,27 +21,27 @@ def test_architecture_matches_the_spec(digits_spec):
 
 def test_trained_run_learns_and_writes_metrics_and_dvclive(trained_run):
     spec, run = trained_run
-    metrics = json.loads((run / "train" / "metrics.json").read_text())
+    metrics = json.loads(run.metrics.read_text())
     assert metrics["framework"] == "pytorch" and metrics["precision"] == "mixed"
     assert metrics["test_accuracy"] > 0.8  # ten classes: chance is 0.1
-    dvclive = run / "train" / "dvclive"
+    dvclive = run.train / "dvclive"
     assert (dvclive / "metrics.json").is_file()
     for series in ("train/loss", "train/accuracy", "val/loss", "val/accuracy"):
         logged = (dvclive / "plots" / "metrics" / f"{series}.tsv").read_text().splitlines()
         assert len(logged) == spec.training.epochs + 1  # header + one row per epoch
     assert 1 <= metrics["best_epoch"] <= spec.training.epochs and metrics["val_accuracy"] > 0.8
-    per_class = json.loads((run / "train" / "per_class.json").read_text())
+    per_class = json.loads((run.train / "per_class.json").read_text())
     assert sum(map(sum, per_class["confusion_matrix"])) == metrics["test_images"]
     for plot in ("confusion_matrix.png", "per_class.png"):
-        assert (run / "train" / plot).read_bytes().startswith(b"\x89PNG")
-    assert not (run / "train.checkpoints").exists()  # removed once the model is published
+        assert (run.train / plot).read_bytes().startswith(b"\x89PNG")
+    assert not run.checkpoints.exists()  # removed once the model is published
 
 
 def test_training_is_deterministic_for_a_seed(trained_run, tmp_path):
     spec, run = trained_run
     short = spec.model_copy(update={"training": spec.training.model_copy(update={"epochs": 2})})
-    train_model(short, run / "data", tmp_path / "a")
-    train_model(short, run / "data", tmp_path / "b")
+    train_model(short, run.data, tmp_path / "a")
+    train_model(short, run.data, tmp_path / "b")
     a = torch.load(tmp_path / "a" / "model.pt", weights_only=True)
     b = torch.load(tmp_path / "b" / "model.pt", weights_only=True)
     assert all(torch.equal(a[key], b[key]) for key in a)
@@ -59,7 +59,7 @@ def test_mixed_precision_autocasts_to_bfloat16_on_cpu(trained_run, monkeypatch, 
 
     monkeypatch.setattr(torch_train, "_autocast", spy)
     short = spec.model_copy(update={"training": spec.training.model_copy(update={"epochs": 1})})
-    train_model(short, run / "data", tmp_path / "mixed")
+    train_model(short, run.data, tmp_path / "mixed")
     assert ("mixed", torch.bfloat16) in seen and {dtype for p, dtype in seen if p == "mixed"} == {torch.bfloat16}
     assert ("fp32", None) in seen  # the test split is scored in fp32, as the gate scores it
 
@@ -68,10 +68,10 @@ def test_predictor_reloads_the_trained_model(trained_run):
     spec, run = trained_run
     from components.data.dataset import load_split
 
-    images, labels, _ = load_split(run / "data", "test", spec.dataset.classes)
-    logits = load_predictor(run / "train")(images)
+    images, labels, _ = load_split(run.data, "test", spec.dataset.classes)
+    logits = load_predictor(run.train)(images)
     accuracy = (logits.argmax(1) == labels).mean()
-    assert accuracy == pytest.approx(json.loads((run / "train" / "metrics.json").read_text())["test_accuracy"])
+    assert accuracy == pytest.approx(json.loads(run.metrics.read_text())["test_accuracy"])
 
 
 def test_schedules_warm_up_then_follow_their_shape(digits_spec):
@@ -127,12 +127,12 @@ def test_killed_training_resumes_from_its_last_checkpoint(trained_run, tmp_path)
 
     spec, run = trained_run
     four = spec.model_copy(update={"training": spec.training.model_copy(update={"epochs": 30})})
-    train_model(four, run / "data", tmp_path / "straight" / "train")
+    train_model(four, run.data, tmp_path / "straight" / "train")
     target = tmp_path / "killed" / "train"
     script = ("import json, sys; from components.spec import parse_spec; from components.frameworks import train_model; "
               "from pathlib import Path; spec = parse_spec(json.loads(sys.argv[1])); "
               "train_model(spec, Path(sys.argv[2]), Path(sys.argv[3]))")
-    args = [sys.executable, "-c", script, four.model_dump_json(), str(run / "data"), str(target)]
+    args = [sys.executable, "-c", script, four.model_dump_json(), str(run.data), str(target)]
     env = {**os.environ, "PYTHONPATH": str(PROJECT)}
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     state = target.parent / "train.checkpoints" / "state.json"
@@ -145,7 +145,7 @@ def test_killed_training_resumes_from_its_last_checkpoint(trained_run, tmp_path)
     assert proc.wait(30) == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
     assert not target.exists()  # nothing half-published
     done = json.loads(state.read_text())["epochs_done"]
-    train_model(four, run / "data", target)
+    train_model(four, run.data, target)
     metrics = json.loads((target / "metrics.json").read_text())
     assert 2 <= done < 30 and metrics["resumed_from_epoch"] == done and metrics["epochs"] == 30
     assert [row["epoch"] for row in metrics["history"]] == list(range(1, 31))
@@ -157,11 +157,11 @@ def test_killed_training_resumes_from_its_last_checkpoint(trained_run, tmp_path)
 def test_fine_tunes_from_a_local_checkpoint(trained_run, tmp_path):
     spec, run = trained_run
     checkpoint = tmp_path / "pretrained.pt"
-    torch.save(torch.load(run / "train" / "model.pt", weights_only=True), checkpoint)
+    torch.save(torch.load(run.train / "model.pt", weights_only=True), checkpoint)
     tuned = spec.model_copy(update={
         "model": spec.model.model_copy(update={"init": "checkpoint", "checkpoint": str(checkpoint)}),
         "training": spec.training.model_copy(update={"epochs": 1, "learning_rate": 1e-4})})
-    train_model(tuned, run / "data", tmp_path / "tuned")
+    train_model(tuned, run.data, tmp_path / "tuned")
     metrics = json.loads((tmp_path / "tuned" / "metrics.json").read_text())
     assert metrics["fine_tune"] == {"loaded": 6, "skipped": []} and metrics["fine_tuned_from"] == str(checkpoint)
     assert metrics["history"][0]["val_accuracy"] > 0.8  # one small-LR epoch from the checkpoint, not from scratch
@@ -174,5 +174,5 @@ def test_missing_checkpoint_is_one_clear_error(trained_run, tmp_path):
     tuned = spec.model_copy(update={"model": spec.model.model_copy(
         update={"init": "checkpoint", "checkpoint": str(tmp_path / "none.pt")})})
     with pytest.raises(RelayError, match=r"model.checkpoint: .*none.pt does not exist"):
-        train_model(tuned, run / "data", tmp_path / "out")
+        train_model(tuned, run.data, tmp_path / "out")
     assert not (tmp_path / "out").exists()

@@ -1,0 +1,91 @@
+"""What the infrastructure tests check, rendered once, and one checkov scan over all of it.
+
+checkov spends most of its 8-12 s per call starting up, so the Kubernetes manifests, the Terraform and the
+Dockerfile are scanned together, once per session, and each test reads the checks of its own files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import PROJECT
+
+K8S = PROJECT / "infra" / "k8s"
+TERRAFORM_DIR = PROJECT / "infra" / "terraform"
+DOCKERFILE = PROJECT / "Dockerfile"
+OVERLAYS = ["staging", "production"]
+
+
+def kustomize(folder: Path) -> str:
+    return subprocess.run(["kubectl", "kustomize", str(folder)], capture_output=True, text=True, check=True).stdout
+
+
+def tfserving_overlay(folder: Path) -> Path:
+    """An overlay of staging with the TF Serving component, as a team that serves a TensorFlow model writes it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "namespace": "relay-staging",
+        "resources": [os.path.relpath(K8S / "overlays" / "staging", folder)],
+        "components": [os.path.relpath(K8S / "components" / "tfserving", folder)]}))
+    return folder
+
+
+def rendered_manifests(scratch: Path) -> dict[str, str]:
+    """Each kustomization Relay ships (or documents), rendered: name → YAML text."""
+    texts = {env: kustomize(K8S / "overlays" / env) for env in OVERLAYS}
+    texts["staging-tfserving"] = kustomize(tfserving_overlay(scratch / "staging-tfserving"))
+    texts["workers"] = kustomize(K8S / "workers")
+    return texts
+
+
+@dataclass(frozen=True)
+class CheckovScan:
+    """checkov's checks over the scanned tree, each with its file (``/k8s/staging.yaml``, ``/terraform/…``)."""
+
+    checks: dict[str, list[dict]]  # "passed" / "failed" / "skipped" → checks
+
+    def summary(self, prefix: str) -> dict[str, int | list]:
+        """Counts for the files under ``prefix``, and the failed checks themselves (to print on failure)."""
+        mine = {outcome: [c for c in checks if c["file_path"].startswith(prefix)]
+                for outcome, checks in self.checks.items()}
+        return {**{outcome: len(found) for outcome, found in mine.items()},
+                "failures": [(c["check_id"], c["check_name"], c["file_path"], c.get("resource"))
+                             for c in mine["failed"]]}
+
+
+@pytest.fixture(scope="session")
+def scanned_manifests(tmp_path_factory) -> dict[str, str]:
+    """The rendered kustomizations; none without kubectl (the Kubernetes tests are skipped then)."""
+    if shutil.which("kubectl") is None:
+        return {}
+    return rendered_manifests(tmp_path_factory.mktemp("overlays"))
+
+
+@pytest.fixture(scope="session")
+def checkov_scan(tmp_path_factory, scanned_manifests) -> CheckovScan:
+    """One offline checkov run (from .venv-tools) over the manifests, the Terraform and the Dockerfile."""
+    tree = tmp_path_factory.mktemp("checkov")
+    (tree / "k8s").mkdir()
+    for name, text in scanned_manifests.items():
+        (tree / "k8s" / f"{name}.yaml").write_text(text)
+    shutil.copytree(TERRAFORM_DIR, tree / "terraform", ignore=shutil.ignore_patterns(".terraform*", "*.tfstate*"))
+    shutil.copy(DOCKERFILE, tree / "Dockerfile")
+    result = subprocess.run([str(PROJECT / ".venv-tools" / "bin" / "checkov"), "-d", str(tree),
+                             "--framework", "kubernetes", "terraform", "dockerfile", "--skip-download", "--compact",
+                             "-o", "json"], capture_output=True, text=True)
+    assert result.returncode in (0, 1), result.stdout[-3000:] + result.stderr[-2000:]  # 1: some check failed
+    reports = json.loads(result.stdout)
+    reports = reports if isinstance(reports, list) else [reports]
+    expected = {"terraform", "dockerfile"} | ({"kubernetes"} if scanned_manifests else set())
+    assert {report["check_type"] for report in reports} == expected, result.stderr[-2000:]
+    checks = {outcome: [check for report in reports for check in report["results"][f"{outcome}_checks"]]
+              for outcome in ("passed", "failed", "skipped")}
+    return CheckovScan(checks)
