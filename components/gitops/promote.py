@@ -161,8 +161,8 @@ def _pin(registry: ModelRegistry, task: str, version: str, env: str, message: st
     previous = pinned_version(overlay)
     with registry.transaction() as change:
         if previous and previous != version:  # one version per environment: the one the overlay pins
-            change.tags += registry.unassign_unlocked(task, previous, env)
-        change.tags += registry.assign_unlocked(task, version, env)
+            registry.unassign_unlocked(task, previous, env)
+        registry.assign_unlocked(task, version, env)
         framework = registry.model_info(task, version).get("framework", "pytorch")
         _write_manifests(registry.path, task, env, version, registry.remote or str(registry.path), framework)
         commit = change.commit(message, "k8s")

@@ -195,7 +195,6 @@ class ModelRegistry:
                                          f"{error.reason}; nothing was registered") from None
                     commit = change.commit(f"{task} {version}: register (gate passed)")
                     self._after_last_tag_second()
-                    change.tags.append(tag)
                     gto.api.register(str(self.path), task, ref="HEAD", version=version,
                                      message=f"Register {task} {version}", author="Relay",
                                      author_email="relay@localhost")
@@ -236,8 +235,8 @@ class ModelRegistry:
 
     def assign(self, task: str, version: str, stage: str) -> None:
         """Assign ``stage`` to ``version`` with a GTO tag (and push it)."""
-        with self.locked(), self.transaction() as change:
-            change.tags += self.assign_unlocked(task, version, stage)
+        with self.locked(), self.transaction():
+            self.assign_unlocked(task, version, stage)
 
     def _after_last_tag_second(self) -> None:
         # GTO orders events by their tag's timestamp, which has one-second resolution: two stage events
@@ -247,26 +246,23 @@ class ModelRegistry:
         while newest and int(newest) >= int(time.time()):
             time.sleep(0.05)
 
-    def assign_unlocked(self, task: str, version: str, stage: str) -> list[str]:
-        """The GTO stage assignment alone; the caller holds ``locked()``. Returns the new tags."""
+    def assign_unlocked(self, task: str, version: str, stage: str) -> None:
+        """The GTO stage assignment alone, a tag; the caller holds ``locked()`` inside a ``transaction()``."""
         import gto.api
 
         self._after_last_tag_second()
-        before = set(git(["tag", "--list"], self.path).split())
         # force: a rollback re-assigns a stage the version held before; each event gets its own tag.
         gto.api.assign(str(self.path), task, stage, version=version, force=True, author="Relay",
                        author_email="relay@localhost")
-        return sorted(set(git(["tag", "--list"], self.path).split()) - before)
 
-    def unassign_unlocked(self, task: str, version: str, stage: str) -> list[str]:
-        """Take ``stage`` away from ``version`` (a GTO unassignment tag); the caller holds ``locked()``."""
+    def unassign_unlocked(self, task: str, version: str, stage: str) -> None:
+        """Take ``stage`` away from ``version`` (a GTO unassignment tag); the caller holds ``locked()`` inside a
+        ``transaction()``."""
         import gto.api
 
         self._after_last_tag_second()
-        before = set(git(["tag", "--list"], self.path).split())
         gto.api.unassign(str(self.path), task, version=version, stage=stage, author="Relay",
                          author_email="relay@localhost")
-        return sorted(set(git(["tag", "--list"], self.path).split()) - before)
 
     def was_in_stage(self, task: str, version: str, stage: str) -> bool:
         """Whether ``version`` was ever assigned ``stage`` (GTO tags ``task#stage#N`` on its commit)."""

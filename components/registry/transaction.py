@@ -47,6 +47,10 @@ def sync(repo: Path, remote: str | None) -> None:
         git(["merge", "-q", "--ff-only", f"origin/{branch}"], repo)
 
 
+def _tags(repo: Path) -> set[str]:
+    return set(git(["tag", "--list"], repo).split())
+
+
 class GitTransaction:
     """The commits and tags made in one change; see ``git_transaction``."""
 
@@ -54,7 +58,12 @@ class GitTransaction:
         self.repo = repo
         self.remote = remote
         self.before = head(repo)
-        self.tags: list[str] = []
+        self._tags_before = _tags(repo)
+
+    @property
+    def new_tags(self) -> list[str]:
+        """The tags made since the change began (GTO's version and stage tags)."""
+        return sorted(_tags(self.repo) - self._tags_before)
 
     def commit(self, message: str, *paths: str) -> str:
         """Stage ``paths`` (everything when none are named), commit them and return the new commit."""
@@ -63,13 +72,14 @@ class GitTransaction:
         return git(["rev-parse", "HEAD"], self.repo)
 
     def publish(self) -> None:
-        """Push the branch and the tags in one atomic push; when the remote refuses, undo and raise."""
-        if not self.remote or (head(self.repo) == self.before and not self.tags):
+        """Push the branch and the new tags in one atomic push; when the remote refuses, undo and raise."""
+        tags = self.new_tags
+        if not self.remote or (head(self.repo) == self.before and not tags):
             return
         branch = git(["symbolic-ref", "--short", "HEAD"], self.repo)
         try:
             git(["push", "-q", "--atomic", "origin", f"HEAD:refs/heads/{branch}",
-                 *[f"refs/tags/{tag}" for tag in self.tags]], self.repo)
+                 *[f"refs/tags/{tag}" for tag in tags]], self.repo)
         except RelayError as error:
             self.undo()
             reason = " ".join(str(error).split(": ", 1)[-1].split())  # one line
@@ -78,8 +88,8 @@ class GitTransaction:
                              "Fix the remote and run the step again.") from None
 
     def undo(self) -> None:
-        """Delete the tags and reset the clone to where the transaction began."""
-        for tag in self.tags:
+        """Delete the new tags and reset the clone to where the transaction began."""
+        for tag in self.new_tags:
             git(["tag", "-d", tag], self.repo, check=False)
         if self.before is not None:
             git(["reset", "-q", "--hard", self.before], self.repo)
@@ -88,9 +98,9 @@ class GitTransaction:
 
 @contextmanager
 def git_transaction(repo: Path, remote: str | None) -> Iterator[GitTransaction]:
-    """One all-or-nothing change to ``repo``: what the block commits and the tags it adds to
-    ``transaction.tags`` are pushed when it ends, or undone when it raises or the remote refuses.
-    The caller holds ``exclusive(repo)`` and has run ``sync``."""
+    """One all-or-nothing change to ``repo``: the commits and tags the block makes are pushed when it ends,
+    or undone when it raises or the remote refuses. The caller holds ``exclusive(repo)`` and has run ``sync``,
+    so every tag that appears meanwhile is the block's own."""
     transaction = GitTransaction(repo, remote)
     try:
         yield transaction
