@@ -85,7 +85,7 @@ def test_workers_and_batching_come_from_the_spec_through_the_mar(spec, trained_r
 
 
 def test_redeploying_the_default_changes_nothing(spec, trained_run, served, settings, two_versions):
-    again = deploy_local(spec, "0.2.0", trained_run[1] / "data", settings)  # either version form
+    again = deploy_local(spec, "0.2.0", trained_run[1].data, settings)  # either version form
     assert again.version == "v0.2.0" and again.previous_default is None
     assert served.default_version("digits") == "0.2.0" and _versions(served) == {"0.1.0", "0.2.0"}
 
