@@ -236,7 +236,7 @@ def bakeoff(task: Annotated[str, typer.Argument(help="Task name (pipelines/specs
     except RelayError as error:
         _fail(error)
     console.print(Markdown(result.summary))
-    typer.echo(str(result.report))
+    typer.echo(f"Report: {result.report}")  # unwrapped, whatever the terminal's width: scripts read it
     if open_it:
         import webbrowser
 
@@ -394,8 +394,9 @@ def serve_status() -> None:
                           f"{model_version.canonical(default) if default else 'none'} "
                           f"({server.inference_url}/predictions/{task})", highlight=False)
         else:
-            console.print(f"  {task}: default {entry['default']}, also {', '.join(entry['versions'][1:]) or '-'}; "
-                          "`relay serve start` serves them again", highlight=False)
+            others = entry["versions"][1:]
+            console.print(f"  {task}: default {entry['default']}" + (f", also {', '.join(others)}" if others else "") +
+                          "; `relay serve start` serves " + ("them" if others else "it") + " again", highlight=False)
 
 
 @task_app.command("new")

@@ -6,7 +6,6 @@ bakeoff.md (what the CLI prints). The HTML and the markdown are rendered from th
 from __future__ import annotations
 
 import html
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +35,8 @@ CRITERIA = (
     Criterion("conversion", "conversion time", "s", False, ("optimization", "conversion_s")),
     Criterion("conversion_loss", "accuracy lost in conversion", "pp", False, ("optimization", "accuracy_loss_pp")),
     Criterion("native_b1", "native p50, batch 1", "ms", False, ("best_native_b1",)),
-    Criterion("optimized_b1", "best optimized p50, batch 1", "ms", False, ("best_optimized_b1",)),
+    Criterion("optimized_b1", "served model p50, batch 1", "ms", False, ("served_b1",)),
+    Criterion("int8_option_b1", "INT8 option p50, batch 1 (not served)", "ms", False, ("int8_option_b1",)),
     Criterion("served_p50", "served p50, one client", "ms", False, ("serving", "p50_ms")),
     Criterion("served_c32", "served requests/s, 32 clients", "req/s", True,
               ("serving", "by_concurrency", "32", "requests_per_s")),
@@ -46,20 +46,34 @@ CRITERIA = (
 PRIORITY_CRITERIA = {"accuracy": "accuracy", "latency": "served_p50", "training_cost": "train_speed"}
 
 
-def _derived(candidate: dict) -> dict:
-    """The candidate with its best native and best optimized batch-1 latencies picked out."""
-    def best(prefix_native: bool) -> dict:
-        rows = {name: figures["b1"]["p50_ms"] for name, figures in candidate["inference"].items()
-                if name.startswith("native") == prefix_native}
-        name = min(rows, key=lambda n: rows[n]["value"])
-        return {**rows[name], "runtime": name}
+ONNX_RUNTIME, INT8_RUNTIME = "ONNX Runtime", "ONNX Runtime INT8"  # the inference rows' runtime names
 
-    return {**candidate, "best_native_b1": best(True), "best_optimized_b1": best(False)}
+
+def served_runtime(quantize: str) -> str:
+    """The runtime that serves the model under the spec's ``optimize.quantize``."""
+    return INT8_RUNTIME if quantize == "int8" else ONNX_RUNTIME
+
+
+def _derived(candidate: dict, quantize: str) -> dict:
+    """The candidate with its batch-1 latencies picked out, each naming its runtime: the best native one, the
+    served model's, and INT8 as an option when the spec does not serve it."""
+    def b1(name: str) -> dict:
+        return {**candidate["inference"][name]["b1"]["p50_ms"], "runtime": name}
+
+    natives = [name for name in candidate["inference"] if name.startswith("native")]
+    derived = {**candidate, "best_native_b1": min((b1(n) for n in natives), key=lambda f: f["value"]),
+               "served_b1": b1(served_runtime(quantize))}
+    if quantize != "int8" and INT8_RUNTIME in candidate["inference"]:
+        derived["int8_option_b1"] = b1(INT8_RUNTIME)
+    return derived
 
 
 def _figure(candidate: dict, path: tuple[str, ...]):
+    """The figure at ``path``, or None where the candidate has none (an option that was not measured)."""
     node = candidate
     for part in path:
+        if part not in node:
+            return None
         node = node[part]
     return node
 
@@ -68,11 +82,14 @@ def _value(figure) -> float:
     return figure["value"] if isinstance(figure, dict) else float(figure)
 
 
-def judge(candidates: list[dict]) -> list[dict]:
-    """Per criterion: each candidate's figure, the winner, and the candidates tied with it."""
+def judge(candidates: list[dict], quantize: str = "none") -> list[dict]:
+    """Per criterion: each candidate's figure, the winner, and the candidates tied with it. A criterion that
+    some candidate has no figure for is left out."""
     rows = []
     for criterion in CRITERIA:
-        figures = {c["name"]: _figure(_derived(c), criterion.path) for c in candidates}
+        figures = {c["name"]: _figure(_derived(c, quantize), criterion.path) for c in candidates}
+        if any(figure is None for figure in figures.values()):
+            continue
         pick = max if criterion.higher_is_better else min
         winner = pick(figures, key=lambda name: _value(figures[name]))
         tied = sorted(name for name in figures if name != winner and _tied(figures[winner], figures[name]))
@@ -141,69 +158,132 @@ def _format(figure, unit: str) -> str:
     return f"{text} {unit}".strip()
 
 
+def _cell(figure, unit: str) -> str:
+    """A summary cell: the figure, and the runtime it was measured in where it names one."""
+    runtime = figure.get("runtime") if isinstance(figure, dict) else None
+    return _format(figure, unit) + (f" ({runtime.removeprefix('native: ')})" if runtime else "")
+
+
+CHART_WIDTH_IN = 11  # at figure_png's 90 dpi, about the page's 70em: chart text stays at its set size
+CHART_FONT = 10
+
+
+def _interval(figure) -> tuple[float, float] | None:
+    return (figure["low"], figure["high"]) if isinstance(figure, dict) and "low" in figure else None
+
+
+def _worth_a_chart(verdict: dict, names: list[str]) -> bool:
+    """A bar chart shows a difference: not when every candidate's figure is 0 (nothing lost in conversion)."""
+    return any(_value(verdict["figures"][n]) != 0 for n in names)
+
+
+@dataclass(frozen=True)
+class Bars:
+    """How one criterion's bar chart is drawn."""
+
+    values: list[float]
+    colours: list[str]
+    errors: list[list[float]] | None  # [below, above] per bar; None: no figure has an interval, so no caps
+    ylim: tuple[float, float] | None  # zoomed to the data for fractions (accuracy); None: matplotlib's own
+
+
+WINNER, OTHER = "#2a7", "#999"
+
+
+def bars(verdict: dict, names: list[str]) -> Bars:
+    """The winner green (none on a tie), interval whiskers only where there are intervals, and accuracy
+    axes zoomed to the data so that the intervals show."""
+    figures = [verdict["figures"][n] for n in names]
+    values = [_value(f) for f in figures]
+    spans = [_interval(f) or (v, v) for f, v in zip(figures, values)]
+    colours = [WINNER if n == verdict["best"] and verdict["winner"] != "tie" else OTHER for n in names]
+    errors = ([[v - low for v, (low, _) in zip(values, spans)], [high - v for v, (_, high) in zip(values, spans)]]
+              if any(_interval(f) for f in figures) else None)
+    ylim = None
+    if verdict["unit"] == "":  # a fraction: on a 0-1 axis 0.96 and 0.98 look the same
+        low, high = min(s[0] for s in spans), max(s[1] for s in spans)
+        margin = max(high - low, 0.01) * 0.5
+        ylim = (max(0.0, low - margin), min(1.0, high + margin))
+    return Bars(values, colours, errors, ylim)
+
+
+def _criteria_chart(plt, verdicts: list[dict], names: list[str]) -> bytes | None:
+    """One bar chart per criterion that shows a difference (see ``bars``)."""
+    shown = [v for v in verdicts if _worth_a_chart(v, names)]
+    if not shown:
+        return None
+    columns = 3
+    rows = -(-len(shown) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(CHART_WIDTH_IN, 3.2 * rows), squeeze=False)
+    for axis, verdict in zip(axes.flat, shown):
+        drawn = bars(verdict, names)
+        if drawn.errors:
+            axis.bar(range(len(names)), drawn.values, yerr=drawn.errors, color=drawn.colours, capsize=4)
+        else:
+            axis.bar(range(len(names)), drawn.values, color=drawn.colours)
+        if drawn.ylim:
+            axis.set_ylim(*drawn.ylim)
+        axis.set_xticks(range(len(names)), names, rotation=15, ha="right", fontsize=CHART_FONT - 1)
+        axis.tick_params(axis="y", labelsize=CHART_FONT - 1)
+        better = "higher" if verdict["higher_is_better"] else "lower"
+        axis.set_title(f"{verdict['title']}\n({verdict['unit'] or 'fraction'}, {better} is better"
+                       f"{'; tie' if verdict['winner'] == 'tie' else ''})", fontsize=CHART_FONT)
+    for axis in list(axes.flat)[len(shown):]:
+        axis.set_visible(False)
+    figure.tight_layout()
+    return figure_png(figure)
+
+
 def _charts(document: dict) -> dict[str, bytes]:
-    """Bar charts per criterion (with interval whiskers), training curves, and served throughput vs clients."""
+    """Bar charts per criterion (with interval whiskers), training curves, and served throughput vs clients;
+    a chart with nothing to show is left out."""
     plt = pyplot()
     candidates, verdicts = document["candidates"], document["verdicts"]
     names = [c["name"] for c in candidates]
     charts = {}
-    columns = 4
-    rows = -(-len(verdicts) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3 * rows))
-    for axis, verdict in zip(axes.flat, verdicts):
-        values = [_value(verdict["figures"][n]) for n in names]
-        errors = [[v - verdict["figures"][n].get("low", v) if isinstance(verdict["figures"][n], dict) else 0
-                   for n, v in zip(names, values)],
-                  [verdict["figures"][n].get("high", v) - v if isinstance(verdict["figures"][n], dict) else 0
-                   for n, v in zip(names, values)]]
-        colours = ["#2a7" if n == verdict["best"] else "#999" for n in names]
-        axis.bar(range(len(names)), values, yerr=errors, color=colours, capsize=4)
-        axis.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=8)
-        better = "higher" if verdict["higher_is_better"] else "lower"
-        axis.set_title(f"{verdict['title']}\n({verdict['unit'] or 'fraction'}, {better} is better"
-                       f"{'; tie' if verdict['winner'] == 'tie' else ''})", fontsize=9)
-    for axis in list(axes.flat)[len(verdicts):]:
-        axis.set_visible(False)
-    figure.tight_layout()
-    charts["criteria.png"] = figure_png(figure)
+    if criteria := _criteria_chart(plt, verdicts, names):
+        charts["criteria.png"] = criteria
 
-    figure, (by_epoch, by_time) = plt.subplots(1, 2, figsize=(10, 3.5))
-    for candidate in candidates:
-        history = candidate["training"]["history"]
-        epochs = [row["epoch"] for row in history]
-        by_epoch.plot(epochs, [row["val_accuracy"] for row in history], marker="o", label=candidate["name"])
-        by_time.plot([row["elapsed_seconds"] for row in history], [row["val_accuracy"] for row in history],
-                     marker="o", label=candidate["name"])
-    by_epoch.set(xlabel="epoch", ylabel="validation accuracy", title="validation accuracy per epoch")
-    by_time.set(xlabel="training time, s", ylabel="validation accuracy", title="validation accuracy over time")
-    by_epoch.legend(fontsize=8)
-    figure.tight_layout()
-    charts["training_curves.png"] = figure_png(figure)
+    histories = [(c["name"], c["training"].get("history") or []) for c in candidates]
+    if any(history for _, history in histories):
+        figure, (by_epoch, by_time) = plt.subplots(1, 2, figsize=(CHART_WIDTH_IN, 3.8))
+        for name, history in histories:
+            accuracy = [row["val_accuracy"] for row in history]
+            by_epoch.plot([row["epoch"] for row in history], accuracy, marker="o", label=name)
+            by_time.plot([row["elapsed_seconds"] for row in history], accuracy, marker="o", label=name)
+        by_epoch.set(xlabel="epoch", ylabel="validation accuracy", title="validation accuracy per epoch")
+        by_time.set(xlabel="training time, s", ylabel="validation accuracy", title="validation accuracy over time")
+        by_epoch.legend(fontsize=CHART_FONT - 1)
+        figure.tight_layout()
+        charts["training_curves.png"] = figure_png(figure)
 
-    figure, (throughput, latency) = plt.subplots(1, 2, figsize=(10, 3.5))
-    for candidate in candidates:
-        levels = candidate["serving"]["by_concurrency"]
-        clients = [int(c) for c in levels]
-        throughput.plot(clients, [levels[c]["requests_per_s"] for c in levels], marker="o", label=candidate["name"])
-        latency.plot(clients, [levels[c]["p50_ms"] for c in levels], marker="o", label=f"{candidate['name']} p50")
-        latency.plot(clients, [levels[c]["p99_ms"] for c in levels], marker="x", linestyle="--",
-                     label=f"{candidate['name']} p99")
-    throughput.set(xlabel="concurrent clients", ylabel="requests/s", title="TorchServe throughput")
-    latency.set(xlabel="concurrent clients", ylabel="ms", title="TorchServe latency")
-    throughput.legend(fontsize=8)
-    latency.legend(fontsize=7)
-    figure.tight_layout()
-    charts["serving.png"] = figure_png(figure)
+    if any(c["serving"].get("by_concurrency") for c in candidates):
+        figure, (throughput, latency) = plt.subplots(1, 2, figsize=(CHART_WIDTH_IN, 3.8))
+        for candidate in candidates:
+            levels = candidate["serving"].get("by_concurrency") or {}
+            clients = [int(c) for c in levels]
+            throughput.plot(clients, [levels[c]["requests_per_s"] for c in levels], marker="o",
+                            label=candidate["name"])
+            latency.plot(clients, [levels[c]["p50_ms"] for c in levels], marker="o", label=f"{candidate['name']} p50")
+            latency.plot(clients, [levels[c]["p99_ms"] for c in levels], marker="x", linestyle="--",
+                         label=f"{candidate['name']} p99")
+        throughput.set(xlabel="concurrent clients", ylabel="requests/s", title="TorchServe throughput")
+        latency.set(xlabel="concurrent clients", ylabel="ms", title="TorchServe latency")
+        throughput.legend(fontsize=CHART_FONT - 1)
+        latency.legend(fontsize=CHART_FONT - 2)
+        figure.tight_layout()
+        charts["serving.png"] = figure_png(figure)
     return charts
 
 
-def render_markdown(document: dict, report: Path) -> str:
-    """The summary the CLI prints: criteria, winners and the recommendation."""
+def render_markdown(document: dict) -> str:
+    """The summary the CLI prints (its caller prints the report's path, once): criteria, winners and the
+    recommendation."""
     names = [c["name"] for c in document["candidates"]]
     lines = [f"# Bake-off: {document['task']} ({document['id']})", "",
              "| criterion | " + " | ".join(names) + " | winner |", "|---" * (len(names) + 2) + "|"]
     for verdict in document["verdicts"]:
-        cells = [_format(verdict["figures"][n], verdict["unit"]) for n in names]
+        cells = [_cell(verdict["figures"][n], verdict["unit"]) for n in names]
         lines.append(f"| {verdict['title']} | " + " | ".join(cells) + f" | {verdict['winner']} |")
     recommendation = document["recommendation"]
     lines += ["", f"**Recommendation:** {recommendation['recommended'] or 'none'}: {recommendation['why']}."]
@@ -214,14 +294,26 @@ def render_markdown(document: dict, report: Path) -> str:
         lines += ["", f"**Shipped:** {shipped['candidate']} as {shipped['version']} ({shipped['deployment']['url']})."]
     elif shipped:
         lines += ["", f"**Not shipped:** {shipped.get('deployment', {}).get('why') or shipped['why']}"]
-    lines += ["", f"GPU: {document['gpu']['why']}.", "", f"Report: {report}"]
+    lines += ["", f"GPU: {document['gpu']['why']}."]
     return "\n".join(lines) + "\n"
+
+
+def _method_rows(method: dict, prefix: str = "") -> list[tuple[str, str]]:
+    """The Method as rows: nested settings by their path ("threads › inference › intra_op"), lists joined."""
+    rows = []
+    for key, value in method.items():
+        name = f"{prefix} › {key}" if prefix else key
+        if isinstance(value, dict):
+            rows += _method_rows(value, name)
+        else:
+            rows.append((name.replace("_", " "), ", ".join(map(str, value)) if isinstance(value, list) else str(value)))
+    return rows
 
 
 def render_html(document: dict, charts: dict[str, bytes]) -> str:
     names = [c["name"] for c in document["candidates"]]
     machine, method = document["machine"], document["method"]
-    summary = table([(v["title"], *[_format(v["figures"][n], v["unit"]) for n in names], v["winner"])
+    summary = table([(v["title"], *[_cell(v["figures"][n], v["unit"]) for n in names], v["winner"])
                      for v in document["verdicts"]], ("criterion", *names, "winner"))
     recommendation = document["recommendation"]
     arithmetic = "".join(f"<li>{html.escape(line)}</li>" for line in recommendation["arithmetic"])
@@ -235,7 +327,8 @@ def render_html(document: dict, charts: dict[str, bytes]) -> str:
     serving_rows = [(c["name"], clients, f"{level['requests_per_s']:.0f}", f"{level['p50_ms']:.3g}",
                      f"{level['p99_ms']:.3g}", c["serving"]["errors"])
                     for c in document["candidates"] for clients, level in c["serving"]["by_concurrency"].items()]
-    size_rows = [(c["name"], *[f"{name}: {size:.3f} MB" for name, size in c["footprint_mb"].items()])
+    artifacts = list(dict.fromkeys(name for c in document["candidates"] for name in c["footprint_mb"]))
+    size_rows = [(c["name"], *[f"{c['footprint_mb'][a]:.3f}" if a in c["footprint_mb"] else "" for a in artifacts])
                  for c in document["candidates"]]
     optimization_rows = [(c["name"], f"{o['conversion_s_onnx']:.3g} s", f"{o['conversion_s_int8']:.3g} s",
                           f"{o['accuracy_loss_pp_onnx']:.3g} pp", f"{o['accuracy_loss_pp_int8']:.3g} pp",
@@ -270,8 +363,8 @@ def render_html(document: dict, charts: dict[str, bytes]) -> str:
         table(inference_rows, ("candidate", "runtime", "p50 b1", "p50 b64", "p99 b1", "p99 b64")),
         "<h2>Serving (TorchServe, loopback)</h2>",
         table(serving_rows, ("candidate", "clients", "requests/s", "p50 ms", "p99 ms", "errors (all levels)")),
-        "<h2>Footprint</h2>", table(size_rows),
-        "<h2>Method</h2>", f"<pre>{html.escape(json.dumps(method, indent=2))}</pre>",
+        "<h2>Footprint (MB)</h2>", table(size_rows, ("candidate", *artifacts)),
+        "<h2>Method</h2>", table(_method_rows(method), ("setting", "value")),
         "<h2>Machine</h2>",
         table([("CPU", machine["cpu"]), ("cores", machine["cores"]), ("flags", flags),
                ("OMP_NUM_THREADS", machine["omp_num_threads"]), ("platform", machine["platform"]),
@@ -285,7 +378,7 @@ def render_html(document: dict, charts: dict[str, bytes]) -> str:
 
 def write_report(document: dict, directory: Path) -> BakeoffResult:
     """Judge, recommend, and write bakeoff.json, the charts, bakeoff.html and bakeoff.md into ``directory``."""
-    document["verdicts"] = judge(document["candidates"])
+    document["verdicts"] = judge(document["candidates"], document["method"]["same_for_all"]["quantize"])
     document["recommendation"] = recommend(document["candidates"], document["priorities"], document["verdicts"])
     report = directory / "bakeoff.html"
     document["report"] = str(report)
@@ -295,6 +388,6 @@ def write_report(document: dict, directory: Path) -> BakeoffResult:
         with atomic_file(directory / name, "wb") as handle:
             handle.write(data)
     write_text(report, render_html(document, charts))
-    summary = render_markdown(document, report)
+    summary = render_markdown(document)
     write_text(directory / "bakeoff.md", summary)
     return BakeoffResult(directory, report, document, summary)
