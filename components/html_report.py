@@ -35,6 +35,11 @@ def figure_png(figure, dpi: int = 90) -> bytes:
     return buffer.getvalue()
 
 
+def legend_beside(axis) -> None:
+    """The axis's legend to its right, outside the plot, where it covers no bar (save with bbox_inches="tight")."""
+    axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, frameon=False)
+
+
 def table(rows: list[tuple], header: tuple | None = None) -> str:
     """An HTML table; cells that start with '<' are markup, the rest is escaped text."""
     head = "<tr>" + "".join(f"<th>{html.escape(str(c))}</th>" for c in header) + "</tr>" if header else ""

@@ -9,6 +9,7 @@ from pathlib import Path
 SPEC = "spec.json"                       # the run's effective spec (task spec + overrides)
 RUN_PARAMS = "params.json"               # the run parameters (overrides) it started with
 LINEAGE_CARD = "lineage.html"            # the run's and the registered version's lineage card
+CHOSEN_BY = "chosen_by_bakeoff.json"     # a bake-off's recommended candidate: which bake-off chose it, and why
 
 MANIFEST = "manifest.csv"                # data/: one row per file
 DATA_INFO = "data.json"                  # data/: dataset version, counts, resolved preprocessing
@@ -66,6 +67,7 @@ class RunDir:
     params_file = _at(RUN_PARAMS)
     steps_record = _at(STEPS_RECORD)
     lineage_card = _at(LINEAGE_CARD)
+    chosen_by = _at(CHOSEN_BY)
     checkpoints = _at(CHECKPOINTS)
 
     data, validate, tfx, train = _at("data"), _at("validate"), _at("tfx"), _at("train")

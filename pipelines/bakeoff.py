@@ -20,9 +20,11 @@ from typing import Any
 from components.bakeoff import candidates, gpu_note, measure, measure_candidate, measure_serving, method
 from components.bakeoff.report import write_report
 from components.bakeoff.result import BakeoffResult
+from components.atomic import write_json
 from components.errors import RelayError
 from components.machine import describe_machine
 from components.measurement import run_measuring_peak_rss
+from components.run_files import RunDir
 from components.settings import PROJECT_DIR, Settings, get_settings, own_server_settings, settings_env
 from components.spec import BAKEOFF, load_spec
 from pipelines.steps import airflow_run_dir, run_spec, run_step, start_run
@@ -75,8 +77,14 @@ def ship_recommended(document: dict, settings: Settings, log=print) -> dict:
     name = recommendation["recommended"]
     if name is None:
         return {"shipped": False, "why": recommendation["why"]}
-    run = Path(next(c["run"] for c in document["candidates"] if c["name"] == name))
+    candidate = next(c for c in document["candidates"] if c["name"] == name)
+    run = Path(candidate["run"])
     log(f"shipping {name} (run {run.name})")
+    # Before registering: the lineage card, written at registration, names the bake-off that chose the run.
+    write_json(RunDir(run).chosen_by, {"bakeoff": document["id"], "report": document["report"],
+                                       "why": recommendation["why"], "training": {
+                                           key: candidate["training"].get(key)
+                                           for key in ("images_per_s_mixed", "images_per_s_fp32", "mixed_over_fp32")}})
     registration = run_step("register", run, settings)
     deployment = run_step("deploy", run, settings)
     return {"shipped": not deployment.get("rolled_back", False), "candidate": name, "run": str(run),

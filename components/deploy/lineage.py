@@ -24,6 +24,36 @@ def _read(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def _rounded(value) -> str:
+    """A figure as a person reads it: four significant digits, thousands separated; '-' when absent."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    return f"{value:,}" if isinstance(value, int) else f"{value:,.4g}"
+
+
+def _counts(counts: dict | None) -> str:
+    """Counts by name (the split's, the classes') as a one-row table."""
+    if not counts:
+        return "-"
+    return table([tuple(_rounded(n) for n in counts.values())], tuple(counts))
+
+
+def _chosen_by(chosen: dict | None) -> str:
+    """The bake-off that chose this run, linked, with why and the throughput it measured."""
+    if not chosen:
+        return "<p>Not chosen by a bake-off: trained as its spec says.</p>"
+    report = Path(chosen["report"])
+    training = chosen.get("training") or {}
+    return (f"<p>Bake-off <a href=\"{html.escape(report.as_uri())}\">{html.escape(chosen['bakeoff'])}</a> "
+            f"(<code>{html.escape(str(report))}</code>): {html.escape(chosen['why'])}.</p>" +
+            table([("training images/s, mixed precision", _rounded(training.get("images_per_s_mixed"))),
+                   ("training images/s, fp32", _rounded(training.get("images_per_s_fp32"))),
+                   ("mixed over fp32", _rounded(training.get("mixed_over_fp32")))],
+                  ("measured by the bake-off", "")))
+
+
 def _curves(history: list[dict]) -> str:
     """Loss and accuracy per epoch, train and validation, as an embedded PNG."""
     if not history:
@@ -81,7 +111,8 @@ def render_card(run: Path, settings: Settings, serving: str | None = None, versi
     gate = _read(layout.gate_json) or {}
     registration = _read(layout.registration) or {}
     deployment = _read(layout.deployment)
-    steps = _read(run / "steps.json") or {}
+    steps = _read(layout.steps_record) or {}
+    chosen = _read(layout.chosen_by)
     version = version or registration.get("version", "(not registered)")
     registry = ModelRegistry(settings)
 
@@ -115,21 +146,23 @@ def render_card(run: Path, settings: Settings, serving: str | None = None, versi
         for side, figures_of in deployment["canary"].items():
             if figures_of:
                 figures.append((f"canary, {side} version: p50 / p99 ms, error rate",
-                                f"{figures_of['p50_ms']} / {figures_of['p99_ms']}, {figures_of['error_rate']}"))
+                                f"{_rounded(figures_of['p50_ms'])} / {_rounded(figures_of['p99_ms'])}, "
+                                f"{_rounded(figures_of['error_rate'])}"))
     sections = [
         f"<h1>{html.escape(task)} {html.escape(version)}</h1>",
         f"<p>Run <code>{html.escape(run.name)}</code>; framework {html.escape(str(metrics.get('framework')))}; "
         f"registered as <code>{html.escape(str(registration.get('tag')))}</code> (registry commit "
         f"{html.escape(str(registration.get('commit')))}).</p>",
         "<h2>Where it is served</h2>", f"<p>{html.escape(serving)}</p>",
+        "<h2>Chosen by</h2>", _chosen_by(chosen),
         "<h2>Stage history (GTO)</h2>",
         table(_stage_history(registry, task, version) or [("(no stage assigned)", "", "", "")],
                ("when", "event", "stage", "version")),
         "<h2>Data</h2>",
         table([("dataset", spec["dataset"]["path"]), ("DVC hash", data.get("dataset_md5")),
                 ("pinned by", _commit(settings.project_dir, pointer)),
-                ("images", data.get("images")), ("split", data.get("split_counts")),
-                ("classes", data.get("class_counts"))]),
+                ("images", _rounded(data.get("images"))), ("split", _counts(data.get("split_counts"))),
+                ("classes", _counts(data.get("class_counts")))]),
         "<h2>Code</h2>",
         table([("Relay", _commit(PROJECT_DIR) if is_source_checkout() else f"relay-mlops {relay_version()} "
                                                                              "(installed package)"),
@@ -138,7 +171,7 @@ def render_card(run: Path, settings: Settings, serving: str | None = None, versi
         f"<p>Run parameters: <code>{html.escape(json.dumps(params))}</code></p>",
         f"<pre>{html.escape(json.dumps(spec, indent=2))}</pre>",
         "<h2>Steps</h2>",
-        table([(name, "reused" if entry["reused"] else "computed", entry["seconds"], entry["why"])
+        table([(name, "reused" if entry["reused"] else "computed", _rounded(entry["seconds"]), entry["why"])
                 for name, entry in sorted(steps.items(), key=lambda item: item[1].get("finished_at", 0))],
                ("step", "", "seconds", "why")),
         "<h2>Training</h2>", _curves(metrics.get("history", [])),
@@ -148,7 +181,7 @@ def render_card(run: Path, settings: Settings, serving: str | None = None, versi
         table(checks, ("check", "rule", "value", "threshold", "result")),
         image_tag(layout.gate / GATE_PLOT), image_tag(layout.gate / GATE_COMPARISON_PLOT),
         "<h2>Measured figures</h2>",
-        table([(name, "-" if value is None else value) for name, value in figures]),
+        table([(name, _rounded(value)) for name, value in figures]),
     ]
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(task)} {html.escape(version)}"
             f" lineage</title><style>{STYLE}</style></head><body>{''.join(sections)}</body></html>")

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from components.atomic import atomic_dir, write_json, write_text
+from components.html_report import legend_beside
 from components.measurement import p50_latency_ms
 from components.models import Predictor
 from components.run_files import GATE_COMPARISON_PLOT, GATE_JSON, GATE_PLOT, GATE_REPORT
@@ -215,9 +216,9 @@ def plot_comparison(comparison: dict, target: Path) -> Path:
                      width, label=name.split(" (")[0])
     axes[-1].set(xticks=x, xticklabels=classes, ylim=(0, 1.05), title="per-class recall")
     plt.setp(axes[-1].get_xticklabels(), rotation=45, ha="right")
-    axes[-1].legend(loc="lower right")
+    legend_beside(axes[-1])
     figure.tight_layout()
-    figure.savefig(target, dpi=90)
+    figure.savefig(target, dpi=90, bbox_inches="tight")
     plt.close(figure)
     return target
 
@@ -239,13 +240,13 @@ def plot_gate(gate: dict, target: Path) -> Path:
     left.set_ylim(max(0, min(*accuracies, gate["thresholds"]["min_accuracy"]) * 100 - 3), 100)
     left.set_ylabel("held-out accuracy (%)")
     left.axhline(gate["thresholds"]["min_accuracy"] * 100, color="#c33", linestyle="--", label="floor")
-    left.legend(loc="lower right")
+    legend_beside(left)
     right.bar(["original", "optimized"], [metrics["latency_p50_ms_original"], metrics["latency_p50_ms_optimized"]],
               color=["#888", "#2a7"])
     right.set_ylabel("p50 latency, batch 1 (ms)")
     figure.suptitle(f"{gate['task']}: gate {'PASS' if gate['passed'] else 'FAIL'}")
     figure.tight_layout()
-    figure.savefig(target, dpi=100)
+    figure.savefig(target, dpi=100, bbox_inches="tight")
     plt.close(figure)
     return target
 

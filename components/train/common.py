@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from components.atomic import write_json
+from components.html_report import legend_beside
 from components.run_files import CHECKPOINTS
 from components.spec import TaskSpec, TrainingSpec
 
@@ -150,9 +151,9 @@ def write_test_reports(out_dir: Path, labels: np.ndarray, predictions: np.ndarra
     ax.bar(x + 0.2, recall, 0.4, label="recall")
     ax.set(xticks=x, xticklabels=classes, ylim=(0, 1.05), title="test split: per-class precision and recall")
     plt.setp(ax.get_xticklabels(), rotation=45, ha="right")
-    ax.legend(loc="lower right")
+    legend_beside(ax)
     fig.tight_layout()
-    fig.savefig(out_dir / "per_class.png", dpi=100)
+    fig.savefig(out_dir / "per_class.png", dpi=100, bbox_inches="tight")
     plt.close(fig)
     write_json(out_dir / "per_class.json", {"per_class": per_class, "confusion_matrix": matrix.tolist(),
                                             "classes": classes})
