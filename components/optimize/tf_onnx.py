@@ -3,7 +3,6 @@ first rebuilt under float32 and given the trained weights."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from components.spec import TaskSpec
@@ -22,7 +21,6 @@ def float32_copy(train_dir: Path):
 
 def export_onnx(train_dir: Path, target: Path, spec: TaskSpec) -> Path:
     """Export the trained Keras model to ``target`` with tf2onnx (opset 18, dynamic batch)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
     import tf2onnx
 

@@ -171,7 +171,6 @@ def load_checkpoint_weights(model, path: Path) -> dict:
 def train(spec: TaskSpec, data_dir: Path, out_dir: Path):
     """Train the Keras model; write it (.keras and SavedModel), architecture, preprocessing, metrics,
     dvclive logs and test reports. A training killed after an epoch resumes from its checkpoint."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
     import tensorflow as tf
 

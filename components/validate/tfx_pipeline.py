@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import shutil
 import sys
 import time
@@ -143,7 +142,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--label-linf", type=float, default=0.1)
     parser.add_argument("--js-threshold", type=float, default=0.1)
     args = parser.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args.out.mkdir(parents=True, exist_ok=True)
     report = validate(args.manifest, args.out, args.schema, args.previous_stats, args.label_linf,
                       args.js_threshold)

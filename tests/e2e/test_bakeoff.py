@@ -44,7 +44,8 @@ def test_bakeoff_on_digits_measures_reports_and_ships(tmp_path, digits_spec, sma
     server = TorchServe(settings)
     try:
         assert result.exit_code == 0, result.output
-        report = Path(result.output.strip().splitlines()[-1])
+        report = Path(result.output.strip().splitlines()[-1].removeprefix("Report: "))
+        assert result.output.count(str(report)) == 1  # the path, printed once
         document = json.loads((report.parent / "bakeoff.json").read_text())
         candidates = {c["name"]: c for c in document["candidates"]}
         assert set(candidates) == {"pytorch/small_cnn", "tensorflow/small_cnn"}
