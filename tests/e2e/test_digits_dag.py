@@ -310,6 +310,8 @@ def test_framework_both_runs_a_bakeoff_through_the_dag_and_ships_the_recommended
     shipped = document["shipped"]
     assert shipped["shipped"] and shipped["candidate"] == document["recommendation"]["recommended"]
     assert (new / "bakeoff.html").is_file()
+    card = RunDir(shipped["run"]).lineage_card.read_text()  # the shipped version's card links its bake-off
+    assert f'<a href="{(new / "bakeoff.html").as_uri()}">{document["id"]}</a>' in card
     assert TorchServe(settings).default_version("digits") == shipped["version"].removeprefix("v")
     deployed_posts = [p for p in _posts(webhook, "deployed") if p["version"] == shipped["version"]]
     # The Airflow run's directory is the shipped candidate's run, so the outcome is its deployment.
