@@ -234,9 +234,9 @@ def test_tensorflow_run_through_the_same_dag_is_served(deployed):
     settings, env, result, root, run = deployed
     tf_run = relay(["dag-test", "digits", "--conf", '{"framework": "tensorflow"}'], env, timeout=900)
     assert tf_run.returncode == 0, tf_run.stdout[-3000:] + tf_run.stderr[-3000:]
-    tf_dir = (settings.runs_dir / "digits" / "latest").resolve()
-    assert json.loads((tf_dir / "train" / "metrics.json").read_text())["framework"] == "tensorflow"
-    gate = json.loads((tf_dir / "gate" / "gate.json").read_text())
+    tf_dir = RunDir((settings.runs_dir / "digits" / "latest").resolve())
+    assert json.loads(tf_dir.metrics.read_text())["framework"] == "tensorflow"
+    gate = json.loads(tf_dir.gate_json.read_text())
     assert gate["passed"] and gate["notes"]["tensorrt"].startswith("skipped: ")
 
     registry = ModelRegistry(settings)
@@ -249,7 +249,7 @@ def test_tensorflow_run_through_the_same_dag_is_served(deployed):
     assert _served_accuracy(settings, _heldout(tf_dir, 40)) >= 0.9
 
     # Its lineage card names what ran: TensorFlow's exporter (not the PyTorch default) and its training speed.
-    card = (tf_dir / "lineage.html").read_text()
+    card = tf_dir.lineage_card.read_text()
     assert '&quot;exporter&quot;: &quot;tf2onnx&quot;' in card and "torchscript" not in card
     speed = re.search(r"<td>training images/s</td><td>([^<]+)</td>", card)
     assert speed and float(speed.group(1)) > 0, speed
