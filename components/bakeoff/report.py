@@ -244,6 +244,15 @@ def _charts(document: dict) -> dict[str, bytes]:
     if criteria := _criteria_chart(plt, verdicts, names):
         charts["criteria.png"] = criteria
 
+    if training := _training_chart(plt, candidates):
+        charts["training_curves.png"] = training
+    if any(c["serving"].get("by_concurrency") for c in candidates):
+        charts["serving.png"] = _serving_chart(plt, candidates)
+    return charts
+
+
+def _training_chart(plt, candidates: list[dict]) -> bytes | None:
+    """Validation accuracy per epoch and over time; None when no candidate has a training history."""
     histories = [(c["name"], c["training"].get("history") or []) for c in candidates]
     if any(history for _, history in histories):
         figure, (by_epoch, by_time) = plt.subplots(1, 2, figsize=(CHART_WIDTH_IN, 3.8))
@@ -255,25 +264,27 @@ def _charts(document: dict) -> dict[str, bytes]:
         by_time.set(xlabel="training time, s", ylabel="validation accuracy", title="validation accuracy over time")
         by_epoch.legend(fontsize=CHART_FONT - 1)
         figure.tight_layout()
-        charts["training_curves.png"] = figure_png(figure)
+        return figure_png(figure)
+    return None
 
-    if any(c["serving"].get("by_concurrency") for c in candidates):
-        figure, (throughput, latency) = plt.subplots(1, 2, figsize=(CHART_WIDTH_IN, 3.8))
-        for candidate in candidates:
-            levels = candidate["serving"].get("by_concurrency") or {}
-            clients = [int(c) for c in levels]
-            throughput.plot(clients, [levels[c]["requests_per_s"] for c in levels], marker="o",
-                            label=candidate["name"])
-            latency.plot(clients, [levels[c]["p50_ms"] for c in levels], marker="o", label=f"{candidate['name']} p50")
-            latency.plot(clients, [levels[c]["p99_ms"] for c in levels], marker="x", linestyle="--",
-                         label=f"{candidate['name']} p99")
-        throughput.set(xlabel="concurrent clients", ylabel="requests/s", title="TorchServe throughput")
-        latency.set(xlabel="concurrent clients", ylabel="ms", title="TorchServe latency")
-        throughput.legend(fontsize=CHART_FONT - 1)
-        latency.legend(fontsize=CHART_FONT - 2)
-        figure.tight_layout()
-        charts["serving.png"] = figure_png(figure)
-    return charts
+
+def _serving_chart(plt, candidates: list[dict]) -> bytes:
+    """Served throughput and latency against concurrent clients."""
+    figure, (throughput, latency) = plt.subplots(1, 2, figsize=(CHART_WIDTH_IN, 3.8))
+    for candidate in candidates:
+        levels = candidate["serving"].get("by_concurrency") or {}
+        clients = [int(c) for c in levels]
+        throughput.plot(clients, [levels[c]["requests_per_s"] for c in levels], marker="o",
+                        label=candidate["name"])
+        latency.plot(clients, [levels[c]["p50_ms"] for c in levels], marker="o", label=f"{candidate['name']} p50")
+        latency.plot(clients, [levels[c]["p99_ms"] for c in levels], marker="x", linestyle="--",
+                     label=f"{candidate['name']} p99")
+    throughput.set(xlabel="concurrent clients", ylabel="requests/s", title="TorchServe throughput")
+    latency.set(xlabel="concurrent clients", ylabel="ms", title="TorchServe latency")
+    throughput.legend(fontsize=CHART_FONT - 1)
+    latency.legend(fontsize=CHART_FONT - 2)
+    figure.tight_layout()
+    return figure_png(figure)
 
 
 def render_markdown(document: dict) -> str:

@@ -143,10 +143,11 @@ def test_the_report_leaves_out_empty_charts_and_lines_up_its_tables():
     assert "<td>threads › inference › intra op</td><td>1</td>" in method and "<td>1, 8, 32</td>" in method
     assert "<pre>" not in page and "{" not in method
 
-    from components.bakeoff.report import _charts
+    from components.bakeoff.report import _charts, _training_chart
+    from components.html_report import pyplot
 
     charts = _charts(document)
     assert set(charts) == {"criteria.png", "training_curves.png", "serving.png"}
     for candidate in document["candidates"]:
         candidate["training"]["history"] = []
-    assert "training_curves.png" not in _charts(document)  # nothing to plot: no chart
+    assert _training_chart(pyplot(), document["candidates"]) is None  # nothing to plot: no chart
