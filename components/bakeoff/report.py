@@ -99,9 +99,13 @@ def judge(candidates: list[dict], quantize: str = "none") -> list[dict]:
     return rows
 
 
+def _interval(figure) -> tuple[float, float] | None:
+    return (figure["low"], figure["high"]) if isinstance(figure, dict) and "low" in figure else None
+
+
 def _tied(best, other) -> bool:
-    if isinstance(best, dict) and isinstance(other, dict) and "low" in best and "low" in other:
-        return best["low"] <= other["high"] and other["low"] <= best["high"]
+    if (mine := _interval(best)) and (theirs := _interval(other)):
+        return mine[0] <= theirs[1] and theirs[0] <= mine[1]
     a, b = _value(best), _value(other)
     return abs(a - b) <= NO_INTERVAL_TIE * max(abs(a), abs(b), 1e-12)
 
@@ -166,10 +170,6 @@ def _cell(figure, unit: str) -> str:
 
 CHART_WIDTH_IN = 11  # at figure_png's 90 dpi, about the page's 70em: chart text stays at its set size
 CHART_FONT = 10
-
-
-def _interval(figure) -> tuple[float, float] | None:
-    return (figure["low"], figure["high"]) if isinstance(figure, dict) and "low" in figure else None
 
 
 def _worth_a_chart(verdict: dict, names: list[str]) -> bool:

@@ -42,9 +42,14 @@ def sync(repo: Path, remote: str | None) -> None:
     if proc.returncode != 0:
         reason = next((line.strip() for line in proc.stderr.splitlines() if line.strip()), "(no output)")
         raise RelayError(f"the registry remote {remote} is not reachable: {reason}; nothing was changed")
-    branch = git(["symbolic-ref", "--short", "HEAD"], repo)
+    branch = _branch(repo)
     if git(["ls-remote", "--heads", "origin", branch], repo):
         git(["merge", "-q", "--ff-only", f"origin/{branch}"], repo)
+
+
+def _branch(repo: Path) -> str:
+    """The branch the clone checked out: the remote's default branch."""
+    return git(["symbolic-ref", "--short", "HEAD"], repo)
 
 
 def _tags(repo: Path) -> set[str]:
@@ -76,7 +81,7 @@ class GitTransaction:
         tags = self.new_tags
         if not self.remote or (head(self.repo) == self.before and not tags):
             return
-        branch = git(["symbolic-ref", "--short", "HEAD"], self.repo)
+        branch = _branch(self.repo)
         try:
             git(["push", "-q", "--atomic", "origin", f"HEAD:refs/heads/{branch}",
                  *[f"refs/tags/{tag}" for tag in tags]], self.repo)
