@@ -7,6 +7,7 @@ for CI. Each figure is measured in an isolated RELAY_HOME with free ports.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -47,6 +48,16 @@ TARGETS = {  # key: (description, comparison, target)
     "data_warm_vs_cold": ("the data step again with nothing changed, over cold", "<=", 0.1),
     "train_vs_plain_loop": ("Relay's training loop over a plain loop on pre-decoded tensors (shapes resnet)",
                             ">=", 0.85),
+    "tf_train_vs_plain_loop": ("Relay's Keras training over a plain Keras loop on pre-decoded tensors (shapes "
+                               "resnet, fp32, alternating rounds)", ">=", 0.85),
+    "tf_train_vs_plain_loop_mixed": ("the same in mixed_bfloat16", None, None),
+    "tf_xla_vs_default_train_fp32": ("the plain Keras loop with XLA (jit_compile) over without, shapes resnet, "
+                                     "fp32 (Relay trains without on a CPU)", None, None),
+    "tf_xla_vs_default_train_mixed": ("the same in mixed_bfloat16", None, None),
+    "bakeoff_ratio_under_load_vs_idle": ("bake-off PyTorch/TensorFlow training images/s with a CPU hog during "
+                                         "PyTorch's rounds, over the same ratio idle (digits)", None, None),
+    "bakeoff_load_caught": ("that ratio is within 0.85-1.15, or the loaded figure is flagged unreliable (1 = yes)",
+                            ">=", 1.0),
     "train_peak_rss_mb": ("peak RSS of training on shapes (12,000 images), MB", None, None),
     "train_peak_rss_mb_quarter": ("the same on a quarter of shapes, MB (flat in dataset size)", None, None),
     "resnet_ort_vs_eager_b1": ("shapes resnet: ONNX Runtime over eager PyTorch, batch 1", ">=", 1.5),
@@ -294,6 +305,130 @@ def _plain_loop_images_per_s(run: Path, spec, epochs: int = 1) -> float:
     return epochs * len(images) / (time.perf_counter() - started)
 
 
+class _PlainKerasRounds:
+    """A minimal Keras loop for comparison: the same model, optimizer, loss, batch and policy as Relay's Keras
+    training, ``fit`` over pre-decoded, pre-normalized tensors held in memory (``from_tensor_slices``); no
+    augmentation, no class weights, no LR callback."""
+
+    def __init__(self, run: Path, spec, jit_compile: bool = False):
+        import keras
+        import numpy as np
+        import tensorflow as tf
+
+        from components.models.architecture import Architecture
+        from components.train.keras_train import _compiled_model, _policy
+        from components.train.loader import open_run_data
+
+        source, splits = open_run_data(RunDir(run).data, spec.dataset.classes, True)
+        train = splits["train"]
+        pixels = np.asarray(np.load(source.cache, mmap_mode="r")[np.sort(train.rows)])
+        mean, std = np.asarray(source.prep.mean, np.float32), np.asarray(source.prep.std, np.float32)
+        images = ((pixels.astype(np.float32) / 255 - mean) / std).transpose(0, 3, 1, 2)  # the model takes NCHW
+        arch = Architecture.from_spec(spec)
+        onehot = keras.utils.to_categorical(train.labels[np.argsort(train.rows)], arch.num_classes)
+        self.batch = spec.training.batch_size
+        self.data = tf.data.Dataset.from_tensor_slices((images, onehot)).batch(self.batch).prefetch(
+            tf.data.AUTOTUNE).repeat()
+        keras.utils.set_random_seed(spec.training.seed)
+        self.model = _compiled_model(spec, arch, _policy(spec.training.precision, False))
+        if jit_compile:  # XLA; Keras leaves it off on a CPU-only machine
+            self.model.compile(optimizer=self.model.optimizer, loss=self.model.loss, jit_compile=True)
+
+    def run(self, batches: int) -> int:
+        self.model.fit(self.data.take(batches), epochs=1, verbose=0)
+        return batches * self.batch
+
+
+def _alternating_images_per_s(runners: dict[str, object], batches: int, rounds: int) -> dict[str, float]:
+    """Median images/s of each runner over ``rounds`` rounds of ``batches`` batches, taken in turn (order
+    reversed every other round) after one warm-up round each."""
+    import numpy as np
+
+    for runner in runners.values():
+        runner.run(batches)
+    rates: dict[str, list[float]] = {name: [] for name in runners}
+    for round_ in range(rounds):
+        for name in (list(runners) if round_ % 2 == 0 else list(runners)[::-1]):
+            started = time.perf_counter()
+            images = runners[name].run(batches)
+            rates[name].append(images / (time.perf_counter() - started))
+    return {name: float(np.median(values)) for name, values in rates.items()}
+
+
+def measure_keras_loop(home: Path) -> dict[str, float]:
+    """Relay's Keras loop against a plain Keras loop, and the plain loop with XLA, on shapes resnet without
+    augmentation, in alternating rounds: in fp32 (the target: there the input pipeline's cost shows most) and
+    in mixed_bfloat16 (the spec's precision; one batch per round, as it can be 10x slower on a CPU without
+    bf16 instructions)."""
+    from components.data.dataset import ensure_dataset, prepare_data
+    from components.spec import AugmentSpec, load_spec
+    from components.train.keras_train import TrainingRounds
+
+    settings = Settings(home=home)
+    base = load_spec("shapes", {"framework": "tensorflow"})
+    base = base.model_copy(update={"training": base.training.model_copy(update={"augment": AugmentSpec()})})
+    ensure_dataset(base, settings)
+    run = start_run("shapes", {"framework": "tensorflow"}, settings=settings)
+    prepare_data(base, RunDir(run).data, settings)
+    figures = {}
+    for precision, batches, suffix in (("fp32", 4, ""), ("mixed", 1, "_mixed")):
+        spec = base.model_copy(update={"training": base.training.model_copy(update={"precision": precision})})
+        rates = _alternating_images_per_s({"relay": TrainingRounds(spec, RunDir(run).data),
+                                           "plain": _PlainKerasRounds(run, spec),
+                                           "plain_xla": _PlainKerasRounds(run, spec, jit_compile=True)},
+                                          batches=batches, rounds=5)
+        figures.update({f"tf_train_vs_plain_loop{suffix}": rates["relay"] / rates["plain"],
+                        f"tf_xla_vs_default_train_{precision}": rates["plain_xla"] / rates["plain"],
+                        **{f"tf_train_{name}_img_s_{precision}": rate for name, rate in rates.items()}})
+    return figures
+
+
+def measure_bakeoff_under_load(home: Path) -> dict[str, float]:
+    """The bake-off's PyTorch/TensorFlow training throughput ratio (digits, mixed precision) with a CPU hog
+    during PyTorch's rounds, over the same ratio idle; and whether the loaded figure was flagged."""
+    from components.bakeoff.throughput import measure_training_rounds
+    from components.spec import load_spec
+
+    settings = Settings(home=home)
+    digits = start_run("digits", settings=settings)
+    run_step("data", digits, settings)
+    candidates = {framework: (load_spec("digits", {"framework": framework}), RunDir(digits).data)
+                  for framework in ("pytorch", "tensorflow")}
+
+    def hog_pytorch(child: str):
+        return _cpu_hog() if child.startswith("pytorch") else contextlib.nullcontext()
+
+    idle = measure_training_rounds(candidates, home / "rounds-idle", 5, 3.0)
+    loaded = measure_training_rounds(candidates, home / "rounds-loaded", 5, 3.0, around_round=hog_pytorch)
+    key = "images_per_s_mixed"
+    ratio_idle = idle["pytorch"][key]["value"] / idle["tensorflow"][key]["value"]
+    ratio_loaded = loaded["pytorch"][key]["value"] / loaded["tensorflow"][key]["value"]
+    under_load = ratio_loaded / ratio_idle
+    flagged = bool(loaded["pytorch"][key].get("unreliable"))
+    return {
+        "bakeoff_ratio_under_load_vs_idle": under_load, "bakeoff_loaded_figure_flagged": float(flagged),
+        "bakeoff_load_caught": float(flagged or 0.85 <= under_load <= 1.15),
+        "bakeoff_idle_figure_flagged": float(any(idle[c][k].get("unreliable") for c in idle
+                                                 for k in ("images_per_s_mixed", "images_per_s_fp32"))),
+    }
+
+
+def measure_training(home: Path) -> dict[str, float]:
+    """Training speed the bake-off relies on: the Keras loop against a plain one, and throughput under load."""
+    return {**measure_keras_loop(home / "keras"), **measure_bakeoff_under_load(home / "load")}
+
+
+@contextlib.contextmanager
+def _cpu_hog():
+    """A process that keeps one core busy while the block runs."""
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        yield
+    finally:
+        hog.kill()
+        hog.wait()
+
+
 def measure_data(home: Path) -> dict[str, float]:
     """The data step on shapes: cold (empty caches) and again with nothing changed."""
     from components.data.dataset import ensure_dataset, prepare_data
@@ -518,7 +653,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--skip-demo", action="store_true", help="skip the demo timing (about a minute)")
     parser.add_argument("--only", choices=["load", "shapes", "data", "rerun", "serving", "bakeoff", "bakeoff-digits",
-                                           "models", "tensorflow"],
+                                           "models", "tensorflow", "training"],
                         help="measure one group only (results.json keeps the others)")
     args = parser.parse_args()
     figures: dict[str, float] = {}
@@ -541,6 +676,8 @@ def main() -> None:
             figures.update(measure_eager_and_onnx(Path(tmp) / "models"))
         elif args.only == "tensorflow":
             figures.update(measure_tensorflow(Path(tmp) / "tensorflow"))
+        elif args.only == "training":
+            figures.update(measure_training(Path(tmp) / "training"))
         else:
             figures.update(measure_serving(Path(tmp) / "serving"))
             figures.update(measure_bakeoffs(Path(tmp) / "bakeoff"))
@@ -548,6 +685,7 @@ def main() -> None:
             figures.update(measure_shapes(Path(tmp) / "shapes"))
             figures.update(measure_eager_and_onnx(Path(tmp) / "models"))
             figures.update(measure_tensorflow(Path(tmp) / "tensorflow"))
+            figures.update(measure_training(Path(tmp) / "training"))
             figures.update(measure_load(Path(tmp) / "load"))
         if not args.skip_demo and args.only is None:
             figures.update(measure_demo(Path(tmp) / "demo"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import platform
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -33,3 +34,49 @@ def describe_machine() -> dict:
     return {"cpu": model, "cores": os.cpu_count(), "flags": {flag: flag in flags for flag in RELEVANT_FLAGS},
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "(unset)"), "platform": platform.platform(),
             "python": platform.python_version(), "libraries": versions}
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds used so far by process ``pid`` and its descendants (live ones, and those it has waited for)."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for process in processes:
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:  # a worker that ended between the listing and the reading
+            continue
+        total += times.user + times.system + times.children_user + times.children_system
+    return total
+
+
+class LoadMeter:
+    """The machine's load while something of ours runs: the 1-minute load average at the end, the share of
+    the machine's CPU that other processes used (all busy CPU time less ours), and the share the hypervisor
+    stole. Read from the kernel's counters (psutil), so it costs nothing while it runs."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self._psutil = psutil
+        self._started = time.perf_counter()
+        self._cpu = psutil.cpu_times()
+
+    def stop(self, own_cpu_seconds: float) -> dict[str, float]:
+        """The load since this meter started; ``own_cpu_seconds``: what our own processes used meanwhile."""
+        cpu, seconds = self._psutil.cpu_times(), time.perf_counter() - self._started
+        capacity = seconds * (os.cpu_count() or 1)
+        busy = sum(getattr(cpu, f) - getattr(self._cpu, f) for f in _BUSY_FIELDS if hasattr(cpu, f))
+        steal = getattr(cpu, "steal", 0.0) - getattr(self._cpu, "steal", 0.0)
+        return {"seconds": seconds, "load_average_1m": self._psutil.getloadavg()[0],
+                "others_cpu_share": min(max(busy - own_cpu_seconds, 0.0) / capacity, 1.0) if capacity else 0.0,
+                "steal_share": min(max(steal, 0.0) / capacity, 1.0) if capacity else 0.0}
+
+
+# Linux's busy CPU time (guest time is already inside user); idle, iowait and steal are not ours or anyone's.
+_BUSY_FIELDS = ("user", "nice", "system", "irq", "softirq")

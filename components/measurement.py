@@ -71,17 +71,47 @@ def p50_latency_ms(predict: Predictor, sample: np.ndarray, runs: int, warmup: in
     return statistics.median(latency_samples_ms(predict, sample, runs, warmup))
 
 
-def run_measuring_peak_rss(command: list[str], env: dict, log: Path) -> float:
-    """Run ``command`` (its output to ``log``); return its peak RSS in MB (``wait4``'s rusage of that child).
-    Raise with the log's tail if it fails."""
+@dataclass(frozen=True)
+class ChildUsage:
+    """What a finished child process used, from ``wait4``'s rusage (its own waited-for children included)."""
+
+    peak_rss_mb: float
+    cpu_seconds: float
+
+
+def run_measured(command: list[str], env: dict, log: Path) -> ChildUsage:
+    """Run ``command`` (its output to ``log``); return its peak RSS and CPU time. Raise with the log's tail if
+    it fails.
+
+    The CPU time counts the child's whole process tree: rusage holds only the children it waited for, so its
+    descendants (a DataLoader's forkserver and workers) are also read while they live, twice a second."""
+    import threading
+
+    from components.machine import tree_cpu_seconds
+
     with open(log, "wb") as out:
         process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=PROJECT_DIR)
+        tree, done = [0.0], threading.Event()
+
+        def watch() -> None:
+            while not done.wait(0.5):
+                tree[0] = max(tree[0], tree_cpu_seconds(process.pid))
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
         _, status, usage = os.wait4(process.pid, 0)
+        done.set()
+        watcher.join()
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
         tail = log.read_text(errors="replace")[-2000:]
         raise RuntimeError(f"{' '.join(command)} failed ({process.returncode}); {log}:\n{tail}")
-    return usage.ru_maxrss / 1024
+    return ChildUsage(usage.ru_maxrss / 1024, max(usage.ru_utime + usage.ru_stime, tree[0]))
+
+
+def run_measuring_peak_rss(command: list[str], env: dict, log: Path) -> float:
+    """Run ``command`` (see ``run_measured``); return its peak RSS in MB."""
+    return run_measured(command, env, log).peak_rss_mb
 
 
 @dataclass(frozen=True)
@@ -166,7 +196,7 @@ def time_runtimes(runtimes: list[Runtime], batches: dict[str, np.ndarray], runs:
 
 
 # -- the child ------------------------------------------------------------------------------------------
-def _pin(threads: ThreadSettings, frameworks: set[str]) -> dict[str, int]:
+def pin_threads(threads: ThreadSettings, frameworks: set[str]) -> dict[str, int]:
     """Set every runtime's thread counts before it runs; return the counts in effect."""
     effective = {}
     if "tensorflow" in frameworks:
@@ -208,7 +238,7 @@ def _child(request_file: Path) -> None:
     request = json.loads(request_file.read_text())
     threads = ThreadSettings(**request["threads"])
     runtimes = [Runtime(**r) for r in request["runtimes"]]
-    effective = _pin(threads, {r.framework for r in runtimes if r.framework})
+    effective = pin_threads(threads, {r.framework for r in runtimes if r.framework})
     predictors = {r.name: _load(r, threads, effective) for r in runtimes}
     batches = {name: np.load(request_file.with_name(f"{name}.npy")) for name in request["batches"]}
     samples: dict[str, dict[str, list[float]]] = {r.name: {b: [] for b in batches} for r in runtimes}

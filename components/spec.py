@@ -221,7 +221,8 @@ class Priorities(_Strict):
 
     accuracy: float = Field(default=0.5, ge=0, description="Test accuracy of the optimized model.")
     latency: float = Field(default=0.3, ge=0, description="Served p50 latency, one client.")
-    training_cost: float = Field(default=0.2, ge=0, description="Training time per epoch (mixed precision).")
+    training_cost: float = Field(default=0.2, ge=0, description="Training images/s (mixed precision), from "
+                                                                   "alternating rounds.")
 
     @model_validator(mode="after")
     def _some_weight(self) -> Priorities:
@@ -236,9 +237,11 @@ class BakeoffSpec(_Strict):
     priorities: Priorities = Priorities()
     models: list[Literal["small_cnn", "resnet", "mobilenet_v2"]] | None = Field(
         default=None, min_length=1, description="Architectures to compare; null: the spec's model only.")
-    throughput_epochs: int = Field(default=1, ge=1, le=20,
-                                   description="Epochs timed for images/s, in mixed precision and in fp32, each after "
-                                               "one untimed warm-up epoch.")
+    throughput_rounds: int = Field(default=5, ge=3, le=50,
+                                   description="Timed rounds of training per candidate and precision (mixed, fp32), "
+                                               "taken in turn with the other candidates' after two warm-up rounds.")
+    throughput_round_seconds: float = Field(default=3.0, gt=0, le=600,
+                                            description="About how long one round trains, s.")
     latency_runs: int = Field(default=200, ge=10, description="Timed calls at batch 1 (batch 64: a tenth, "
                                                                "at least 10), after warm-up calls.")
     serving_requests: int = Field(default=1000, ge=50, description="Requests per concurrency level (1, 8, 32) "

@@ -17,13 +17,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from components.bakeoff import candidates, gpu_note, measure, measure_candidate, measure_serving, method
+from components.bakeoff import (candidates, gpu_note, measure, measure_candidate, measure_serving, measure_training,
+                                method)
 from components.bakeoff.report import write_report
 from components.bakeoff.result import BakeoffResult
 from components.atomic import write_json
 from components.errors import RelayError
-from components.machine import describe_machine
-from components.measurement import run_measuring_peak_rss
+from components.machine import LoadMeter, describe_machine
+from components.measurement import run_measured
 from components.run_files import RunDir
 from components.settings import PROJECT_DIR, Settings, get_settings, own_server_settings, settings_env
 from components.spec import BAKEOFF, load_spec
@@ -55,6 +56,8 @@ def run_bakeoff(task: str, models: list[str] | None = None, overrides: dict[str,
     for index, (framework, model) in enumerate(pairs, 1):
         log(f"[{index}/{len(pairs)}] {framework} {model}")
         measured.append(_candidate(task, framework, model, overrides, settings, directory, log))
+    log("training throughput: every candidate in alternating rounds")
+    measure_training(measured, {c["name"]: run_spec(Path(c["run"])) for c in measured}, directory / "throughput", log)
     log("serving: every candidate on one TorchServe, in alternating rounds")
     measure_serving(spec, measured, own_server_settings(settings, directory / "torchserve"))
     document = {
@@ -81,10 +84,14 @@ def ship_recommended(document: dict, settings: Settings, log=print) -> dict:
     run = Path(candidate["run"])
     log(f"shipping {name} (run {run.name})")
     # Before registering: the lineage card, written at registration, names the bake-off that chose the run.
+    training = {key: candidate["training"].get(key) for key in ("images_per_s_mixed", "images_per_s_fp32")}
     write_json(RunDir(run).chosen_by, {"bakeoff": document["id"], "report": document["report"],
                                        "why": recommendation["why"], "training": {
-                                           key: candidate["training"].get(key)
-                                           for key in ("images_per_s_mixed", "images_per_s_fp32", "mixed_over_fp32")}})
+                                           **{key: figure["value"] for key, figure in training.items()},
+                                           "mixed_over_fp32": candidate["training"]["mixed_over_fp32"],
+                                           "unreliable": "; ".join(f"{key}: {figure['unreliable']}"
+                                                                   for key, figure in training.items()
+                                                                   if figure.get("unreliable")) or None}})
     registration = run_step("register", run, settings)
     deployment = run_step("deploy", run, settings)
     return {"shipped": not deployment.get("rolled_back", False), "candidate": name, "run": str(run),
@@ -104,13 +111,15 @@ def _candidate(task: str, framework: str, model: str, overrides: dict, settings:
     fresh = Settings(**{**settings.model_dump(), "step_cache": False})
     env = {**os.environ, **settings_env(fresh), "PYTHONPATH": str(PROJECT_DIR)}
     log("  train (child process)")
-    peak_rss = run_measuring_peak_rss(measure.train_command(run), env, run / "train.log")
+    meter = LoadMeter()
+    usage = run_measured(measure.train_command(run), env, run / "train.log")
+    load = meter.stop(usage.cpu_seconds)
     log("  optimize, gate")
     run_step("optimize", run, fresh)
     gate = run_step("gate", run, fresh)
     log("  measure")
     figures = measure_candidate(spec, run, directory / f"{framework}-{model}", log)
-    figures["training"]["peak_rss_mb"] = peak_rss
+    figures["training"].update(peak_rss_mb=usage.peak_rss_mb, load=load)
     return {"name": f"{framework}/{model}", "framework": framework, "model": model, "run": str(run),
             "gate": {"passed": gate["passed"], "failed_checks": gate["failed_checks"]}, **figures}
 

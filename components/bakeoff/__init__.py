@@ -50,6 +50,20 @@ def measure_serving(spec: TaskSpec, measured: list[dict], server_settings: Setti
         candidate["serving"].update(figures[candidate["name"]])
 
 
+def measure_training(measured: list[dict], specs: dict[str, TaskSpec], work: Path, log=print) -> None:
+    """Every candidate's training images/s (``specs``: each candidate's run spec), in mixed precision and
+    fp32, from alternating rounds of fresh models in processes of their own
+    (``components.bakeoff.throughput``); added to its training figures."""
+    from components.bakeoff.throughput import measure_training_rounds
+    from components.run_files import RunDir
+
+    cfg = next(iter(specs.values())).bakeoff
+    figures = measure_training_rounds({c["name"]: (specs[c["name"]], RunDir(c["run"]).data) for c in measured},
+                                      work, cfg.throughput_rounds, cfg.throughput_round_seconds, log=log)
+    for candidate in measured:
+        candidate["training"].update(figures[candidate["name"]])
+
+
 def measure_candidate(spec: TaskSpec, run: Path, work: Path, log=print) -> dict:
     """Every figure of one trained, optimized candidate run (see components.bakeoff.measure) but serving;
     its .mar for serving is built here."""
@@ -110,12 +124,10 @@ def measure_candidate(spec: TaskSpec, run: Path, work: Path, log=print) -> dict:
     inference, timing = measure.inference_figures(runtimes, images, cfg.latency_runs, cfg.bootstrap_samples,
                                                   ThreadSettings.serving(spec))
 
-    log("  training throughput (mixed, fp32)")
     training = {"epochs": metrics["epochs"], "best_epoch": metrics["best_epoch"],
                 "best_val_accuracy": metrics["val_accuracy"], "train_seconds": metrics["train_seconds"],
                 "time_to_best_s": measure.time_to_best(metrics["history"], metrics["best_epoch"]),
-                "history": metrics["history"],
-                **measure.training_throughput(spec, layout.data, work / "throughput")}
+                "history": metrics["history"]}
 
     model_name = f"{spec.name}-{spec.framework}-{spec.model.name}".replace("_", "-")
     mar = build_mar(spec, "v0.0.0", variants[shipped] / OPTIMIZED_MODEL, prep, work / f"{model_name}.mar")
@@ -131,6 +143,8 @@ def measure_candidate(spec: TaskSpec, run: Path, work: Path, log=print) -> dict:
 
 def method(spec: TaskSpec) -> dict:
     from components.bakeoff.measure import CONCURRENCY
+    from components.bakeoff.throughput import throughput_method
+    from components.frameworks import backend
     from components.measurement import SERVING_WARMUP_REQUESTS, WARMUP_CALLS, ThreadSettings
 
     cfg = spec.bakeoff
@@ -143,7 +157,8 @@ def method(spec: TaskSpec) -> dict:
         "serving_requests_per_level": cfg.serving_requests, "serving_concurrency": list(CONCURRENCY),
         "serving_warmup_requests": SERVING_WARMUP_REQUESTS, "serving_rounds": 2,
         "serving_order": "candidates alternate within each level, reversed every other round",
-        "throughput_epochs": cfg.throughput_epochs, "throughput_warmup_epochs": 1,
+        "training_throughput": throughput_method(cfg),
+        "framework_settings": {framework: backend(framework).TRAINING_SETTINGS for framework in FRAMEWORKS},
         "bootstrap_samples": cfg.bootstrap_samples,
         "interval": "bootstrap 95% (2.5th-97.5th percentile)",
         "tie_rule": "intervals overlap; a figure without an interval: within 5% of the best",

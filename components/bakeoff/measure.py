@@ -8,7 +8,6 @@ criterion when their intervals overlap.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -78,26 +77,6 @@ def serving_figures(server: TorchServe, models: dict[str, str], bodies: list[byt
                 result["p99_ms"] = float(np.percentile(latencies, 99))
         figures[candidate] = result
     return figures
-
-
-def training_throughput(spec: TaskSpec, data_dir: Path, work: Path) -> dict:
-    """Images/s of fresh models in mixed precision and in fp32: one untimed warm-up epoch (worker start-up,
-    kernel creation, graph tracing), then ``spec.bakeoff.throughput_epochs`` timed epochs, each with its
-    validation pass, as training runs them."""
-    from components.run_files import METRICS
-    from components.frameworks import train_model
-
-    timed = spec.bakeoff.throughput_epochs
-    rates = {}
-    for precision in ("mixed", "fp32"):
-        training = spec.training.model_copy(update={"epochs": timed + 1, "precision": precision,
-                                                    "early_stopping_patience": None})
-        train_model(spec.model_copy(update={"training": training}), data_dir, work / precision)
-        metrics = json.loads((work / precision / METRICS).read_text())
-        elapsed = [row["elapsed_seconds"] for row in metrics["history"]]
-        rates[precision] = timed * metrics["train_images"] / (elapsed[-1] - elapsed[0])
-    return {"images_per_s_mixed": rates["mixed"], "images_per_s_fp32": rates["fp32"],
-            "mixed_over_fp32": rates["mixed"] / rates["fp32"], "epochs_timed": timed, "warmup_epochs": 1}
 
 
 def time_to_best(history: list[dict], best_epoch: int) -> float:

@@ -82,9 +82,15 @@ def _value(figure) -> float:
     return figure["value"] if isinstance(figure, dict) else float(figure)
 
 
+def _unreliable(figures: dict) -> dict[str, str]:
+    """Candidate → why its figure cannot be trusted (a measurement that says so of itself)."""
+    return {name: figure["unreliable"] for name, figure in figures.items()
+            if isinstance(figure, dict) and figure.get("unreliable")}
+
+
 def judge(candidates: list[dict], quantize: str = "none") -> list[dict]:
-    """Per criterion: each candidate's figure, the winner, and the candidates tied with it. A criterion that
-    some candidate has no figure for is left out."""
+    """Per criterion: each candidate's figure, the winner, and the candidates tied with it; ``undecided``
+    where some figure is unreliable. A criterion that some candidate has no figure for is left out."""
     rows = []
     for criterion in CRITERIA:
         figures = {c["name"]: _figure(_derived(c, quantize), criterion.path) for c in candidates}
@@ -93,10 +99,15 @@ def judge(candidates: list[dict], quantize: str = "none") -> list[dict]:
         pick = max if criterion.higher_is_better else min
         winner = pick(figures, key=lambda name: _value(figures[name]))
         tied = sorted(name for name in figures if name != winner and _tied(figures[winner], figures[name]))
+        unreliable = _unreliable(figures)
         rows.append({"key": criterion.key, "title": criterion.title, "unit": criterion.unit,
                      "higher_is_better": criterion.higher_is_better, "figures": figures,
-                     "winner": "tie" if tied else winner, "best": winner, "tied_with_best": tied})
+                     "winner": UNDECIDED if unreliable else ("tie" if tied else winner), "best": winner,
+                     "tied_with_best": tied, "unreliable": unreliable})
     return rows
+
+
+UNDECIDED = "undecided"
 
 
 def _interval(figure) -> tuple[float, float] | None:
@@ -113,7 +124,8 @@ def _tied(best, other) -> bool:
 def recommend(candidates: list[dict], priorities: dict[str, float], verdicts: list[dict] | None = None) -> dict:
     """Weighted score per candidate that passed its gate: for each priority, 1.0 for the best figure and for
     any tied with it, else the ratio to the best (best/value when lower is better; for accuracy, the best
-    error rate over this one's). Shows the arithmetic."""
+    error rate over this one's). A priority whose figures include an unreliable one decides nothing: every
+    candidate scores 1.0 for it, and ``undecided`` says why. Shows the arithmetic."""
     verdicts = verdicts or judge(candidates)
     by_key = {v["key"]: v for v in verdicts}
     total_weight = sum(priorities.values())
@@ -121,7 +133,7 @@ def recommend(candidates: list[dict], priorities: dict[str, float], verdicts: li
     eligible = [c["name"] for c in candidates if c["gate"]["passed"]]
     excluded = {c["name"]: f"gate failed: {', '.join(c['gate']['failed_checks'])}"
                 for c in candidates if not c["gate"]["passed"]}
-    scores, arithmetic = {}, []
+    scores, arithmetic, undecided = {}, [], {}
     for name in eligible:
         parts = {}
         for priority, weight in weights.items():
@@ -129,7 +141,10 @@ def recommend(candidates: list[dict], priorities: dict[str, float], verdicts: li
             figures = {n: f for n, f in verdict["figures"].items() if n in eligible}
             best_name = (max if verdict["higher_is_better"] else min)(figures, key=lambda n: _value(figures[n]))
             value, best = _value(figures[name]), _value(figures[best_name])
-            if name == best_name or _tied(figures[best_name], figures[name]):
+            if unreliable := _unreliable(figures):
+                undecided[priority] = "; ".join(f"{n}'s {verdict['title']} is unreliable: {why}"
+                                                for n, why in unreliable.items())
+            if unreliable or name == best_name or _tied(figures[best_name], figures[name]):
                 score = 1.0
             elif priority == "accuracy":
                 # Accuracy is scored by its error rate: 0.90 against 0.97 is 3.3x the errors, not 93% as good.
@@ -142,14 +157,16 @@ def recommend(candidates: list[dict], priorities: dict[str, float], verdicts: li
                                                    for k, p in parts.items()) + f" = {scores[name]['total']:.3f}")
     if not scores:
         return {"recommended": None, "weights": weights, "scores": {}, "arithmetic": [], "excluded": excluded,
-                "why": "no candidate passed its gate: nothing can be recommended or shipped"}
+                "undecided": {}, "why": "no candidate passed its gate: nothing can be recommended or shipped"}
     recommended = max(scores, key=lambda n: scores[n]["total"])
     ahead = [n for n in scores if n != recommended]
     others = ", ".join(f"{n} {scores[n]['total']:.3f}" for n in ahead)
     why = (f"{recommended} scores {scores[recommended]['total']:.3f}" + (f" against {others}" if ahead else "") +
            " with priorities " + ", ".join(f"{k} {w:.2f}" for k, w in weights.items()))
+    why += "".join(f"; {priority.replace('_', ' ')} could not be decided ({reason})"
+                   for priority, reason in undecided.items())
     return {"recommended": recommended, "weights": weights, "scores": scores, "arithmetic": arithmetic,
-            "excluded": excluded, "why": why}
+            "excluded": excluded, "undecided": undecided, "why": why}
 
 
 def _format(figure, unit: str) -> str:
@@ -157,6 +174,8 @@ def _format(figure, unit: str) -> str:
         text = f"{figure['value']:.4g}"
         if "low" in figure:
             text += f" [{figure['low']:.4g}, {figure['high']:.4g}]"
+        if figure.get("unreliable"):
+            text += " (unreliable)"
     else:
         text = f"{figure:.4g}"
     return f"{text} {unit}".strip()
@@ -191,12 +210,13 @@ WINNER, OTHER = "#2a7", "#999"
 
 
 def bars(verdict: dict, names: list[str]) -> Bars:
-    """The winner green (none on a tie), interval whiskers only where there are intervals, and accuracy
-    axes zoomed to the data so that the intervals show."""
+    """The winner green (none on a tie or when undecided), interval whiskers only where there are intervals,
+    and accuracy axes zoomed to the data so that the intervals show."""
     figures = [verdict["figures"][n] for n in names]
     values = [_value(f) for f in figures]
     spans = [_interval(f) or (v, v) for f, v in zip(figures, values)]
-    colours = [WINNER if n == verdict["best"] and verdict["winner"] != "tie" else OTHER for n in names]
+    colours = [WINNER if n == verdict["best"] and verdict["winner"] not in ("tie", UNDECIDED) else OTHER
+               for n in names]
     errors = ([[v - low for v, (low, _) in zip(values, spans)], [high - v for v, (_, high) in zip(values, spans)]]
               if any(_interval(f) for f in figures) else None)
     ylim = None
@@ -227,7 +247,8 @@ def _criteria_chart(plt, verdicts: list[dict], names: list[str]) -> bytes | None
         axis.tick_params(axis="y", labelsize=CHART_FONT - 1)
         better = "higher" if verdict["higher_is_better"] else "lower"
         axis.set_title(f"{verdict['title']}\n({verdict['unit'] or 'fraction'}, {better} is better"
-                       f"{'; tie' if verdict['winner'] == 'tie' else ''})", fontsize=CHART_FONT)
+                       f"{'; ' + verdict['winner'] if verdict['winner'] in ('tie', UNDECIDED) else ''})",
+                       fontsize=CHART_FONT)
     for axis in list(axes.flat)[len(shown):]:
         axis.set_visible(False)
     figure.tight_layout()
@@ -296,6 +317,10 @@ def render_markdown(document: dict) -> str:
     for verdict in document["verdicts"]:
         cells = [_cell(verdict["figures"][n], verdict["unit"]) for n in names]
         lines.append(f"| {verdict['title']} | " + " | ".join(cells) + f" | {verdict['winner']} |")
+    if notes := _unreliable_notes(document["verdicts"]):
+        lines += ["", "Unreliable figures (they decide nothing):", *[f"- {note}" for note in notes]]
+    if notes := precision_notes(document["candidates"], document.get("machine", {}).get("flags", {})):
+        lines += ["", *[f"- {note}" for note in notes]]
     recommendation = document["recommendation"]
     lines += ["", f"**Recommendation:** {recommendation['recommended'] or 'none'}: {recommendation['why']}."]
     lines += [f"- {line}" for line in recommendation["arithmetic"]]
@@ -307,6 +332,64 @@ def render_markdown(document: dict) -> str:
         lines += ["", f"**Not shipped:** {shipped.get('deployment', {}).get('why') or shipped['why']}"]
     lines += ["", f"GPU: {document['gpu']['why']}."]
     return "\n".join(lines) + "\n"
+
+
+def precision_notes(candidates: list[dict], flags: dict[str, bool]) -> list[str]:
+    """Per candidate that mixed precision does not speed up (its mixed images/s not above fp32's interval):
+    the measurement, and why, from the CPU's bf16 support and what the other candidates gained on it."""
+    gains = {c["name"]: c["training"]["mixed_over_fp32"] for c in candidates if "mixed_over_fp32" in c["training"]}
+    bf16 = [flag for flag in ("avx512_bf16", "amx_bf16") if flags.get(flag)]
+    notes = []
+    for candidate in candidates:
+        training = candidate["training"]
+        mixed, fp32 = training.get("images_per_s_mixed"), training.get("images_per_s_fp32")
+        if not (isinstance(mixed, dict) and isinstance(fp32, dict)) or mixed["value"] > fp32.get("high", fp32["value"]):
+            continue
+        effect = ("slows {} down" if mixed.get("high", mixed["value"]) < fp32.get("low", fp32["value"]) else
+                  "does not speed {} up").format(candidate["name"])
+        gainers = {n: g for n, g in gains.items() if n != candidate["name"] and g > 1.1}
+        if not bf16:
+            why = ("this CPU has no bf16 instructions (neither AVX512-BF16 nor AMX-BF16), so bf16 math is converted "
+                   "to and from fp32 around fp32 arithmetic")
+        elif gainers:
+            gained = ", ".join(f"{n} gains {g:.2f}x" for n, g in gainers.items())
+            why = (f"this CPU has {' and '.join(bf16)}, and {gained}"
+                   + f" from it, so the cost lies in {candidate['framework']}'s bf16 path for this model, not the CPU")
+        else:
+            why = f"this CPU has {' and '.join(bf16)}, yet no candidate gains from bf16 on it with this model"
+        notes.append(f"Mixed precision {effect}: {mixed['value']:.4g} img/s mixed against "
+                     f"{fp32['value']:.4g} fp32 ({training['mixed_over_fp32']:.2f}x); {why}. Training in fp32 "
+                     f"(training.precision: fp32) is faster for it here.")
+    return notes
+
+
+def _unreliable_notes(verdicts: list[dict]) -> list[str]:
+    """One line per unreliable figure: whose, which, and why."""
+    return [f"{name}, {verdict['title']}: {why}" for verdict in verdicts
+            for name, why in verdict.get("unreliable", {}).items()]
+
+
+def _throughput_rows(candidates: list[dict]) -> list[tuple]:
+    """Per candidate and precision: the training images/s from alternating rounds, how many rounds were quiet,
+    their spread, the busiest round and the verdict."""
+    rows = []
+    for candidate in candidates:
+        for precision in ("mixed", "fp32"):
+            figure = candidate["training"].get(f"images_per_s_{precision}")
+            if not isinstance(figure, dict) or "rounds" not in figure:
+                continue
+            busiest = max(r["others_cpu_share"] + r["steal_share"] for r in figure["rounds"])
+            rows.append((candidate["name"], precision, _format(figure, "img/s"),
+                         f"{figure['quiet_rounds']} of {len(figure['rounds'])}", f"{figure['spread']:.0%}",
+                         f"{busiest:.0%}", figure.get("unreliable") or "reliable"))
+    return rows
+
+
+def _training_load_rows(candidates: list[dict]) -> list[tuple]:
+    """Per candidate: the load its (sequential) training run was taken under, beside its wall-clock figures."""
+    return [(c["name"], f"{c['training']['train_seconds']:.1f} s", f"{c['training']['time_to_best_s']:.1f} s",
+             f"{load['others_cpu_share']:.0%}", f"{load['steal_share']:.0%}", f"{load['load_average_1m']:.2f}")
+            for c in candidates if (load := c["training"].get("load"))]
 
 
 def _method_rows(method: dict, prefix: str = "") -> list[tuple[str, str]]:
@@ -367,6 +450,17 @@ def render_html(document: dict, charts: dict[str, bytes]) -> str:
         "mixed-precision images/s. Candidates that failed their gate are not scored.</p>"
         + (f"<p>Excluded:</p><ul>{excluded}</ul>" if excluded else ""), shipped_html,
         "<h2>Charts</h2>", *[png_tag(data, name) for name, data in charts.items()],
+        "<h2>Training throughput (alternating rounds)</h2>",
+        table(_throughput_rows(document["candidates"]),
+              ("candidate", "precision", "images/s [95% interval]", "quiet rounds", "spread", "busiest round",
+               "verdict")),
+        "<p>How: " + html.escape(", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in
+                                          method.get("training_throughput", {}).items())) + ".</p>",
+        *([f"<p>{html.escape(note)}</p>" for note in precision_notes(document["candidates"], machine["flags"])]),
+        "<h2>Training runs and the load they ran under</h2>",
+        table(_training_load_rows(document["candidates"]),
+              ("candidate", "training time", "time to best", "CPU used by others", "CPU stolen",
+               "load average (1 min, at the end)")),
         "<h2>Optimization and gate</h2>",
         table(optimization_rows, ("candidate", "ONNX conversion", "INT8 conversion", "ONNX loss", "INT8 loss",
                                   "ONNX max logit diff", "INT8 max logit diff", "gate")),

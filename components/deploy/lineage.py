@@ -50,7 +50,8 @@ def _chosen_by(chosen: dict | None) -> str:
             f"(<code>{html.escape(str(report))}</code>): {html.escape(chosen['why'])}.</p>" +
             table([("training images/s, mixed precision", _rounded(training.get("images_per_s_mixed"))),
                    ("training images/s, fp32", _rounded(training.get("images_per_s_fp32"))),
-                   ("mixed over fp32", _rounded(training.get("mixed_over_fp32")))],
+                   ("mixed over fp32", _rounded(training.get("mixed_over_fp32"))),
+                   *([("unreliable (decided nothing)", training["unreliable"])] if training.get("unreliable") else [])],
                   ("measured by the bake-off", "")))
 
 

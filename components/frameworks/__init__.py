@@ -23,12 +23,22 @@ if TYPE_CHECKING:  # annotations only: importing these would load pandas, ONNX R
 __all__ = ["Backend", "Predictor", "backend", "load_predictor", "optimize_model", "train_model"]
 
 
+class TrainingRounds(Protocol):
+    def run(self, batches: int) -> int:
+        """Train ``batches`` batches; the number of images they held."""
+
+
 class Backend(Protocol):
     NAME: str
+    TRAINING_SETTINGS: dict[str, str]
+    """How it trains (memory format, graph compilation, input pipeline, precision), for reports."""
     KUSTOMIZE_COMPONENTS: list[str]
     """GitOps components (infra/k8s/components/...) a version of this framework deploys beside TorchServe."""
 
     def train(self, spec, data_dir: Path, out_dir: Path): ...
+    def training_rounds(self, spec, data_dir: Path) -> TrainingRounds:
+        """A fresh model of ``spec`` on its own input pipeline, trained in rounds of N batches (the bake-off's
+        images/s)."""
     def load_predictor(self, model_dir: Path) -> Predictor: ...
     NATIVE_PREDICTORS: tuple[str, ...]
     """The names of native_predictors' entries."""

@@ -8,11 +8,26 @@ from pathlib import Path
 NAME = "tensorflow"
 KUSTOMIZE_COMPONENTS = ["../../components/tfserving"]
 
+# How this backend trains, for the bake-off's Method: chosen by measurement where a figure is named.
+TRAINING_SETTINGS = {
+    "memory format": "NHWC inside the model (a Permute after the NCHW input): TensorFlow's CPU convolutions take NHWC",
+    "graph compilation": "tf.function graphs; XLA (jit_compile) off on a CPU, as Keras defaults: slower in "
+                         "make bench (tf_xla_vs_default_train) and in issue 18's measurement",
+    "input pipeline": "tf.data parallel map (training.workers) reading the decoded cache, with prefetch",
+    "mixed precision": "mixed_bfloat16 on a CPU; mixed_float16 with loss scaling on a GPU",
+}
+
 
 def train(spec, data_dir: Path, out_dir: Path):
     from components.train.keras_train import train as train_keras
 
     return train_keras(spec, data_dir, out_dir)
+
+
+def training_rounds(spec, data_dir: Path):
+    from components.train.keras_train import TrainingRounds
+
+    return TrainingRounds(spec, data_dir)
 
 
 def load_predictor(model_dir: Path):

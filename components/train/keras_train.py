@@ -140,6 +140,32 @@ def _optimizer(spec: TaskSpec):
     return optimizer
 
 
+def _compiled_model(spec: TaskSpec, arch: Architecture, policy: str):
+    """A fresh Keras model of ``arch`` under ``policy``, compiled with the spec's optimizer and loss."""
+    import keras
+
+    from components.models.keras_cnn import build_keras_model
+
+    model = build_keras_model(arch, policy)
+    # Under mixed_float16 Keras wraps the optimizer in a LossScaleOptimizer itself; bf16 needs no scaling.
+    model.compile(optimizer=_optimizer(spec), metrics=["categorical_accuracy"],
+                  loss=keras.losses.CategoricalCrossentropy(from_logits=True,
+                                                            label_smoothing=spec.training.label_smoothing))
+    return model
+
+
+def _step_learning_rate(cfg, first_step: int, total_steps: int, steps_per_epoch: int):
+    """A callback that sets the LR of every step of one ``fit`` call whose first step is ``first_step``."""
+    import keras
+
+    class StepLearningRate(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            self.model.optimizer.learning_rate.assign(
+                learning_rate(cfg, (first_step + batch) % total_steps, total_steps, steps_per_epoch))
+
+    return StepLearningRate()
+
+
 def load_checkpoint_weights(model, path: Path) -> dict:
     """Fine-tuning: copy the weights of a .keras or .weights.h5 file layer by layer where shapes match."""
     import keras
@@ -174,7 +200,7 @@ def train(spec: TaskSpec, data_dir: Path, out_dir: Path):
     import keras
     import tensorflow as tf
 
-    from components.models.keras_cnn import as_float32, build_keras_model
+    from components.models.keras_cnn import as_float32
     from components.train import TrainResult
 
     cfg = spec.training
@@ -196,22 +222,9 @@ def train(spec: TaskSpec, data_dir: Path, out_dir: Path):
         state.resumed_from = state.epochs_done
     else:
         state = checkpoints.fresh()
-        model = build_keras_model(arch, policy)
+        model = _compiled_model(spec, arch, policy)
         if spec.model.init == "checkpoint":
             fine_tune = load_checkpoint_weights(model, Path(spec.model.checkpoint))
-        # Under mixed_float16 Keras wraps the optimizer in a LossScaleOptimizer itself; bf16 needs no scaling.
-        model.compile(optimizer=_optimizer(spec), metrics=["categorical_accuracy"],
-                      loss=keras.losses.CategoricalCrossentropy(from_logits=True,
-                                                                label_smoothing=cfg.label_smoothing))
-
-    class StepLearningRate(keras.callbacks.Callback):
-        def __init__(self, epoch: int):
-            super().__init__()
-            self.first = epoch * steps_per_epoch
-
-        def on_train_batch_begin(self, batch, logs=None):
-            self.model.optimizer.learning_rate.assign(
-                learning_rate(cfg, self.first + batch, total_steps, steps_per_epoch))
 
     val_data = make_dataset(source, splits["val"], 256, spec)
     params = {"framework": "tensorflow", "policy": policy, "device": "gpu" if gpu else "cpu",
@@ -227,7 +240,9 @@ def train(spec: TaskSpec, data_dir: Path, out_dir: Path):
             train_data = make_dataset(source, splits["train"], cfg.batch_size, spec, order, training=True,
                                       epoch=epoch, weights=weights)
             loop_started = time.perf_counter()
-            history = model.fit(train_data, epochs=1, verbose=0, shuffle=False, callbacks=[StepLearningRate(epoch)]).history
+            history = model.fit(train_data, epochs=1, verbose=0, shuffle=False,
+                                callbacks=[_step_learning_rate(cfg, epoch * steps_per_epoch, total_steps,
+                                                               steps_per_epoch)]).history
             loop_seconds += time.perf_counter() - loop_started
             loop_images += len(splits["train"])
             val_accuracy, val_loss, _, _ = _evaluate(model, val_data)
@@ -260,6 +275,38 @@ def train(spec: TaskSpec, data_dir: Path, out_dir: Path):
                                "saved_model_reload_max_abs_diff": reload_diff})
     checkpoints.remove()
     return TrainResult(out_dir, "tensorflow", test_accuracy, seconds)
+
+
+class TrainingRounds:
+    """``spec``'s training steps, on its own input pipeline and precision, in rounds of a given number of
+    batches: what the bake-off times for images/s. A fresh model; the weights are thrown away."""
+
+    def __init__(self, spec: TaskSpec, data_dir: Path):
+        import keras
+        import tensorflow as tf
+
+        cfg = spec.training
+        keras.utils.set_random_seed(cfg.seed)
+        arch = Architecture.from_spec(spec)
+        self._model = _compiled_model(spec, arch, _policy(cfg.precision, bool(tf.config.list_physical_devices("GPU"))))
+        source, splits = open_run_data(data_dir, spec.dataset.classes, cfg.cache == "decoded")
+        count = len(splits["train"])
+        self._steps_per_epoch = -(-count // cfg.batch_size)
+        self._total_steps = self._steps_per_epoch * cfg.epochs
+        weights = class_weights(splits["train"].labels, arch.num_classes, cfg.class_weights)
+        self._data = make_dataset(source, splits["train"], cfg.batch_size, spec, epoch_order(count, cfg.seed, 0),
+                                  training=True, weights=weights).repeat()
+        self._cfg, self._step, self._count = cfg, 0, count
+
+    def run(self, batches: int) -> int:
+        """Train ``batches`` batches, as ``train`` runs an epoch (one ``fit``); the number of images they held."""
+        self._model.fit(self._data.take(batches), epochs=1, verbose=0, shuffle=False, callbacks=[
+            _step_learning_rate(self._cfg, self._step, self._total_steps, self._steps_per_epoch)])
+        self._step += batches
+        # Each round's fit reads the epoch's batches from its start; the epoch's last batch may be short.
+        last = self._count - (self._steps_per_epoch - 1) * self._cfg.batch_size
+        return sum(last if i % self._steps_per_epoch == self._steps_per_epoch - 1 else self._cfg.batch_size
+                   for i in range(batches))
 
 
 def export_saved_model(model, target: Path, probe: np.ndarray) -> float:

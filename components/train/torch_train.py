@@ -168,6 +168,55 @@ def _evaluate(model: nn.Module, loader: DataLoader, normalize: Normalizer, devic
     return float((predicted == truth).mean()), losses / max(total, 1), predicted, truth
 
 
+class _Training:
+    """What one training of ``spec`` runs on: its data, a fresh model (channels_last), optimizer, loss and
+    grad scaler, and one optimizer step. ``train`` runs epochs of it; ``TrainingRounds`` times steps of it."""
+
+    def __init__(self, spec: TaskSpec, data_dir: Path):
+        cfg = self.cfg = spec.training
+        torch.manual_seed(cfg.seed)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.arch = Architecture.from_spec(spec)
+        self.source, self.splits = open_run_data(data_dir, spec.dataset.classes, cfg.cache == "decoded")
+        self.normalize = Normalizer(self.source.prep, self.device)
+        # channels_last: oneDNN's convolutions run ~40% faster on NHWC (measured here, bf16 and fp32).
+        self.model = build_torch_model(self.arch).to(self.device, memory_format=torch.channels_last)
+        self.fine_tune = (load_checkpoint_weights(self.model, Path(spec.model.checkpoint))
+                          if spec.model.init == "checkpoint" else None)
+        self.optimizer = _optimizer(self.model, spec)
+        weights = class_weights(self.splits["train"].labels, self.arch.num_classes, cfg.class_weights)
+        self.loss_fn = nn.CrossEntropyLoss(weight=torch.from_numpy(weights).to(self.device),
+                                           label_smoothing=cfg.label_smoothing)
+        # GradScaler guards fp16 gradients against underflow; bf16 has fp32's range and needs none.
+        self.scaler = torch.amp.GradScaler(self.device.type,
+                                           enabled=cfg.precision == "mixed" and self.device.type == "cuda")
+        self.steps_per_epoch = -(-len(self.splits["train"]) // cfg.batch_size)
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+        self.train_loader = _loader(self.source, self.splits["train"], cfg.batch_size, cfg.workers, cfg.seed)
+
+    def step(self, pixels: torch.Tensor, target: torch.Tensor, step: int,
+             generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step (``step``: its index in the whole training, for the LR) on a uint8 NHWC batch;
+        the loss and the logits."""
+        cfg = self.cfg
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(cfg, step, self.total_steps, self.steps_per_epoch)
+        pixels, target = pixels.to(self.device), target.to(self.device)
+        if cfg.augment != AugmentSpec():
+            images = self.normalize.unit(augment(pixels.permute(0, 3, 1, 2).float() / 255, cfg.augment, generator))
+            images = images.contiguous(memory_format=torch.channels_last)
+        else:
+            images = self.normalize(pixels)
+        self.optimizer.zero_grad(set_to_none=True)
+        with _autocast(self.device, cfg.precision):
+            logits = self.model(images)
+            loss = self.loss_fn(logits.float(), target)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss, logits
+
+
 @main_script_hidden()  # the DataLoader's forkserver workers must not re-run an Airflow task's main script
 def train(spec: TaskSpec, data_dir: Path, out_dir: Path):
     """Train ``spec``'s model; write weights, architecture, preprocessing, metrics, dvclive logs and test
@@ -175,66 +224,38 @@ def train(spec: TaskSpec, data_dir: Path, out_dir: Path):
     from components.train import TrainResult
 
     cfg = spec.training
-    torch.manual_seed(cfg.seed)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    run = _Training(spec, data_dir)
+    model, device, normalize, source, splits = run.model, run.device, run.normalize, run.source, run.splits
     info = read_data_info(data_dir)
-    arch = Architecture.from_spec(spec)
-    source, splits = open_run_data(data_dir, spec.dataset.classes, cfg.cache == "decoded")
-    normalize = Normalizer(source.prep, device)
-    # channels_last: oneDNN's convolutions run ~40% faster on NHWC (measured here, bf16 and fp32).
-    model = build_torch_model(arch).to(device, memory_format=torch.channels_last)
-    fine_tune = load_checkpoint_weights(model, Path(spec.model.checkpoint)) if spec.model.init == "checkpoint" else None
-    optimizer = _optimizer(model, spec)
-    weights = torch.from_numpy(class_weights(splits["train"].labels, arch.num_classes, cfg.class_weights)).to(device)
-    loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=cfg.label_smoothing)
-    # GradScaler guards fp16 gradients against underflow; bf16 has fp32's range and needs none.
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "mixed" and device.type == "cuda")
-    steps_per_epoch = -(-len(splits["train"]) // cfg.batch_size)
-    total_steps = steps_per_epoch * cfg.epochs
 
     checkpoints = Checkpoints(out_dir, spec, info["dataset_version"], ".pt")
     state = checkpoints.resume()
     if state is not None:
         saved = torch.load(checkpoints.last(state), map_location=device, weights_only=True)
         model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scaler.load_state_dict(saved["scaler"])
+        run.optimizer.load_state_dict(saved["optimizer"])
+        run.scaler.load_state_dict(saved["scaler"])
         state.resumed_from = state.epochs_done
     else:
         state = checkpoints.fresh()
 
     val_loader = _loader(source, splits["val"], 256)
-    train_loader = _loader(source, splits["train"], cfg.batch_size, cfg.workers, cfg.seed)
     params = {"framework": "pytorch", "device": device.type, "model": spec.model.model_dump(),
               **cfg.model_dump(exclude={"augment"}), "augment": cfg.augment.model_dump()}
     started, loop_seconds, loop_images = time.perf_counter(), 0.0, 0
-    with epoch_log(checkpoints.dir, f"train {spec.name} (pytorch {arch.name}, {cfg.precision})", cfg.epochs, params,
-                   resume=state.epochs_done > 0) as log:
+    with epoch_log(checkpoints.dir, f"train {spec.name} (pytorch {run.arch.name}, {cfg.precision})", cfg.epochs,
+                   params, resume=state.epochs_done > 0) as log:
         log.skip(state.epochs_done)
         for epoch in range(state.epochs_done, cfg.epochs):
             model.train()
             generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-            train_loader.sampler.epoch = epoch
+            run.train_loader.sampler.epoch = epoch
             loss_sum, correct, seen = 0.0, 0, 0
             loop_started = time.perf_counter()
-            for step, (pixels, target) in enumerate(train_loader):
-                for group in optimizer.param_groups:
-                    group["lr"] = learning_rate(cfg, epoch * steps_per_epoch + step, total_steps, steps_per_epoch)
-                pixels, target = pixels.to(device), target.to(device)
-                if cfg.augment != AugmentSpec():
-                    images = normalize.unit(augment(pixels.permute(0, 3, 1, 2).float() / 255, cfg.augment, generator))
-                    images = images.contiguous(memory_format=torch.channels_last)
-                else:
-                    images = normalize(pixels)
-                optimizer.zero_grad(set_to_none=True)
-                with _autocast(device, cfg.precision):
-                    logits = model(images)
-                    loss = loss_fn(logits.float(), target)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
+            for step, (pixels, target) in enumerate(run.train_loader):
+                loss, logits = run.step(pixels, target, epoch * run.steps_per_epoch + step, generator)
                 loss_sum += float(loss.detach()) * len(target)
-                correct += int((logits.argmax(1) == target).sum())
+                correct += int((logits.argmax(1).cpu() == target).sum())
                 seen += len(target)
             loop_seconds += time.perf_counter() - loop_started
             loop_images += seen
@@ -243,8 +264,8 @@ def train(spec: TaskSpec, data_dir: Path, out_dir: Path):
                        "val_accuracy": val_accuracy}
             state.record(epoch, {**metrics, "elapsed_seconds": round(time.perf_counter() - started, 3)})
             with atomic_file(checkpoints.last(state), "wb") as handle:
-                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                            "scaler": scaler.state_dict()}, handle)
+                torch.save({"model": model.state_dict(), "optimizer": run.optimizer.state_dict(),
+                            "scaler": run.scaler.state_dict()}, handle)
             log.epoch(epoch, metrics)
             checkpoints.save_state(state)
             if state.should_stop(cfg.early_stopping_patience):
@@ -258,13 +279,44 @@ def train(spec: TaskSpec, data_dir: Path, out_dir: Path):
 
         with atomic_dir(out_dir) as tmp:
             torch.save(model.cpu().state_dict(), tmp / WEIGHTS)
-            publish_common(tmp, spec, arch, source.prep, splits, state, log, (test_accuracy, truth, predicted),
-                           seconds, fine_tune, {
+            publish_common(tmp, spec, run.arch, source.prep, splits, state, log, (test_accuracy, truth, predicted),
+                           seconds, run.fine_tune, {
                                "framework": "pytorch", "device": device.type,
                                "train_loop_images_per_second": loop_images / loop_seconds if loop_seconds else None,
                                "parameters": sum(p.numel() for p in model.parameters())})
     checkpoints.remove()
     return TrainResult(out_dir, "pytorch", test_accuracy, seconds)
+
+
+class TrainingRounds:
+    """``spec``'s training steps, on its own input pipeline and precision, in rounds of a given number of
+    batches: what the bake-off times for images/s. A fresh model; the weights are thrown away."""
+
+    def __init__(self, spec: TaskSpec, data_dir: Path):
+        self._run = _Training(spec, data_dir)
+        self._run.model.train()
+        self._batches = self._endless()
+        self._step = 0
+
+    def _endless(self):
+        epoch = 0
+        while True:
+            self._run.train_loader.sampler.epoch = epoch
+            generator = torch.Generator().manual_seed(self._run.cfg.seed * 100_003 + epoch)
+            for pixels, target in self._run.train_loader:
+                yield pixels, target, generator
+            epoch += 1
+
+    @main_script_hidden()
+    def run(self, batches: int) -> int:
+        """Train ``batches`` batches; the number of images they held."""
+        images = 0
+        for _ in range(batches):
+            pixels, target, generator = next(self._batches)
+            self._run.step(pixels, target, self._step % self._run.total_steps, generator)
+            self._step += 1
+            images += len(target)
+        return images
 
 
 def load_model(model_dir: Path) -> nn.Module:

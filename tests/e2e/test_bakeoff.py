@@ -37,7 +37,9 @@ def test_bakeoff_on_digits_measures_reports_and_ships(tmp_path, digits_spec, sma
     spec = spec_for(digits_spec, small_dataset, **{"training.epochs": 3, "gate.min_accuracy": 0.3,
                                                    "bakeoff.latency_runs": 30,
                                                    "bakeoff.serving_requests": 100,
-                                                   "bakeoff.bootstrap_samples": 200})
+                                                   "bakeoff.bootstrap_samples": 200,
+                                                   "bakeoff.throughput_rounds": 3,
+                                                   "bakeoff.throughput_round_seconds": 1.0})
     spec_file = tmp_path / "digits.yaml"
     spec_file.write_text(yaml.safe_dump(spec.model_dump(mode="json")))
     result = CliRunner().invoke(app, ["bakeoff", str(spec_file), "--ship"], env=settings_env(settings))
@@ -58,8 +60,14 @@ def test_bakeoff_on_digits_measures_reports_and_ships(tmp_path, digits_spec, sma
                 figure = candidate["accuracy"][key]
                 assert 0 < figure["low"] <= figure["value"] <= figure["high"] <= 1, (name, key)
             training = candidate["training"]
-            for key in ("images_per_s_mixed", "images_per_s_fp32", "time_to_best_s", "peak_rss_mb", "train_seconds"):
+            for key in ("time_to_best_s", "peak_rss_mb", "train_seconds"):
                 assert training[key] > 0, (name, key)
+            for precision in ("mixed", "fp32"):  # alternating rounds, each with the machine's load
+                figure = training[f"images_per_s_{precision}"]
+                assert 0 < figure["low"] <= figure["value"] <= figure["high"], (name, precision)
+                assert len(figure["rounds"]) == document["method"]["training_throughput"]["rounds"]
+                assert all(0 <= r["others_cpu_share"] <= 1 for r in figure["rounds"])
+            assert 0 <= training["load"]["others_cpu_share"] <= 1  # what the training run was taken under
             assert training["time_to_best_s"] <= training["train_seconds"] + 1e-6
             assert training["peak_rss_mb"] > 100  # a real training process: torch or TF alone is more
             optimization = candidate["optimization"]

@@ -28,7 +28,8 @@ def _run(tmp_path, chosen: bool) -> RunDir:
             "bakeoff": "20261130T084315-574c3c", "report": str(tmp_path / "bakeoffs" / "digits" / "b1" / "bakeoff.html"),
             "why": "pytorch/small_cnn scores 1.000 against tensorflow/small_cnn 0.921",
             "training": {"images_per_s_mixed": 2386.23326959847, "images_per_s_fp32": 5497.797356828194,
-                         "mixed_over_fp32": 0.43403441682600374}}))
+                         "mixed_over_fp32": 0.43403441682600374,
+                         "unreliable": "images_per_s_fp32: the machine was busy in 4 of 5 rounds"}}))
     return run
 
 
@@ -40,6 +41,7 @@ def test_the_card_links_the_bakeoff_that_chose_it_and_rounds_its_figures(tmp_pat
     assert "scores 1.000 against tensorflow/small_cnn 0.921" in card
     assert "<td>training images/s, mixed precision</td><td>2,386</td>" in card
     assert "<td>training images/s</td><td>2,386</td>" in card  # the run's own training loop
+    assert "<td>unreliable (decided nothing)</td><td>images_per_s_fp32: the machine was busy in 4 of 5" in card
     assert "<td>test accuracy (original)</td><td>0.967</td>" in card
     assert not re.search(r"\d\.\d{6,}", card)  # no figure with more digits than it has meaning
     # The split as a table: a header row of the parts, a row of their counts.
