@@ -14,8 +14,8 @@ RELEVANT_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "
 LIBRARIES = ("torch", "tensorflow-cpu", "keras", "onnx", "onnxruntime", "tf2onnx", "torchserve", "numpy")
 
 
-def describe_machine() -> dict:
-    """CPU model, relevant flags, core count, thread settings, platform and library versions."""
+def _cpuinfo() -> tuple[str, set[str]]:
+    """The CPU's model name and its flags, from /proc/cpuinfo ("unknown" and none elsewhere)."""
     model, flags = "unknown", set()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
@@ -25,6 +25,17 @@ def describe_machine() -> dict:
                 model = value.strip()
             elif key.strip() == "flags" and not flags:
                 flags = set(value.split())
+    return model, flags
+
+
+def cpu_has_bf16() -> bool:
+    """Whether the CPU computes in bf16 natively (AVX512-BF16 or AMX-BF16); without, bf16 is emulated."""
+    return bool({"avx512_bf16", "amx_bf16"} & _cpuinfo()[1])
+
+
+def describe_machine() -> dict:
+    """CPU model, relevant flags, core count, thread settings, platform and library versions."""
+    model, flags = _cpuinfo()
     versions = {}
     for name in LIBRARIES:
         try:

@@ -41,6 +41,17 @@ def _cosine(start: float, end: float, progress: float) -> float:
     return end + (start - end) * 0.5 * (1 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
 
 
+def precision_note(precision: str, on_gpu: bool) -> str | None:
+    """What to tell a user who trains in mixed precision on a CPU that has no bf16 instructions."""
+    from components.machine import cpu_has_bf16
+
+    if precision != "mixed" or on_gpu or cpu_has_bf16():
+        return None
+    return ("mixed precision on a CPU without bf16 instructions (neither AVX512-BF16 nor AMX-BF16): bf16 is emulated "
+            "and slower than fp32 (make bench: PyTorch 0.42x on digits; Keras 0.1x on shapes resnet, which Relay "
+            "brings to fp32's speed with XLA); set training.precision: fp32 to train faster on this machine")
+
+
 @dataclass
 class TrainState:
     """Where a training stands after its last finished epoch; saved with every checkpoint."""
@@ -174,7 +185,9 @@ def publish_common(tmp: Path, spec: TaskSpec, arch, prep, splits: dict, state: T
     log.copy_to(tmp)
     trained_epochs = state.epochs_done - (state.resumed_from or 0)
     write_json(tmp / METRICS, {
-        "model": arch.name, "precision": spec.training.precision, "epochs": state.epochs_done,
+        "model": arch.name, "precision": spec.training.precision,
+        "precision_note": precision_note(spec.training.precision, framework_metrics.get("device") not in (None, "cpu")),
+        "epochs": state.epochs_done,
         "best_epoch": state.best_epoch, "train_seconds": seconds,
         "samples_per_second": trained_epochs * len(splits["train"]) / seconds if trained_epochs else None,
         "val_accuracy": state.best_accuracy, "test_accuracy": test_accuracy,

@@ -21,7 +21,7 @@ from components.imaging import Preprocessing
 from components.models.architecture import Architecture
 from components.models.torch_cnn import build_torch_model
 from components.spec import AugmentSpec, TaskSpec
-from components.train.common import Checkpoints, learning_rate, publish_common
+from components.train.common import Checkpoints, learning_rate, precision_note, publish_common
 from components.train.loader import ImageSource, Split, class_weights, epoch_order, open_run_data
 from components.train.tracking import epoch_log
 
@@ -246,6 +246,8 @@ def train(spec: TaskSpec, data_dir: Path, out_dir: Path):
     with epoch_log(checkpoints.dir, f"train {spec.name} (pytorch {run.arch.name}, {cfg.precision})", cfg.epochs,
                    params, resume=state.epochs_done > 0) as log:
         log.skip(state.epochs_done)
+        if note := precision_note(cfg.precision, device.type == "cuda"):
+            log.note(note)
         for epoch in range(state.epochs_done, cfg.epochs):
             model.train()
             generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)

@@ -38,6 +38,10 @@ class EpochLog:
             f"{self.label} epoch {index + 1}/{self.epochs} loss {metrics['train_loss']:.3f} "
             f"val acc {metrics['val_accuracy']:.3f}"))
 
+    def note(self, text: str) -> None:
+        """A line for the user above the progress bar."""
+        self.progress.console.print(text)
+
     def summary(self, metrics: dict[str, float]) -> None:
         for name, value in metrics.items():
             self.live.summary[name] = value

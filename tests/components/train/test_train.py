@@ -64,6 +64,25 @@ def test_mixed_precision_autocasts_to_bfloat16_on_cpu(trained_run, monkeypatch, 
     assert ("fp32", None) in seen  # the test split is scored in fp32, as the gate scores it
 
 
+def test_mixed_precision_on_a_cpu_without_bf16_says_fp32_is_faster(monkeypatch):
+    from components import machine
+    from components.train.common import precision_note
+
+    monkeypatch.setattr(machine, "cpu_has_bf16", lambda: False)
+    note = precision_note("mixed", on_gpu=False)
+    assert "without bf16 instructions" in note and "set training.precision: fp32" in note
+    assert precision_note("fp32", on_gpu=False) is None and precision_note("mixed", on_gpu=True) is None
+    monkeypatch.setattr(machine, "cpu_has_bf16", lambda: True)
+    assert precision_note("mixed", on_gpu=False) is None
+
+
+def test_the_trained_run_records_whether_its_precision_suits_this_cpu(trained_run):
+    from components.machine import cpu_has_bf16
+
+    metrics = json.loads(trained_run[1].metrics.read_text())
+    assert (metrics["precision_note"] is None) == cpu_has_bf16()  # mixed on a CPU: a note where bf16 is emulated
+
+
 def test_predictor_reloads_the_trained_model(trained_run):
     spec, run = trained_run
     from components.data.dataset import load_split
