@@ -163,6 +163,7 @@ def throughput_method(cfg) -> dict:
             "process": "one per candidate and precision, fresh model, real input pipeline",
             "order": "one round per process in turn, reversed every other round",
             "threads": training_threads().as_dict(),
+            "threads_why": "the same for every candidate, as in every comparison Relay makes; not tuned per framework",
             "busy_round": f"other processes used more than {BUSY_SHARE:.0%} of the machine's CPU (or it was stolen)",
             "figure": "median images/s of the quiet rounds, bootstrap 95% interval",
             "unreliable": f"fewer than half the rounds quiet, or quiet rounds spread more than {MAX_SPREAD:.0%} "
