@@ -454,8 +454,7 @@ def render_html(document: dict, charts: dict[str, bytes]) -> str:
         table(_throughput_rows(document["candidates"]),
               ("candidate", "precision", "images/s [95% interval]", "quiet rounds", "spread", "busiest round",
                "verdict")),
-        "<p>How: " + html.escape(", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in
-                                          method.get("training_throughput", {}).items())) + ".</p>",
+        table(_method_rows(method.get("training_throughput", {})), ("how the rounds were taken", "")),
         *([f"<p>{html.escape(note)}</p>" for note in precision_notes(document["candidates"], machine["flags"])]),
         "<h2>Training runs and the load they ran under</h2>",
         table(_training_load_rows(document["candidates"]),
