@@ -59,7 +59,8 @@ def measure_training(measured: list[dict], specs: dict[str, TaskSpec], work: Pat
 
     cfg = next(iter(specs.values())).bakeoff
     figures = measure_training_rounds({c["name"]: (specs[c["name"]], RunDir(c["run"]).data) for c in measured},
-                                      work, cfg.throughput_rounds, cfg.throughput_round_seconds, log=log)
+                                      work, cfg.throughput_rounds, cfg.throughput_round_seconds,
+                                      bootstrap_samples=cfg.bootstrap_samples, log=log)
     for candidate in measured:
         candidate["training"].update(figures[candidate["name"]])
 

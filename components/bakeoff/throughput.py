@@ -92,10 +92,11 @@ class _Child:
 
 def measure_training_rounds(candidates: dict[str, tuple[TaskSpec, Path]], work: Path, rounds: int,
                             round_seconds: float, around_round: Callable[[str], AbstractContextManager] | None = None,
-                            log=print) -> dict[str, dict]:
+                            bootstrap_samples: int = 1000, log=print) -> dict[str, dict]:
     """Per candidate (name → its spec and data directory): images/s in each precision from alternating rounds
-    (see the module's docstring), how busy the machine was in each round, and whether the figure can be
-    trusted. ``around_round(child)`` wraps each timed round of a child named ``"<candidate> <precision>"``."""
+    (see the module's docstring), how busy the machine was in each round, whether the figure can be trusted,
+    and the thread counts each child really had. ``around_round(child)`` wraps each timed round of a child
+    named ``"<candidate> <precision>"``."""
     around_round = around_round or (lambda _: nullcontext())
     threads = training_threads()
     children: list[_Child] = []
@@ -124,13 +125,15 @@ def measure_training_rounds(candidates: dict[str, tuple[TaskSpec, Path]], work: 
     finally:
         for child in children:
             child.close()
-    samples = max(100, 200 * rounds)
+    effective = {child.name: child.effective_threads for child in children}
     results = {}
     for candidate in candidates:
-        figures = {f"images_per_s_{p}": throughput_figure(timed[f"{candidate} {p}"], samples) for p in PRECISIONS}
+        figures = {f"images_per_s_{p}": throughput_figure(timed[f"{candidate} {p}"], bootstrap_samples)
+                   for p in PRECISIONS}
         mixed, fp32 = figures["images_per_s_mixed"], figures["images_per_s_fp32"]
         results[candidate] = {**figures, "mixed_over_fp32": mixed["value"] / fp32["value"],
                               "throughput_threads": threads.as_dict(),
+                              "throughput_effective_threads": effective[f"{candidate} mixed"],
                               "batches_per_round": {p: batches[f"{candidate} {p}"] for p in PRECISIONS}}
     return results
 

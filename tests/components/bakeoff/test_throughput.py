@@ -110,6 +110,9 @@ def test_a_cpu_hog_during_one_candidates_rounds_is_caught_or_moves_nothing(train
         ratio = (torch_loaded["value"] / loaded["tensorflow/small_cnn"][key]["value"]) / (
             idle["pytorch/small_cnn"][key]["value"] / idle["tensorflow/small_cnn"][key]["value"])
         assert "unreliable" in torch_loaded or 0.85 <= ratio <= 1.15, (precision, ratio, torch_loaded)
+    cores = loaded["pytorch/small_cnn"]["throughput_threads"]["intra_op"]
+    assert loaded["pytorch/small_cnn"]["throughput_effective_threads"]["torch_intra_op"] == cores
+    assert loaded["tensorflow/small_cnn"]["throughput_effective_threads"]["tensorflow_intra_op"] == cores
 
 
 def _precision_candidate(name: str, framework: str, mixed: tuple, fp32: tuple) -> dict:
