@@ -8,17 +8,6 @@ from pathlib import Path
 from components.spec import TaskSpec
 
 
-def float32_copy(train_dir: Path):
-    """The trained Keras model rebuilt under the float32 policy with the trained weights."""
-    import keras
-
-    from components.models.architecture import Architecture
-    from components.models.keras_cnn import as_float32
-    from components.train.keras_train import KERAS_FILE
-
-    return as_float32(keras.models.load_model(train_dir / KERAS_FILE), Architecture.load(train_dir))
-
-
 def export_onnx(train_dir: Path, target: Path, spec: TaskSpec) -> Path:
     """Export the trained Keras model to ``target`` with tf2onnx (opset 18, dynamic batch)."""
     import tensorflow as tf
@@ -28,7 +17,9 @@ def export_onnx(train_dir: Path, target: Path, spec: TaskSpec) -> Path:
 
     from components.models.architecture import Architecture
 
-    model = float32_copy(train_dir)
+    from components.train.keras_train import load_float32_model
+
+    model = load_float32_model(train_dir)
     arch = Architecture.load(train_dir)
     signature = [tf.TensorSpec((None, arch.channels, arch.height, arch.width), tf.float32,
                                name=INPUT_NAME)]

@@ -341,11 +341,21 @@ def export_saved_model(model, target: Path, probe: np.ndarray) -> float:
     return diff
 
 
-def load_predictor(model_dir: Path):
-    """The trained Keras model (under its training policy) as a numpy predictor."""
+def load_float32_model(model_dir: Path):
+    """The trained Keras model rebuilt under the float32 policy with its trained weights: what is exported
+    (ONNX, SavedModel) and served. A mixed policy is for training only."""
     import keras
 
-    model = keras.models.load_model(model_dir / KERAS_FILE)
+    from components.models.keras_cnn import as_float32
+
+    return as_float32(keras.models.load_model(model_dir / KERAS_FILE), Architecture.load(model_dir))
+
+
+def load_predictor(model_dir: Path):
+    """The trained Keras model in float32 as a numpy predictor. The gate compares it with the optimized model,
+    as it compares PyTorch's fp32 eager model: what conversion changes, not bf16 rounding, which on a barely
+    trained model flips near-tied predictions."""
+    model = load_float32_model(model_dir)
 
     def predict(images: np.ndarray) -> np.ndarray:
         return np.asarray(model(images, training=False), dtype=np.float32)

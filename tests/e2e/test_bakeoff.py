@@ -72,9 +72,9 @@ def test_bakeoff_on_digits_measures_reports_and_ships(tmp_path, digits_spec, sma
             assert training["peak_rss_mb"] > 100  # a real training process: torch or TF alone is more
             optimization = candidate["optimization"]
             assert optimization["conversion_s_onnx"] > 0 and optimization["conversion_s_int8"] > 0
-            # fp32 ONNX matches the original to bf16 precision (Keras runs under its mixed_bfloat16 policy);
+            # fp32 ONNX matches the original (both frameworks' original is the fp32 model) to float rounding;
             # INT8 changes the logits.
-            assert optimization["max_logit_diff_onnx"] < 0.05 and optimization["max_logit_diff_int8"] > 0
+            assert optimization["max_logit_diff_onnx"] < 1e-3 and optimization["max_logit_diff_int8"] > 0
             expected_native = {"pytorch": {"native: eager torch"},
                                "tensorflow": {"native: keras model(x)", "native: SavedModel signature"}}
             assert set(candidate["inference"]) == expected_native[candidate["framework"]] | {
