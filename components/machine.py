@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import platform
 import time
+from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
@@ -14,8 +15,10 @@ RELEVANT_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "
 LIBRARIES = ("torch", "tensorflow-cpu", "keras", "onnx", "onnxruntime", "tf2onnx", "torchserve", "numpy")
 
 
-def _cpuinfo() -> tuple[str, set[str]]:
-    """The CPU's model name and its flags, from /proc/cpuinfo ("unknown" and none elsewhere)."""
+@lru_cache(maxsize=1)
+def _cpuinfo() -> tuple[str, frozenset[str]]:
+    """The CPU's model name and its flags, from /proc/cpuinfo ("unknown" and none elsewhere); read once, as
+    every training asks (its precision note, Keras' XLA choice)."""
     model, flags = "unknown", set()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
@@ -25,7 +28,7 @@ def _cpuinfo() -> tuple[str, set[str]]:
                 model = value.strip()
             elif key.strip() == "flags" and not flags:
                 flags = set(value.split())
-    return model, flags
+    return model, frozenset(flags)
 
 
 def cpu_has_bf16() -> bool:
@@ -66,6 +69,10 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
+# Linux's busy CPU time (guest time is already inside user); idle, iowait and steal are not ours or anyone's.
+_BUSY_FIELDS = ("user", "nice", "system", "irq", "softirq")
+
+
 class LoadMeter:
     """The machine's load while something of ours runs: the 1-minute load average at the end, the share of
     the machine's CPU that other processes used (all busy CPU time less ours), and the share the hypervisor
@@ -87,7 +94,3 @@ class LoadMeter:
         return {"seconds": seconds, "load_average_1m": self._psutil.getloadavg()[0],
                 "others_cpu_share": min(max(busy - own_cpu_seconds, 0.0) / capacity, 1.0) if capacity else 0.0,
                 "steal_share": min(max(steal, 0.0) / capacity, 1.0) if capacity else 0.0}
-
-
-# Linux's busy CPU time (guest time is already inside user); idle, iowait and steal are not ours or anyone's.
-_BUSY_FIELDS = ("user", "nice", "system", "irq", "softirq")

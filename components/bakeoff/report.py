@@ -378,10 +378,9 @@ def _throughput_rows(candidates: list[dict]) -> list[tuple]:
             figure = candidate["training"].get(f"images_per_s_{precision}")
             if not isinstance(figure, dict) or "rounds" not in figure:
                 continue
-            busiest = max(r["others_cpu_share"] + r["steal_share"] for r in figure["rounds"])
             rows.append((candidate["name"], precision, _format(figure, "img/s"),
                          f"{figure['quiet_rounds']} of {len(figure['rounds'])}", f"{figure['spread']:.0%}",
-                         f"{busiest:.0%}", figure.get("unreliable") or "reliable"))
+                         f"{figure['busiest_round_share']:.0%}", figure.get("unreliable") or "reliable"))
     return rows
 
 

@@ -145,12 +145,13 @@ def throughput_figure(rounds: list[dict], samples: int) -> dict:
     quiet = [r for r in rounds if not busy(r)]
     used = quiet or rounds
     rates = [r["images_per_s"] for r in used]
-    figure = {**with_interval(rates, np.median, samples), "rounds": rounds, "quiet_rounds": len(quiet)}
+    busiest = max(_not_ours(r) for r in rounds)
+    figure = {**with_interval(rates, np.median, samples), "rounds": rounds, "quiet_rounds": len(quiet),
+              "busiest_round_share": busiest}
     median = float(np.median(rates))
     spread = float(np.median(np.abs(np.asarray(rates) - median))) / median
     figure["spread"] = spread
     if len(quiet) * 2 < len(rounds):
-        busiest = max(r["others_cpu_share"] + r["steal_share"] for r in rounds)
         figure["unreliable"] = (f"the machine was busy in {len(rounds) - len(quiet)} of {len(rounds)} rounds "
                                 f"(other processes used up to {busiest:.0%} of its CPU)")
     elif spread > MAX_SPREAD:
@@ -174,7 +175,12 @@ def throughput_method(cfg) -> dict:
 
 
 def busy(round_: dict) -> bool:
-    return round_["others_cpu_share"] + round_["steal_share"] > BUSY_SHARE
+    return _not_ours(round_) > BUSY_SHARE
+
+
+def _not_ours(round_: dict) -> float:
+    """The share of the machine's CPU that a round did not get: used by others, or stolen."""
+    return round_["others_cpu_share"] + round_["steal_share"]
 
 
 # -- the child ------------------------------------------------------------------------------------------
