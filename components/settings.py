@@ -10,7 +10,7 @@ import socket
 from functools import cached_property, lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent  # Relay's own code: a source checkout, or site-packages
@@ -59,7 +59,7 @@ def _default_tfx_env() -> Path:
 class Settings(BaseSettings):
     """Machine-level settings. Task-level choices belong in the task spec, not here."""
 
-    model_config = SettingsConfigDict(env_prefix="RELAY_", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="RELAY_", frozen=True, populate_by_name=True)
 
     home: Path = Field(default=Path.home() / ".relay", description="Root of all local Relay state.")
     project_dir: Path = Field(default_factory=find_project_dir,
@@ -69,6 +69,14 @@ class Settings(BaseSettings):
         default=None,
         description="DVC remote URL or directory; default <home>/dvc-remote, created on first use.",
     )
+    s3_endpoint_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("RELAY_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"),
+        description="An S3-compatible endpoint (MinIO, moto, Ceph) instead of AWS, for s3:// DVC remotes and run "
+                    "stores; else AWS's own AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL. Credentials are never Relay "
+                    "settings: they come from the AWS environment (AWS_ACCESS_KEY_ID..., a profile or a role).")
+    runs_uri: str | None = Field(
+        default=None, description="Where runs live when steps share no disk (s3://bucket/runs): each step "
+                                  "downloads its run, steps it and uploads what it wrote. Default: <home>/runs.")
     registry: Path | None = Field(default=None, description="Model registry git repo; default <home>/registry.")
     registry_remote: str | None = Field(
         default=None, description="Git remote the registry pushes commits and GTO tags to, if any."
@@ -159,6 +167,6 @@ def settings_env(settings: Settings) -> dict[str, str]:
            "RELAY_TS_GRPC_MANAGEMENT_PORT": str(settings.ts_grpc_management_port),
            "RELAY_TS_HEAP": settings.ts_heap, "RELAY_TS_TOKEN_EXPIRATION_MIN": str(settings.ts_token_expiration_min),
            "RELAY_STEP_CACHE": str(settings.step_cache).lower()}
-    if settings.registry_remote:
-        env["RELAY_REGISTRY_REMOTE"] = settings.registry_remote
-    return env
+    optional = {"RELAY_REGISTRY_REMOTE": settings.registry_remote, "RELAY_S3_ENDPOINT_URL": settings.s3_endpoint_url,
+                "RELAY_RUNS_URI": settings.runs_uri}
+    return env | {name: value for name, value in optional.items() if value}

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from components.errors import RelayError
+from components.object_store import is_s3, s3_failure_reason
 from components.settings import Settings
 
 REMOTE_NAME = "relay"
@@ -50,6 +51,9 @@ def dvc(args: list[str], repo: Path) -> str:
 
 def dvc_reason(output: str) -> str:
     """DVC's reason for a failure: its ERROR lines, without the "Having any troubles?" footer."""
+    s3 = s3_failure_reason(output)
+    if s3 is not None:  # S3 tracebacks run to many lines; what is wrong and what to do is one
+        return s3
     lines = [line.strip() for line in output.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("ERROR")]
     useful = [line for line in lines if not line.startswith(("Having any troubles", "+-", "|"))]
@@ -70,16 +74,23 @@ def remote_url(settings: Settings) -> str:
     return url
 
 
-def configure_remote(repo: Path, url: str, committed: bool = False) -> None:
+def configure_remote(repo: Path, url: str, endpoint_url: str | None = None, committed: bool = False) -> None:
     """Make ``url`` the default remote of ``repo``: in its git-ignored local config, or with
-    ``committed`` in ``.dvc/config``, so that every clone of the repo (a pod's `dvc get`) finds it."""
-    if _configured_remote(repo / ".dvc" / ("config" if committed else "config.local")) == url:
+    ``committed`` in ``.dvc/config``, so that every clone of the repo (a pod's `dvc get`) finds it.
+    An s3:// remote gets ``endpoint_url`` (an S3-compatible server) as its endpointurl; credentials never
+    go into a DVC config: DVC reads them from the AWS environment."""
+    config_file = repo / ".dvc" / ("config" if committed else "config.local")
+    endpoint_url = endpoint_url if is_s3(url) else None
+    if _configured_remote(config_file) == (url, endpoint_url):
         return  # already so: spare a DVC process (about a second)
-    dvc(["remote", "add", *([] if committed else ["--local"]), "--force", "--default", REMOTE_NAME, url], repo)
+    scope = [] if committed else ["--local"]
+    dvc(["remote", "add", *scope, "--force", "--default", REMOTE_NAME, url], repo)
+    if endpoint_url:
+        dvc(["remote", "modify", *scope, REMOTE_NAME, "endpointurl", endpoint_url], repo)
 
 
-def _configured_remote(config_file: Path) -> str | None:
-    """The URL of Relay's remote when a DVC config file makes it the default, else None."""
+def _configured_remote(config_file: Path) -> tuple[str, str | None] | None:
+    """The URL and endpoint of Relay's remote when a DVC config file makes it the default, else None."""
     from configobj import ConfigObj  # DVC's own config parser
 
     if not config_file.is_file():
@@ -87,7 +98,8 @@ def _configured_remote(config_file: Path) -> str | None:
     config = ConfigObj(str(config_file))
     if config.get("core", {}).get("remote") != REMOTE_NAME:
         return None
-    return config.get(f'remote "{REMOTE_NAME}"', {}).get("url")
+    remote = config.get(f'remote "{REMOTE_NAME}"', {})
+    return remote.get("url"), remote.get("endpointurl")
 
 
 @contextmanager

@@ -326,9 +326,10 @@ def fetch_model(task: Annotated[str, typer.Argument(help="Task name.")],
                          "(a pod's own endpoint; credentials come from the environment).")] = None) -> None:
     """Fetch a version's serving artifacts through DVC (what the serving pods' initContainers run)."""
     from components.deploy.fetch import fetch_model as fetch
+    from components.settings import get_settings
 
-    try:
-        paths = fetch(registry, task, version, to, tfserving, dvc_remote or None)
+    try:  # the endpoint, if set (RELAY_S3_ENDPOINT_URL, AWS_ENDPOINT_URL_S3), is the pod's own
+        paths = fetch(registry, task, version, to, tfserving, dvc_remote or None, get_settings().s3_endpoint_url)
     except RelayError as error:
         _fail(error)
     console.print("\n".join(str(path) for path in paths))

@@ -1,8 +1,13 @@
-"""Run directories addressed by URI, for steps that run in separate pods without a shared disk.
+"""Run directories addressed by URI, for steps on machines or pods that share no disk.
 
-`relay step NAME --run-uri URI` downloads the run (spec.json and earlier steps' outputs) from any
-fsspec URI, runs the step on the local copy, then uploads what it wrote. Steps themselves only ever
-see local paths. URIs: file:// here and in tests; s3:// needs s3fs (installed with dvc-s3).
+`relay step NAME --run-uri URI` (and each Airflow task when RELAY_RUNS_URI is set) downloads the run
+(spec.json and earlier steps' outputs) from any fsspec URI (s3://… or file://…), runs the step on the local
+copy, uploads what the step wrote, and deletes the local copy. Steps themselves only ever see local paths.
+
+Publishing is all or nothing as far as readers can tell: a step counts as completed by its marker file
+(RunDir.completed), which is removed from the store before the step's new files go up and uploaded after
+all of them. A step that fails, or an upload that breaks half-way, leaves no marker: the step did not
+complete, and its rerun replaces what it left.
 """
 
 from __future__ import annotations
@@ -16,26 +21,95 @@ from pathlib import Path
 import fsspec
 
 from components.atomic import is_temp_name
+from components.errors import RelayError
+from components.object_store import describe_remote, s3_failure_reason, storage_options
+from components.run_files import STEP_OUTPUTS, RunDir
 from components.settings import Settings
+
+
+class RunStoreError(RelayError):
+    """The run store could not be read or written."""
+
+
+def _snapshot(local: Path) -> dict[str, tuple[int, int]]:
+    """Each file's (size, mtime) under ``local``, by its relative POSIX path; killed writers' temps left out."""
+    files = {}
+    for path in local.rglob("*"):
+        relative = path.relative_to(local)
+        if path.is_file() and not path.is_symlink() and not any(is_temp_name(part) for part in relative.parts):
+            stat = path.stat()
+            files[relative.as_posix()] = (stat.st_size, stat.st_mtime_ns)
+    return files
+
+
+@contextmanager
+def _reported(uri: str, doing: str, settings: Settings) -> Iterator[None]:
+    """Turn a store failure into one line naming the store and saying what to do."""
+    try:
+        yield
+    except (OSError, ValueError) as error:
+        reason = s3_failure_reason(f"{type(error).__name__}: {error}") or f"{type(error).__name__}: {error}"
+        raise RunStoreError(f"run store {describe_remote(uri, settings)}: {doing} failed: {reason}") from None
+    except Exception as error:  # botocore's own (EndpointConnectionError, NoCredentialsError) are not OSErrors
+        reason = s3_failure_reason(f"{type(error).__name__}: {error}")
+        if reason is None:
+            raise
+        raise RunStoreError(f"run store {describe_remote(uri, settings)}: {doing} failed: {reason}") from None
 
 
 @contextmanager
 def local_run(uri: str, settings: Settings) -> Iterator[Path]:
-    """Yield a local copy of the run at ``uri``; upload it back when the block succeeds."""
-    fs, root = fsspec.core.url_to_fs(uri)
+    """Yield a local copy of the run at ``uri``; when the block succeeds, publish what it changed back to
+    ``uri`` (new and changed files, then the completion markers), and always delete the local copy."""
+    root = uri.rstrip("/")
     local = settings.home / "run-cache" / hashlib.sha256(uri.encode()).hexdigest()[:16]
     shutil.rmtree(local, ignore_errors=True)
     local.mkdir(parents=True)
-    if fs.exists(root):
-        fs.get(root.rstrip("/") + "/", str(local), recursive=True)
-    yield local
-    fs.makedirs(root, exist_ok=True)
-    for path in sorted(local.rglob("*")):
-        relative = path.relative_to(local)
-        if any(is_temp_name(part) for part in relative.parts):
-            continue  # a killed writer's unpublished temp: never uploaded
-        if path.is_file() and not path.is_symlink():
-            target = f"{root.rstrip('/')}/{relative.as_posix()}"
-            fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
-            fs.put_file(str(path), target)
-    shutil.rmtree(local, ignore_errors=True)
+    try:
+        with _reported(uri, "download", settings):
+            fs, path = fsspec.core.url_to_fs(root, **storage_options(uri, settings))
+            _download(fs, path, local)
+        before = _snapshot(local)
+        yield local
+        with _reported(uri, "upload", settings):
+            _publish(fs, path, local, before)
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
+
+
+def _download(fs, root: str, local: Path) -> None:
+    # find() lists by prefix: a new run is no files, while a missing bucket or a refused key raises with S3's
+    # own words (exists() would say only "Forbidden").
+    names = [name for name in fs.find(root) if not any(is_temp_name(part) for part in name.split("/"))]
+    targets = [local / name[len(root) + 1:] for name in names]
+    for target in targets:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    if names:
+        fs.get(names, [str(target) for target in targets])
+
+
+def _publish(fs, root: str, local: Path, before: dict[str, tuple[int, int]]) -> None:
+    """Upload new and changed files and delete removed ones; a step whose outputs change has its marker taken
+    down first and put back last, so no reader sees it completed with half of its files."""
+    after = _snapshot(local)
+    changed = sorted(name for name, stat in after.items() if before.get(name) != stat)
+    removed = sorted(set(before) - set(after))
+    step_of_folder = {folder: step for step, folders in STEP_OUTPUTS.items() for folder in folders}
+    touched = {step_of_folder.get(name.split("/", 1)[0]) for name in changed + removed} - {None}
+    markers = {step: RunDir(Path()).completed(step).as_posix() for step in touched}
+    for marker in markers.values():
+        if fs.exists(f"{root}/{marker}"):
+            fs.rm_file(f"{root}/{marker}")
+    for name in changed:
+        if name not in markers.values():
+            _put(fs, local / name, f"{root}/{name}")
+    for name in removed:
+        if fs.exists(f"{root}/{name}"):
+            fs.rm_file(f"{root}/{name}")
+    for marker in markers.values():
+        if marker in after:
+            _put(fs, local / marker, f"{root}/{marker}")
+
+
+def _put(fs, source: Path, target: str) -> None:
+    fs.put_file(str(source), target)  # no makedirs: on S3 it would create a missing bucket, hiding the error

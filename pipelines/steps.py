@@ -408,12 +408,12 @@ def _inputs_present(name: str, run: RunDir) -> None:
 def _dataset_present(spec: TaskSpec, run: RunDir, settings: Settings) -> None:
     """Steps read images through the manifest. A step in a fresh pod fetches the run's dataset
     version first, and refuses a workspace that holds a different version."""
-    from components.data.dataset import ensure_dataset, read_data_info
+    from components.data.dataset import dataset_root, ensure_dataset, read_data_info
 
     if not run.data_info.is_file():
         return  # the data step has not run: the step itself reports what is missing
     info = read_data_info(run.data)
-    if Path(info["dataset_dir"]).is_dir():
+    if dataset_root(run.data, settings.project_dir).is_dir():
         return
     fetched = ensure_dataset(spec, settings)
     if info["dataset_md5"] and fetched != info["dataset_md5"]:

@@ -3,7 +3,7 @@
 #   .venv        Python 3.11, requirements/main.lock (pip) + the tensorflow→tensorflow-cpu metapackage
 #   .venv-tfx    Python 3.10, requirements/tfx.lock (uv; TFX 1.16 has no Python 3.11 wheels here)
 #   .venv-tools  Python 3.11, requirements/tools.lock (uv; checkov, kubernetes-validate, selenium, kept apart)
-# and Debian's chromium + chromedriver for the browser test.
+# and Debian's chromium + chromedriver (the browser test) and redis-server (CeleryExecutor's broker).
 # Environments live outside the clone, keyed by their lock's hash, so a fresh clone or a CI run
 # reuses what was built before and a changed lock builds a new one. A completion marker makes a
 # half-built environment (an interrupted run) get rebuilt.
@@ -59,15 +59,19 @@ uv_venv() {  # uv_venv NAME PYTHON LOCK WHAT: build $cache/NAME-<key> from LOCK 
 uv_venv tfx "$python_tfx" requirements/tfx.lock "TFX 1.16; a few minutes, once per lock"
 uv_venv tools "$python_main" requirements/tools.lock "checkov, kubernetes-validate, selenium"
 
-# The browser test of Airflow's UI drives Debian's chromium through Debian's chromedriver (browser
-# downloads by the test tools cannot work offline).
-if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
-  echo "setup: installing Debian's chromium and chromium-driver with apt (the UI test's browser)"
+# Debian packages: the browser test of Airflow's UI drives Debian's chromium through Debian's chromedriver
+# (browser downloads by the test tools cannot work offline); CeleryExecutor's broker is Debian's redis-server.
+missing=()
+command -v chromium >/dev/null || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
+command -v redis-server >/dev/null || missing+=(redis-server)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing Debian's ${missing[*]} with apt"
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
   export DEBIAN_FRONTEND=noninteractive
-  apt_install() { $sudo apt-get install -y -q --no-install-recommends chromium chromium-driver >/dev/null; }
+  apt_install() { $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null; }
   apt_install || { $sudo apt-get update -q >/dev/null && apt_install; } || {
-    echo "setup: could not install chromium and chromium-driver: install them with apt, then run make setup" >&2
+    echo "setup: could not install ${missing[*]}: install them with apt, then run make setup" >&2
     exit 1
   }
 fi

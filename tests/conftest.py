@@ -15,6 +15,8 @@ import tempfile
 os.environ["OMP_NUM_THREADS"] = "1"
 # Airflow writes its config and DB under AIRFLOW_HOME at import: keep tests out of ~/airflow.
 os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="relay-test-airflow-")
+# Whatever a step resolves from the environment (the decoded-image cache) stays out of ~/.relay too.
+os.environ["RELAY_HOME"] = tempfile.mkdtemp(prefix="relay-test-home-")
 # Promotion tests must never reach a developer's real cluster through their kubeconfig.
 os.environ["KUBECONFIG"] = os.path.join(os.environ["AIRFLOW_HOME"], "no-kubeconfig")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
@@ -215,3 +217,22 @@ def copy_run(source, target: Path, spec, steps=("data", "train", "optimize")):
         shutil.copytree(getattr(source, step), getattr(run, step))
     run.spec_file.write_text(json.dumps(spec.model_dump(mode="json")))
     return run
+
+
+@pytest.fixture(scope="session")
+def local_s3(tmp_path_factory):
+    """A real S3 server (moto's, IAM auth on) on 127.0.0.1 for the whole session; stopped by its pid at the end.
+    Tests write under their own prefixes of its bucket."""
+    from pipelines.local_s3 import start_local_s3, stop_local_s3
+
+    process, server = start_local_s3(tmp_path_factory.mktemp("s3") / "moto.log")
+    yield server
+    stop_local_s3(process)
+
+
+@pytest.fixture
+def s3_env(local_s3, monkeypatch):
+    """This process's AWS environment pointed at ``local_s3`` with its key (what a pod's secret would set)."""
+    for name, value in local_s3.env().items():
+        monkeypatch.setenv(name, value)
+    return local_s3.env()

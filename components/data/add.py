@@ -84,7 +84,7 @@ def add_data(task: str, source: Path, commit: bool = True, settings: Settings | 
     pointer = dataset.with_name(dataset.name + ".dvc")
     rel_dataset = str(dataset.relative_to(project))
     with versioning.repo_lock(project):
-        versioning.configure_remote(project, versioning.remote_url(settings))
+        versioning.configure_remote(project, versioning.remote_url(settings), settings.s3_endpoint_url)
         versioning.dvc(["add", rel_dataset], project)
         versioning.dvc(["push", rel_dataset + ".dvc"], project)
     md5 = versioning.pointer_md5(pointer)

@@ -87,7 +87,7 @@ def ensure_dataset(spec: TaskSpec, settings: Settings) -> str | None:
     generator = GENERATORS.get(spec.dataset.source)
     url = versioning.remote_url(settings)
     with versioning.repo_lock(repo):
-        versioning.configure_remote(repo, url)
+        versioning.configure_remote(repo, url, settings.s3_endpoint_url)
         expected = versioning.pointer_md5(pointer)
         checked = _CheckedOut(settings, dataset_dir)
         if expected is not None and checked.matches(expected):
@@ -421,14 +421,29 @@ def prepare_data(spec: TaskSpec, out_dir: Path, settings: Settings | None = None
         digest = "".join(manifest["path"] + manifest["content_hash"].replace("", "-"))
         version = md5 or hashlib.sha256(digest.encode()).hexdigest()[:32]
         write_json(tmp / DATA_INFO, {
-            "dataset_dir": str(dataset_dir), "dataset_md5": md5, "dataset_version": version,
-            "max_pixels": spec.dataset.max_pixels, "cache_dir": str(settings.home / "cache"), **summary,
+            "dataset_dir": _portable(dataset_dir, settings.project_dir), "dataset_md5": md5,
+            "dataset_version": version, "max_pixels": spec.dataset.max_pixels, **summary,
         })
     return DataResult(out_dir / MANIFEST, dataset_dir, md5, summary["images"], described)
 
 
+def _portable(dataset_dir: Path, project_dir: Path) -> str:
+    """The dataset's place as data.json records it: relative to the project when inside it (every machine has
+    its own checkout, at its own path), else absolute (a dataset outside the project is used where it is)."""
+    if dataset_dir.is_relative_to(project_dir):
+        return dataset_dir.relative_to(project_dir).as_posix()
+    return str(dataset_dir)
+
+
 def read_data_info(data_dir: Path) -> dict:
     return json.loads((data_dir / DATA_INFO).read_text())
+
+
+def dataset_root(data_dir: Path, project_dir: Path | None = None) -> Path:
+    """Where this machine holds the run's dataset: in its own project checkout (``project_dir``, default the
+    configured one), never at a path another machine recorded."""
+    recorded = Path(read_data_info(data_dir)["dataset_dir"])
+    return recorded if recorded.is_absolute() else (project_dir or get_settings().project_dir) / recorded
 
 
 def read_manifest(data_dir: Path) -> pd.DataFrame:
@@ -443,7 +458,7 @@ def data_preprocessing(data_dir: Path) -> Preprocessing:
 
 def split_files(data_dir: Path, split: str, classes: list[str]) -> tuple[list[Path], np.ndarray]:
     """One split's files and int64 class indices."""
-    root = Path(read_data_info(data_dir)["dataset_dir"])
+    root = dataset_root(data_dir)
     rows = read_manifest(data_dir)
     rows = rows[rows["split"] == split]
     index = {name: i for i, name in enumerate(classes)}

@@ -158,7 +158,7 @@ def create_task(name: str, source: Path, labels_csv: str | None = None, settings
     try:
         url = versioning.remote_url(settings)
         with versioning.repo_lock(project):
-            versioning.configure_remote(project, url)
+            versioning.configure_remote(project, url, settings.s3_endpoint_url)
             versioning.dvc(["add", str(target.relative_to(project))], project)
             versioning.dvc(["push", str(target.relative_to(project)) + ".dvc"], project)
     except RelayError:

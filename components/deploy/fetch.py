@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from components.registry import model_version
@@ -16,21 +17,50 @@ from components.atomic import sha256_file
 from components.versioning import DvcError, dvc
 
 
-def _dvc_get(registry: str, path: str, rev: str, out: Path, dvc_remote: str | None) -> None:
-    # With dvc_remote the pod's own remote URL (and its credentials from the environment) replaces the
-    # one committed in the registry, e.g. an in-cluster S3 endpoint.
-    remote = ["--remote-config", f"url={dvc_remote}"] if dvc_remote else []
+@dataclass(frozen=True)
+class _Source:
+    """Where a pod fetches from: the registry's git URL, and optionally its own DVC remote URL and S3 endpoint
+    in place of those committed in the registry (an in-cluster endpoint, say; credentials come from the
+    environment)."""
+
+    registry: str
+    dvc_remote: str | None = None
+    s3_endpoint_url: str | None = None
+
+    def remote_config(self) -> list[str]:
+        pairs = [("url", self.dvc_remote), ("endpointurl", self.s3_endpoint_url)]
+        return [arg for key, value in pairs if value for arg in ("--remote-config", f"{key}={value}")]
+
+    def remote_name(self, rev: str) -> str:
+        """The DVC remote a failed fetch used, for its error: the override, else the one committed at ``rev``."""
+        if self.dvc_remote:
+            return self.dvc_remote
+        from configobj import ConfigObj  # DVC's own config parser
+
+        with tempfile.TemporaryDirectory() as tmp:
+            try:  # git-tracked, so `dvc get` reads it from git alone, whatever is wrong with the remote
+                dvc(["get", self.registry, ".dvc/config", "--rev", rev, "-o", f"{tmp}/config"], Path.cwd())
+            except DvcError:
+                return "the DVC remote committed in the registry"
+            config = ConfigObj(f"{tmp}/config")
+        remote = config.get(f'remote "{config.get("core", {}).get("remote")}"', {})
+        return " ".join(filter(None, (remote.get("url"), remote.get("endpointurl") and
+                                      f"(endpoint {self.s3_endpoint_url or remote['endpointurl']})")))
+
+
+def _dvc_get(source: _Source, path: str, rev: str, out: Path) -> None:
     try:
-        dvc(["get", registry, path, "--rev", rev, "-o", str(out), *remote], Path.cwd())
+        dvc(["get", source.registry, path, "--rev", rev, "-o", str(out), *source.remote_config()], Path.cwd())
     except DvcError as error:
-        raise RelayError(f"dvc get {path} at {rev} from {registry} failed: {error.reason}") from None
+        raise RelayError(f"dvc get {path} at {rev} from {source.registry} (DVC remote {source.remote_name(rev)}) "
+                         f"failed: {error.reason}") from None
 
 
-def _check_sha256(registry: str, task: str, tag: str, mar: Path, dvc_remote: str | None) -> None:
+def _check_sha256(source: _Source, tag: str, mar: Path) -> None:
     """The fetched .mar must be the one registered: its sha256 is committed in the version's model.json."""
     with tempfile.TemporaryDirectory() as tmp:
         info = Path(tmp) / "model.json"
-        _dvc_get(registry, f"models/{task}/model.json", tag, info, dvc_remote)
+        _dvc_get(source, f"models/{tag.split('@')[0]}/model.json", tag, info)
         expected = json.loads(info.read_text()).get("sha256", {}).get("model.mar")
     if expected is None:
         raise RelayError(f"{tag} records no sha256 for model.mar: register the model again with this Relay")
@@ -46,27 +76,27 @@ def version_from_servable(number: int) -> str:
 
 
 def fetch_model(registry: str, task: str, version: str, dest: Path, tfserving: bool = False,
-                dvc_remote: str | None = None) -> list[Path]:
+                dvc_remote: str | None = None, s3_endpoint_url: str | None = None) -> list[Path]:
     """Fetch ``task`` ``version``: its .mar to ``dest/<task>.mar``, or with ``tfserving`` its
     ``tfserving/`` folder plus the SavedModel of every other version its models.config labels.
-    ``dvc_remote`` overrides the DVC remote committed in the registry."""
+    ``dvc_remote`` and ``s3_endpoint_url`` override the DVC remote and endpoint committed in the registry."""
+    source = _Source(registry, dvc_remote, s3_endpoint_url)
     tag = f"{task}@{model_version.canonical(version)}"
     if not tfserving:
         target = dest / f"{task}.mar"
-        _dvc_get(registry, f"models/{task}/artifacts/model.mar", tag, target, dvc_remote)
-        _check_sha256(registry, task, tag, target, dvc_remote)
+        _dvc_get(source, f"models/{task}/artifacts/model.mar", tag, target)
+        _check_sha256(source, tag, target)
         return [target]
     from components.deploy.tfserving import parse_models_config
 
     base = dest / "tfserving"
-    _dvc_get(registry, f"models/{task}/artifacts/tfserving", tag, base, dvc_remote)
+    _dvc_get(source, f"models/{task}/artifacts/tfserving", tag, base)
     fetched = [base]
     (config,) = parse_models_config((base / "models.config").read_text()).model_config_list.config
     for number in config.model_version_policy.specific.versions:
         folder = base / task / str(number)
         if not folder.exists():  # e.g. the production version labelled stable beside a canary
             other = version_from_servable(number)
-            _dvc_get(registry, f"models/{task}/artifacts/tfserving/{task}/{number}", f"{task}@{other}", folder,
-                     dvc_remote)
+            _dvc_get(source, f"models/{task}/artifacts/tfserving/{task}/{number}", f"{task}@{other}", folder)
             fetched.append(folder)
     return fetched

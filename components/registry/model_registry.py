@@ -74,7 +74,7 @@ class ModelRegistry:
                     "# Relay model registry\n\nEach model version is a GTO tag `<task>@vX.Y.Z` on a commit holding\n"
                     "`models/<task>/artifacts.dvc` (ONNX model, .mar, gate.json in DVC) and the gate report.\n"
                     "The DVC remote holding the artifacts is in `.dvc/config`.\n")
-            versioning.configure_remote(self.path, url, committed=True)
+            versioning.configure_remote(self.path, url, self.settings.s3_endpoint_url, committed=True)
             if git(["status", "--porcelain"], self.path):
                 change.commit("Initialize the Relay model registry" if change.before is None else f"DVC remote: {url}")
         return self

@@ -19,7 +19,8 @@ from rich.progress import Progress
 
 from components.atomic import atomic_file, reclaim_stale
 from components.child_processes import process_pool
-from components.data.dataset import SPLITS, data_preprocessing, read_data_info, read_manifest
+from components.data.dataset import SPLITS, data_preprocessing, dataset_root, read_data_info, read_manifest
+from components.settings import get_settings
 from components.imaging import Preprocessing, load_pixels
 
 
@@ -82,13 +83,13 @@ def open_run_data(data_dir: Path, classes: list[str], cached: bool) -> tuple[Ima
     prep = data_preprocessing(data_dir)
     manifest = read_manifest(data_dir)
     usable = manifest[manifest["split"].isin(SPLITS)].reset_index(drop=True)
-    root = Path(info["dataset_dir"])
+    root = dataset_root(data_dir)
     files = [str(root / p) for p in usable["path"]]
     cache = None
     if cached and files:
         shape_key = json.dumps({**prep.to_dict(), "mean": None, "std": None}, sort_keys=True)
         key = hashlib.sha256((info["dataset_version"] + shape_key + "".join(usable["content_hash"])).encode())
-        cache = Path(info["cache_dir"]) / "decoded" / f"{key.hexdigest()[:24]}.npy"
+        cache = get_settings().home / "cache" / "decoded" / f"{key.hexdigest()[:24]}.npy"  # this machine's
         if not cache.is_file():
             build_cache(files, prep, cache)
     index = {name: i for i, name in enumerate(classes)}

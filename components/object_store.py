@@ -1,0 +1,55 @@
+"""S3 (and any fsspec URL) as Relay reaches it: the options that point a client at an S3-compatible endpoint,
+and one line for each way an S3 remote fails that a user can fix (credentials, bucket, endpoint).
+
+Credentials are never Relay's: boto3, s3fs and DVC read them from the AWS environment (AWS_ACCESS_KEY_ID and
+AWS_SECRET_ACCESS_KEY, AWS_PROFILE, a pod's role).
+"""
+
+from __future__ import annotations
+
+from components.settings import Settings
+
+_KEY_HELP = "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY to a key this endpoint knows"
+# (what S3, botocore or s3fs say, in any of these words) → (what it means, what to do)
+_FAILURES: tuple[tuple[tuple[str, ...], str, str], ...] = (
+    (("InvalidAccessKeyId", "does not exist in our records"), "the access key was refused", _KEY_HELP),
+    (("SignatureDoesNotMatch", "signature we calculated does not match"), "the secret key was refused", _KEY_HELP),
+    (("ExpiredToken", "token included in the request is expired", "RequestExpired"),
+     "the credentials have expired", "renew them (a new session token, or the role's) and run the step again"),
+    (("Unable to locate credentials", "NoCredentialsError"), "no AWS credentials were found", _KEY_HELP),
+    (("NoSuchBucket", "specified bucket does not exist"), "the bucket does not exist",
+     "create it (`aws s3 mb s3://BUCKET`) or correct the URL"),
+    (("AccessDenied", "Access Denied", "Forbidden"), "access was denied",
+     "grant this key s3:ListBucket, s3:GetObject and s3:PutObject on the bucket"),
+    (("Could not connect to the endpoint URL", "EndpointConnectionError", "Connect timeout on endpoint URL",
+      "Cannot connect to host"), "the endpoint is unreachable",
+     "check RELAY_S3_ENDPOINT_URL (or AWS_ENDPOINT_URL_S3) and that the server is up"),
+)
+
+
+def is_s3(url: str | None) -> bool:
+    return bool(url) and url.startswith("s3://")
+
+
+def storage_options(url: str, settings: Settings) -> dict:
+    """fsspec options for ``url``: an s3:// URL goes to the configured S3-compatible endpoint, if any; a local
+    one makes its folders as it writes, as object stores need none."""
+    if is_s3(url):
+        return {"endpoint_url": settings.s3_endpoint_url} if settings.s3_endpoint_url else {}
+    return {"auto_mkdir": True} if url.startswith("file://") or "://" not in url else {}
+
+
+def s3_failure_reason(message: str) -> str | None:
+    """What went wrong and what to do, for an S3 failure described by ``message`` (an exception's text or a
+    tool's output); None when it is not one of the failures above."""
+    for words, meaning, action in _FAILURES:
+        if any(word in message for word in words):
+            return f"{meaning}: {action}"
+    return None
+
+
+def describe_remote(url: str, settings: Settings) -> str:
+    """``url`` and, for S3, the endpoint it is reached at: what an error names."""
+    if is_s3(url):
+        return f"{url} (endpoint {settings.s3_endpoint_url or 'AWS'})"
+    return url
