@@ -8,7 +8,7 @@ export PYTHONPATH := $(CURDIR)
 export OMP_NUM_THREADS ?= 1
 export RELAY_HOME ?= $(HOME)/.relay
 
-.PHONY: help setup demo test test-fast bench airflow lock clean-home
+.PHONY: help setup demo test test-fast bench airflow s3 lock clean-home
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -30,6 +30,9 @@ bench: setup  ## Measure speed figures; prints a table and writes bench/results.
 
 airflow: setup  ## Start Airflow's servers on 127.0.0.1 (UI with the Params form)
 	@bin/relay airflow
+
+s3: setup  ## Start a real S3 server (moto, IAM auth on) on 127.0.0.1 and print the environment that uses it
+	$(PY) -m pipelines.local_s3
 
 lock: ## Re-resolve requirements/*.in into main.lock (pip) and tfx.lock (uv)
 	@scripts/lock.sh

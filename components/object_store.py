@@ -19,8 +19,11 @@ _FAILURES: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("Unable to locate credentials", "NoCredentialsError"), "no AWS credentials were found", _KEY_HELP),
     (("NoSuchBucket", "specified bucket does not exist"), "the bucket does not exist",
      "create it (`aws s3 mb s3://BUCKET`) or correct the URL"),
-    (("AccessDenied", "Access Denied", "Forbidden"), "access was denied",
+    (("AccessDenied", "Access Denied"), "access was denied",
      "grant this key s3:ListBucket, s3:GetObject and s3:PutObject on the bucket"),
+    # A HEAD request's 403 carries no body, so S3 cannot say whether the key, the secret or the policy is wrong.
+    (("Forbidden",), "the request was refused (403 Forbidden)",
+     f"{_KEY_HELP}, with s3:ListBucket, s3:GetObject and s3:PutObject on the bucket"),
     (("Could not connect to the endpoint URL", "EndpointConnectionError", "Connect timeout on endpoint URL",
       "Cannot connect to host"), "the endpoint is unreachable",
      "check RELAY_S3_ENDPOINT_URL (or AWS_ENDPOINT_URL_S3) and that the server is up"),
@@ -53,3 +56,22 @@ def describe_remote(url: str, settings: Settings) -> str:
     if is_s3(url):
         return f"{url} (endpoint {settings.s3_endpoint_url or 'AWS'})"
     return url
+
+
+def probe_s3(url: str, endpoint_url: str | None) -> str | None:
+    """What is wrong with the S3 location ``url``, asked of S3 itself after a tool failed without saying (DVC
+    reports a missing bucket as missing files, and a HEAD request's 403 has no reason): the bucket missing, the
+    key refused, the endpoint unreachable. None when the bucket answers."""
+    import botocore.session
+    from botocore.config import Config
+
+    session = botocore.session.get_session()
+    client = session.create_client("s3", endpoint_url=endpoint_url,
+                                   region_name=session.get_config_variable("region") or "us-east-1",
+                                   config=Config(retries={"max_attempts": 1}, connect_timeout=5, read_timeout=10))
+    try:  # a GET, not a HEAD: its error carries S3's code
+        client.list_objects_v2(Bucket=url[len("s3://"):].split("/", 1)[0], MaxKeys=1)
+    except Exception as error:  # noqa: BLE001 - whatever S3 or botocore says is the answer
+        message = f"{type(error).__name__}: {error}"
+        return s3_failure_reason(message) or message
+    return None

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from components.errors import RelayError
-from components.object_store import is_s3, s3_failure_reason
+from components.object_store import is_s3, probe_s3, s3_failure_reason
 from components.settings import Settings
 
 REMOTE_NAME = "relay"
@@ -58,6 +58,14 @@ def dvc_reason(output: str) -> str:
     errors = [line for line in lines if line.startswith("ERROR")]
     useful = [line for line in lines if not line.startswith(("Having any troubles", "+-", "|"))]
     return " ".join(errors) if errors else (useful[-1] if useful else "(no output)")
+
+
+def remote_failure(url: str, settings: Settings, error: DvcError) -> str:
+    """Why a DVC command against the remote ``url`` failed: for S3, what S3 itself says is wrong with the
+    bucket when DVC's own words do not say (a missing bucket reads as missing files to DVC)."""
+    if is_s3(url):
+        return probe_s3(url, settings.s3_endpoint_url) or error.reason
+    return error.reason
 
 
 def remote_url(settings: Settings) -> str:

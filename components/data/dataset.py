@@ -29,6 +29,7 @@ from components.data.builtin import GENERATORS
 from components.errors import RelayError
 from components.imaging import ImageRejected, Preprocessing, load_pixels, open_checked, preprocess_files
 from components.run_files import DATA_INFO, MANIFEST
+from components.object_store import describe_remote
 from components.settings import Settings, get_settings
 from components.spec import Normalization, TaskSpec
 
@@ -99,7 +100,8 @@ def ensure_dataset(spec: TaskSpec, settings: Settings) -> str | None:
                 return expected
             except versioning.DvcError as error:
                 if generator is None:
-                    raise RelayError(f"cannot fetch {rel} from DVC remote {url}: {error.reason}") from None
+                    raise RelayError(f"cannot fetch {rel} from DVC remote {describe_remote(url, settings)}: "
+                                     f"{versioning.remote_failure(url, settings, error)}") from None
         elif generator is None:
             raise RelayError(f"{rel} does not exist: bring the dataset under DVC with "
                              f"`relay task new {spec.name} --from DIR` or `dvc add {dataset_dir.relative_to(repo)}`")
@@ -114,7 +116,8 @@ def ensure_dataset(spec: TaskSpec, settings: Settings) -> str | None:
         try:
             versioning.dvc(["push", rel], repo)
         except versioning.DvcError as error:
-            raise RelayError(f"cannot push {rel} to the DVC remote {url}: {error.reason}") from None
+            raise RelayError(f"cannot push {rel} to the DVC remote {describe_remote(url, settings)}: "
+                             f"{versioning.remote_failure(url, settings, error)}") from None
         checked.record(actual)
         return actual
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from components.registry import model_version
 from components.errors import RelayError
+from components.object_store import is_s3, probe_s3
 from components.atomic import sha256_file
 from components.versioning import DvcError, dvc
 
@@ -31,29 +32,32 @@ class _Source:
         pairs = [("url", self.dvc_remote), ("endpointurl", self.s3_endpoint_url)]
         return [arg for key, value in pairs if value for arg in ("--remote-config", f"{key}={value}")]
 
-    def remote_name(self, rev: str) -> str:
-        """The DVC remote a failed fetch used, for its error: the override, else the one committed at ``rev``."""
-        if self.dvc_remote:
-            return self.dvc_remote
+    def remote(self, rev: str) -> tuple[str | None, str | None]:
+        """The DVC remote URL and S3 endpoint a fetch at ``rev`` uses: the overrides, else those committed in
+        the registry at ``rev`` (read only to explain a failure)."""
+        if self.dvc_remote and (self.s3_endpoint_url or not is_s3(self.dvc_remote)):
+            return self.dvc_remote, self.s3_endpoint_url
         from configobj import ConfigObj  # DVC's own config parser
 
         with tempfile.TemporaryDirectory() as tmp:
             try:  # git-tracked, so `dvc get` reads it from git alone, whatever is wrong with the remote
                 dvc(["get", self.registry, ".dvc/config", "--rev", rev, "-o", f"{tmp}/config"], Path.cwd())
             except DvcError:
-                return "the DVC remote committed in the registry"
+                return self.dvc_remote, self.s3_endpoint_url
             config = ConfigObj(f"{tmp}/config")
-        remote = config.get(f'remote "{config.get("core", {}).get("remote")}"', {})
-        return " ".join(filter(None, (remote.get("url"), remote.get("endpointurl") and
-                                      f"(endpoint {self.s3_endpoint_url or remote['endpointurl']})")))
+        committed = config.get(f'remote "{config.get("core", {}).get("remote")}"', {})
+        return self.dvc_remote or committed.get("url"), self.s3_endpoint_url or committed.get("endpointurl")
 
 
 def _dvc_get(source: _Source, path: str, rev: str, out: Path) -> None:
     try:
         dvc(["get", source.registry, path, "--rev", rev, "-o", str(out), *source.remote_config()], Path.cwd())
     except DvcError as error:
-        raise RelayError(f"dvc get {path} at {rev} from {source.registry} (DVC remote {source.remote_name(rev)}) "
-                         f"failed: {error.reason}") from None
+        url, endpoint = source.remote(rev)
+        reason = (is_s3(url) and probe_s3(url, endpoint)) or error.reason
+        named = (url + (f" (endpoint {endpoint or 'AWS'})" if is_s3(url) else "")) if url else "unknown"
+        raise RelayError(f"dvc get {path} at {rev} from {source.registry} (DVC remote {named}) failed: "
+                         f"{reason}") from None
 
 
 def _check_sha256(source: _Source, tag: str, mar: Path) -> None:

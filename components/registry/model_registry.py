@@ -23,6 +23,7 @@ from components import versioning
 from components.versioning import git
 from components.atomic import sha256_file, write_json
 from components.errors import RelayError
+from components.object_store import describe_remote
 from components.registry.transaction import GitTransaction, exclusive, git_transaction, sync
 from components.run_files import GATE_JSON
 from components.settings import Settings, get_settings
@@ -191,8 +192,11 @@ class ModelRegistry:
                     try:
                         versioning.dvc(["push", rel + ".dvc"], self.path)
                     except versioning.DvcError as error:
-                        raise RelayError(f"cannot push {task} {version} to the DVC remote {self.dvc_remote()}: "
-                                         f"{error.reason}; nothing was registered") from None
+                        url = self.dvc_remote() or ""
+                        raise RelayError(f"cannot push {task} {version} to the DVC remote "
+                                         f"{describe_remote(url, self.settings)}: "
+                                         f"{versioning.remote_failure(url, self.settings, error)}; "
+                                         "nothing was registered") from None
                     commit = change.commit(f"{task} {version}: register (gate passed)")
                     self._after_last_tag_second()
                     gto.api.register(str(self.path), task, ref="HEAD", version=version,

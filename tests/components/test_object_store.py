@@ -17,6 +17,8 @@ from tests.conftest import make_settings
      "endpoint is unreachable"),
     ("An error occurred (ExpiredToken) when calling the GetObject operation", "credentials have expired"),
     ("NoCredentialsError: Unable to locate credentials", "no AWS credentials"),
+    ("An error occurred (403) when calling the HeadObject operation: Forbidden", "refused (403 Forbidden)"),
+    ("An error occurred (AccessDenied) when calling the PutObject operation: Access Denied", "access was denied"),
 ])
 def test_each_s3_failure_a_user_can_fix_gets_its_one_line(message, meaning):
     reason = s3_failure_reason(f"ERROR: failed to push data to the cloud - {message}\nTraceback ...")

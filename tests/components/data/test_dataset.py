@@ -262,3 +262,34 @@ def test_an_unchanged_dataset_reuses_its_manifest(digits_spec, small_dataset, se
     changed = prepare_data(spec_for(digits_spec, root, **{"dataset.split_seed": 3}), tmp_path / "four", settings)
     assert changed.described == 0 and (tmp_path / "four" / "manifest.csv").read_bytes() != \
         (tmp_path / "three" / "manifest.csv").read_bytes()  # another split, from cached rows
+
+
+@pytest.mark.parametrize("problem", ["wrong key", "missing bucket", "unreachable endpoint"])
+def test_an_s3_dvc_remote_that_fails_is_one_line_naming_it_and_nothing_is_pushed(tmp_path, local_s3, s3_env,
+                                                                                monkeypatch, problem):
+    """The data step pushes a regenerated dataset to the DVC remote: each S3 problem stops it with one line
+    naming the remote and what to do."""
+    from components.data.dataset import ensure_dataset
+    from components.spec import load_spec
+    from tests.conftest import PROJECT, free_ports, make_settings
+
+    project = tmp_path / "checkout"
+    (project / "data").mkdir(parents=True)
+    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=project, check=True)
+    shutil.copy(PROJECT / "data" / "digits.dvc", project / "data" / "digits.dvc")
+    bucket, endpoint = local_s3.bucket, local_s3.endpoint_url
+    if problem == "wrong key":
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIANOTAKEY000000000")
+    elif problem == "missing bucket":
+        bucket = "no-such-bucket"
+    else:
+        endpoint = f"http://127.0.0.1:{free_ports(1)[0]}"
+    remote = f"s3://{bucket}/dvc-problems"
+    settings = make_settings(tmp_path / "home", project_dir=project, dvc_remote=remote, s3_endpoint_url=endpoint)
+    with pytest.raises(RelayError) as failed:
+        ensure_dataset(load_spec("digits"), settings)
+    message = str(failed.value)
+    assert "\n" not in message and f"DVC remote {remote} (endpoint {endpoint})" in message, message
+    assert {"wrong key": "the access key was refused", "missing bucket": "the bucket does not exist",
+            "unreachable endpoint": "the endpoint is unreachable"}[problem] in message, message

@@ -110,3 +110,50 @@ def test_the_init_containers_command_works_from_a_clone_of_the_gitops_remote(tmp
     fetched = init_container(str(remote), {**pod_env, "RELAY_DVC_REMOTE": str(moved)}, "store-pod-remote")
     assert fetched.returncode == 0, fetched.stderr[-2000:]
     assert (tmp_path / "store-pod-remote" / "digits.mar").is_file()
+
+
+def test_the_init_containers_command_fetches_from_an_s3_dvc_remote_and_says_what_is_wrong(tmp_path, local_s3, s3_env,
+                                                                                        digits_spec):
+    """The registry's DVC remote on a real S3 server: a fresh clone of the GitOps remote carries the remote's
+    URL and endpoint (never a credential), and a pod with the key fetches; a wrong secret or a missing bucket
+    is one line naming the remote."""
+    import os
+    import sys
+
+    from tests.conftest import PROJECT, register_onnx, untrained_onnx
+
+    remote = tmp_path / "gitops.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(remote)], check=True)
+    dvc_remote = f"s3://{local_s3.bucket}/fetch/registry"
+    settings = make_settings(tmp_path / "home", registry_remote=str(remote), dvc_remote=dvc_remote)
+    assert settings.s3_endpoint_url == local_s3.endpoint_url  # from AWS_ENDPOINT_URL_S3
+    version = register_onnx(settings, digits_spec, untrained_onnx(digits_spec, tmp_path / "model.onnx"))
+    clone = tmp_path / "fresh-clone"
+    subprocess.run(["git", "clone", "-q", str(remote), str(clone)], check=True)
+    config = (clone / ".dvc" / "config").read_text()
+    assert f"url = {dvc_remote}" in config and f"endpointurl = {local_s3.endpoint_url}" in config
+    assert local_s3.secret_access_key not in config and local_s3.access_key_id not in config
+    pod_env = {key: value for key, value in os.environ.items() if not key.startswith(("RELAY_", "AWS_"))}
+
+    def init_container(env: dict, out: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "pipelines.cli", "fetch-model", "digits", "--version", version,
+                               "--registry", str(remote), "--to", str(tmp_path / out)], cwd=tmp_path,
+                              env={**pod_env, **env, "PYTHONPATH": str(PROJECT), "HOME": str(tmp_path)},
+                              capture_output=True, text=True, timeout=300)
+
+    keys = {name: value for name, value in local_s3.env().items() if name != "AWS_ENDPOINT_URL_S3"}
+    fetched = init_container(keys, "store")  # the endpoint comes from the clone's DVC config
+    assert fetched.returncode == 0, fetched.stderr[-2000:]
+    assert (tmp_path / "store" / "digits.mar").read_bytes()[:2] == b"PK"
+
+    for problem, env, meaning in (
+            ("wrong secret", {**keys, "AWS_SECRET_ACCESS_KEY": "wrong"}, "refused"),  # DVC's HEAD: 403, no code
+            ("missing bucket", {**keys, "RELAY_DVC_REMOTE": "s3://no-such-bucket/registry"},
+             "the bucket does not exist")):
+        failed = init_container(env, problem.replace(" ", "-"))
+        assert failed.returncode == 2, problem
+        message = failed.stderr.strip()
+        assert len(message.splitlines()) == 1 and meaning in message, message
+        named = env.get("RELAY_DVC_REMOTE", f"{dvc_remote} (endpoint {local_s3.endpoint_url})")
+        assert f"DVC remote {named}" in message, message
+        assert not list((tmp_path / problem.replace(" ", "-")).glob("*.mar"))  # nothing half-fetched
