@@ -28,8 +28,8 @@ test-fast: setup  ## Run the unit and contract tests (no training, no Airflow, n
 bench: setup  ## Measure speed figures; prints a table and writes bench/results.json
 	$(PY) -m bench.run
 
-airflow: setup  ## Start Airflow's servers on 127.0.0.1 (UI with the Params form)
-	@bin/relay airflow
+airflow: setup  ## Start Airflow's servers on 127.0.0.1 (UI with the Params form); EXECUTOR=celery: Redis + 2 workers
+	@bin/relay airflow --executor $(or $(EXECUTOR),local)
 
 s3: setup  ## Start a real S3 server (moto, IAM auth on) on 127.0.0.1 and print the environment that uses it
 	$(PY) -m pipelines.local_s3

@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
 # `relay airflow` (and `make airflow` in Relay's checkout): Airflow's api-server, scheduler, dag-processor and
-# triggerer on 127.0.0.1, in the foreground. LocalExecutor on SQLite. Ctrl-C (or SIGTERM) stops the four
-# processes this script started, by pid, and exits 0: stopping Airflow is not an error.
-# `relay airflow` sets RELAY_PYTHON (its interpreter: airflow lies beside it) and RELAY_DAGS_FOLDER (the
-# project's dags/), and RELAY_PYTHONPATH when Relay runs from a checkout.
+# triggerer on 127.0.0.1, in the foreground, on SQLite. Ctrl-C (or SIGTERM) stops the processes this script
+# started, by pid, and exits 0: stopping Airflow is not an error.
+# RELAY_AIRFLOW_EXECUTOR=local (default): LocalExecutor, tasks run in this machine's RELAY_HOME.
+# RELAY_AIRFLOW_EXECUTOR=celery: CeleryExecutor with Debian's redis-server as broker (127.0.0.1, a password) and
+# RELAY_CELERY_WORKERS (2) Celery workers. Each worker is a machine of its own: its own HOME, RELAY_HOME, TMPDIR,
+# AIRFLOW_HOME and copy of the project, under RELAY_WORKERS_DIR, sharing no path with the others, so runs must
+# live at RELAY_RUNS_URI (S3) and models in RELAY_REGISTRY_REMOTE (git) and the DVC remote.
+# `relay airflow` sets RELAY_PYTHON (its interpreter: airflow lies beside it), RELAY_DAGS_FOLDER (the project's
+# dags/) and RELAY_PROJECT_DIR, and RELAY_PYTHONPATH when Relay runs from a checkout.
 set -euo pipefail
 : "${RELAY_HOME:=$HOME/.relay}" "${RELAY_PYTHON:?run this through relay airflow}" "${RELAY_DAGS_FOLDER:?}"
+: "${RELAY_PROJECT_DIR:?}"
+executor=${RELAY_AIRFLOW_EXECUTOR:-local}
 port=${RELAY_AIRFLOW_PORT:-8480}
 export AIRFLOW_HOME=${AIRFLOW_HOME:-$RELAY_HOME/airflow}
 export AIRFLOW__CORE__DAGS_FOLDER=$RELAY_DAGS_FOLDER AIRFLOW__CORE__LOAD_EXAMPLES=False
-export AIRFLOW__CORE__EXECUTOR=LocalExecutor AIRFLOW__CORE__PARALLELISM=${AIRFLOW__CORE__PARALLELISM:-2}
+export AIRFLOW__CORE__PARALLELISM=${AIRFLOW__CORE__PARALLELISM:-2}
 export AIRFLOW__API__HOST=127.0.0.1 AIRFLOW__API__PORT=$port AIRFLOW__API__BASE_URL=http://127.0.0.1:$port
 export AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://127.0.0.1:$port/execution/
 export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=${AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS:-admin:admin}
@@ -22,8 +29,26 @@ if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
   exit 2
 fi
 
+case $executor in
+  local) export AIRFLOW__CORE__EXECUTOR=LocalExecutor ;;
+  celery)
+    # Workers share no disk: runs, data and models go through S3 and git (make s3 starts a local S3).
+    for name in RELAY_RUNS_URI RELAY_DVC_REMOTE; do
+      case ${!name:-} in *://*) ;; *) echo "CeleryExecutor: set $name to a URL such as s3://bucket/path" >&2; exit 2 ;; esac
+    done
+    [ -n "${RELAY_REGISTRY_REMOTE:-}" ] || { echo "CeleryExecutor: set RELAY_REGISTRY_REMOTE (a git remote)" >&2; exit 2; }
+    command -v redis-server >/dev/null || { echo "redis-server not found: run make setup" >&2; exit 2; }
+    # Every process signs and checks the task tokens of Airflow's execution API with one secret.
+    export AIRFLOW__CORE__EXECUTOR=CeleryExecutor
+    export AIRFLOW__API_AUTH__JWT_SECRET=${AIRFLOW__API_AUTH__JWT_SECRET:-$("$RELAY_PYTHON" -c 'import secrets; print(secrets.token_hex(32))')}
+    export AIRFLOW__CORE__HOSTNAME_CALLABLE=pipelines.airflow_local.worker_hostname
+    ;;
+  *) echo "RELAY_AIRFLOW_EXECUTOR=$executor: use local or celery" >&2; exit 2 ;;
+esac
+
 "$airflow" db migrate >"$AIRFLOW_HOME/logs/migrate.log" 2>&1
 pids=()
+worker_tmps=()
 pid_file=$AIRFLOW_HOME/airflow-servers.pids
 alive() { for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && return 0; done; return 1; }
 stop() {
@@ -38,6 +63,7 @@ stop() {
   done
   wait 2>/dev/null || true
   rm -f "$pid_file"
+  for tmp in "${worker_tmps[@]}"; do rm -rf "$tmp"; done
   echo "Airflow stopped."
   exit 0
 }
@@ -45,11 +71,64 @@ trap stop INT TERM
 trap 'for pid in "${pids[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done' EXIT
 # Each in its own session: Ctrl-C reaches only this script, which stops them in order (a terminal's SIGINT
 # racing their own shutdown made the stop look like a crash). Their pids are in $pid_file.
+if [ "$executor" = celery ]; then
+  redis_port=${RELAY_REDIS_PORT:-$("$RELAY_PYTHON" -c 'from components.settings import free_ports; print(free_ports(1)[0])')}
+  redis_password=$("$RELAY_PYTHON" -c 'import secrets; print(secrets.token_hex(24))')
+  mkdir -p "$AIRFLOW_HOME/redis"
+  # The password goes in a config file read from stdin, not on the command line where ps shows it.
+  printf 'bind 127.0.0.1\nport %s\nprotected-mode yes\nrequirepass %s\ndir %s\nsave ""\nappendonly no\n' \
+    "$redis_port" "$redis_password" "$AIRFLOW_HOME/redis" \
+    | setsid redis-server - >"$AIRFLOW_HOME/logs/redis.log" 2>&1 & pids+=($!)
+  export AIRFLOW__CELERY__BROKER_URL=redis://:$redis_password@127.0.0.1:$redis_port/0
+  export AIRFLOW__CELERY__RESULT_BACKEND=redis://:$redis_password@127.0.0.1:$redis_port/1
+fi
 setsid "$airflow" api-server >"$AIRFLOW_HOME/logs/api-server.log" 2>&1 & pids+=($!)
 setsid "$airflow" scheduler --skip-serve-logs >"$AIRFLOW_HOME/logs/scheduler.log" 2>&1 & pids+=($!)
 setsid "$airflow" dag-processor >"$AIRFLOW_HOME/logs/dag-processor.log" 2>&1 & pids+=($!)
 # The scheduler's and triggerer's log servers would listen on all interfaces: logs are read from disk instead.
 setsid "$airflow" triggerer --skip-serve-logs >"$AIRFLOW_HOME/logs/triggerer.log" 2>&1 & pids+=($!)
+if [ "$executor" = celery ]; then
+  workers_dir=${RELAY_WORKERS_DIR:-$RELAY_HOME/celery-workers}
+  project=$(cd "$RELAY_PROJECT_DIR" && pwd)
+  for n in $(seq "${RELAY_CELERY_WORKERS:-2}"); do
+    worker=$workers_dir/worker-$n
+    rm -rf "$worker"
+    mkdir -p "$worker/home" "$worker/relay-home" "$worker/airflow/logs" "$worker/project"
+    # Its TMPDIR is short, under /tmp: multiprocessing's sockets live there, and a Unix socket's path may not
+    # exceed 107 bytes.
+    worker_tmp=$(mktemp -d "/tmp/relay-worker-$n.XXXXXX")
+    ln -sfn "$worker_tmp" "$worker/tmp"
+    worker_tmps+=("$worker_tmp")
+    # The worker's checkout: the project's files as a clone of its working tree has them (git-ignored data
+    # stays behind: DVC brings it), in a repository of its own.
+    (cd "$project" && git ls-files -z -co --exclude-standard) \
+      | (cd "$project" && tar --null -T - -cf -) | tar -xf - -C "$worker/project"
+    git -C "$worker/project" init -q
+    dags=$RELAY_DAGS_FOLDER
+    case $dags in "$project"/*) dags=$worker/project/${dags#"$project"/} ;; esac
+    pythonpath=${PYTHONPATH:-}
+    case $pythonpath in "$project"*) pythonpath=$worker/project${pythonpath#"$project"} ;; esac
+    # Its own TorchServe ports: a worker is a machine of its own, and these share one host.
+    read -r ts_inference ts_management ts_metrics ts_grpc_inference ts_grpc_management < <(
+      "$RELAY_PYTHON" -c 'from components.settings import free_ports; print(*free_ports(5))')
+    # What a shell on this worker has: `set -a; . worker-N/relay.env` to run relay commands as the worker.
+    printf '%s\n' "HOME=$worker/home" "RELAY_HOME=$worker/relay-home" "TMPDIR=$worker_tmp" \
+      "RELAY_PROJECT_DIR=$worker/project" "RELAY_TS_INFERENCE_PORT=$ts_inference" \
+      "RELAY_TS_MANAGEMENT_PORT=$ts_management" "RELAY_TS_METRICS_PORT=$ts_metrics" \
+      "RELAY_TS_GRPC_INFERENCE_PORT=$ts_grpc_inference" "RELAY_TS_GRPC_MANAGEMENT_PORT=$ts_grpc_management" \
+      >"$worker/relay.env"
+    # RELAY_REGISTRY unset: each worker clones the registry remote into its own RELAY_HOME. The solo pool runs
+    # one task at a time in the worker's own process: prefork's children are daemons, which may not start the
+    # process pools and DataLoader workers that steps use.
+    AIRFLOW__CELERY__POOL=solo setsid env -u RELAY_REGISTRY HOME="$worker/home" RELAY_HOME="$worker/relay-home" TMPDIR="$worker_tmp" \
+      AIRFLOW_HOME="$worker/airflow" RELAY_PROJECT_DIR="$worker/project" AIRFLOW__CORE__DAGS_FOLDER="$dags" \
+      PYTHONPATH="$pythonpath" RELAY_WORKER_NAME="worker-$n" RELAY_TS_INFERENCE_PORT="$ts_inference" \
+      RELAY_TS_MANAGEMENT_PORT="$ts_management" RELAY_TS_METRICS_PORT="$ts_metrics" \
+      RELAY_TS_GRPC_INFERENCE_PORT="$ts_grpc_inference" RELAY_TS_GRPC_MANAGEMENT_PORT="$ts_grpc_management" \
+      "$airflow" celery worker --concurrency 1 --celery-hostname "worker-$n@%h" --skip-serve-logs \
+      >"$AIRFLOW_HOME/logs/celery-worker-$n.log" 2>&1 & pids+=($!)
+  done
+fi
 echo "${pids[*]}" >"$pid_file"
 
 until curl -sf "http://127.0.0.1:$port/api/v2/monitor/health" >/dev/null; do
@@ -64,6 +143,9 @@ password=$("$RELAY_PYTHON" -c "import json,sys; print(json.load(open(sys.argv[1]
 echo "Airflow UI: http://127.0.0.1:$port  login: $user / $password"
 echo "Trigger relay_<task> with its form (framework, epochs, precision, quantize, gate thresholds)."
 echo "Logs: $AIRFLOW_HOME/logs. Ctrl-C stops Airflow."
+if [ "$executor" = celery ]; then
+  echo "CeleryExecutor: ${RELAY_CELERY_WORKERS:-2} workers in $workers_dir, Redis on 127.0.0.1:$redis_port; runs at $RELAY_RUNS_URI"
+fi
 while true; do
   wait -n "${pids[@]}" || true
   for pid in "${pids[@]}"; do

@@ -14,8 +14,11 @@ from pathlib import Path
 from airflow.sdk.exceptions import AirflowFailException
 from airflow.sdk import DAG, Param, task
 
+from components.run_files import RunDir
+from components.settings import get_settings
 from components.spec import TaskSpec, load_spec, run_param_schemas
 from pipelines.outcome import RunOutcomeNotifier
+from pipelines.run_store import airflow_run_location, is_uri, run_at
 from pipelines.steps import RETRYABLE, STEPS, gate_failure, run_step, start_run
 
 
@@ -78,13 +81,15 @@ def _params(spec: TaskSpec, bakeoff: bool) -> dict[str, Param]:
 
 def _step_task(name: str):
     @task(task_id=name, **_retries(name))
-    def step(run_dir: str) -> str:
-        summary = run_step(name, Path(run_dir))
+    def step(run: str) -> str:
+        """``run``: the run's directory, or its URI under RELAY_RUNS_URI (stepped on a local copy)."""
+        with run_at(run, get_settings()) as run_dir:
+            summary = run_step(name, run_dir)
         print(summary)
         if summary.get("rolled_back"):  # the canary's verdict: a retry would only repeat it
             raise AirflowFailException(f"rolled back: {summary['why']}; {summary.get('previous_default')} still "
                                        "serves as default")
-        return run_dir
+        return run
 
     return step
 
@@ -117,7 +122,7 @@ def _pod_steps(spec: TaskSpec) -> dict[str, object]:
 
     # With RELAY_RUNS_URI (s3://bucket/runs) each pod downloads the run, steps it and uploads its outputs;
     # without it the pods share the relay-home volume.
-    runs_uri = os.environ.get("RELAY_RUNS_URI")
+    runs_uri = get_settings().runs_uri
     location = (["--run-uri", f"{runs_uri.rstrip('/')}/{spec.name}/{run_dir.rsplit('/', 1)[1]}"] if runs_uri
                 else ["--run-dir", run_dir])
     operators = {}
@@ -181,20 +186,30 @@ def build_dag(spec_file: Path) -> DAG:
 
         @task(task_id="data", **_retries("data"))
         def data(params: dict | None = None, run_id: str | None = None) -> str:
-            run_dir = start_run(str(spec_file), dict(params or {}), run_id=f"airflow-{run_id}")
-            print(run_step("data", run_dir))
-            return str(run_dir)
+            """Start the run (a retry resumes it) and run the data step; return where the run lives."""
+            settings = get_settings()
+            location = airflow_run_location(spec.name, run_id, settings)
+            if not is_uri(location):
+                location = str(start_run(str(spec_file), dict(params or {}), run_id=f"airflow-{run_id}"))
+            with run_at(location, settings) as run_dir:
+                if not RunDir(run_dir).spec_file.is_file():
+                    start_run(str(spec_file), dict(params or {}), run_dir=run_dir)
+                print(run_step("data", run_dir))
+            return location
 
         @task(task_id="gate", **_retries("gate"))
-        def gate(run_dir: str) -> str:
+        def gate(run: str) -> str:
             """A failed gate fails this task, so register and deploy never run (upstream_failed) and the run is
             marked failed: "nothing shipped, and why" shows in the grid, the DAG list and the failure callback,
-            not only in this log. What is served is never touched."""
-            summary = run_step("gate", Path(run_dir))
+            not only in this log. What is served is never touched. A failed gate's report is published too."""
+            with run_at(run, get_settings()) as run_dir:
+                summary = run_step("gate", run_dir)
+                # the report's place in the run, not in the local copy that is gone after the upload
+                failure = None if summary["passed"] else gate_failure(run_dir).replace(str(run_dir), run)
             print(summary)
-            if not summary["passed"]:
-                raise AirflowFailException(gate_failure(Path(run_dir)))
-            return run_dir
+            if failure:
+                raise AirflowFailException(failure)
+            return run
 
         @task.branch(task_id="route")
         def route(params: dict | None = None) -> str:

@@ -42,3 +42,11 @@ def run_dag_test(task: str, conf: dict) -> tuple[str, str, dict[str, str]]:
     dag_run = dag.test(run_conf=conf)
     states = {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
     return dag.dag_id, str(dag_run.state), states
+
+
+def worker_hostname() -> str:
+    """Airflow's hostname_callable for `make airflow EXECUTOR=celery`: each Celery worker's own name
+    (RELAY_WORKER_NAME), so the task instances say which worker ran them even when both run on one machine."""
+    import socket
+
+    return os.environ.get("RELAY_WORKER_NAME") or socket.getfqdn()

@@ -492,16 +492,26 @@ def init(path: Annotated[Path, typer.Argument(help="The new project's directory 
 
 
 @app.command()
-def airflow() -> None:
+def airflow(executor: Annotated[str, typer.Option(
+                help="local: LocalExecutor, tasks in this machine's RELAY_HOME. celery: CeleryExecutor with a Redis "
+                     "broker and Celery workers that share no disk (needs RELAY_RUNS_URI, RELAY_DVC_REMOTE and "
+                     "RELAY_REGISTRY_REMOTE).")] = "local",
+            workers: Annotated[int, typer.Option(min=1, help="Celery workers to start (celery only).")] = 2) -> None:
     """Start Airflow's servers on 127.0.0.1 with this project's DAGs and trigger forms, in the foreground
     (RELAY_AIRFLOW_PORT, default 8480). Ctrl-C stops them."""
     import os
 
     from components.settings import PROJECT_DIR, get_settings, is_source_checkout
 
+    if executor not in ("local", "celery"):
+        _fail(f"--executor {executor}: use local or celery")
+    settings = get_settings()
     script = Path(__file__).with_name("airflow-servers.sh")
-    env = {**os.environ, "RELAY_PYTHON": sys.executable,
-           "RELAY_DAGS_FOLDER": str(get_settings().dags_dir)}
+    env = {**os.environ, "RELAY_PYTHON": sys.executable, "RELAY_DAGS_FOLDER": str(settings.dags_dir),
+           "RELAY_PROJECT_DIR": str(settings.project_dir), "RELAY_AIRFLOW_EXECUTOR": executor,
+           # installed software, as the interpreter is: the Celery workers' copies of the project lack it
+           "RELAY_TFX_ENV": str(settings.tfx_env),
+           "RELAY_CELERY_WORKERS": str(workers)}
     if is_source_checkout():
         env["RELAY_PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_DIR), os.environ.get("PYTHONPATH")]))
     os.execve("/bin/bash", ["bash", str(script)], env)  # the script owns the terminal's signals from here

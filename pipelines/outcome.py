@@ -61,14 +61,16 @@ class RunOutcomeNotifier(BaseNotifier):
     def notify(self, context) -> None:
         import requests
 
-        from pipelines.steps import airflow_run_dir
+        from pipelines.run_store import airflow_run_location, run_at
 
         settings = get_settings()
         if not settings.webhook_url:
             return
         run_id = context["run_id"]  # DAG callbacks get a short context: run_id and dag, maybe no dag_run
-        run = airflow_run_dir(self.task, run_id, settings)
-        payload = {"task": self.task, "dag_id": context["dag"].dag_id, "run_id": run_id, "run_dir": str(run),
-                   **run_outcome(run)}
+        location = airflow_run_location(self.task, run_id, settings)
+        with run_at(location, settings) as run:  # reads only: nothing is uploaded back
+            outcome = run_outcome(run)
+        payload = {"task": self.task, "dag_id": context["dag"].dag_id, "run_id": run_id, "run_dir": location,
+                   **outcome}
         response = requests.post(settings.webhook_url, json=payload, timeout=10)
         response.raise_for_status()

@@ -57,6 +57,29 @@ def _reported(uri: str, doing: str, settings: Settings) -> Iterator[None]:
         raise RunStoreError(f"run store {describe_remote(uri, settings)}: {doing} failed: {reason}") from None
 
 
+def is_uri(location: str) -> bool:
+    return "://" in location
+
+
+def airflow_run_location(task: str, airflow_run_id: str, settings: Settings) -> str:
+    """Where an Airflow run of ``task`` lives: under RELAY_RUNS_URI when it is set (workers that share no disk),
+    else in the local run directory its data task starts."""
+    from pipelines.steps import airflow_run_dir
+
+    run_dir = airflow_run_dir(task, airflow_run_id, settings)
+    return f"{settings.runs_uri.rstrip('/')}/{task}/{run_dir.name}" if settings.runs_uri else str(run_dir)
+
+
+@contextmanager
+def run_at(location: str, settings: Settings) -> Iterator[Path]:
+    """The run at ``location`` as a local directory: the path itself, or a local copy of a URI (see local_run)."""
+    if not is_uri(location):
+        yield Path(location)
+        return
+    with local_run(location, settings) as local:
+        yield local
+
+
 @contextmanager
 def local_run(uri: str, settings: Settings) -> Iterator[Path]:
     """Yield a local copy of the run at ``uri``; when the block succeeds, publish what it changed back to

@@ -3,7 +3,8 @@
 #   requirements/main.in → main.lock with pip (Python 3.11; pip takes torch's CPU wheel from the machine's disk)
 #   requirements/tfx.in  → tfx.lock with uv (Python 3.10; pip backtracks for over 13 minutes on TFX)
 # Like pip-compile, main.lock's current pins are kept (as constraints) so that adding a dependency moves nothing
-# else; `UPGRADE=1 make lock` re-resolves everything to the newest versions.
+# else; `UPGRADE=1 make lock` re-resolves everything to the newest versions, and `UPGRADE_PACKAGES="a b" make lock`
+# frees only those (pip-compile's --upgrade-package), e.g. to move a pin that a new requirement contradicts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scratch=$(mktemp -d)
@@ -14,6 +15,10 @@ constraints=()
 if [ "${UPGRADE:-0}" != 1 ] && [ -f requirements/main.lock ]; then
   # name==version lines only: pip refuses hashes in a constraints file, and torch's local +cpu build is on disk.
   grep -E '^[A-Za-z0-9_.-]+==[^ ]+' requirements/main.lock | sed 's/ *\\$//' > "$scratch/pins.txt"
+  for package in ${UPGRADE_PACKAGES:-}; do
+    grep -viE "^${package}==" "$scratch/pins.txt" > "$scratch/pins.kept" || true
+    mv "$scratch/pins.kept" "$scratch/pins.txt"
+  done
   constraints=(-c "$scratch/pins.txt")
 fi
 # The shim builds without isolation: it needs setuptools' bdist_wheel, which the venv's bundled setuptools lacks.

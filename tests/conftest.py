@@ -49,13 +49,15 @@ def make_settings(home: Path, **extra) -> Settings:
 
 
 # The fast tier (`make test-fast`, `pytest -m "not slow"`) leaves out whatever trains a model, starts Airflow,
-# TorchServe or another server, or runs TFX: the e2e tests, the tests that use a trained run, and those marked.
+# TorchServe or another server (S3), or runs TFX: the e2e tests, the tests that use a trained run or a server, and
+# those marked.
 TRAINING_FIXTURES = {"trained_run", "keras_run"}
+SERVER_FIXTURES = {"local_s3"}
 
 
 def pytest_collection_modifyitems(items):
     for item in items:
-        if item.get_closest_marker("e2e") or TRAINING_FIXTURES & set(item.fixturenames):
+        if item.get_closest_marker("e2e") or (TRAINING_FIXTURES | SERVER_FIXTURES) & set(item.fixturenames):
             item.add_marker(pytest.mark.slow)
 
 

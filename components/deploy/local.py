@@ -141,7 +141,9 @@ def deploy_local(spec: TaskSpec, version: str, data_dir: Path, settings: Setting
     previous = served_default(settings, name)
     if previous is not None and model_version.served(previous) != server.default_version(name):
         previous = None  # the recorded default could not be restored; nothing older is live
-    install_version(server, ModelRegistry(settings), name, version)
+    # ensure(): this machine's clone of the registry brought up to date with its remote, which another machine's
+    # register step pushed the version to
+    install_version(server, ModelRegistry(settings).ensure(), name, version)
 
     paths, label_index = split_files(data_dir, "test", spec.dataset.classes)
     labels = [spec.dataset.classes[i] for i in label_index]

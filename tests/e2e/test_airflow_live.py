@@ -29,6 +29,7 @@ from components.deploy.local import served_default
 from components.deploy.torchserve import TorchServe
 from components.run_files import RunDir
 from pipelines.airflow_api import AirflowApiError, AirflowClient, generated_password
+from tests.e2e.make_airflow import stop_make_airflow
 from tests.conftest import PROJECT, free_ports, make_settings, settings_env
 
 pytestmark = pytest.mark.e2e
@@ -100,20 +101,7 @@ class Live:
             time.sleep(2)
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGINT)
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-        # Airflow's processes lead their own process groups (with their workers): if the script could not
-        # stop them, their groups go.
-        pid_file = self.airflow_home / "airflow-servers.pids"
-        for pid in (pid_file.read_text().split() if pid_file.is_file() else []):
-            try:
-                os.killpg(int(pid), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        stop_make_airflow(self.process, self.airflow_home)
 
     def wait_for_run(self, dag_id: str, run_id: str) -> dict:
         """Wait for the run to finish; fail unless it succeeded."""

@@ -99,3 +99,24 @@ def test_failed_gate_exits_1_and_register_refuses(cli, settings, trained_run, tm
 
     _one_line_error(cli("step", "register", "--run-dir", str(run)), "has not passed the gate", "refusing to register")
     assert ModelRegistry(settings).versions("digits") == []
+
+
+@pytest.mark.parametrize("unset, named", [("RELAY_RUNS_URI", "RELAY_RUNS_URI"), ("RELAY_DVC_REMOTE", "RELAY_DVC_REMOTE"),
+                                          ("RELAY_REGISTRY_REMOTE", "RELAY_REGISTRY_REMOTE")])
+def test_celery_workers_refuse_to_start_without_a_store_they_can_share(settings, tmp_path, unset, named):
+    """Workers that share no disk need runs and data in S3 and models in git: `relay airflow --executor celery`
+    names what is missing and starts nothing."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import PROJECT, free_ports
+
+    env = {**os.environ, **settings_env(settings), "PYTHONPATH": str(PROJECT), "AIRFLOW_HOME": str(tmp_path / "af"),
+           "RELAY_AIRFLOW_PORT": str(free_ports(1)[0]), "RELAY_RUNS_URI": "s3://relay/runs",
+           "RELAY_DVC_REMOTE": "s3://relay/dvc", "RELAY_REGISTRY_REMOTE": str(tmp_path / "registry.git")}
+    env[unset] = str(tmp_path / "a-local-path") if unset != "RELAY_REGISTRY_REMOTE" else ""
+    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "airflow", "--executor", "celery"], cwd=PROJECT,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and named in proc.stderr, proc.stderr
+    assert not (tmp_path / "af" / "airflow-servers.pids").exists()  # nothing was started
