@@ -47,14 +47,14 @@ def _reported(uri: str, doing: str, settings: Settings) -> Iterator[None]:
     """Turn a store failure into one line naming the store and saying what to do."""
     try:
         yield
-    except (OSError, ValueError) as error:
-        reason = s3_failure_reason(f"{type(error).__name__}: {error}") or f"{type(error).__name__}: {error}"
-        raise RunStoreError(f"run store {describe_remote(uri, settings)}: {doing} failed: {reason}") from None
-    except Exception as error:  # botocore's own (EndpointConnectionError, NoCredentialsError) are not OSErrors
-        reason = s3_failure_reason(f"{type(error).__name__}: {error}")
-        if reason is None:
+    except Exception as error:
+        message = f"{type(error).__name__}: {error}"
+        reason = s3_failure_reason(message)
+        # botocore's own errors (EndpointConnectionError, NoCredentialsError) are not OSErrors: known ones only
+        if reason is None and not isinstance(error, (OSError, ValueError)):
             raise
-        raise RunStoreError(f"run store {describe_remote(uri, settings)}: {doing} failed: {reason}") from None
+        raise RunStoreError(f"run store {describe_remote(uri, settings)}: {doing} failed: {reason or message}") \
+            from None
 
 
 def is_uri(location: str) -> bool:
