@@ -85,6 +85,8 @@ TARGETS = {  # key: (description, comparison, target)
                                        "(TorchScript, eager handler, defaults)", ">=", 2.0),
     "served_p99_over_p50_c32": ("Relay's served p99 over p50 at 32 clients", "<=", 2.0),
     "served_p50_ms": ("digits served p50, one client, Relay's default serving config, ms", "<=", 2.0),
+    "ddp2_vs_1": ("shapes resnet training images/s, fp32: 2 DDP ranks (torchrun, 1 thread each) over 1 process "
+                  "(all cores), same global batch; on 2 cores this is DDP's overhead", None, None),
 }
 
 
@@ -428,6 +430,38 @@ def _cpu_hog():
         hog.wait()
 
 
+def measure_distributed(home: Path, rounds: int = 2) -> dict[str, float]:
+    """Training images/s of shapes resnet (a quarter of the data, one epoch, fp32) on 1 process and on 2 torchrun
+    ranks, in alternating rounds; each side has all the machine's cores (the ranks split them)."""
+    import pandas as pd
+
+    from components.data.dataset import ensure_dataset, prepare_data
+    from components.spec import load_spec
+
+    settings = Settings(home=home)
+    spec = load_spec("shapes")
+    ensure_dataset(spec, settings)
+    data = home / "data"
+    prepare_data(spec, data, settings)
+    manifest = pd.read_csv(data / "manifest.csv", dtype={"label": str})
+    manifest.iloc[::4].to_csv(data / "manifest.csv", index=False)
+    env = _env(home)
+    rates: dict[int, list[float]] = {1: [], 2: []}
+    for _ in range(rounds):
+        for processes in rates:
+            # fp32: on a CPU without bf16 instructions, mixed precision would time bf16's emulation on both sides.
+            run = RunDir(start_run("shapes", {"epochs": 1, "processes": processes, "precision": "fp32"},
+                                   settings=settings))
+            shutil.rmtree(run.data, ignore_errors=True)
+            shutil.copytree(data, run.data)
+            threads = str(os.cpu_count() // processes)  # the launcher gives each rank its share the same way
+            subprocess.run([sys.executable, "-m", "pipelines.cli", "step", "train", "--run-dir", str(run)],
+                           env={**env, "OMP_NUM_THREADS": threads}, check=True, stdout=subprocess.DEVNULL)
+            rates[processes].append(json.loads(run.metrics.read_text())["train_loop_images_per_second"])
+    one, two = (sorted(rates[p])[len(rates[p]) // 2] for p in (1, 2))
+    return {"ddp2_vs_1": two / one, "ddp_1proc_img_s": one, "ddp_2proc_img_s": two}
+
+
 def measure_data(home: Path) -> dict[str, float]:
     """The data step on shapes: cold (empty caches) and again with nothing changed."""
     from components.data.dataset import ensure_dataset, prepare_data
@@ -652,7 +686,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--skip-demo", action="store_true", help="skip the demo timing (about a minute)")
     parser.add_argument("--only", choices=["load", "shapes", "data", "rerun", "serving", "bakeoff", "bakeoff-digits",
-                                           "models", "tensorflow", "training"],
+                                           "models", "tensorflow", "training", "distributed"],
                         help="measure one group only (results.json keeps the others)")
     args = parser.parse_args()
     figures: dict[str, float] = {}
@@ -677,6 +711,8 @@ def main() -> None:
             figures.update(measure_tensorflow(Path(tmp) / "tensorflow"))
         elif args.only == "training":
             figures.update(measure_training(Path(tmp) / "training"))
+        elif args.only == "distributed":
+            figures.update(measure_distributed(Path(tmp) / "distributed"))
         else:
             figures.update(measure_serving(Path(tmp) / "serving"))
             figures.update(measure_bakeoffs(Path(tmp) / "bakeoff"))
@@ -685,6 +721,7 @@ def main() -> None:
             figures.update(measure_eager_and_onnx(Path(tmp) / "models"))
             figures.update(measure_tensorflow(Path(tmp) / "tensorflow"))
             figures.update(measure_training(Path(tmp) / "training"))
+            figures.update(measure_distributed(Path(tmp) / "distributed"))
             figures.update(measure_load(Path(tmp) / "load"))
         if not args.skip_demo and args.only is None:
             figures.update(measure_demo(Path(tmp) / "demo"))

@@ -44,3 +44,11 @@ def process_pool() -> Iterator[ProcessPoolExecutor]:
     with main_script_hidden(), ProcessPoolExecutor(max_workers=min(os.cpu_count() or 1, 8),
                                                    mp_context=multiprocessing.get_context("forkserver")) as pool:
         yield pool
+
+
+def relay_python_path() -> str:
+    """PYTHONPATH for a child ``python -m components.…``: Relay's own source root first (it may not be
+    installed), then the caller's."""
+    from components.settings import PROJECT_DIR
+
+    return os.pathsep.join(filter(None, [str(PROJECT_DIR), os.environ.get("PYTHONPATH")]))

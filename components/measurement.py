@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from components.child_processes import relay_python_path
 from components.errors import RelayError
 from components.models import Predictor
 from components.settings import PROJECT_DIR
@@ -184,8 +185,7 @@ def time_runtimes(runtimes: list[Runtime], batches: dict[str, np.ndarray], runs:
         request = {"runtimes": [asdict(r) for r in runtimes], "batches": list(batches), "runs": runs,
                    "threads": threads.as_dict()}
         (work / "request.json").write_text(json.dumps(request))
-        python_path = os.pathsep.join(filter(None, [str(PROJECT_DIR), os.environ.get("PYTHONPATH")]))
-        env = {**os.environ, **threads.environment(), "PYTHONPATH": python_path, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        env = {**os.environ, **threads.environment(), "PYTHONPATH": relay_python_path(), "TF_CPP_MIN_LOG_LEVEL": "2"}
         done = subprocess.run([sys.executable, "-m", "components.measurement", str(work / "request.json")],
                               env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
         if done.returncode != 0:

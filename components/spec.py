@@ -146,6 +146,17 @@ class AugmentSpec(_Strict):
     random_shift: float = Field(default=0.0, ge=0, le=0.5, description="Random translation, fraction of the size.")
 
 
+class DistributedSpec(_Strict):
+    """Data-parallel training in the framework's own way (docs/operations.md, "Distributed training")."""
+
+    processes: int = Field(default=1, ge=1, le=64,
+                           description="Training processes (ranks); above 1, PyTorch trains under torchrun "
+                                       "(DistributedDataParallel), each rank taking an equal share of every global "
+                                       "batch (training.batch_size).")
+    backend: Literal["gloo", "nccl"] = Field(default="gloo", description="PyTorch's collectives: gloo on CPUs, "
+                                                                          "nccl on GPUs (training.accelerator: gpu).")
+
+
 class TrainingSpec(_Strict):
     epochs: int = Field(ge=1, le=1000, description="Passes over the training split.")
     batch_size: int = Field(default=64, ge=1)
@@ -170,6 +181,17 @@ class TrainingSpec(_Strict):
         default="mixed", description="mixed: bf16 autocast on CPU, fp16 on a GPU; fp32: full precision.")
     seed: int = 0
     accelerator: Literal["cpu", "gpu"] = Field(default="cpu", description="gpu: the training pod requests one GPU.")
+    distributed: DistributedSpec = DistributedSpec()
+
+    @model_validator(mode="after")
+    def _ranks_share_batches(self) -> TrainingSpec:
+        ranks = self.distributed.processes
+        if self.batch_size < ranks:
+            raise ValueError(f"batch_size {self.batch_size} is the global batch: it must hold at least one image per "
+                             f"rank (distributed.processes: {ranks})")
+        if self.distributed.backend == "nccl" and self.accelerator != "gpu":
+            raise ValueError("distributed.backend nccl runs on GPUs only: set accelerator: gpu, or use gloo on CPUs")
+        return self
 
 
 class OptimizeSpec(_Strict):
@@ -300,6 +322,14 @@ class TaskSpec(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _distributed_framework(self) -> TaskSpec:
+        if self.training.distributed.processes > 1 and self.framework != "pytorch":
+            raise ValueError("training.distributed.processes above 1 trains PyTorch models only so far "
+                             "(TensorFlow's MultiWorkerMirroredStrategy is not wired yet): use framework pytorch, or "
+                             "processes: 1")
+        return self
+
+    @model_validator(mode="after")
     def _classes_unique(self) -> TaskSpec:
         if len(set(self.dataset.classes)) != len(self.dataset.classes):
             raise ValueError("dataset.classes has duplicates")
@@ -325,6 +355,7 @@ OVERRIDABLE = {
     "model": ("model", "name"),
     "epochs": ("training", "epochs"),
     "precision": ("training", "precision"),
+    "processes": ("training", "distributed", "processes"),
     "quantize": ("optimize", "quantize"),
     "max_accuracy_drop_pp": ("gate", "max_accuracy_drop_pp"),
     "min_agreement": ("gate", "min_agreement"),

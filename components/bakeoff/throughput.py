@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from components.child_processes import relay_python_path
 from components.errors import RelayError
 from components.machine import LoadMeter, tree_cpu_seconds
 from components.measurement import ThreadSettings, with_interval
@@ -55,8 +56,7 @@ class _Child:
         request = work / "request.json"
         request.write_text(json.dumps({"spec": spec.model_dump(mode="json"), "data_dir": str(data_dir)}))
         self.log = work / "child.log"
-        python_path = os.pathsep.join(filter(None, [str(PROJECT_DIR), os.environ.get("PYTHONPATH")]))
-        env = {**os.environ, **threads.environment(), "PYTHONPATH": python_path}
+        env = {**os.environ, **threads.environment(), "PYTHONPATH": relay_python_path()}
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen([sys.executable, "-m", "components.bakeoff.throughput", str(request)],
                                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=env,

@@ -17,6 +17,10 @@ TRAINING_SETTINGS = {
 
 
 def train(spec, data_dir: Path, out_dir: Path):
+    if spec.training.distributed.processes > 1:
+        from components.train.torchrun import train_distributed
+
+        return train_distributed(spec, data_dir, out_dir)
     from components.train.torch_train import train as train_torch
 
     return train_torch(spec, data_dir, out_dir)

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from components.atomic import atomic_dir, atomic_file
@@ -42,25 +45,62 @@ class _Batches(Dataset):
                 torch.from_numpy(self.split.labels[picked]))
 
 
-class _EpochBatches(Sampler):
-    """The batches of one epoch, in ``epoch_order``: set the epoch before iterating."""
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place among a distributed training's processes (torchrun's RANK, WORLD_SIZE and
+    LOCAL_RANK); one process by default. Rank 0 alone evaluates, writes and decides."""
 
-    def __init__(self, count: int, batch_size: int, seed: int | None):
-        self.count, self.batch_size, self.seed, self.epoch = count, batch_size, seed, 0
+    rank: int = 0
+    world: int = 1
+    local: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def decided(self, value):
+        """Rank 0's ``value``, on every rank (what the others pass is ignored)."""
+        if self.world == 1:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def summed(self, *values: float) -> list[float]:
+        """Each value summed over the ranks."""
+        if self.world == 1:
+            return list(values)
+        total = torch.tensor(values, dtype=torch.float64)
+        dist.all_reduce(total)
+        return total.tolist()
+
+
+class _EpochBatches(Sampler):
+    """This rank's batches of one epoch: each global batch of ``epoch_order``, split evenly between the ranks,
+    so N ranks see the same global batches as one process does. (torch's DistributedSampler deals each rank
+    every N-th image of its own permutation instead.) A last global batch with fewer images than ranks is left
+    out on every rank. Set the epoch before iterating."""
+
+    def __init__(self, count: int, batch_size: int, seed: int | None, ranks: Ranks = Ranks()):
+        self.count, self.batch_size, self.seed, self.ranks, self.epoch = count, batch_size, seed, ranks, 0
 
     def __iter__(self):
         order = np.arange(self.count) if self.seed is None else epoch_order(self.count, self.seed, self.epoch)
-        return iter([order[i:i + self.batch_size] for i in range(0, self.count, self.batch_size)])
+        batches = (order[i:i + self.batch_size] for i in range(0, self.count, self.batch_size))
+        return iter([np.array_split(batch, self.ranks.world)[self.ranks.rank] for batch in batches
+                     if len(batch) >= self.ranks.world])
 
     def __len__(self) -> int:
-        return -(-self.count // self.batch_size)
+        return self.count // self.batch_size + (self.count % self.batch_size >= self.ranks.world)
 
 
 def _loader(source: ImageSource, split: Split, batch_size: int, workers: int = 0,
-            seed: int | None = None) -> DataLoader:
-    """Batches of ``split``, shuffled per epoch when ``seed`` is given; workers persist across epochs."""
-    return DataLoader(_Batches(source, split), sampler=_EpochBatches(len(split), batch_size, seed), batch_size=None,
-                      num_workers=workers, persistent_workers=workers > 0, prefetch_factor=4 if workers else None,
+            seed: int | None = None, ranks: Ranks = Ranks()) -> DataLoader:
+    """Batches of ``split`` (this rank's share of them), shuffled per epoch when ``seed`` is given; workers
+    persist across epochs."""
+    return DataLoader(_Batches(source, split), sampler=_EpochBatches(len(split), batch_size, seed, ranks),
+                      batch_size=None, num_workers=workers, persistent_workers=workers > 0,
+                      prefetch_factor=4 if workers else None,
                       multiprocessing_context="forkserver" if workers else None)
 
 
@@ -169,30 +209,36 @@ def _evaluate(model: nn.Module, loader: DataLoader, normalize: Normalizer, devic
 
 
 class _Training:
-    """What one training of ``spec`` runs on: its data, a fresh model (channels_last), optimizer, loss and
-    grad scaler, and one optimizer step. ``train`` runs epochs of it; ``TrainingRounds`` times steps of it."""
+    """What one training of ``spec`` runs on: its data, a fresh model (channels_last; wrapped in
+    DistributedDataParallel on several ranks), optimizer, loss and grad scaler, one optimizer step and one
+    epoch. ``train`` runs epochs of it; ``TrainingRounds`` times steps of it."""
 
-    def __init__(self, spec: TaskSpec, data_dir: Path):
+    def __init__(self, spec: TaskSpec, data_dir: Path, ranks: Ranks = Ranks()):
         cfg = self.cfg = spec.training
+        self.ranks = ranks
         torch.manual_seed(cfg.seed)
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = torch.device("cuda", ranks.local) if torch.cuda.is_available() else torch.device("cpu")
         self.arch = Architecture.from_spec(spec)
         self.source, self.splits = open_run_data(data_dir, spec.dataset.classes, cfg.cache == "decoded")
         self.normalize = Normalizer(self.source.prep, self.device)
         # channels_last: oneDNN's convolutions run ~40% faster on NHWC (measured here, bf16 and fp32).
-        self.model = build_torch_model(self.arch).to(self.device, memory_format=torch.channels_last)
-        self.fine_tune = (load_checkpoint_weights(self.model, Path(spec.model.checkpoint))
+        self.net = build_torch_model(self.arch).to(self.device, memory_format=torch.channels_last)
+        self.fine_tune = (load_checkpoint_weights(self.net, Path(spec.model.checkpoint))
                           if spec.model.init == "checkpoint" else None)
-        self.optimizer = _optimizer(self.model, spec)
+        # DDP copies rank 0's weights to every rank here, and averages the gradients in backward(). BatchNorm
+        # stays per rank: SyncBatchNorm refuses CPU tensors (torch 2.13, gloo), so each rank normalizes its share.
+        devices = [ranks.local] if self.device.type == "cuda" else None
+        self.model = DistributedDataParallel(self.net, device_ids=devices) if ranks.world > 1 else self.net
+        self.optimizer = _optimizer(self.net, spec)
         weights = class_weights(self.splits["train"].labels, self.arch.num_classes, cfg.class_weights)
         self.loss_fn = nn.CrossEntropyLoss(weight=torch.from_numpy(weights).to(self.device),
                                            label_smoothing=cfg.label_smoothing)
         # GradScaler guards fp16 gradients against underflow; bf16 has fp32's range and needs none.
         self.scaler = torch.amp.GradScaler(self.device.type,
                                            enabled=cfg.precision == "mixed" and self.device.type == "cuda")
-        self.steps_per_epoch = -(-len(self.splits["train"]) // cfg.batch_size)
+        self.train_loader = _loader(self.source, self.splits["train"], cfg.batch_size, cfg.workers, cfg.seed, ranks)
+        self.steps_per_epoch = len(self.train_loader.sampler)
         self.total_steps = self.steps_per_epoch * cfg.epochs
-        self.train_loader = _loader(self.source, self.splits["train"], cfg.batch_size, cfg.workers, cfg.seed)
 
     def step(self, pixels: torch.Tensor, target: torch.Tensor, step: int,
              generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -216,28 +262,65 @@ class _Training:
         self.scaler.update()
         return loss, logits
 
+    def epoch(self, epoch: int) -> tuple[dict[str, float], int]:
+        """Train one epoch (0-based), this rank's share of it; the train loss and accuracy over all ranks, and
+        the number of images all ranks trained on."""
+        self.model.train()
+        # Rank 0 draws what one process draws, so a 1-rank run repeats an undistributed one.
+        generator = torch.Generator().manual_seed((self.cfg.seed * 100_003 + epoch) * self.ranks.world
+                                                  + self.ranks.rank)
+        self.train_loader.sampler.epoch = epoch
+        loss_sum, correct, seen = 0.0, 0, 0
+        for step, (pixels, target) in enumerate(self.train_loader):
+            loss, logits = self.step(pixels, target, epoch * self.steps_per_epoch + step, generator)
+            loss_sum += float(loss.detach()) * len(target)
+            correct += int((logits.argmax(1).cpu() == target).sum())
+            seen += len(target)
+        loss_sum, correct, seen = self.ranks.summed(loss_sum, correct, seen)
+        return {"train_loss": loss_sum / seen, "train_accuracy": correct / seen}, int(seen)
+
+
+def _resume(run: _Training, checkpoints: Checkpoints):
+    """The training state to go on from, on every rank: rank 0 reads its last checkpoint (or starts afresh)
+    and hands it to the others, so ranks on machines that share no disk resume alike."""
+    state, saved = None, None
+    if run.ranks.main:
+        state = checkpoints.resume()
+        if state is not None:
+            saved = torch.load(checkpoints.last(state), map_location="cpu", weights_only=True)
+            state.resumed_from = state.epochs_done
+        else:
+            state = checkpoints.fresh()
+    state, saved = run.ranks.decided((state, saved))
+    if saved is not None:
+        run.net.load_state_dict(saved["model"])
+        run.optimizer.load_state_dict(saved["optimizer"])
+        run.scaler.load_state_dict(saved["scaler"])
+    return state
+
 
 @main_script_hidden()  # the DataLoader's forkserver workers must not re-run an Airflow task's main script
-def train(spec: TaskSpec, data_dir: Path, out_dir: Path):
+def train(spec: TaskSpec, data_dir: Path, out_dir: Path, ranks: Ranks = Ranks()):
     """Train ``spec``'s model; write weights, architecture, preprocessing, metrics, dvclive logs and test
-    reports to ``out_dir``. A training killed after an epoch resumes from its checkpoint."""
+    reports to ``out_dir``. A training killed after an epoch resumes from its checkpoint.
+
+    On several ranks (``components.train.torchrun``) every rank calls this; rank 0 alone evaluates, writes
+    checkpoints and publishes, and returns the result (the others return None)."""
     from components.train import TrainResult
 
     cfg = spec.training
-    run = _Training(spec, data_dir)
-    model, device, normalize, source, splits = run.model, run.device, run.normalize, run.source, run.splits
+    run = _Training(spec, data_dir, ranks)
+    model, device, normalize, source, splits = run.net, run.device, run.normalize, run.source, run.splits
     info = read_data_info(data_dir)
 
     checkpoints = Checkpoints(out_dir, spec, info["dataset_version"], ".pt")
-    state = checkpoints.resume()
-    if state is not None:
-        saved = torch.load(checkpoints.last(state), map_location=device, weights_only=True)
-        model.load_state_dict(saved["model"])
-        run.optimizer.load_state_dict(saved["optimizer"])
-        run.scaler.load_state_dict(saved["scaler"])
-        state.resumed_from = state.epochs_done
-    else:
-        state = checkpoints.fresh()
+    state = _resume(run, checkpoints)
+    if not ranks.main:
+        for epoch in range(state.epochs_done, cfg.epochs):
+            run.epoch(epoch)
+            if ranks.decided(None):
+                break
+        return None
 
     val_loader = _loader(source, splits["val"], 256)
     params = {"framework": "pytorch", "device": device.type, "model": spec.model.model_dump(),
@@ -249,28 +332,19 @@ def train(spec: TaskSpec, data_dir: Path, out_dir: Path):
         if note := precision_note(cfg.precision, device.type == "cuda"):
             log.note(note)
         for epoch in range(state.epochs_done, cfg.epochs):
-            model.train()
-            generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-            run.train_loader.sampler.epoch = epoch
-            loss_sum, correct, seen = 0.0, 0, 0
             loop_started = time.perf_counter()
-            for step, (pixels, target) in enumerate(run.train_loader):
-                loss, logits = run.step(pixels, target, epoch * run.steps_per_epoch + step, generator)
-                loss_sum += float(loss.detach()) * len(target)
-                correct += int((logits.argmax(1).cpu() == target).sum())
-                seen += len(target)
+            metrics, seen = run.epoch(epoch)
             loop_seconds += time.perf_counter() - loop_started
             loop_images += seen
             val_accuracy, val_loss, _, _ = _evaluate(model, val_loader, normalize, device, cfg.precision)
-            metrics = {"train_loss": loss_sum / seen, "train_accuracy": correct / seen, "val_loss": val_loss,
-                       "val_accuracy": val_accuracy}
+            metrics = {**metrics, "val_loss": val_loss, "val_accuracy": val_accuracy}
             state.record(epoch, {**metrics, "elapsed_seconds": round(time.perf_counter() - started, 3)})
             with atomic_file(checkpoints.last(state), "wb") as handle:
                 torch.save({"model": model.state_dict(), "optimizer": run.optimizer.state_dict(),
                             "scaler": run.scaler.state_dict()}, handle)
             log.epoch(epoch, metrics)
             checkpoints.save_state(state)
-            if state.should_stop(cfg.early_stopping_patience):
+            if ranks.decided(state.should_stop(cfg.early_stopping_patience)):
                 break
         seconds = time.perf_counter() - started
         model.load_state_dict(torch.load(checkpoints.best(state), map_location=device, weights_only=True)["model"])
@@ -284,6 +358,8 @@ def train(spec: TaskSpec, data_dir: Path, out_dir: Path):
             publish_common(tmp, spec, run.arch, source.prep, splits, state, log, (test_accuracy, truth, predicted),
                            seconds, run.fine_tune, {
                                "framework": "pytorch", "device": device.type,
+                               "distributed": {"processes": ranks.world, "backend": cfg.distributed.backend}
+                               if ranks.world > 1 else None,
                                "train_loop_images_per_second": loop_images / loop_seconds if loop_seconds else None,
                                "parameters": sum(p.numel() for p in model.parameters())})
     checkpoints.remove()

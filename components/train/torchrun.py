@@ -1,0 +1,130 @@
+"""Distributed PyTorch training under torchrun (``training.distributed.processes`` > 1).
+
+``train_distributed`` starts ``python -m torch.distributed.run`` (torchrun) with one process per rank, each
+running this module's ``main``: DistributedDataParallel over gloo (CPUs) or nccl (GPUs), as
+``components.train.torch_train.train`` does it. Rank 0 alone writes checkpoints and the published model
+(atomically), so a rank that dies leaves the last finished epoch's checkpoint and nothing published; torchrun
+then stops the other ranks, and the step fails with one line. Rerunning it resumes every rank from the checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+from collections import deque
+from pathlib import Path
+
+from components.child_processes import relay_python_path
+from components.errors import RelayError
+from components.settings import free_ports
+from components.spec import TaskSpec
+
+# A rank's own error (a RelayError) is printed after this prefix, so the launcher can repeat it.
+RANK_ERROR = "relay rank error: "
+
+
+def torchrun_command(spec_file: Path, data_dir: Path, out_dir: Path, processes: int, port: int) -> list[str]:
+    """torchrun on this machine: ``processes`` ranks, a static rendezvous on 127.0.0.1:``port``, no restarts (a
+    failed rank fails the step; the rerun resumes from the checkpoint)."""
+    return [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", f"--nproc-per-node={processes}",
+            "--max-restarts=0", "--master-addr=127.0.0.1", f"--master-port={port}", "--local-addr=127.0.0.1",
+            "-m", "components.train.torchrun", str(spec_file), str(data_dir), str(out_dir)]
+
+
+def _rank_environment(processes: int) -> dict[str, str]:
+    """The ranks' threads split this machine's cores, whatever the user's shell sets (torch takes its intra-op
+    threads from OMP_NUM_THREADS); gloo stays on loopback."""
+    threads = str(max(1, (os.cpu_count() or 1) // processes))
+    return {**os.environ, "OMP_NUM_THREADS": threads, "GLOO_SOCKET_IFNAME": "lo", "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": relay_python_path()}
+
+
+def failure_line(output: str, processes: int, checkpoint_note: str) -> str:
+    """One line for a failed torchrun, from its output: a rank's own error, or which rank died and how."""
+    own = [line.split(RANK_ERROR, 1)[1] for line in output.splitlines() if RANK_ERROR in line]
+    if own:
+        return own[-1]
+    # torchrun's summary names the first failed rank ("rank : 1 (local_rank: 1)", "exitcode : -9 (pid: ...)")
+    # and, for a signal, "Signal 9 (SIGKILL) received by PID ...".
+    cause = output.rsplit("Root Cause", 1)[-1]
+    rank = re.search(r"rank\s*:\s*(\d+)", cause)
+    code = re.search(r"exitcode\s*:\s*(-?\d+)", cause)
+    signal = re.search(r"Signal \d+ \((SIG\w+)\)", cause)
+    who = f"rank {rank.group(1)} of {processes}" if rank else f"a rank of {processes}"
+    how = (f"was killed by {signal.group(1)}" if signal else
+           f"exited with code {code.group(1)}" if code else "failed")
+    return f"training.distributed: {who} {how}; nothing was published; {checkpoint_note}"
+
+
+def _checkpoint_note(out_dir: Path) -> str:
+    from components.run_files import CHECKPOINTS
+    from components.train.common import Checkpoints
+
+    state = out_dir.parent / CHECKPOINTS / Checkpoints.STATE
+    if state.is_file():
+        done = json.loads(state.read_text()).get("epochs_done", 0)
+        return f"rerun the train step to resume all ranks after epoch {done}"
+    return "no epoch had finished: a rerun starts over"
+
+
+def train_distributed(spec: TaskSpec, data_dir: Path, out_dir: Path):
+    """Train ``spec`` on ``training.distributed.processes`` ranks under torchrun; the result rank 0 published."""
+    from components.run_files import METRICS
+    from components.train import TrainResult
+    from components.train.loader import open_run_data
+
+    processes = spec.training.distributed.processes
+    # The decoded cache is built here once, so the ranks do not each decode the dataset into it.
+    open_run_data(data_dir, spec.dataset.classes, spec.training.cache == "decoded")
+    with tempfile.TemporaryDirectory(prefix="relay-torchrun-") as scratch:
+        spec_file = Path(scratch) / "spec.json"
+        spec_file.write_text(spec.model_dump_json())
+        command = torchrun_command(spec_file, data_dir, out_dir, processes, free_ports(1)[0])
+        process = subprocess.Popen(command, env=_rank_environment(processes), stderr=subprocess.PIPE, text=True)
+        tail: deque[str] = deque(maxlen=400)
+
+        def relay_errors() -> None:  # the ranks' stderr reaches the user as it comes, and is kept for the summary
+            for line in process.stderr:
+                sys.stderr.write(line)
+                tail.append(line)
+
+        reader = threading.Thread(target=relay_errors, daemon=True)
+        reader.start()
+        code = process.wait()
+        reader.join()
+    if code != 0:
+        raise RelayError(failure_line("".join(tail), processes, _checkpoint_note(out_dir)))
+    metrics = json.loads((out_dir / METRICS).read_text())
+    return TrainResult(out_dir, "pytorch", metrics["test_accuracy"], metrics["train_seconds"])
+
+
+def main(argv: list[str]) -> int:
+    """One rank (run by torchrun): join the process group, train, leave it."""
+    import torch
+    import torch.distributed as dist
+
+    from components.train.torch_train import Ranks, train
+
+    spec_file, data_dir, out_dir = argv
+    spec = TaskSpec.model_validate_json(Path(spec_file).read_text())
+    ranks = Ranks(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"]))
+    if spec.training.distributed.backend == "nccl":
+        torch.cuda.set_device(ranks.local)
+    dist.init_process_group(spec.training.distributed.backend)
+    try:
+        train(spec, Path(data_dir), Path(out_dir), ranks)
+    except RelayError as error:
+        print(f"{RANK_ERROR}{error}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
