@@ -20,6 +20,7 @@ from components.spec import TaskSpec, load_spec, run_param_schemas
 from pipelines.outcome import RunOutcomeNotifier
 from pipelines.run_store import airflow_run_location, is_uri, run_at
 from pipelines.steps import RETRYABLE, STEPS, gate_failure, run_step, start_run
+from pipelines.train_job import train_job_name
 
 
 def _retries(step: str) -> dict:
@@ -94,9 +95,10 @@ def _step_task(name: str):
     return step
 
 
-def _pod_steps(spec: TaskSpec) -> dict[str, object]:
+def _pod_steps(spec: TaskSpec) -> dict[str, tuple[object, object]]:
     """RELAY_EXECUTION=kubernetes: every step is a pod running the exact CLI command `relay step NAME ...`
-    in the worker image. Run directories live on a shared volume mounted at RELAY_HOME in every pod."""
+    in the worker image, or (train, with training.distributed.processes > 1) a Kubeflow TrainJob running it.
+    Each step's first and last task. Run directories live on S3 (RELAY_RUNS_URI) or a shared volume."""
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
     from kubernetes.client import models as k8s
 
@@ -125,21 +127,70 @@ def _pod_steps(spec: TaskSpec) -> dict[str, object]:
     runs_uri = get_settings().runs_uri
     location = (["--run-uri", f"{runs_uri.rstrip('/')}/{spec.name}/{run_dir.rsplit('/', 1)[1]}"] if runs_uri
                 else ["--run-dir", run_dir])
+    namespace = os.environ.get("RELAY_K8S_NAMESPACE", "relay")
+    image = os.environ.get("RELAY_WORKER_IMAGE", "relay-worker:0.1.0")
     operators = {}
     for step in STEPS:
         arguments = ["step", step, *location]
         if step == "data":
             # Every run parameter, as one JSON object that the spec model validates in the pod.
             arguments += ["--task", spec.name, "--params", "{{ params.dump() | tojson }}"]
-        operators[step] = KubernetesPodOperator(
-            task_id=step, name=f"relay-{spec.name}-{step}", namespace=os.environ.get("RELAY_K8S_NAMESPACE", "relay"),
-            image=os.environ.get("RELAY_WORKER_IMAGE", "relay-worker:0.1.0"), cmds=["relay"], arguments=arguments,
+        if step == "train" and spec.training.distributed.processes > 1:
+            plain = k8s.V1PodSecurityContext(run_as_non_root=True, run_as_user=10001)
+            operators[step] = _train_job_tasks(spec, namespace, image, arguments, env, security, plain, volume, mount)
+            continue
+        pod = KubernetesPodOperator(
+            task_id=step, name=f"relay-{spec.name}-{step}", namespace=namespace,
+            image=image, cmds=["relay"], arguments=arguments,
             env_vars=env, volumes=[volume], volume_mounts=[mount], container_resources=resources(step),
             container_security_context=security, service_account_name="relay-worker",
             # `relay step gate` exits 1 when the gate fails: the pod task fails (no retry), so register and
             # deploy never run and the run is marked failed, as in the local DAG.
             get_logs=True, on_finish_action="delete_succeeded_pod", **_retries(step))
+        operators[step] = (pod, pod)
     return operators
+
+
+def _train_job_tasks(spec: TaskSpec, namespace: str, image: str, arguments: list[str], env, security, pod_security,
+                     volume, mount) -> tuple[object, object]:
+    """The train step as a Kubeflow TrainJob (pipelines.train_job): created by the cncf.kubernetes provider's
+    KubernetesCreateResourceOperator, then watched until it completes or fails (a rescheduling sensor)."""
+    import yaml
+    from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+    from airflow.providers.cncf.kubernetes.operators.resource import KubernetesCreateResourceOperator
+    from kubernetes.client import ApiClient
+
+    from components.errors import RelayError
+    from pipelines.train_job import GROUP, PLURAL, VERSION, train_job, train_job_finished, validate_train_job
+
+    as_json = ApiClient().sanitize_for_serialization
+
+    def manifest(name: str) -> dict:
+        return train_job(spec, name, namespace, image, arguments, as_json(env), as_json(security),
+                         as_json(pod_security), [as_json(volume)], [as_json(mount)], "relay-worker")
+
+    # A bad manifest fails the DAG's import, not a run; the name of each run's TrainJob is rendered from its run id.
+    validate_train_job(manifest(train_job_name(spec.name, "")), f"the train step's TrainJob for {spec.name}")
+    templated = yaml.safe_dump(manifest("{{ run_id | train_job_name }}"), sort_keys=False)
+    create = KubernetesCreateResourceOperator(task_id="train", yaml_conf=templated,
+                                              custom_resource_definition=True, namespace=namespace, retries=0)
+
+    @task.sensor(task_id="train_finished", poke_interval=30, timeout=48 * 3600, mode="reschedule")
+    def train_finished(run_id: str | None = None) -> bool:
+        """Whether the run's TrainJob has completed; its failure fails the run in one line."""
+        from pipelines.train_job import train_job_name
+
+        name = train_job_name(spec.name, run_id)
+        job = KubernetesHook().get_custom_object(group=GROUP, version=VERSION, plural=PLURAL, name=name,
+                                                 namespace=namespace)
+        try:
+            return train_job_finished(job.get("status") or {}, name)
+        except RelayError as failed:
+            raise AirflowFailException(str(failed)) from None
+
+    watch = train_finished()
+    create >> watch
+    return create, watch
 
 
 def build_dag(spec_file: Path) -> DAG:
@@ -163,6 +214,7 @@ def build_dag(spec_file: Path) -> DAG:
         on_success_callback=RunOutcomeNotifier(spec.name),
         on_failure_callback=RunOutcomeNotifier(spec.name),
         tags=["relay", spec.name],
+        user_defined_filters={"train_job_name": lambda run_id: train_job_name(spec.name, run_id)},
         doc_md=f"Relay training pipeline for `{spec.name}` (spec: `{spec_file.name}`). "
                "The gate decides whether register and deploy run: a failed gate fails its task and the run.",
     ) as dag:
@@ -179,9 +231,9 @@ def build_dag(spec_file: Path) -> DAG:
 
         if execution == "kubernetes":
             pods = _pod_steps(spec)
-            on_time() >> pods["data"]
+            on_time() >> pods["data"][0]
             for upstream, downstream in zip(STEPS, STEPS[1:]):
-                pods[upstream] >> pods[downstream]
+                pods[upstream][1] >> pods[downstream][0]
             return dag
 
         @task(task_id="data", **_retries("data"))

@@ -94,12 +94,16 @@ def spec_for(spec, dataset: Path, **changes):
     data["dataset"]["path"] = str(dataset)
     data["dataset"]["min_per_class"] = 5
     for dotted, value in changes.items():
-        node = data
-        *parents, leaf = dotted.split(".")
-        for part in parents:
-            node = node[part]
-        node[leaf] = value
+        set_nested(data, dotted, value)
     return parse_spec(data)
+
+
+def set_nested(data: dict, dotted: str, value) -> None:
+    """``data["a"]["b"] = value`` for ``dotted`` "a.b"."""
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        data = data[part]
+    data[leaf] = value
 
 
 @pytest.fixture(scope="session")
@@ -238,3 +242,26 @@ def s3_env(local_s3, monkeypatch):
     for name, value in local_s3.env().items():
         monkeypatch.setenv(name, value)
     return local_s3.env()
+
+
+def train_job_of_dag(spec_dir: Path, run_id: str, **spec_changes) -> dict:
+    """The TrainJob that the pod-mode DAG of digits (with ``training.distributed.processes: 2`` and the nested
+    ``spec_changes``) creates for ``run_id``, rendered as Airflow renders its template."""
+    from unittest import mock
+
+    import yaml
+
+    from pipelines.airflow_dag import build_dag
+
+    spec = yaml.safe_load((PROJECT / "pipelines" / "specs" / "digits.yaml").read_text())
+    spec["training"]["distributed"] = {"processes": 2}
+    for dotted, value in spec_changes.items():
+        set_nested(spec, dotted, value)
+    path = spec_dir / "digits.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    environment = {"RELAY_EXECUTION": "kubernetes", "RELAY_RUNS_URI": "s3://relay/runs",
+                   "RELAY_WORKER_IMAGE": "registry.example/relay-worker@sha256:" + "ab" * 32}
+    with mock.patch.dict(os.environ, environment):
+        dag = build_dag(path)
+    create = dag.get_task("train")
+    return yaml.safe_load(dag.get_template_env().from_string(create.yaml_conf).render(run_id=run_id, params={}))

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import PROJECT
+from tests.conftest import PROJECT, train_job_of_dag
 
 K8S = PROJECT / "infra" / "k8s"
 TERRAFORM_DIR = PROJECT / "infra" / "terraform"
@@ -43,7 +43,27 @@ def rendered_manifests(scratch: Path) -> dict[str, str]:
     texts = {env: kustomize(K8S / "overlays" / env) for env in OVERLAYS}
     texts["staging-tfserving"] = kustomize(tfserving_overlay(scratch / "staging-tfserving"))
     texts["workers"] = kustomize(K8S / "workers")
+    spec_dir = scratch / "trainjob-spec"
+    spec_dir.mkdir()
+    texts["trainjob-node"] = yaml.safe_dump(train_job_node_pod(train_job_of_dag(spec_dir, "scheduled__2026-12-01",
+                                                                                **{"training.accelerator": "gpu"})))
     return texts
+
+
+def train_job_node_pod(train_job: dict) -> dict:
+    """The pod a TrainJob's node runs, as far as Relay sets it: the runtime patch's pod, with the trainer's image,
+    command, arguments, environment and resources in its container. checkov has no TrainJob checks, so this is
+    what it scans (Kubeflow Trainer's torch runtime adds its own PET_* environment and the rendezvous)."""
+    trainer = train_job["spec"]["trainer"]
+    (patch,) = train_job["spec"]["runtimePatches"]
+    (job,) = patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]
+    pod = job["template"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    container = {**container, "image": trainer["image"], "command": trainer["command"], "args": trainer["args"],
+                 "env": trainer["env"], "resources": trainer["resourcesPerNode"]}
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": f"{train_job['metadata']['name']}-node-0-0", "namespace": "relay"},
+            "spec": {**pod, "containers": [container], "restartPolicy": "Never"}}
 
 
 @dataclass(frozen=True)

@@ -144,8 +144,8 @@ def test_pod_mode_hands_every_form_value_to_the_data_pod_as_one_json_argument(mo
     dag = build_dag(spec_path("digits"))
     arguments = dag.get_task("data").arguments
     flag = arguments.index("--params")
-    typed = {"framework": "tensorflow", "model": "small_cnn", "epochs": 3, "precision": "fp32", "quantize": "int8",
-             "max_accuracy_drop_pp": 0.25, "min_agreement": 0.9, "min_accuracy": 0.5, "champion_tolerance_pp": 2.0}
+    typed = {"framework": "tensorflow", "model": "small_cnn", "epochs": 3, "precision": "fp32", "processes": 1,
+             "quantize": "int8", "max_accuracy_drop_pp": 0.25, "min_agreement": 0.9, "min_accuracy": 0.5, "champion_tolerance_pp": 2.0}
     params = ParamsDict(dict(dag.params.items()))
     params.update(typed)
     rendered = dag.get_template_env().from_string(arguments[flag + 1]).render(params=params)
