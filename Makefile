@@ -19,8 +19,11 @@ setup:  ## Build (or reuse) the pinned Python environment; seconds when nothing 
 demo: setup  ## Run the digits DAG through Airflow and leave the model served by TorchServe
 	@scripts/demo.sh
 
-test: setup  ## Run the whole test suite (unit, data, model and end-to-end DAG tests)
-	$(PY) -m pytest --durations=20
+# Test processes (pytest-xdist), each taking whole files: a module's servers and its tests' order stay together.
+TEST_PROCESSES ?= 2
+
+test: setup  ## Run the whole test suite (unit, data, model and end-to-end DAG tests); TEST_PROCESSES=2
+	$(PY) -m pytest -n $(TEST_PROCESSES) --dist loadfile --durations=20
 
 test-fast: setup  ## Run the unit and contract tests (no training, no Airflow, no TorchServe): a few minutes
 	$(PY) -m pytest -m "not slow" --durations=10
