@@ -31,6 +31,11 @@ def _cpuinfo() -> tuple[str, frozenset[str]]:
     return model, frozenset(flags)
 
 
+def cpu_flags() -> frozenset[str]:
+    """The CPU's instruction-set flags (as /proc/cpuinfo names them)."""
+    return _cpuinfo()[1]
+
+
 def cpu_has_bf16() -> bool:
     """Whether the CPU computes in bf16 natively (AVX512-BF16 or AMX-BF16); without, bf16 is emulated."""
     return bool({"avx512_bf16", "amx_bf16"} & _cpuinfo()[1])
