@@ -164,10 +164,19 @@ def test_killed_training_resumes_from_its_last_checkpoint(trained_run, tmp_path)
     assert proc.wait(30) == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
     assert not target.exists()  # nothing half-published
     done = json.loads(state.read_text())["epochs_done"]
+    # A kill can also land while dvclive writes its summary, or after it logged an epoch no checkpoint committed.
+    live = state.parent / "dvclive"
+    (live / "metrics.json").write_text("")
+    loss = live / "plots" / "metrics" / "train" / "loss.tsv"
+    loss.write_text(loss.read_text() + "0\t99\t9.99\n")
     train_model(four, run.data, target)
     metrics = json.loads((target / "metrics.json").read_text())
     assert 2 <= done < 30 and metrics["resumed_from_epoch"] == done and metrics["epochs"] == 30
     assert [row["epoch"] for row in metrics["history"]] == list(range(1, 31))
+    logged = (target / "dvclive" / "plots" / "metrics" / "train" / "loss.tsv").read_text().splitlines()
+    assert len(logged) == 31 and "9.99" not in "".join(logged)  # header + the 30 epochs the checkpoints hold
+    assert [float(line.split("\t")[-1]) for line in logged[1:]] == pytest.approx(
+        [row["train_loss"] for row in metrics["history"]])
     ours = torch.load(target / "model.pt", weights_only=True)
     straight = torch.load(tmp_path / "straight" / "train" / "model.pt", weights_only=True)
     assert all(torch.equal(ours[key], straight[key]) for key in ours)
