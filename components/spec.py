@@ -151,10 +151,12 @@ class DistributedSpec(_Strict):
 
     processes: int = Field(default=1, ge=1, le=64,
                            description="Training processes (ranks); above 1, PyTorch trains under torchrun "
-                                       "(DistributedDataParallel), each rank taking an equal share of every global "
-                                       "batch (training.batch_size).")
-    backend: Literal["gloo", "nccl"] = Field(default="gloo", description="PyTorch's collectives: gloo on CPUs, "
-                                                                          "nccl on GPUs (training.accelerator: gpu).")
+                                       "(DistributedDataParallel) and TensorFlow under MultiWorkerMirroredStrategy, "
+                                       "each process taking an equal share of every global batch "
+                                       "(training.batch_size).")
+    backend: Literal["gloo", "nccl"] = Field(default="gloo", description="The collectives: gloo on CPUs (PyTorch's "
+                                                                          "gloo, TensorFlow's ring), nccl on GPUs "
+                                                                          "(training.accelerator: gpu).")
 
 
 class TrainingSpec(_Strict):
@@ -319,14 +321,6 @@ class TaskSpec(_Strict):
         if self.optimize.exporter not in allowed:
             raise ValueError(f"optimize.exporter {self.optimize.exporter!r} does not export {self.framework} models; "
                              f"allowed: {', '.join(allowed)} (or leave it unset)")
-        return self
-
-    @model_validator(mode="after")
-    def _distributed_framework(self) -> TaskSpec:
-        if self.training.distributed.processes > 1 and self.framework != "pytorch":
-            raise ValueError("training.distributed.processes above 1 trains PyTorch models only so far "
-                             "(TensorFlow's MultiWorkerMirroredStrategy is not wired yet): use framework pytorch, or "
-                             "processes: 1")
         return self
 
     @model_validator(mode="after")

@@ -10,7 +10,9 @@ TrainJob references the ``torch-distributed`` ClusterTrainingRuntime that Kubefl
 pod (security, volumes, GPU tolerations) through ``runtimePatches``.
 
 The job's one node runs the same command as the train pod (``relay step train``), which starts the ranks under
-torchrun (``components.train.torchrun``). The manifest is validated offline against the CRD's own OpenAPI schema,
+torchrun (``components.train.torchrun``), or a TensorFlow spec's MultiWorkerMirroredStrategy workers
+(``components.train.tf_workers``: Kubeflow Trainer v2 ships no TensorFlow runtime, and the node only needs the
+pod). The manifest is validated offline against the CRD's own OpenAPI schema,
 vendored in ``infra/kubeflow/`` with its version and source.
 """
 

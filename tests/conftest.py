@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import tempfile
@@ -265,3 +266,52 @@ def train_job_of_dag(spec_dir: Path, run_id: str, **spec_changes) -> dict:
         dag = build_dag(path)
     create = dag.get_task("train")
     return yaml.safe_load(dag.get_template_env().from_string(create.yaml_conf).render(run_id=run_id, params={}))
+
+
+def training_process(module: str, out_dir: Path, variable: str, matches) -> int | None:
+    """The pid of a distributed training's process (``python -m module ... out_dir``) whose environment
+    variable ``variable`` has a value that ``matches`` (a predicate), if one runs."""
+    for entry in Path("/proc").iterdir():
+        try:
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+            environment = (entry / "environ").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if module.encode() in command and str(out_dir).encode() in command and any(
+                name == variable and matches(value) for name, _, value in (e.partition("=") for e in environment)):
+            return int(entry.name)
+    return None
+
+
+@contextmanager
+def kill_after_epochs(state_file: Path, epochs: int, find_pid, timeout: float = 300):
+    """While the block runs, SIGKILL the process ``find_pid()`` names once the training's ``state_file`` says
+    ``epochs`` epochs are done. Yields the list of killed pids (empty if it never ran)."""
+    import json
+    import signal
+    import threading
+    import time
+
+    killed: list[int] = []
+    finished = threading.Event()
+
+    def kill_when_done() -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not killed and not finished.is_set():
+            try:
+                done = json.loads(state_file.read_text())["epochs_done"] if state_file.is_file() else 0
+            except (OSError, ValueError):
+                done = 0  # being replaced right now
+            pid = find_pid() if done >= epochs else None
+            if pid:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_when_done, daemon=True)
+    killer.start()
+    try:
+        yield killed
+    finally:
+        finished.set()
+        killer.join()

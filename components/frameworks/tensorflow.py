@@ -20,6 +20,10 @@ TRAINING_SETTINGS = {
 
 
 def train(spec, data_dir: Path, out_dir: Path):
+    if spec.training.distributed.processes > 1:
+        from components.train.tf_workers import train_multi_worker
+
+        return train_multi_worker(spec, data_dir, out_dir)
     from components.train.keras_train import train as train_keras
 
     return train_keras(spec, data_dir, out_dir)

@@ -11,8 +11,12 @@ averaged over the batch, where PyTorch divides by the batch's total weight.
 from __future__ import annotations
 
 import os
+import tempfile
 import time
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -22,7 +26,8 @@ from components.errors import RelayError
 from components.models.architecture import Architecture
 from components.spec import AugmentSpec, TaskSpec
 from components.train.common import Checkpoints, learning_rate, precision_note, publish_common
-from components.train.loader import ImageSource, Split, class_weights, epoch_order, open_run_data
+from components.train.loader import (ImageSource, Split, class_weights, epoch_order, open_run_data, rank_share,
+                                    shared_batches)
 from components.train.tracking import epoch_log
 
 KERAS_FILE = "model.keras"
@@ -72,8 +77,10 @@ def _augment(tf, images, cfg: AugmentSpec, seed):
 
 
 def make_dataset(source: ImageSource, split: Split, batch_size: int, spec: TaskSpec, order=None,
-                 training: bool = False, epoch: int = 0, weights: np.ndarray | None = None):
-    """A tf.data pipeline of (NCHW float32 images, one-hot labels[, sample weights]) for one pass."""
+                 training: bool = False, epoch: int = 0, weights: np.ndarray | None = None,
+                 batches: list[np.ndarray] | None = None):
+    """A tf.data pipeline of (NCHW float32 images, one-hot labels[, sample weights]) for one pass: ``order`` (or
+    the split's own order) in batches of ``batch_size``, or the positions of ``batches`` as they are."""
     import tensorflow as tf
 
     cfg, prep = spec.training, source.prep
@@ -107,7 +114,12 @@ def make_dataset(source: ImageSource, split: Split, batch_size: int, spec: TaskS
         return images, onehot
 
     parallel = cfg.workers or 1
-    return (tf.data.Dataset.from_tensor_slices(positions).batch(batch_size)
+    if batches is None:
+        picks = tf.data.Dataset.from_tensor_slices(positions).batch(batch_size)
+    else:
+        picks = tf.data.Dataset.from_generator(lambda: iter(batches),
+                                               output_signature=tf.TensorSpec([None], tf.int64))
+    return (picks
             .map(load, num_parallel_calls=parallel, deterministic=True).enumerate()
             .map(finish, num_parallel_calls=parallel, deterministic=True).prefetch(tf.data.AUTOTUNE))
 
@@ -204,9 +216,132 @@ def load_checkpoint_weights(model, path: Path) -> dict:
     return {"loaded": loaded, "skipped": skipped}
 
 
-def train(spec: TaskSpec, data_dir: Path, out_dir: Path):
+@dataclass(frozen=True)
+class Workers:
+    """This process's place among the workers of a ``tf.distribute.MultiWorkerMirroredStrategy``
+    (``components.train.tf_workers``). The chief (worker 0) alone evaluates, writes and decides."""
+
+    strategy: Any
+    index: int
+    count: int
+
+    @property
+    def chief(self) -> bool:
+        return self.index == 0
+
+    def decided(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        """The chief's ``arrays`` on every worker: a collective, so every worker calls it, each with arrays of the
+        same shapes (what the others pass is ignored)."""
+        import tensorflow as tf
+
+        flat = np.concatenate([np.ravel(a).astype(np.float64) for a in arrays])
+        summed = self._summed(tf.constant(flat if self.chief else np.zeros_like(flat)))  # one collective
+        values = np.asarray(self.strategy.experimental_local_results(summed)[0])
+        ends = np.cumsum([np.size(a) for a in arrays])
+        return [part.reshape(np.shape(a)) for part, a in zip(np.split(values, ends[:-1]), arrays)]
+
+    @cached_property
+    def _summed(self):
+        import tensorflow as tf
+
+        @tf.function
+        def summed(vector):
+            # tf.identity places the vector on the replica's device: a collective reduces onto the devices of
+            # what it is given, and a tensor passed in has none.
+            return self.strategy.run(
+                lambda values: tf.distribute.get_replica_context().all_reduce("sum", tf.identity(values)),
+                args=(vector,))
+
+        return summed
+
+
+class _WorkerSteps:
+    """Keras training steps on MultiWorkerMirroredStrategy workers: each worker takes the gradient of its share of
+    a global batch, and the optimizer sums them over the workers, so the workers take the steps one process
+    takes. Keras 3's ``fit`` fails under this strategy ("Attempt to convert a value (PerReplica...)",
+    keras-team/keras#20585), hence this loop, which repeats what ``fit``'s train step computes."""
+
+    def __init__(self, model, spec: TaskSpec, workers: Workers):
+        import keras
+        import tensorflow as tf
+
+        loss_fn = keras.losses.CategoricalCrossentropy(from_logits=True, reduction=None,
+                                                       label_smoothing=spec.training.label_smoothing)
+
+        def replica_step(images, onehot, weights, global_count):
+            with tf.GradientTape() as tape:
+                logits = model(images, training=True)
+                # fit's loss ("sum_over_batch_size" of the weighted losses) over the global batch: each worker
+                # adds its share, and the summed gradients are the gradient of the whole batch's loss.
+                loss = tf.reduce_sum(loss_fn(onehot, logits) * weights) / global_count
+                scaled = model.optimizer.scale_loss(loss)  # mixed_float16's loss scaling; else the loss itself
+            gradients = tape.gradient(scaled, model.trainable_variables)
+            model.optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+            correct = tf.reduce_sum(tf.cast(tf.argmax(logits, 1) == tf.argmax(onehot, 1), tf.float32))
+            return tf.distribute.get_replica_context().all_reduce("sum", tf.stack([loss, correct]))
+
+        self._step = tf.function(lambda *batch: workers.strategy.run(replica_step, args=batch))
+        self._model, self._workers = model, workers
+
+    def epoch(self, dataset, global_counts: list[int], learning_rates: list[float]) -> tuple[dict[str, float], int]:
+        """Train one epoch of this worker's ``dataset`` (a share of each global batch, whose sizes are
+        ``global_counts``); the train loss and accuracy over all workers, and the number of images they took."""
+        import tensorflow as tf
+
+        loss_sum = correct = 0.0
+        for (images, onehot, weights), count, rate in zip(dataset, global_counts, learning_rates, strict=True):
+            self._model.optimizer.learning_rate.assign(rate)
+            summed = self._step(images, onehot, weights, tf.constant(count, tf.float32))
+            loss, hits = np.asarray(self._workers.strategy.experimental_local_results(summed)[0])
+            loss_sum, correct = loss_sum + float(loss) * count, correct + float(hits)
+        seen = sum(global_counts)
+        return {"train_loss": loss_sum / seen, "train_accuracy": correct / seen}, seen
+
+
+def _start_on_workers(spec: TaskSpec, arch: Architecture, policy: str, checkpoints: Checkpoints, workers: Workers):
+    """The model, optimizer and training state every worker starts from: the chief's (its last checkpoint, a
+    fine-tuning start or a fresh model), sent to the others, so workers on machines that share no disk resume
+    alike. The state is the chief's (None on the others, which get the epoch to start from)."""
+    import keras
+
+    with workers.strategy.scope():
+        model = _compiled_model(spec, arch, policy, jit_compile=False)
+        model.optimizer.build(model.trainable_variables)
+    state, fine_tune, source = None, None, model
+    if workers.chief:
+        state = checkpoints.resume()
+        if state is not None:
+            source = keras.models.load_model(checkpoints.last(state))  # outside the strategy: plain variables
+            state.resumed_from = state.epochs_done
+        else:
+            state = checkpoints.fresh()
+            if spec.model.init == "checkpoint":
+                fine_tune = load_checkpoint_weights(model, Path(spec.model.checkpoint))
+    variables = [*model.weights, *model.optimizer.variables]
+    values = [keras.ops.convert_to_numpy(v) for v in [*source.weights, *source.optimizer.variables]]
+    *values, first_epoch = workers.decided([*values, np.array(state.epochs_done if state else 0)])
+    for variable, value in zip(variables, values, strict=True):
+        variable.assign(value.astype(variable.dtype))
+    return model, state, fine_tune, int(first_epoch)
+
+
+def _save_keras(model, target: Path, workers: Workers | None) -> None:
+    """Save ``model`` to ``target`` atomically. Every worker saves (the strategy's variables are saved by all),
+    the others into a scratch file that is deleted: TensorFlow's way with MultiWorkerMirroredStrategy."""
+    if workers is not None and not workers.chief:
+        with tempfile.TemporaryDirectory(prefix="relay-worker-save-") as scratch:
+            model.save(Path(scratch) / target.name)
+        return
+    model.save(target.with_name("tmp-" + target.name))
+    os.replace(target.with_name("tmp-" + target.name), target)
+
+
+def train(spec: TaskSpec, data_dir: Path, out_dir: Path, workers: Workers | None = None):
     """Train the Keras model; write it (.keras and SavedModel), architecture, preprocessing, metrics,
-    dvclive logs and test reports. A training killed after an epoch resumes from its checkpoint."""
+    dvclive logs and test reports. A training killed after an epoch resumes from its checkpoint.
+
+    On several workers (``components.train.tf_workers``) every worker calls this; the chief alone evaluates, writes
+    checkpoints and publishes, and returns the result (the others return None)."""
     import keras
     import tensorflow as tf
 
@@ -217,26 +352,58 @@ def train(spec: TaskSpec, data_dir: Path, out_dir: Path):
     keras.utils.set_random_seed(cfg.seed)
     gpu = bool(tf.config.list_physical_devices("GPU"))
     policy = _policy(cfg.precision, gpu)
-    jit_compile = _jit_compile(policy, gpu)
+    # XLA compiles one worker's steps, not the strategy's collectives: the workers train without it.
+    jit_compile = _jit_compile(policy, gpu) and workers is None
     info = read_data_info(data_dir)
     arch = Architecture.from_spec(spec)
     source, splits = open_run_data(data_dir, spec.dataset.classes, cfg.cache == "decoded")
     weights = class_weights(splits["train"].labels, arch.num_classes, cfg.class_weights)
-    steps_per_epoch = -(-len(splits["train"]) // cfg.batch_size)
+    ranks = workers.count if workers else 1
+    steps_per_epoch = len(shared_batches(np.arange(len(splits["train"])), cfg.batch_size, ranks))
     total_steps = steps_per_epoch * cfg.epochs
 
     checkpoints = Checkpoints(out_dir, spec, info["dataset_version"], ".keras")
-    state = checkpoints.resume()
     fine_tune = None
-    if state is not None:
-        model = keras.models.load_model(checkpoints.last(state))  # weights and optimizer state
-        model.jit_compile = jit_compile or model.jit_compile  # the compile config saved keeps no XLA choice
-        state.resumed_from = state.epochs_done
+    if workers is not None:
+        model, state, fine_tune, first_epoch = _start_on_workers(spec, arch, policy, checkpoints, workers)
+        steps = _WorkerSteps(model, spec, workers)
     else:
-        state = checkpoints.fresh()
-        model = _compiled_model(spec, arch, policy, jit_compile)
-        if spec.model.init == "checkpoint":
-            fine_tune = load_checkpoint_weights(model, Path(spec.model.checkpoint))
+        state = checkpoints.resume()
+        if state is not None:
+            model = keras.models.load_model(checkpoints.last(state))  # weights and optimizer state
+            model.jit_compile = jit_compile or model.jit_compile  # the compile config saved keeps no XLA choice
+            state.resumed_from = state.epochs_done
+        else:
+            state = checkpoints.fresh()
+            model = _compiled_model(spec, arch, policy, jit_compile)
+            if spec.model.init == "checkpoint":
+                fine_tune = load_checkpoint_weights(model, Path(spec.model.checkpoint))
+        first_epoch = state.epochs_done
+
+    def train_epoch(epoch: int) -> tuple[dict[str, float], int]:
+        order = epoch_order(len(splits["train"]), cfg.seed, epoch)
+        if workers is None:
+            data = make_dataset(source, splits["train"], cfg.batch_size, spec, order, training=True, epoch=epoch,
+                                weights=weights)
+            history = model.fit(data, epochs=1, verbose=0, shuffle=False, callbacks=[
+                _step_learning_rate(cfg, epoch * steps_per_epoch, total_steps, steps_per_epoch)]).history
+            return {"train_loss": float(history["loss"][-1]),
+                    "train_accuracy": float(history["categorical_accuracy"][-1])}, len(order)
+        batches = shared_batches(order, cfg.batch_size, workers.count)
+        data = make_dataset(source, splits["train"], cfg.batch_size, spec, training=True, epoch=epoch,
+                            weights=weights, batches=[rank_share(b, workers.index, workers.count) for b in batches])
+        rates = [learning_rate(cfg, epoch * steps_per_epoch + step, total_steps, steps_per_epoch)
+                 for step in range(len(batches))]
+        return steps.epoch(data, [len(b) for b in batches], rates)
+
+    if workers is not None and not workers.chief:
+        for epoch in range(first_epoch, cfg.epochs):
+            train_epoch(epoch)
+            _save_keras(model, checkpoints.dir / "last.keras", workers)
+            if workers.decided([np.array(0.0)])[0]:
+                break
+        workers.decided([np.array(0.0)])  # wait while the chief publishes
+        return None
 
     val_data = make_dataset(source, splits["val"], 256, spec)
     params = {"framework": "tensorflow", "policy": policy, "jit_compile": jit_compile,
@@ -244,36 +411,33 @@ def train(spec: TaskSpec, data_dir: Path, out_dir: Path):
               "model": spec.model.model_dump(), **cfg.model_dump(exclude={"augment"}),
               "augment": cfg.augment.model_dump()}
     started = time.perf_counter()
-    loop_seconds = loop_images = 0.0  # model.fit alone, as torch's loop: the images/s of training itself
+    loop_seconds = loop_images = 0.0  # the training loop alone, as torch's: the images/s of training itself
     with epoch_log(checkpoints.dir, f"train {spec.name} (tensorflow {arch.name}, {policy})", cfg.epochs, params,
-                   resume=state.epochs_done > 0) as log:
+                   done=state.history) as log:
         log.skip(state.epochs_done)
         if note := precision_note(cfg.precision, gpu):
             log.note(note)
         for epoch in range(state.epochs_done, cfg.epochs):
-            order = epoch_order(len(splits["train"]), cfg.seed, epoch)
-            train_data = make_dataset(source, splits["train"], cfg.batch_size, spec, order, training=True,
-                                      epoch=epoch, weights=weights)
             loop_started = time.perf_counter()
-            history = model.fit(train_data, epochs=1, verbose=0, shuffle=False,
-                                callbacks=[_step_learning_rate(cfg, epoch * steps_per_epoch, total_steps,
-                                                               steps_per_epoch)]).history
+            metrics, seen = train_epoch(epoch)
             loop_seconds += time.perf_counter() - loop_started
-            loop_images += len(splits["train"])
+            loop_images += seen
             val_accuracy, val_loss, _, _ = _evaluate(model, val_data)
-            metrics = {"train_loss": float(history["loss"][-1]),
-                       "train_accuracy": float(history["categorical_accuracy"][-1]),
-                       "val_loss": val_loss, "val_accuracy": val_accuracy}
+            metrics = {**metrics, "val_loss": val_loss, "val_accuracy": val_accuracy}
             state.record(epoch, {**metrics, "elapsed_seconds": round(time.perf_counter() - started, 3)})
-            last = checkpoints.last(state)
-            model.save(last.with_name("tmp-" + last.name))
-            os.replace(last.with_name("tmp-" + last.name), last)
+            _save_keras(model, checkpoints.last(state), workers)
             log.epoch(epoch, metrics)
             checkpoints.save_state(state)
-            if state.should_stop(cfg.early_stopping_patience):
+            stop = state.should_stop(cfg.early_stopping_patience)
+            if workers is not None:
+                workers.decided([np.array(float(stop))])
+            if stop:
                 break
         seconds = time.perf_counter() - started
-        model.load_weights(checkpoints.best(state))
+        if workers is not None:  # the best epoch's model, outside the strategy
+            model = keras.models.load_model(checkpoints.best(state))
+        else:
+            model.load_weights(checkpoints.best(state))
         fp32 = as_float32(model, arch)  # the gate and the exported model compute in fp32
         test_accuracy, _, predicted, truth = _evaluate(fp32, make_dataset(source, splits["test"], 256, spec))
         log.summary({"test/accuracy": test_accuracy, "val/best_accuracy": state.best_accuracy})
@@ -286,10 +450,14 @@ def train(spec: TaskSpec, data_dir: Path, out_dir: Path):
                            seconds, fine_tune, {
                                "framework": "tensorflow", "device": "gpu" if gpu else "cpu", "policy": policy,
                                "jit_compile": jit_compile,
+                               "distributed": {"processes": workers.count, "backend": cfg.distributed.backend}
+                               if workers is not None else None,
                                "train_loop_images_per_second": loop_images / loop_seconds if loop_seconds else None,
                                "parameters": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
                                "saved_model_reload_max_abs_diff": reload_diff})
     checkpoints.remove()
+    if workers is not None:
+        workers.decided([np.array(0.0)])  # the others wait for this
     return TrainResult(out_dir, "tensorflow", test_accuracy, seconds)
 
 

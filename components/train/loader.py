@@ -104,6 +104,19 @@ def epoch_order(count: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(count)
 
 
+def shared_batches(order: np.ndarray, batch_size: int, ranks: int) -> list[np.ndarray]:
+    """The global batches of ``order`` that each of ``ranks`` processes takes an equal share of (``rank_share``),
+    so that together they take the optimizer steps one process takes. A last batch with fewer images than ranks is
+    left out."""
+    batches = (order[i:i + batch_size] for i in range(0, len(order), batch_size))
+    return [batch for batch in batches if len(batch) >= ranks]
+
+
+def rank_share(batch: np.ndarray, rank: int, ranks: int) -> np.ndarray:
+    """Rank ``rank``'s part of a global batch split between ``ranks`` processes."""
+    return np.array_split(batch, ranks)[rank]
+
+
 def class_weights(labels: np.ndarray, num_classes: int, mode: str) -> np.ndarray:
     """Per-class loss weights: all ones, or inverse frequency scaled to mean 1 (``balanced``)."""
     if mode == "none":

@@ -25,7 +25,8 @@ from components.models.architecture import Architecture
 from components.models.torch_cnn import build_torch_model
 from components.spec import AugmentSpec, TaskSpec
 from components.train.common import Checkpoints, learning_rate, precision_note, publish_common
-from components.train.loader import ImageSource, Split, class_weights, epoch_order, open_run_data
+from components.train.loader import (ImageSource, Split, class_weights, epoch_order, open_run_data, rank_share,
+                                    shared_batches)
 from components.train.tracking import epoch_log
 
 WEIGHTS = "model.pt"
@@ -86,9 +87,8 @@ class _EpochBatches(Sampler):
 
     def __iter__(self):
         order = np.arange(self.count) if self.seed is None else epoch_order(self.count, self.seed, self.epoch)
-        batches = (order[i:i + self.batch_size] for i in range(0, self.count, self.batch_size))
-        return iter([np.array_split(batch, self.ranks.world)[self.ranks.rank] for batch in batches
-                     if len(batch) >= self.ranks.world])
+        return iter([rank_share(batch, self.ranks.rank, self.ranks.world)
+                     for batch in shared_batches(order, self.batch_size, self.ranks.world)])
 
     def __len__(self) -> int:
         return self.count // self.batch_size + (self.count % self.batch_size >= self.ranks.world)
@@ -327,7 +327,7 @@ def train(spec: TaskSpec, data_dir: Path, out_dir: Path, ranks: Ranks = Ranks())
               **cfg.model_dump(exclude={"augment"}), "augment": cfg.augment.model_dump()}
     started, loop_seconds, loop_images = time.perf_counter(), 0.0, 0
     with epoch_log(checkpoints.dir, f"train {spec.name} (pytorch {run.arch.name}, {cfg.precision})", cfg.epochs,
-                   params, resume=state.epochs_done > 0) as log:
+                   params, done=state.history) as log:
         log.skip(state.epochs_done)
         if note := precision_note(cfg.precision, device.type == "cuda"):
             log.note(note)

@@ -15,17 +15,12 @@ import re
 import subprocess
 import sys
 import tempfile
-import threading
-from collections import deque
 from pathlib import Path
 
-from components.child_processes import relay_python_path
 from components.errors import RelayError
 from components.settings import free_ports
 from components.spec import TaskSpec
-
-# A rank's own error (a RelayError) is printed after this prefix, so the launcher can repeat it.
-RANK_ERROR = "relay rank error: "
+from components.train.launch import RANK_ERROR, StderrRelay, failure_line, how_it_ended, process_environment
 
 
 def torchrun_command(spec_file: Path, data_dir: Path, out_dir: Path, processes: int, port: int) -> list[str]:
@@ -36,19 +31,8 @@ def torchrun_command(spec_file: Path, data_dir: Path, out_dir: Path, processes: 
             "-m", "components.train.torchrun", str(spec_file), str(data_dir), str(out_dir)]
 
 
-def _rank_environment(processes: int) -> dict[str, str]:
-    """The ranks' threads split this machine's cores, whatever the user's shell sets (torch takes its intra-op
-    threads from OMP_NUM_THREADS); gloo stays on loopback."""
-    threads = str(max(1, (os.cpu_count() or 1) // processes))
-    return {**os.environ, "OMP_NUM_THREADS": threads, "GLOO_SOCKET_IFNAME": "lo", "PYTHONUNBUFFERED": "1",
-            "PYTHONPATH": relay_python_path()}
-
-
-def failure_line(output: str, processes: int, checkpoint_note: str) -> str:
+def torchrun_failure(output: str, processes: int, out_dir: Path) -> str:
     """One line for a failed torchrun, from its output: a rank's own error, or which rank died and how."""
-    own = [line.split(RANK_ERROR, 1)[1] for line in output.splitlines() if RANK_ERROR in line]
-    if own:
-        return own[-1]
     # torchrun's summary names the first failed rank ("rank : 1 (local_rank: 1)", "exitcode : -9 (pid: ...)")
     # and, for a signal, "Signal 9 (SIGKILL) received by PID ...".
     cause = output.rsplit("Root Cause", 1)[-1]
@@ -57,19 +41,8 @@ def failure_line(output: str, processes: int, checkpoint_note: str) -> str:
     signal = re.search(r"Signal \d+ \((SIG\w+)\)", cause)
     who = f"rank {rank.group(1)} of {processes}" if rank else f"a rank of {processes}"
     how = (f"was killed by {signal.group(1)}" if signal else
-           f"exited with code {code.group(1)}" if code else "failed")
-    return f"training.distributed: {who} {how}; nothing was published; {checkpoint_note}"
-
-
-def _checkpoint_note(out_dir: Path) -> str:
-    from components.run_files import CHECKPOINTS
-    from components.train.common import Checkpoints
-
-    state = out_dir.parent / CHECKPOINTS / Checkpoints.STATE
-    if state.is_file():
-        done = json.loads(state.read_text()).get("epochs_done", 0)
-        return f"rerun the train step to resume all ranks after epoch {done}"
-    return "no epoch had finished: a rerun starts over"
+           how_it_ended(int(code.group(1))) if code else "failed")
+    return failure_line(output, who, how, out_dir)
 
 
 def train_distributed(spec: TaskSpec, data_dir: Path, out_dir: Path):
@@ -85,20 +58,13 @@ def train_distributed(spec: TaskSpec, data_dir: Path, out_dir: Path):
         spec_file = Path(scratch) / "spec.json"
         spec_file.write_text(spec.model_dump_json())
         command = torchrun_command(spec_file, data_dir, out_dir, processes, free_ports(1)[0])
-        process = subprocess.Popen(command, env=_rank_environment(processes), stderr=subprocess.PIPE, text=True)
-        tail: deque[str] = deque(maxlen=400)
-
-        def relay_errors() -> None:  # the ranks' stderr reaches the user as it comes, and is kept for the summary
-            for line in process.stderr:
-                sys.stderr.write(line)
-                tail.append(line)
-
-        reader = threading.Thread(target=relay_errors, daemon=True)
-        reader.start()
+        # gloo stays on loopback
+        environment = {**process_environment(processes), "GLOO_SOCKET_IFNAME": "lo"}
+        process = subprocess.Popen(command, env=environment, stderr=subprocess.PIPE, text=True)
+        errors = StderrRelay(process)  # the ranks' stderr reaches the user as it comes, and is kept
         code = process.wait()
-        reader.join()
     if code != 0:
-        raise RelayError(failure_line("".join(tail), processes, _checkpoint_note(out_dir)))
+        raise RelayError(torchrun_failure(errors.text(), processes, out_dir))
     metrics = json.loads((out_dir / METRICS).read_text())
     return TrainResult(out_dir, "pytorch", metrics["test_accuracy"], metrics["train_seconds"])
 
