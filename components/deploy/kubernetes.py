@@ -22,6 +22,14 @@ def kubeconfig_available() -> bool:
     return any(Path(path).is_file() for path in paths if path)
 
 
+def _load_kubeconfig() -> None:
+    """The kubernetes client's configuration from the current KUBECONFIG (the client's own default is the one
+    it read when it was first imported)."""
+    from kubernetes import config
+
+    config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
+
+
 def _pinned(core, namespace: str, deployment) -> str | None:
     for source in deployment.spec.template.spec.containers[0].env_from or []:
         if source.config_map_ref and source.config_map_ref.name.startswith("relay-model"):
@@ -31,10 +39,10 @@ def _pinned(core, namespace: str, deployment) -> str | None:
 
 def wait_for_rollout(env: str, version: str, timeout: float = 600) -> str:
     """Block until the env's Deployment runs ``version`` on every replica; return a one-line status."""
-    from kubernetes import client, config
+    from kubernetes import client
     from urllib3.exceptions import HTTPError
 
-    config.load_kube_config()
+    _load_kubeconfig()
     apps, core = client.AppsV1Api(), client.CoreV1Api()
     namespace = f"relay-{env}"
     deadline = time.monotonic() + timeout
@@ -55,10 +63,10 @@ def wait_for_rollout(env: str, version: str, timeout: float = 600) -> str:
 
 def smoke_predict(env: str, image: bytes, task: str) -> dict:
     """POST ``image`` through the Service (API-server proxy) with the inference key read from a pod."""
-    from kubernetes import client, config
+    from kubernetes import client
     from kubernetes.stream import stream
 
-    config.load_kube_config()
+    _load_kubeconfig()
     core = client.CoreV1Api()
     namespace = f"relay-{env}"
     pods = core.list_namespaced_pod(namespace, label_selector=f"app.kubernetes.io/name={DEPLOYMENT}").items
