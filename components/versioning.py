@@ -97,6 +97,13 @@ def configure_remote(repo: Path, url: str, endpoint_url: str | None = None, comm
         dvc(["remote", "modify", *scope, REMOTE_NAME, "endpointurl", endpoint_url], repo)
 
 
+def committed_remote(repo: Path) -> str | None:
+    """The URL of Relay's remote when ``repo``'s committed ``.dvc/config`` makes it the default, else None. (Read
+    from the file: `dvc remote list` wraps a long URL at the terminal's width.)"""
+    configured = _configured_remote(repo / ".dvc" / "config")
+    return configured[0] if configured else None
+
+
 def _configured_remote(config_file: Path) -> tuple[str, str | None] | None:
     """The URL and endpoint of Relay's remote when a DVC config file makes it the default, else None."""
     from configobj import ConfigObj  # DVC's own config parser

@@ -82,10 +82,7 @@ class ModelRegistry:
 
     def dvc_remote(self) -> str | None:
         """The DVC remote URL committed in the registry (what a clone of it fetches from)."""
-        try:
-            return versioning.dvc(["remote", "list", "--project"], self.path).split()[1]
-        except (versioning.DvcError, IndexError):
-            return None
+        return versioning.committed_remote(self.path)
 
     @contextmanager
     def locked(self) -> Iterator[None]:
