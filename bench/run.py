@@ -87,6 +87,10 @@ TARGETS = {  # key: (description, comparison, target)
     "served_p50_ms": ("digits served p50, one client, Relay's default serving config, ms", "<=", 2.0),
     "ddp2_vs_1": ("shapes resnet training images/s, fp32: 2 DDP ranks (torchrun, 1 thread each) over 1 process "
                   "(all cores), same global batch; on 2 cores this is DDP's overhead", None, None),
+    "celery_vs_local": ("the digits DAG (REST trigger to end) on 2 Celery workers sharing no disk (S3, git) over "
+                        "the LocalExecutor on one disk", "<=", 1.3),
+    "celery_dag_s": ("that DAG run on the Celery workers, s", None, None),
+    "local_dag_s": ("that DAG run on the LocalExecutor, s", None, None),
 }
 
 
@@ -462,6 +466,20 @@ def measure_distributed(home: Path, rounds: int = 2) -> dict[str, float]:
     return {"ddp2_vs_1": two / one, "ddp_1proc_img_s": one, "ddp_2proc_img_s": two}
 
 
+def measure_celery_vs_local(home: Path) -> dict[str, float]:
+    """The digits DAG on 2 Celery workers that share no disk over the LocalExecutor (``bench.celery_vs_local``, in a
+    process of its own)."""
+    home.mkdir(parents=True)
+    out = home / "seconds.json"
+    subprocess.run([sys.executable, "-m", "bench.celery_vs_local", str(home), str(out)], cwd=PROJECT_DIR,
+                   env={**os.environ, "PYTHONPATH": str(PROJECT_DIR)}, check=True)
+    seconds = json.loads(out.read_text())
+    for executor in ("local", "celery"):  # where the time went, step by step
+        print(f"{executor} executor, seconds per task: {seconds[f'{executor}_tasks']}")
+    return {"celery_vs_local": seconds["celery"] / seconds["local"], "celery_dag_s": seconds["celery"],
+            "local_dag_s": seconds["local"]}
+
+
 def measure_data(home: Path) -> dict[str, float]:
     """The data step on shapes: cold (empty caches) and again with nothing changed."""
     from components.data.dataset import ensure_dataset, prepare_data
@@ -686,7 +704,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--skip-demo", action="store_true", help="skip the demo timing (about a minute)")
     parser.add_argument("--only", choices=["load", "shapes", "data", "rerun", "serving", "bakeoff", "bakeoff-digits",
-                                           "models", "tensorflow", "training", "distributed"],
+                                           "models", "tensorflow", "training", "distributed", "celery"],
                         help="measure one group only (results.json keeps the others)")
     args = parser.parse_args()
     figures: dict[str, float] = {}
@@ -713,6 +731,8 @@ def main() -> None:
             figures.update(measure_training(Path(tmp) / "training"))
         elif args.only == "distributed":
             figures.update(measure_distributed(Path(tmp) / "distributed"))
+        elif args.only == "celery":
+            figures.update(measure_celery_vs_local(Path(tmp) / "celery"))
         else:
             figures.update(measure_serving(Path(tmp) / "serving"))
             figures.update(measure_bakeoffs(Path(tmp) / "bakeoff"))
@@ -722,6 +742,7 @@ def main() -> None:
             figures.update(measure_tensorflow(Path(tmp) / "tensorflow"))
             figures.update(measure_training(Path(tmp) / "training"))
             figures.update(measure_distributed(Path(tmp) / "distributed"))
+            figures.update(measure_celery_vs_local(Path(tmp) / "celery"))
             figures.update(measure_load(Path(tmp) / "load"))
         if not args.skip_demo and args.only is None:
             figures.update(measure_demo(Path(tmp) / "demo"))

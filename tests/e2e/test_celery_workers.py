@@ -7,78 +7,20 @@ real S3 server (moto, IAM auth on), data through the S3 DVC remote, models throu
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 
-from pipelines.airflow_api import AirflowClient, generated_password
-from tests.e2e.make_airflow import stop_make_airflow
-from tests.conftest import PROJECT, free_ports, make_settings, settings_env
+from tests.conftest import PROJECT
+from tests.e2e.make_airflow import WORKERS, MakeAirflow
 
 pytestmark = pytest.mark.e2e
-WORKERS = ("worker-1", "worker-2")
-
-
-class CeleryAirflow:
-    def __init__(self, root: Path, local_s3):
-        self.root = root
-        self.registry_remote = root / "registry.git"
-        subprocess.run(["git", "init", "-q", "--bare", str(self.registry_remote)], check=True)
-        self.prefix = "celery-e2e"
-        self.runs_uri = f"s3://{local_s3.bucket}/{self.prefix}/runs"
-        settings = make_settings(root / "scheduler" / "relay-home", registry_remote=str(self.registry_remote),
-                                 dvc_remote=f"s3://{local_s3.bucket}/{self.prefix}/dvc")
-        self.port = free_ports(1)[0]
-        self.airflow_home = root / "scheduler" / "airflow"
-        self.workers_dir = root / "workers"
-        self.env = {**os.environ, **settings_env(settings), **local_s3.env(), "PYTHONPATH": str(PROJECT),
-                    "AIRFLOW_HOME": str(self.airflow_home), "RELAY_AIRFLOW_PORT": str(self.port),
-                    "RELAY_RUNS_URI": self.runs_uri, "RELAY_WORKERS_DIR": str(self.workers_dir)}
-        self.env.pop("RELAY_PROJECT_DIR", None)  # the project is Relay's checkout: the shipped digits spec
-        self.output = root / "make-airflow.log"
-        self.process: subprocess.Popen | None = None
-        self.client: AirflowClient | None = None
-
-    def start(self) -> None:
-        with self.output.open("w") as log:
-            self.process = subprocess.Popen(["make", "-s", "airflow", "EXECUTOR=celery"], cwd=PROJECT, env=self.env,
-                                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-        deadline = time.monotonic() + 240
-        while "Airflow UI:" not in self.output.read_text():
-            assert self.process.poll() is None, f"make airflow exited: {self.output.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"Airflow did not start: {self.output.read_text()[-3000:]}"
-            time.sleep(1)
-        self.client = AirflowClient(f"http://127.0.0.1:{self.port}", "admin",
-                                    generated_password("admin", self.airflow_home))
-        while "relay_digits" not in {d["dag_id"] for d in self.client.request("GET", "/dags")["dags"]}:
-            assert time.monotonic() < deadline, "the dag-processor did not load relay_digits"
-            time.sleep(2)
-
-    def worker_env(self, worker: str) -> dict:
-        """What a shell on that worker's machine has (the script writes it to the worker's relay.env)."""
-        env = {**self.env, **dict(line.split("=", 1) for line in
-                                  (self.workers_dir / worker / "relay.env").read_text().splitlines())}
-        env.pop("RELAY_REGISTRY", None)
-        return env
-
-    def stop(self) -> None:
-        for worker in WORKERS:  # the deploy step started TorchServe on whichever worker ran it; first, while its
-            # TMPDIR (which holds TorchServe's pid file) still exists
-            if not (self.workers_dir / worker / "relay.env").is_file():
-                continue
-            subprocess.run([sys.executable, "-m", "pipelines.cli", "serve", "stop"], cwd=PROJECT,
-                           env=self.worker_env(worker), capture_output=True, timeout=120)
-        stop_make_airflow(self.process, self.airflow_home)
 
 
 @pytest.fixture
 def celery_airflow(tmp_path, local_s3):
-    airflow = CeleryAirflow(tmp_path, local_s3)
+    airflow = MakeAirflow(tmp_path, "celery", local_s3, prefix="celery-e2e")
     try:
         airflow.start()
         yield airflow
@@ -97,20 +39,11 @@ def _s3_run_files(local_s3, prefix: str) -> dict[str, bytes]:
 
 
 def test_the_digits_dag_runs_on_two_celery_workers_that_share_no_disk(celery_airflow, local_s3, tmp_path):
-    client = celery_airflow.client
-    client.set_paused("relay_digits", False)
     # Few epochs, and no floor: what this checks is where the steps ran and what they handed over.
-    run = client.trigger("relay_digits", {"epochs": 2, "min_accuracy": 0.0})
-    run_id = run["dag_run_id"]
-    deadline = time.monotonic() + 900
-    while (state := client.request("GET", f"/dags/relay_digits/dagRuns/{run_id}")["state"]) not in ("success",
-                                                                                                    "failed"):
-        assert time.monotonic() < deadline, f"relay_digits {run_id} still {state}"
-        time.sleep(3)
-    tasks = client.request("GET", f"/dags/relay_digits/dagRuns/{run_id}/taskInstances")["task_instances"]
+    run, tasks = celery_airflow.run_to_the_end("relay_digits", {"epochs": 2, "min_accuracy": 0.0})
     states = {t["task_id"]: t["state"] for t in tasks}
     logs = celery_airflow.root / "scheduler" / "airflow" / "logs"
-    assert state == "success", f"{states}; worker logs in {logs} and {celery_airflow.workers_dir}"
+    assert run["state"] == "success", f"{states}; worker logs in {logs} and {celery_airflow.workers_dir}"
 
     steps = ("data", "validate", "train", "optimize", "gate", "register", "deploy")
     ran_on = {t["task_id"]: t["hostname"] for t in tasks if t["task_id"] in steps}
