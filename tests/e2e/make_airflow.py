@@ -32,6 +32,30 @@ def stop_make_airflow(process: subprocess.Popen | None, airflow_home: Path) -> N
             pass
 
 
+def start_make_airflow(executor: str, env: dict, output: Path, dags: set[str],
+                       timeout: float = 240) -> tuple[subprocess.Popen, AirflowClient]:
+    """`make airflow EXECUTOR=executor` with ``env`` (its AIRFLOW_HOME and RELAY_AIRFLOW_PORT), its output in
+    ``output``; waits until the API answers and the dag-processor has loaded ``dags``. The process and a client."""
+    with output.open("w") as log:
+        # Its own session: Ctrl-C at the end goes to make and the script, as a terminal would send it. SIGINT as a
+        # terminal leaves it: a test run started in the background inherits it ignored, and a shell cannot trap a
+        # signal ignored at its start.
+        process = subprocess.Popen(["make", "-s", "airflow", f"EXECUTOR={executor}"], cwd=PROJECT, env=env,
+                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + timeout
+    while "Airflow UI:" not in output.read_text():
+        assert process.poll() is None, f"make airflow exited: {output.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"Airflow did not start: {output.read_text()[-3000:]}"
+        time.sleep(1)
+    client = AirflowClient(f"http://127.0.0.1:{env['RELAY_AIRFLOW_PORT']}", "admin",
+                           generated_password("admin", Path(env["AIRFLOW_HOME"])))
+    while dags - {d["dag_id"] for d in client.request("GET", "/dags")["dags"]}:
+        assert time.monotonic() < deadline, f"the dag-processor did not load {sorted(dags)}"
+        time.sleep(2)
+    return process, client
+
+
 class MakeAirflow:
     """`make airflow EXECUTOR=…` in ``root``: the scheduler's Relay home and Airflow home, a bare git remote for
     the registry, and with ``local_s3`` (moto) the runs and the DVC remote on S3 under ``prefix``. With the
@@ -60,21 +84,7 @@ class MakeAirflow:
 
     def start(self, dag_id: str = "relay_digits") -> None:
         """Start the servers and wait until the API answers and ``dag_id`` is loaded."""
-        with self.output.open("w") as log:
-            self.process = subprocess.Popen(["make", "-s", "airflow", f"EXECUTOR={self.executor}"], cwd=PROJECT,
-                                            env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True,
-                                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-        deadline = time.monotonic() + 240
-        while "Airflow UI:" not in self.output.read_text():
-            assert self.process.poll() is None, f"make airflow exited: {self.output.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"Airflow did not start: {self.output.read_text()[-3000:]}"
-            time.sleep(1)
-        self.client = AirflowClient(f"http://127.0.0.1:{self.port}", "admin",
-                                    generated_password("admin", self.airflow_home))
-        while dag_id not in {d["dag_id"] for d in self.client.request("GET", "/dags")["dags"]}:
-            assert time.monotonic() < deadline, f"the dag-processor did not load {dag_id}"
-            time.sleep(2)
+        self.process, self.client = start_make_airflow(self.executor, self.env, self.output, {dag_id})
 
     def run_to_the_end(self, dag_id: str, conf: dict, timeout: float = 900) -> tuple[dict, list[dict]]:
         """Unpause ``dag_id``, trigger it with ``conf`` through the REST API and wait until it ends; the run and

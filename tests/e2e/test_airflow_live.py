@@ -29,7 +29,7 @@ from components.deploy.local import served_default
 from components.deploy.torchserve import TorchServe
 from components.run_files import RunDir
 from pipelines.airflow_api import AirflowApiError, AirflowClient, generated_password
-from tests.e2e.make_airflow import stop_make_airflow
+from tests.e2e.make_airflow import start_make_airflow, stop_make_airflow
 from tests.conftest import PROJECT, free_ports, make_settings, settings_env
 
 pytestmark = pytest.mark.e2e
@@ -80,25 +80,9 @@ class Live:
         self.served_after_trigger: str | None = None
 
     def start(self) -> None:
-        with self.output.open("w") as log:
-            # Its own session: Ctrl-C at the end goes to make and the script, as a terminal would send it.
-            # SIGINT as a terminal leaves it: a test run started in the background inherits it ignored, and
-            # a shell cannot trap a signal ignored at its start.
-            self.process = subprocess.Popen(["make", "-s", "airflow"], cwd=PROJECT, env=self.env, stdout=log,
-                                            stderr=subprocess.STDOUT, start_new_session=True,
-                                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-        deadline = time.monotonic() + 180
-        while "Airflow UI:" not in self.output.read_text():
-            assert self.process.poll() is None, f"make airflow exited: {self.output.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"Airflow did not start: {self.output.read_text()[-3000:]}"
-            time.sleep(1)
-        password = generated_password("admin", self.airflow_home)
-        self.env["RELAY_AIRFLOW_PASSWORD"] = password
-        self.client = AirflowClient(self.url, "admin", password)
-        wanted = {"relay_tiny", "relay_ticker", "relay_fresh", "relay_digits"}
-        while wanted - {d["dag_id"] for d in self.client.request("GET", "/dags")["dags"]}:
-            assert time.monotonic() < deadline, f"the dag-processor did not load {sorted(wanted)}"
-            time.sleep(2)
+        self.process, self.client = start_make_airflow(
+            "local", self.env, self.output, {"relay_tiny", "relay_ticker", "relay_fresh", "relay_digits"}, timeout=180)
+        self.env["RELAY_AIRFLOW_PASSWORD"] = generated_password("admin", self.airflow_home)
 
     def stop(self) -> None:
         stop_make_airflow(self.process, self.airflow_home)
