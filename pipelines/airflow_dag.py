@@ -178,8 +178,6 @@ def _train_job_tasks(spec: TaskSpec, namespace: str, image: str, arguments: list
     @task.sensor(task_id="train_finished", poke_interval=30, timeout=48 * 3600, mode="reschedule")
     def train_finished(run_id: str | None = None) -> bool:
         """Whether the run's TrainJob has completed; its failure fails the run in one line."""
-        from pipelines.train_job import train_job_name
-
         name = train_job_name(spec.name, run_id)
         job = KubernetesHook().get_custom_object(group=GROUP, version=VERSION, plural=PLURAL, name=name,
                                                  namespace=namespace)

@@ -27,7 +27,7 @@ from components.models.architecture import Architecture
 from components.spec import AugmentSpec, TaskSpec
 from components.train.common import Checkpoints, learning_rate, precision_note, publish_common
 from components.train.loader import (ImageSource, Split, class_weights, epoch_order, open_run_data, rank_share,
-                                    shared_batches)
+                                    shared_batch_count, shared_batches)
 from components.train.tracking import epoch_log
 
 KERAS_FILE = "model.keras"
@@ -358,8 +358,7 @@ def train(spec: TaskSpec, data_dir: Path, out_dir: Path, workers: Workers | None
     arch = Architecture.from_spec(spec)
     source, splits = open_run_data(data_dir, spec.dataset.classes, cfg.cache == "decoded")
     weights = class_weights(splits["train"].labels, arch.num_classes, cfg.class_weights)
-    ranks = workers.count if workers else 1
-    steps_per_epoch = len(shared_batches(np.arange(len(splits["train"])), cfg.batch_size, ranks))
+    steps_per_epoch = shared_batch_count(len(splits["train"]), cfg.batch_size, workers.count if workers else 1)
     total_steps = steps_per_epoch * cfg.epochs
 
     checkpoints = Checkpoints(out_dir, spec, info["dataset_version"], ".keras")

@@ -6,16 +6,42 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from components.child_processes import relay_python_path
 
 # A process's own error (a RelayError) is printed after this prefix, so the launcher can repeat it.
 RANK_ERROR = "relay rank error: "
+
+
+@contextmanager
+def spec_for_processes(spec, data_dir: Path) -> Iterator[Path]:
+    """The spec as a JSON file the processes read, for as long as they run. The decoded cache is built here first,
+    once, so the processes do not each decode the dataset into it."""
+    from components.train.loader import open_run_data
+
+    open_run_data(data_dir, spec.dataset.classes, spec.training.cache == "decoded")
+    with tempfile.TemporaryDirectory(prefix="relay-ranks-") as scratch:
+        spec_file = Path(scratch) / "spec.json"
+        spec_file.write_text(spec.model_dump_json())
+        yield spec_file
+
+
+def published_result(out_dir: Path, framework: str):
+    """The TrainResult of what rank 0 published in ``out_dir``."""
+    from components.run_files import METRICS
+    from components.train import TrainResult
+
+    metrics = json.loads((out_dir / METRICS).read_text())
+    return TrainResult(out_dir, framework, metrics["test_accuracy"], metrics["train_seconds"])
 
 
 def process_environment(processes: int) -> dict[str, str]:
@@ -48,8 +74,6 @@ def failure_line(output: str, who: str, how: str, out_dir: Path) -> str:
 
 def how_it_ended(code: int) -> str:
     """A process's exit status in words: "was killed by SIGKILL", "exited with code 1"."""
-    import signal
-
     if code < 0:
         return f"was killed by {signal.Signals(-code).name}"
     return f"exited with code {code}"
@@ -72,4 +96,3 @@ class StderrRelay:
         """Everything kept, once the child has exited."""
         self._thread.join()
         return "".join(self.tail)
-

@@ -112,6 +112,11 @@ def shared_batches(order: np.ndarray, batch_size: int, ranks: int) -> list[np.nd
     return [batch for batch in batches if len(batch) >= ranks]
 
 
+def shared_batch_count(count: int, batch_size: int, ranks: int) -> int:
+    """How many batches ``shared_batches`` gives for ``count`` images: the optimizer steps of an epoch."""
+    return count // batch_size + (count % batch_size >= ranks)
+
+
 def rank_share(batch: np.ndarray, rank: int, ranks: int) -> np.ndarray:
     """Rank ``rank``'s part of a global batch split between ``ranks`` processes."""
     return np.array_split(batch, ranks)[rank]

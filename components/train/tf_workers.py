@@ -14,14 +14,14 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from components.errors import RelayError
 from components.settings import free_ports
 from components.spec import TaskSpec
-from components.train.launch import RANK_ERROR, StderrRelay, failure_line, how_it_ended, process_environment
+from components.train.launch import (RANK_ERROR, StderrRelay, failure_line, how_it_ended, process_environment,
+                                    published_result, spec_for_processes)
 
 
 def tf_config(ports: list[int], index: int) -> str:
@@ -41,18 +41,10 @@ def _stop(processes: list[subprocess.Popen]) -> None:
 
 def train_multi_worker(spec: TaskSpec, data_dir: Path, out_dir: Path):
     """Train ``spec`` on ``training.distributed.processes`` workers; the result the chief published."""
-    from components.run_files import METRICS
-    from components.train import TrainResult
-    from components.train.loader import open_run_data
-
     count = spec.training.distributed.processes
-    # The decoded cache is built here once, so the workers do not each decode the dataset into it.
-    open_run_data(data_dir, spec.dataset.classes, spec.training.cache == "decoded")
     ports = free_ports(count)
     environment = process_environment(count)
-    with tempfile.TemporaryDirectory(prefix="relay-tf-workers-") as scratch:
-        spec_file = Path(scratch) / "spec.json"
-        spec_file.write_text(spec.model_dump_json())
+    with spec_for_processes(spec, data_dir) as spec_file:
         command = [sys.executable, "-m", "components.train.tf_workers", str(spec_file), str(data_dir), str(out_dir)]
         workers = [subprocess.Popen(command, env={**environment, "TF_CONFIG": tf_config(ports, index)},
                                     stderr=subprocess.PIPE, text=True) for index in range(count)]
@@ -63,15 +55,14 @@ def train_multi_worker(spec: TaskSpec, data_dir: Path, out_dir: Path):
                 failed = next((index for index, code in enumerate(codes) if code not in (None, 0)), None)
                 if failed is not None or all(code == 0 for code in codes):
                     break
-                time.sleep(0.2)
+                time.sleep(0.2)  # polling: a failed worker must stop the others, whichever it is
         finally:
             _stop(workers)
     if failed is not None:
         output = "".join(relay.text() for relay in errors)
         raise RelayError(failure_line(output, f"worker {failed} of {count}", how_it_ended(workers[failed].returncode),
                                       out_dir))
-    metrics = json.loads((out_dir / METRICS).read_text())
-    return TrainResult(out_dir, "tensorflow", metrics["test_accuracy"], metrics["train_seconds"])
+    return published_result(out_dir, "tensorflow")
 
 
 # How long the coordination service waits for a worker's heartbeat before it fails the training. TensorFlow's

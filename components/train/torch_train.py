@@ -26,7 +26,7 @@ from components.models.torch_cnn import build_torch_model
 from components.spec import AugmentSpec, TaskSpec
 from components.train.common import Checkpoints, learning_rate, precision_note, publish_common
 from components.train.loader import (ImageSource, Split, class_weights, epoch_order, open_run_data, rank_share,
-                                    shared_batches)
+                                    shared_batch_count, shared_batches)
 from components.train.tracking import epoch_log
 
 WEIGHTS = "model.pt"
@@ -91,7 +91,7 @@ class _EpochBatches(Sampler):
                      for batch in shared_batches(order, self.batch_size, self.ranks.world)])
 
     def __len__(self) -> int:
-        return self.count // self.batch_size + (self.count % self.batch_size >= self.ranks.world)
+        return shared_batch_count(self.count, self.batch_size, self.ranks.world)
 
 
 def _loader(source: ImageSource, split: Split, batch_size: int, workers: int = 0,

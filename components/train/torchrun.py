@@ -9,18 +9,17 @@ then stops the other ranks, and the step fails with one line. Rerunning it resum
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 from components.errors import RelayError
 from components.settings import free_ports
 from components.spec import TaskSpec
-from components.train.launch import RANK_ERROR, StderrRelay, failure_line, how_it_ended, process_environment
+from components.train.launch import (RANK_ERROR, StderrRelay, failure_line, how_it_ended, process_environment,
+                                    published_result, spec_for_processes)
 
 
 def torchrun_command(spec_file: Path, data_dir: Path, out_dir: Path, processes: int, port: int) -> list[str]:
@@ -47,16 +46,8 @@ def torchrun_failure(output: str, processes: int, out_dir: Path) -> str:
 
 def train_distributed(spec: TaskSpec, data_dir: Path, out_dir: Path):
     """Train ``spec`` on ``training.distributed.processes`` ranks under torchrun; the result rank 0 published."""
-    from components.run_files import METRICS
-    from components.train import TrainResult
-    from components.train.loader import open_run_data
-
     processes = spec.training.distributed.processes
-    # The decoded cache is built here once, so the ranks do not each decode the dataset into it.
-    open_run_data(data_dir, spec.dataset.classes, spec.training.cache == "decoded")
-    with tempfile.TemporaryDirectory(prefix="relay-torchrun-") as scratch:
-        spec_file = Path(scratch) / "spec.json"
-        spec_file.write_text(spec.model_dump_json())
+    with spec_for_processes(spec, data_dir) as spec_file:
         command = torchrun_command(spec_file, data_dir, out_dir, processes, free_ports(1)[0])
         # gloo stays on loopback
         environment = {**process_environment(processes), "GLOO_SOCKET_IFNAME": "lo"}
@@ -65,8 +56,7 @@ def train_distributed(spec: TaskSpec, data_dir: Path, out_dir: Path):
         code = process.wait()
     if code != 0:
         raise RelayError(torchrun_failure(errors.text(), processes, out_dir))
-    metrics = json.loads((out_dir / METRICS).read_text())
-    return TrainResult(out_dir, "pytorch", metrics["test_accuracy"], metrics["train_seconds"])
+    return published_result(out_dir, "pytorch")
 
 
 def main(argv: list[str]) -> int:
