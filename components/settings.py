@@ -6,6 +6,7 @@ the local model server), outside the code checkout, so a run never writes into t
 
 from __future__ import annotations
 
+import random
 import socket
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -135,16 +136,38 @@ def get_settings() -> Settings:
     return Settings()
 
 
+def _ephemeral_port_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
 def free_ports(count: int) -> list[int]:
-    """Ports that are free on 127.0.0.1 right now (held open together so they are distinct)."""
-    sockets = []
-    for _ in range(count):
+    """Distinct ports that are free on 127.0.0.1 right now, picked at random below the kernel's ephemeral range.
+
+    Why not bind port 0: that hands out an ephemeral port, and the kernel hands the same ports to the outgoing
+    connections of every process here, so one may take it before the server that was meant to listen on it binds.
+    """
+    low, high = _ephemeral_port_range()
+    pick = random.Random()  # seeded from the OS, whatever a caller did to the random module
+    first, last = (10000, low - 1) if low > 11000 else (high + 1, 65535)
+    sockets: list[socket.socket] = []
+    for _ in range(200 * count):
+        if len(sockets) == count:
+            break
         sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        sockets.append(sock)
+        try:
+            sock.bind(("127.0.0.1", pick.randint(first, last)))
+            sockets.append(sock)
+        except OSError:
+            sock.close()
     ports = [s.getsockname()[1] for s in sockets]
     for sock in sockets:
         sock.close()
+    if len(ports) < count:
+        raise OSError(f"no {count} free ports on 127.0.0.1 between {first} and {last}")
     return ports
 
 
