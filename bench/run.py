@@ -288,7 +288,7 @@ def _plain_loop_images_per_s(run: Path, spec, epochs: int = 1) -> float:
     from components.models.torch_cnn import build_torch_model
     from components.train.loader import open_run_data
 
-    source, splits = open_run_data(RunDir(run).data, spec.dataset.classes, True)
+    source, splits = open_run_data(RunDir(run).data, spec)
     train = splits["train"]
     pixels = torch.from_numpy(np.asarray(np.load(source.cache, mmap_mode="r")[np.sort(train.rows)]))
     mean = torch.tensor(source.prep.mean).view(1, -1, 1, 1)
@@ -325,7 +325,7 @@ class _PlainKerasRounds:
         from components.train.keras_train import _compiled_model, _policy
         from components.train.loader import open_run_data
 
-        source, splits = open_run_data(RunDir(run).data, spec.dataset.classes, True)
+        source, splits = open_run_data(RunDir(run).data, spec)
         train = splits["train"]
         pixels = np.asarray(np.load(source.cache, mmap_mode="r")[np.sort(train.rows)])
         mean, std = np.asarray(source.prep.mean, np.float32), np.asarray(source.prep.std, np.float32)

@@ -158,6 +158,11 @@ def load_pixels(data: bytes | Path | str, prep: Preprocessing, name: str | None 
     return pixels[:, :, None] if pixels.ndim == 2 else pixels
 
 
+def load_pixel_batch(sources: Sequence[bytes | Path | str], prep: Preprocessing) -> np.ndarray:
+    """``load_pixels`` of each file (or body), stacked: uint8 NHWC."""
+    return np.stack([load_pixels(source, prep) for source in sources])
+
+
 def normalize(batch: np.ndarray, prep: Preprocessing) -> np.ndarray:
     """uint8 NHWC (or one HWC image) → the model's float32 NCHW input."""
     if batch.ndim == 3:
@@ -171,4 +176,4 @@ def preprocess_files(sources: Sequence[bytes | Path | str], prep: Preprocessing)
     """Files (or bodies) → one normalized float32 NCHW batch."""
     if not sources:
         return np.zeros((0, prep.channels, prep.height, prep.width), np.float32)
-    return normalize(np.stack([load_pixels(source, prep) for source in sources]), prep)
+    return normalize(load_pixel_batch(sources, prep), prep)

@@ -7,6 +7,10 @@ AWS_SECRET_ACCESS_KEY, AWS_PROFILE, a pod's role).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from components.errors import RelayError
 from components.settings import Settings
 
 _KEY_HELP = "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY to a key this endpoint knows"
@@ -75,3 +79,19 @@ def probe_s3(url: str, endpoint_url: str | None) -> str | None:
         message = f"{type(error).__name__}: {error}"
         return s3_failure_reason(message) or message
     return None
+
+
+@contextmanager
+def store_failures(url: str, what: str, doing: str, settings: Settings,
+                   error: type[RelayError] = RelayError) -> Iterator[None]:
+    """Turn a failure to reach ``url`` (the ``what``: "run store", "shard store") into one line naming it and
+    saying what to do."""
+    try:
+        yield
+    except Exception as failure:
+        message = f"{type(failure).__name__}: {failure}"
+        reason = s3_failure_reason(message)
+        # botocore's own errors (EndpointConnectionError, NoCredentialsError) are not OSErrors: known ones only
+        if reason is None and not isinstance(failure, (OSError, ValueError)):
+            raise
+        raise error(f"{what} {describe_remote(url, settings)}: {doing} failed: {reason or message}") from None

@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     runs_uri: str | None = Field(
         default=None, description="Where runs live when steps share no disk (s3://bucket/runs): each step "
                                   "downloads its run, steps it and uploads what it wrote. Default: <home>/runs.")
+    shards_uri: str | None = Field(
+        default=None, description="Where the data step packs each data version's shards for training to stream "
+                                  "(training.cache: shards), e.g. s3://bucket/shards. Default: <home>/shards.")
     registry: Path | None = Field(default=None, description="Model registry git repo; default <home>/registry.")
     registry_remote: str | None = Field(
         default=None, description="Git remote the registry pushes commits and GTO tags to, if any."
@@ -110,6 +113,10 @@ class Settings(BaseSettings):
     @cached_property
     def runs_dir(self) -> Path:
         return self.home / "runs"
+
+    @cached_property
+    def shard_store(self) -> str:
+        return self.shards_uri or str(self.home / "shards")
 
     @cached_property
     def registry_dir(self) -> Path:
@@ -191,5 +198,5 @@ def settings_env(settings: Settings) -> dict[str, str]:
            "RELAY_TS_HEAP": settings.ts_heap, "RELAY_TS_TOKEN_EXPIRATION_MIN": str(settings.ts_token_expiration_min),
            "RELAY_STEP_CACHE": str(settings.step_cache).lower()}
     optional = {"RELAY_REGISTRY_REMOTE": settings.registry_remote, "RELAY_S3_ENDPOINT_URL": settings.s3_endpoint_url,
-                "RELAY_RUNS_URI": settings.runs_uri}
+                "RELAY_RUNS_URI": settings.runs_uri, "RELAY_SHARDS_URI": settings.shards_uri}
     return env | {name: value for name, value in optional.items() if value}

@@ -159,6 +159,24 @@ class DistributedSpec(_Strict):
                                                                           "(training.accelerator: gpu).")
 
 
+class ShardSpec(_Strict):
+    """Packed shards (training.cache: shards; docs/operations.md, "Streamed data")."""
+
+    shard_mb: float = Field(default=64, gt=0, le=4096,
+                            description="Decoded images per shard, in MB: the data step packs each split into "
+                                        "WebDataset tar shards of about this size (the training split into at least "
+                                        "one per training process).")
+    cache_mb: float = Field(default=1024, gt=0,
+                            description="Local disk the streamed shards may take on each machine, in MB, beyond "
+                                        "the one being fetched: the first fetched go first.")
+
+    @model_validator(mode="after")
+    def _cache_holds_a_shard(self) -> ShardSpec:
+        if self.cache_mb < self.shard_mb:
+            raise ValueError(f"cache_mb {self.cache_mb:g} must hold at least one shard (shard_mb {self.shard_mb:g})")
+        return self
+
+
 class TrainingSpec(_Strict):
     epochs: int = Field(ge=1, le=1000, description="Passes over the training split.")
     batch_size: int = Field(default=64, ge=1)
@@ -176,9 +194,13 @@ class TrainingSpec(_Strict):
                                                 description="Stop after this many epochs without a better "
                                                             "validation accuracy; null: run every epoch.")
     workers: int = Field(default=1, ge=0, le=16, description="DataLoader worker processes / tf.data parallelism.")
-    cache: Literal["decoded", "none"] = Field(
+    cache: Literal["decoded", "none", "shards"] = Field(
         default="decoded", description="decoded: decode each image once per data version and input size into a "
-                                       "uint8 memmap; none: decode every epoch.")
+                                       "uint8 memmap on this machine; shards: the data step packs the decoded "
+                                       "images into shards in the shard store (RELAY_SHARDS_URI), which training "
+                                       "streams through a bounded local cache, each process reading its own; "
+                                       "none: decode every epoch.")
+    shards: ShardSpec = ShardSpec()
     precision: Literal["mixed", "fp32"] = Field(
         default="mixed", description="mixed: bf16 autocast on CPU, fp16 on a GPU; fp32: full precision.")
     seed: int = 0
@@ -350,6 +372,7 @@ OVERRIDABLE = {
     "epochs": ("training", "epochs"),
     "precision": ("training", "precision"),
     "processes": ("training", "distributed", "processes"),
+    "cache": ("training", "cache"),
     "quantize": ("optimize", "quantize"),
     "max_accuracy_drop_pp": ("gate", "max_accuracy_drop_pp"),
     "min_agreement": ("gate", "min_agreement"),

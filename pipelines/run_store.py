@@ -22,7 +22,7 @@ import fsspec
 
 from components.atomic import is_temp_name
 from components.errors import RelayError
-from components.object_store import describe_remote, s3_failure_reason, storage_options
+from components.object_store import storage_options, store_failures
 from components.run_files import STEP_OUTPUTS, RunDir
 from components.settings import Settings
 
@@ -42,19 +42,8 @@ def _snapshot(local: Path) -> dict[str, tuple[int, int]]:
     return files
 
 
-@contextmanager
-def _reported(uri: str, doing: str, settings: Settings) -> Iterator[None]:
-    """Turn a store failure into one line naming the store and saying what to do."""
-    try:
-        yield
-    except Exception as error:
-        message = f"{type(error).__name__}: {error}"
-        reason = s3_failure_reason(message)
-        # botocore's own errors (EndpointConnectionError, NoCredentialsError) are not OSErrors: known ones only
-        if reason is None and not isinstance(error, (OSError, ValueError)):
-            raise
-        raise RunStoreError(f"run store {describe_remote(uri, settings)}: {doing} failed: {reason or message}") \
-            from None
+def _reported(uri: str, doing: str, settings: Settings):
+    return store_failures(uri, "run store", doing, settings, RunStoreError)
 
 
 def is_uri(location: str) -> bool:

@@ -160,8 +160,11 @@ StepSummary = (DataSummary | ValidateSummary | TrainSummary | OptimizeSummary | 
 
 def _data(spec: TaskSpec, run: RunDir, settings: Settings) -> DataSummary:
     from components.data.dataset import prepare_data
+    from components.data.shards import write_shards
 
     result = prepare_data(spec, run.data, settings)
+    if spec.training.cache == "shards":
+        write_shards(spec, run.data, settings)
     return DataSummary(result.images, result.described, result.dataset_md5, str(result.manifest))
 
 
@@ -377,7 +380,8 @@ def run_step(name: str, run_dir: Path, settings: Settings | None = None) -> dict
     run = RunDir(run_dir)
     spec = run_spec(run_dir)
     _inputs_present(name, run)
-    if name != "data":
+    # Training from shards streams them from the shard store: its machine needs no copy of the dataset.
+    if name != "data" and not (name == "train" and spec.training.cache == "shards"):
         _dataset_present(spec, run, settings)
     started = time.perf_counter()
     key = reused = None

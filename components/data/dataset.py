@@ -459,6 +459,21 @@ def data_preprocessing(data_dir: Path) -> Preprocessing:
     return Preprocessing.from_dict(read_data_info(data_dir)["preprocessing"])
 
 
+def usable_images(data_dir: Path) -> pd.DataFrame:
+    """The manifest's rows that are in a split, numbered from 0: the row numbers the decoded cache, the shards and
+    training share."""
+    manifest = read_manifest(data_dir)
+    return manifest[manifest["split"].isin(SPLITS)].reset_index(drop=True)
+
+
+def decoded_version(data_dir: Path, usable: pd.DataFrame) -> str:
+    """What the decoded pixels of ``usable`` depend on, as a digest: the data version, the input size, channels
+    and resize policy (not the normalization, applied later), and each file's content."""
+    shape = json.dumps({**data_preprocessing(data_dir).to_dict(), "mean": None, "std": None}, sort_keys=True)
+    text = read_data_info(data_dir)["dataset_version"] + shape + "".join(usable["content_hash"])
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
 def split_files(data_dir: Path, split: str, classes: list[str]) -> tuple[list[Path], np.ndarray]:
     """One split's files and int64 class indices."""
     root = dataset_root(data_dir)

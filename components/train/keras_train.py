@@ -26,8 +26,8 @@ from components.errors import RelayError
 from components.models.architecture import Architecture
 from components.spec import AugmentSpec, TaskSpec
 from components.train.common import Checkpoints, learning_rate, precision_note, publish_common
-from components.train.loader import (ImageSource, Split, class_weights, epoch_order, open_run_data, rank_share,
-                                    shared_batch_count, shared_batches)
+from components.train.loader import (ImageSource, ShardSource, Split, class_weights, epoch_batches,
+                                    global_batch_sizes, open_run_data, shared_batch_count)
 from components.train.tracking import epoch_log
 
 KERAS_FILE = "model.keras"
@@ -76,7 +76,7 @@ def _augment(tf, images, cfg: AugmentSpec, seed):
     return images
 
 
-def make_dataset(source: ImageSource, split: Split, batch_size: int, spec: TaskSpec, order=None,
+def make_dataset(source: ImageSource | ShardSource, split: Split, batch_size: int, spec: TaskSpec, order=None,
                  training: bool = False, epoch: int = 0, weights: np.ndarray | None = None,
                  batches: list[np.ndarray] | None = None):
     """A tf.data pipeline of (NCHW float32 images, one-hot labels[, sample weights]) for one pass: ``order`` (or
@@ -356,7 +356,7 @@ def train(spec: TaskSpec, data_dir: Path, out_dir: Path, workers: Workers | None
     jit_compile = _jit_compile(policy, gpu) and workers is None
     info = read_data_info(data_dir)
     arch = Architecture.from_spec(spec)
-    source, splits = open_run_data(data_dir, spec.dataset.classes, cfg.cache == "decoded")
+    source, splits = open_run_data(data_dir, spec)
     weights = class_weights(splits["train"].labels, arch.num_classes, cfg.class_weights)
     steps_per_epoch = shared_batch_count(len(splits["train"]), cfg.batch_size, workers.count if workers else 1)
     total_steps = steps_per_epoch * cfg.epochs
@@ -380,20 +380,20 @@ def train(spec: TaskSpec, data_dir: Path, out_dir: Path, workers: Workers | None
         first_epoch = state.epochs_done
 
     def train_epoch(epoch: int) -> tuple[dict[str, float], int]:
-        order = epoch_order(len(splits["train"]), cfg.seed, epoch)
         if workers is None:
+            order = np.concatenate(epoch_batches(source, splits["train"], cfg.batch_size, cfg.seed, epoch))
             data = make_dataset(source, splits["train"], cfg.batch_size, spec, order, training=True, epoch=epoch,
                                 weights=weights)
             history = model.fit(data, epochs=1, verbose=0, shuffle=False, callbacks=[
                 _step_learning_rate(cfg, epoch * steps_per_epoch, total_steps, steps_per_epoch)]).history
             return {"train_loss": float(history["loss"][-1]),
                     "train_accuracy": float(history["categorical_accuracy"][-1])}, len(order)
-        batches = shared_batches(order, cfg.batch_size, workers.count)
         data = make_dataset(source, splits["train"], cfg.batch_size, spec, training=True, epoch=epoch,
-                            weights=weights, batches=[rank_share(b, workers.index, workers.count) for b in batches])
+                            weights=weights, batches=epoch_batches(source, splits["train"], cfg.batch_size, cfg.seed,
+                                                                   epoch, workers.index, workers.count))
         rates = [learning_rate(cfg, epoch * steps_per_epoch + step, total_steps, steps_per_epoch)
-                 for step in range(len(batches))]
-        return steps.epoch(data, [len(b) for b in batches], rates)
+                 for step in range(steps_per_epoch)]
+        return steps.epoch(data, global_batch_sizes(len(splits["train"]), cfg.batch_size, workers.count), rates)
 
     if workers is not None and not workers.chief:
         for epoch in range(first_epoch, cfg.epochs):
@@ -474,13 +474,14 @@ class TrainingRounds:
         gpu = bool(tf.config.list_physical_devices("GPU"))
         policy = _policy(cfg.precision, gpu)
         self._model = _compiled_model(spec, arch, policy, _jit_compile(policy, gpu))
-        source, splits = open_run_data(data_dir, spec.dataset.classes, cfg.cache == "decoded")
+        source, splits = open_run_data(data_dir, spec)
         count = len(splits["train"])
         self._steps_per_epoch = -(-count // cfg.batch_size)
         self._total_steps = self._steps_per_epoch * cfg.epochs
         weights = class_weights(splits["train"].labels, arch.num_classes, cfg.class_weights)
-        self._data = make_dataset(source, splits["train"], cfg.batch_size, spec, epoch_order(count, cfg.seed, 0),
-                                  training=True, weights=weights).repeat()
+        order = np.concatenate(epoch_batches(source, splits["train"], cfg.batch_size, cfg.seed, 0))
+        self._data = make_dataset(source, splits["train"], cfg.batch_size, spec, order, training=True,
+                                  weights=weights).repeat()
         self._cfg, self._step, self._count = cfg, 0, count
 
     def run(self, batches: int) -> int:

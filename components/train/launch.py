@@ -28,7 +28,7 @@ def spec_for_processes(spec, data_dir: Path) -> Iterator[Path]:
     once, so the processes do not each decode the dataset into it."""
     from components.train.loader import open_run_data
 
-    open_run_data(data_dir, spec.dataset.classes, spec.training.cache == "decoded")
+    open_run_data(data_dir, spec)
     with tempfile.TemporaryDirectory(prefix="relay-ranks-") as scratch:
         spec_file = Path(scratch) / "spec.json"
         spec_file.write_text(spec.model_dump_json())

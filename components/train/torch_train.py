@@ -25,8 +25,8 @@ from components.models.architecture import Architecture
 from components.models.torch_cnn import build_torch_model
 from components.spec import AugmentSpec, TaskSpec
 from components.train.common import Checkpoints, learning_rate, precision_note, publish_common
-from components.train.loader import (ImageSource, Split, class_weights, epoch_order, open_run_data, rank_share,
-                                    shared_batch_count, shared_batches)
+from components.train.loader import (ImageSource, ShardSource, Split, class_weights, epoch_batches, open_run_data,
+                                    shared_batch_count)
 from components.train.tracking import epoch_log
 
 WEIGHTS = "model.pt"
@@ -77,28 +77,28 @@ class Ranks:
 
 
 class _EpochBatches(Sampler):
-    """This rank's batches of one epoch: each global batch of ``epoch_order``, split evenly between the ranks,
-    so N ranks see the same global batches as one process does. (torch's DistributedSampler deals each rank
-    every N-th image of its own permutation instead.) A last global batch with fewer images than ranks is left
-    out on every rank. Set the epoch before iterating."""
+    """This rank's batches of one epoch (``loader.epoch_batches``). From the decoded cache, N ranks see the same
+    global batches as one process does (torch's DistributedSampler deals each rank every N-th image of its own
+    permutation instead). Set the epoch before iterating."""
 
-    def __init__(self, count: int, batch_size: int, seed: int | None, ranks: Ranks = Ranks()):
-        self.count, self.batch_size, self.seed, self.ranks, self.epoch = count, batch_size, seed, ranks, 0
+    def __init__(self, source: ImageSource | ShardSource, split: Split, batch_size: int, seed: int | None,
+                 ranks: Ranks = Ranks()):
+        self.source, self.split, self.batch_size, self.seed, self.ranks = source, split, batch_size, seed, ranks
+        self.epoch = 0
 
     def __iter__(self):
-        order = np.arange(self.count) if self.seed is None else epoch_order(self.count, self.seed, self.epoch)
-        return iter([rank_share(batch, self.ranks.rank, self.ranks.world)
-                     for batch in shared_batches(order, self.batch_size, self.ranks.world)])
+        return iter(epoch_batches(self.source, self.split, self.batch_size, self.seed, self.epoch, self.ranks.rank,
+                                  self.ranks.world))
 
     def __len__(self) -> int:
-        return shared_batch_count(self.count, self.batch_size, self.ranks.world)
+        return shared_batch_count(len(self.split), self.batch_size, self.ranks.world)
 
 
-def _loader(source: ImageSource, split: Split, batch_size: int, workers: int = 0,
+def _loader(source: ImageSource | ShardSource, split: Split, batch_size: int, workers: int = 0,
             seed: int | None = None, ranks: Ranks = Ranks()) -> DataLoader:
     """Batches of ``split`` (this rank's share of them), shuffled per epoch when ``seed`` is given; workers
     persist across epochs."""
-    return DataLoader(_Batches(source, split), sampler=_EpochBatches(len(split), batch_size, seed, ranks),
+    return DataLoader(_Batches(source, split), sampler=_EpochBatches(source, split, batch_size, seed, ranks),
                       batch_size=None, num_workers=workers, persistent_workers=workers > 0,
                       prefetch_factor=4 if workers else None,
                       multiprocessing_context="forkserver" if workers else None)
@@ -219,7 +219,7 @@ class _Training:
         torch.manual_seed(cfg.seed)
         self.device = torch.device("cuda", ranks.local) if torch.cuda.is_available() else torch.device("cpu")
         self.arch = Architecture.from_spec(spec)
-        self.source, self.splits = open_run_data(data_dir, spec.dataset.classes, cfg.cache == "decoded")
+        self.source, self.splits = open_run_data(data_dir, spec)
         self.normalize = Normalizer(self.source.prep, self.device)
         # channels_last: oneDNN's convolutions run ~40% faster on NHWC (measured here, bf16 and fp32).
         self.net = build_torch_model(self.arch).to(self.device, memory_format=torch.channels_last)

@@ -145,15 +145,15 @@ def test_pod_mode_hands_every_form_value_to_the_data_pod_as_one_json_argument(mo
     arguments = dag.get_task("data").arguments
     flag = arguments.index("--params")
     typed = {"framework": "tensorflow", "model": "small_cnn", "epochs": 3, "precision": "fp32", "processes": 1,
-             "quantize": "int8", "max_accuracy_drop_pp": 0.25, "min_agreement": 0.9, "min_accuracy": 0.5, "champion_tolerance_pp": 2.0}
+             "cache": "shards", "quantize": "int8", "max_accuracy_drop_pp": 0.25, "min_agreement": 0.9, "min_accuracy": 0.5, "champion_tolerance_pp": 2.0}
     params = ParamsDict(dict(dag.params.items()))
     params.update(typed)
     rendered = dag.get_template_env().from_string(arguments[flag + 1]).render(params=params)
     received = parse_run_params(rendered)
     assert received == typed
     spec = apply_overrides(load_spec("digits"), received)
-    assert (spec.framework, spec.training.epochs, spec.training.precision, spec.optimize.quantize) == \
-        ("tensorflow", 3, "fp32", "int8")
+    assert (spec.framework, spec.training.epochs, spec.training.precision, spec.training.cache,
+            spec.optimize.quantize) == ("tensorflow", 3, "fp32", "shards", "int8")
     assert (spec.gate.max_accuracy_drop_pp, spec.gate.min_agreement, spec.gate.min_accuracy,
             spec.gate.champion_tolerance_pp) == (0.25, 0.9, 0.5, 2.0)
 

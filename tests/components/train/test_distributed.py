@@ -2,6 +2,7 @@
 MultiWorkerMirroredStrategy workers (TF_CONFIG on 127.0.0.1, ring collectives), each compared with one process."""
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -9,9 +10,11 @@ from typing import Callable
 import numpy as np
 import pytest
 
+from components.atomic import write_json
+from components.data.shards import write_shards
 from components.errors import RelayError
 from components.frameworks import train_model
-from tests.conftest import kill_after_epochs, spec_for, training_process
+from tests.conftest import kill_after_epochs, make_settings, spec_for, training_process
 
 
 def _torch_weights(model_dir: Path) -> dict[str, np.ndarray]:
@@ -110,6 +113,34 @@ def test_a_killed_process_fails_the_step_in_one_line_publishes_nothing_and_the_r
     # Rank 0's checkpoint reaches the others exactly (TensorFlow: through the collectives, in float64).
     ours, straight = framework.weights(target), framework.weights(uninterrupted)
     assert all(np.array_equal(ours[key], straight[key]) for key in straight)
+
+
+def test_two_processes_stream_shards_from_s3_with_no_copy_of_the_dataset_on_their_machine(
+        one_and_two, trained_run, tmp_path, local_s3, s3_env, monkeypatch):
+    framework, one, _ = one_and_two
+    _, run = trained_run
+    bound_mb = 0.15  # three of the dozen training shards
+    spec = _spec(trained_run, framework, **{"training.distributed.processes": 2, "training.cache": "shards",
+                                            "training.shards.shard_mb": 0.05, "training.shards.cache_mb": bound_mb})
+    data = tmp_path / "data"
+    shutil.copytree(run.data, data)
+    packer = make_settings(tmp_path / "packer", shards_uri=f"s3://{local_s3.bucket}/{tmp_path.name}/shards")
+    record = write_shards(spec, data, packer)  # the data step, on another machine
+    info = json.loads((data / "data.json").read_text())
+    write_json(data / "data.json", {**info, "dataset_dir": str(tmp_path / "not-on-this-machine")})
+    trainer_home = tmp_path / "trainer"
+    monkeypatch.setenv("RELAY_HOME", str(trainer_home))
+
+    train_model(spec, data, tmp_path / "train")
+
+    metrics = json.loads((tmp_path / "train" / "metrics.json").read_text())
+    assert metrics["distributed"] == {"processes": 2, "backend": "gloo"} and metrics["epochs"] == framework.epochs
+    # streamed in another order than one process's from the decoded cache, it learns as much
+    decoded = json.loads((one / "metrics.json").read_text())["test_accuracy"]
+    assert metrics["test_accuracy"] >= decoded - 0.1, (metrics["test_accuracy"], decoded)
+    cached = [path.stat().st_size for path in (trainer_home / "cache" / "shards").iterdir()]
+    shards = len(record["splits"]["train"])
+    assert 0 < len(cached) < shards and sum(cached) <= bound_mb * 2**20 + max(cached), cached
 
 
 def test_with_batchnorm_two_torch_ranks_stay_far_closer_to_one_process_than_another_seed_does(trained_run, tmp_path):
