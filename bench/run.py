@@ -87,6 +87,8 @@ TARGETS = {  # key: (description, comparison, target)
     "served_p50_ms": ("digits served p50, one client, Relay's default serving config, ms", "<=", 2.0),
     "ddp2_vs_1": ("shapes resnet training images/s, fp32: 2 DDP ranks (torchrun, 1 thread each) over 1 process "
                   "(all cores), same global batch; on 2 cores this is DDP's overhead", None, None),
+    "shards_vs_local": ("shapes resnet training images/s, fp32, 1 process: streaming 2 MB shards from S3 (moto) "
+                        "through a 6 MB cache over this machine's decoded cache", ">=", 0.9),
     "celery_vs_local": ("the digits DAG (REST trigger to end) on 2 Celery workers sharing no disk (S3, git) over "
                         "the LocalExecutor on one disk", "<=", 1.3),
     "celery_dag_s": ("that DAG run on the Celery workers, s", None, None),
@@ -434,9 +436,9 @@ def _cpu_hog():
         hog.wait()
 
 
-def measure_distributed(home: Path, rounds: int = 2) -> dict[str, float]:
-    """Training images/s of shapes resnet (a quarter of the data, one epoch, fp32) on 1 process and on 2 torchrun
-    ranks, in alternating rounds; each side has all the machine's cores (the ranks split them)."""
+def _quarter_of_shapes(home: Path) -> tuple[Settings, Path]:
+    """The data step's output for a quarter of the shapes images (every fourth manifest row): the training
+    benchmarks' data, in ``home/data``."""
     import pandas as pd
 
     from components.data.dataset import ensure_dataset, prepare_data
@@ -449,6 +451,22 @@ def measure_distributed(home: Path, rounds: int = 2) -> dict[str, float]:
     prepare_data(spec, data, settings)
     manifest = pd.read_csv(data / "manifest.csv", dtype={"label": str})
     manifest.iloc[::4].to_csv(data / "manifest.csv", index=False)
+    return settings, data
+
+
+def _train_step_images_per_s(run: RunDir, data: Path, env: dict[str, str]) -> float:
+    """The train step of ``run`` (on a copy of ``data``) as `relay step train` runs it: its loop's images/s."""
+    shutil.rmtree(run.data, ignore_errors=True)
+    shutil.copytree(data, run.data)
+    subprocess.run([sys.executable, "-m", "pipelines.cli", "step", "train", "--run-dir", str(run)], env=env,
+                   check=True, stdout=subprocess.DEVNULL)
+    return json.loads(run.metrics.read_text())["train_loop_images_per_second"]
+
+
+def measure_distributed(home: Path, rounds: int = 2) -> dict[str, float]:
+    """Training images/s of shapes resnet (a quarter of the data, one epoch, fp32) on 1 process and on 2 torchrun
+    ranks, in alternating rounds; each side has all the machine's cores (the ranks split them)."""
+    settings, data = _quarter_of_shapes(home)
     env = _env(home)
     rates: dict[int, list[float]] = {1: [], 2: []}
     for _ in range(rounds):
@@ -456,14 +474,48 @@ def measure_distributed(home: Path, rounds: int = 2) -> dict[str, float]:
             # fp32: on a CPU without bf16 instructions, mixed precision would time bf16's emulation on both sides.
             run = RunDir(start_run("shapes", {"epochs": 1, "processes": processes, "precision": "fp32"},
                                    settings=settings))
-            shutil.rmtree(run.data, ignore_errors=True)
-            shutil.copytree(data, run.data)
             threads = str(os.cpu_count() // processes)  # the launcher gives each rank its share the same way
-            subprocess.run([sys.executable, "-m", "pipelines.cli", "step", "train", "--run-dir", str(run)],
-                           env={**env, "OMP_NUM_THREADS": threads}, check=True, stdout=subprocess.DEVNULL)
-            rates[processes].append(json.loads(run.metrics.read_text())["train_loop_images_per_second"])
+            rates[processes].append(_train_step_images_per_s(run, data, {**env, "OMP_NUM_THREADS": threads}))
     one, two = (sorted(rates[p])[len(rates[p]) // 2] for p in (1, 2))
     return {"ddp2_vs_1": two / one, "ddp_1proc_img_s": one, "ddp_2proc_img_s": two}
+
+
+# Shards of 2 MB and a cache of 6 MB beside a quarter of shapes' training split, about 26 MB decoded: every epoch
+# fetches the shards from S3 again, as a dataset larger than a machine's cache would.
+_BENCH_SHARDS = {"shard_mb": 2.0, "cache_mb": 6.0}
+
+
+def measure_shards(home: Path, rounds: int = 2) -> dict[str, float]:
+    """Training images/s of shapes resnet (a quarter of the data, one epoch, fp32, one process with all cores)
+    streaming its shards from a moto S3 server through a cache smaller than them (``_BENCH_SHARDS``) over reading
+    this machine's decoded cache, in alternating rounds."""
+    from unittest import mock
+
+    from components.data.shards import write_shards
+    from components.spec import TaskSpec
+    from pipelines.local_s3 import start_local_s3, stop_local_s3
+
+    settings, data = _quarter_of_shapes(home)
+    process, server = start_local_s3(home / "moto.log")
+    try:
+        s3 = {**server.env(), "RELAY_SHARDS_URI": f"s3://{server.bucket}/shards"}
+        env = {**_env(home), **s3, "OMP_NUM_THREADS": str(os.cpu_count())}
+        rates: dict[str, list[float]] = {"decoded": [], "shards": []}
+        for _ in range(rounds):
+            for cache in rates:
+                run = RunDir(start_run("shapes", {"epochs": 1, "precision": "fp32", "cache": cache},
+                                       settings=settings))
+                spec = json.loads(run.spec_file.read_text())
+                spec["training"]["shards"] = _BENCH_SHARDS
+                run.spec_file.write_text(json.dumps(spec))
+                if cache == "shards" and not (data / "shards.json").is_file():
+                    with mock.patch.dict(os.environ, s3):  # the data step's packing, against the S3 server
+                        write_shards(TaskSpec.model_validate(spec), data, Settings(home=home))
+                rates[cache].append(_train_step_images_per_s(run, data, env))
+    finally:
+        stop_local_s3(process)
+    local, streamed = (sorted(rates[c])[len(rates[c]) // 2] for c in ("decoded", "shards"))
+    return {"shards_vs_local": streamed / local, "shards_img_s": streamed, "decoded_cache_img_s": local}
 
 
 def measure_celery_vs_local(home: Path) -> dict[str, float]:
@@ -704,7 +756,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--skip-demo", action="store_true", help="skip the demo timing (about a minute)")
     parser.add_argument("--only", choices=["load", "shapes", "data", "rerun", "serving", "bakeoff", "bakeoff-digits",
-                                           "models", "tensorflow", "training", "distributed", "celery"],
+                                           "models", "tensorflow", "training", "distributed", "shards",
+                                           "celery"],
                         help="measure one group only (results.json keeps the others)")
     args = parser.parse_args()
     figures: dict[str, float] = {}
@@ -731,6 +784,8 @@ def main() -> None:
             figures.update(measure_training(Path(tmp) / "training"))
         elif args.only == "distributed":
             figures.update(measure_distributed(Path(tmp) / "distributed"))
+        elif args.only == "shards":
+            figures.update(measure_shards(Path(tmp) / "shards"))
         elif args.only == "celery":
             figures.update(measure_celery_vs_local(Path(tmp) / "celery"))
         else:
@@ -742,6 +797,7 @@ def main() -> None:
             figures.update(measure_tensorflow(Path(tmp) / "tensorflow"))
             figures.update(measure_training(Path(tmp) / "training"))
             figures.update(measure_distributed(Path(tmp) / "distributed"))
+            figures.update(measure_shards(Path(tmp) / "shards"))
             figures.update(measure_celery_vs_local(Path(tmp) / "celery"))
             figures.update(measure_load(Path(tmp) / "load"))
         if not args.skip_demo and args.only is None:

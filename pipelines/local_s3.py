@@ -124,7 +124,8 @@ def main() -> None:
           "Ctrl-C stops it. In another shell:")
     for name, value in server.env().items():
         print(f"  export {name}={value}")
-    print(f"  export RELAY_DVC_REMOTE=s3://{server.bucket}/dvc RELAY_RUNS_URI=s3://{server.bucket}/runs")
+    print(f"  export RELAY_DVC_REMOTE=s3://{server.bucket}/dvc RELAY_RUNS_URI=s3://{server.bucket}/runs "
+          f"RELAY_SHARDS_URI=s3://{server.bucket}/shards")
     try:
         process.wait()
     except KeyboardInterrupt:

@@ -54,6 +54,10 @@ def read_shard_index(data_dir: Path) -> dict | None:
 def write_shards(spec: TaskSpec, data_dir: Path, settings: Settings) -> dict:
     """Pack the run's usable images into shards in the shard store (unless this data version and layout are there
     already) and record them in ``data_dir/shards.json``; return that record."""
+    if settings.runs_uri and "://" in settings.runs_uri and "://" not in settings.shard_store:
+        raise RelayError(f"training.cache is shards and runs move through {settings.runs_uri}, but the shard store is "
+                         f"this machine's {settings.shard_store}, which other workers cannot read: set "
+                         "RELAY_SHARDS_URI to a URL such as s3://bucket/shards")
     usable = usable_images(data_dir)
     prep = data_preprocessing(data_dir)
     per_shard = max(1, int(spec.training.shards.shard_mb * 2**20

@@ -26,8 +26,8 @@ from components.errors import RelayError
 from components.models.architecture import Architecture
 from components.spec import AugmentSpec, TaskSpec
 from components.train.common import Checkpoints, learning_rate, precision_note, publish_common
-from components.train.loader import (ImageSource, ShardSource, Split, class_weights, epoch_batches,
-                                    global_batch_sizes, open_run_data, shared_batch_count)
+from components.train.loader import (DataSource, Split, class_weights, epoch_batches, global_batch_sizes,
+                                    open_run_data, shared_batch_count)
 from components.train.tracking import epoch_log
 
 KERAS_FILE = "model.keras"
@@ -76,7 +76,7 @@ def _augment(tf, images, cfg: AugmentSpec, seed):
     return images
 
 
-def make_dataset(source: ImageSource | ShardSource, split: Split, batch_size: int, spec: TaskSpec, order=None,
+def make_dataset(source: DataSource, split: Split, batch_size: int, spec: TaskSpec, order=None,
                  training: bool = False, epoch: int = 0, weights: np.ndarray | None = None,
                  batches: list[np.ndarray] | None = None):
     """A tf.data pipeline of (NCHW float32 images, one-hot labels[, sample weights]) for one pass: ``order`` (or

@@ -22,7 +22,7 @@ from components.child_processes import process_pool
 from components.data.dataset import SPLITS, data_preprocessing, dataset_root, decoded_version, usable_images
 from components.data.shards import ShardReader, read_shard_index
 from components.errors import RelayError
-from components.imaging import Preprocessing, load_pixel_batch, load_pixels
+from components.imaging import Preprocessing, load_pixel_batch
 from components.settings import get_settings
 from components.spec import TaskSpec
 
@@ -53,7 +53,7 @@ class ImageSource:
             out = np.empty((len(rows), *self._memmap.shape[1:]), np.uint8)
             out[order] = self._memmap[rows[order]]
             return out
-        return np.stack([load_pixels(self.files[r], self.prep) for r in rows])
+        return load_pixel_batch([self.files[r] for r in rows], self.prep)
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_memmap": None}
@@ -125,7 +125,10 @@ class ShardSource:
             return self._loaded[number]
 
 
-def open_run_data(data_dir: Path, spec: TaskSpec) -> tuple[ImageSource | ShardSource, dict[str, Split]]:
+DataSource = ImageSource | ShardSource  # what training reads batches of rows from
+
+
+def open_run_data(data_dir: Path, spec: TaskSpec) -> tuple[DataSource, dict[str, Split]]:
     """The run's image source (as ``training.cache`` says) and its train, val and test splits."""
     classes, cache = spec.dataset.classes, spec.training.cache
     prep = data_preprocessing(data_dir)
@@ -175,7 +178,7 @@ def rank_share(batch: np.ndarray, rank: int, ranks: int) -> np.ndarray:
     return np.array_split(batch, ranks)[rank]
 
 
-def epoch_batches(source: ImageSource | ShardSource, split: Split, batch_size: int, seed: int | None, epoch: int,
+def epoch_batches(source: DataSource, split: Split, batch_size: int, seed: int | None, epoch: int,
                   rank: int = 0, ranks: int = 1) -> list[np.ndarray]:
     """This rank's batches of one epoch, as positions in ``split``: its share of each global batch. ``seed`` None:
     the split in its own order; otherwise shuffled as a function of (seed, epoch), so a resumed training repeats

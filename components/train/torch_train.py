@@ -25,7 +25,7 @@ from components.models.architecture import Architecture
 from components.models.torch_cnn import build_torch_model
 from components.spec import AugmentSpec, TaskSpec
 from components.train.common import Checkpoints, learning_rate, precision_note, publish_common
-from components.train.loader import (ImageSource, ShardSource, Split, class_weights, epoch_batches, open_run_data,
+from components.train.loader import (DataSource, Split, class_weights, epoch_batches, open_run_data,
                                     shared_batch_count)
 from components.train.tracking import epoch_log
 
@@ -35,7 +35,7 @@ WEIGHTS = "model.pt"
 class _Batches(Dataset):
     """Item ``picked`` (an array of positions in the split) is one batch: a DataLoader worker reads it."""
 
-    def __init__(self, source: ImageSource, split: Split):
+    def __init__(self, source: DataSource, split: Split):
         self.source, self.split = source, split
 
     def __len__(self) -> int:
@@ -81,7 +81,7 @@ class _EpochBatches(Sampler):
     global batches as one process does (torch's DistributedSampler deals each rank every N-th image of its own
     permutation instead). Set the epoch before iterating."""
 
-    def __init__(self, source: ImageSource | ShardSource, split: Split, batch_size: int, seed: int | None,
+    def __init__(self, source: DataSource, split: Split, batch_size: int, seed: int | None,
                  ranks: Ranks = Ranks()):
         self.source, self.split, self.batch_size, self.seed, self.ranks = source, split, batch_size, seed, ranks
         self.epoch = 0
@@ -94,7 +94,7 @@ class _EpochBatches(Sampler):
         return shared_batch_count(len(self.split), self.batch_size, self.ranks.world)
 
 
-def _loader(source: ImageSource | ShardSource, split: Split, batch_size: int, workers: int = 0,
+def _loader(source: DataSource, split: Split, batch_size: int, workers: int = 0,
             seed: int | None = None, ranks: Ranks = Ranks()) -> DataLoader:
     """Batches of ``split`` (this rank's share of them), shuffled per epoch when ``seed`` is given; workers
     persist across epochs."""

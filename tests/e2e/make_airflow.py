@@ -58,7 +58,7 @@ def start_make_airflow(executor: str, env: dict, output: Path, dags: set[str],
 
 class MakeAirflow:
     """`make airflow EXECUTOR=…` in ``root``: the scheduler's Relay home and Airflow home, a bare git remote for
-    the registry, and with ``local_s3`` (moto) the runs and the DVC remote on S3 under ``prefix``. With the
+    the registry, and with ``local_s3`` (moto) the runs, the shards and the DVC remote on S3 under ``prefix``. With the
     celery executor every worker has its own home under ``root/workers`` (the script writes its relay.env)."""
 
     def __init__(self, root: Path, executor: str = "local", local_s3=None, prefix: str = "airflow"):
@@ -76,7 +76,8 @@ class MakeAirflow:
                     "RELAY_WORKERS_DIR": str(self.workers_dir)}
         if local_s3 is not None:
             self.runs_uri = f"s3://{local_s3.bucket}/{prefix}/runs"
-            self.env.update({**local_s3.env(), "RELAY_RUNS_URI": self.runs_uri})
+            self.shards_uri = f"s3://{local_s3.bucket}/{prefix}/shards"
+            self.env.update({**local_s3.env(), "RELAY_RUNS_URI": self.runs_uri, "RELAY_SHARDS_URI": self.shards_uri})
         self.env.pop("RELAY_PROJECT_DIR", None)  # the project is Relay's checkout: the shipped specs
         self.output = root / "make-airflow.log"
         self.process: subprocess.Popen | None = None

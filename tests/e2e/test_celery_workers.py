@@ -6,6 +6,7 @@ real S3 server (moto, IAM auth on), data through the S3 DVC remote, models throu
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -28,19 +29,25 @@ def celery_airflow(tmp_path, local_s3):
         airflow.stop()
 
 
-def _s3_run_files(local_s3, prefix: str) -> dict[str, bytes]:
+def _s3_keys(local_s3, prefix: str):
+    """The keys under ``prefix`` in the server's bucket, and a client to read them."""
     import boto3
 
     s3 = boto3.client("s3", endpoint_url=local_s3.endpoint_url, aws_access_key_id=local_s3.access_key_id,
                       aws_secret_access_key=local_s3.secret_access_key, region_name="us-east-1")
     pages = s3.get_paginator("list_objects_v2").paginate(Bucket=local_s3.bucket, Prefix=prefix)
-    keys = [item["Key"] for page in pages for item in page.get("Contents", [])]
+    return [item["Key"] for page in pages for item in page.get("Contents", [])], s3
+
+
+def _s3_run_files(local_s3, prefix: str) -> dict[str, bytes]:
+    keys, s3 = _s3_keys(local_s3, prefix)
     return {key[len(prefix):]: s3.get_object(Bucket=local_s3.bucket, Key=key)["Body"].read() for key in keys}
 
 
 def test_the_digits_dag_runs_on_two_celery_workers_that_share_no_disk(celery_airflow, local_s3, tmp_path):
-    # Few epochs, and no floor: what this checks is where the steps ran and what they handed over.
-    run, tasks = celery_airflow.run_to_the_end("relay_digits", {"epochs": 2, "min_accuracy": 0.0})
+    # Few epochs, and no floor: what this checks is where the steps ran and what they handed over. Training streams
+    # the data step's shards from S3.
+    run, tasks = celery_airflow.run_to_the_end("relay_digits", {"epochs": 2, "min_accuracy": 0.0, "cache": "shards"})
     states = {t["task_id"]: t["state"] for t in tasks}
     logs = celery_airflow.root / "scheduler" / "airflow" / "logs"
     assert run["state"] == "success", f"{states}; worker logs in {logs} and {celery_airflow.workers_dir}"
@@ -58,6 +65,16 @@ def test_the_digits_dag_runs_on_two_celery_workers_that_share_no_disk(celery_air
         assert f"{run_folder}/{marker}" in files, marker
     for worker in WORKERS:
         assert not any((celery_airflow.workers_dir / worker / "relay-home" / "run-cache").iterdir())
+    # The data step packed the shards into S3; the train step's worker streamed them (no worker decoded the dataset
+    # into a cache of its own).
+    shards = json.loads(files[f"{run_folder}/data/shards.json"])
+    assert shards["url"].startswith(f"{celery_airflow.shards_uri}/") and shards["splits"]["train"]
+    packed = shards["url"][len(f"s3://{local_s3.bucket}/"):]
+    assert f"{packed}/index.json" in _s3_keys(local_s3, packed)[0]
+    trainer = celery_airflow.workers_dir / ran_on["train"] / "relay-home" / "cache"
+    assert any((trainer / "shards").iterdir())
+    assert not any((celery_airflow.workers_dir / worker / "relay-home" / "cache" / "decoded").exists()
+                   for worker in WORKERS)
     # What the steps hand over names no worker's own path. tfx/ is provenance only, read by no later step: TFX's
     # metadata and report record where the validate step's worker wrote and which schema it read.
     worker_paths = [str(celery_airflow.workers_dir / worker).encode() for worker in WORKERS]

@@ -120,6 +120,7 @@ def test_airflow_runs_from_its_helm_chart_as_an_argocd_app():
     assert helm["chart"] == "airflow" and helm["repoURL"] == "https://airflow.apache.org"
     env = {e["name"]: e["value"] for e in helm["helm"]["valuesObject"]["env"]}
     assert env["RELAY_EXECUTION"] == "kubernetes" and env["RELAY_RUNS_URI"].startswith("s3://")
+    assert env["RELAY_SHARDS_URI"].startswith("s3://")  # training may stream shards: pods share no disk
     assert apps["relay-workers"]["spec"]["source"]["path"] == "infra/k8s/workers"
 
 

@@ -96,6 +96,7 @@ def test_pod_mode_runs_each_step_as_the_cli_command_in_the_worker_image(monkeypa
     monkeypatch.setenv("RELAY_EXECUTION", "kubernetes")
     monkeypatch.setenv("RELAY_WORKER_IMAGE", "registry.example/relay-worker:1.2.3")
     monkeypatch.setenv("RELAY_DVC_REMOTE", "s3://relay-dvc/remote")
+    monkeypatch.setenv("RELAY_SHARDS_URI", "s3://relay-dvc/shards")
     dag = build_dag(spec_path("digits"))
     order = ["on_time", "data", "validate", "train", "optimize", "gate", "register", "deploy"]
     for upstream, downstream in zip(order, order[1:]):
@@ -108,7 +109,8 @@ def test_pod_mode_runs_each_step_as_the_cli_command_in_the_worker_image(monkeypa
         assert pod.arguments[3].startswith("/var/lib/relay/runs/digits/airflow-{{ run_id")
         assert [m.mount_path for m in pod.volume_mounts] == ["/var/lib/relay"]
         assert pod.volumes[0].persistent_volume_claim.claim_name == "relay-home"
-        assert {e.name: e.value for e in pod.env_vars}["RELAY_DVC_REMOTE"] == "s3://relay-dvc/remote"
+        env = {e.name: e.value for e in pod.env_vars}
+        assert (env["RELAY_DVC_REMOTE"], env["RELAY_SHARDS_URI"]) == ("s3://relay-dvc/remote", "s3://relay-dvc/shards")
         assert pod.container_resources.limits["memory"] and pod.container_resources.requests["cpu"]
         assert pod.container_security_context.run_as_non_root is True
     assert dag.get_task("data").arguments[4:6] == ["--task", "digits"]

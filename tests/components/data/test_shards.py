@@ -101,3 +101,10 @@ def test_a_store_missing_a_shard_is_refused_before_training_naming_it(trained_ru
     reader = ShardReader(record, settings.home / "cache", 1)
     with pytest.raises(RelayError, match=r"lacks 1 of the run's \d+ shards \(val-000000.tar\): rerun the data step"):
         reader.check([shard["name"] for split in record["splits"].values() for shard in split])
+
+
+def test_a_shard_store_on_this_machine_is_refused_when_runs_move_between_machines(trained_run, data_dir, tmp_path):
+    settings = make_settings(tmp_path / "home", runs_uri="s3://relay/runs")
+    with pytest.raises(RelayError, match=r"which other workers cannot read: set RELAY_SHARDS_URI to a URL"):
+        write_shards(_spec(trained_run), data_dir, settings)
+    assert not (data_dir / SHARDS).exists()
