@@ -2,8 +2,8 @@
 
 Run by ``make bench`` (``measure_celery_vs_local``) in a process of its own: it drives `make airflow` as the
 end-to-end tests do (``tests.e2e.make_airflow``), whose helpers set the test environment up on import.
-``python -m bench.celery_vs_local HOME OUT.json`` writes each executor's seconds from the REST API's trigger to the
-run's end (the spec's defaults): the Celery side with runs and data on a moto S3 server and models through a git
+``python -m bench.celery_vs_local HOME OUT.json [CONF]`` writes each executor's seconds from the REST API's trigger
+to the run's end, triggered with the run parameters CONF (JSON; default none: the spec's defaults): the Celery side with runs and data on a moto S3 server and models through a git
 remote, the local side on one disk. Each includes what its executor adds (Redis queueing, S3 transfers, each
 worker's own checkout of the dataset version)."""
 
@@ -23,7 +23,7 @@ def _task_seconds(tasks: list[dict]) -> dict[str, float]:
                                 .total_seconds(), 1) for t in tasks if t.get("start_date") and t.get("end_date")}
 
 
-def dag_seconds(home: Path) -> dict:
+def dag_seconds(home: Path, conf: dict) -> dict:
     from pipelines.local_s3 import start_local_s3, stop_local_s3
     from tests.e2e.make_airflow import MakeAirflow
 
@@ -35,7 +35,7 @@ def dag_seconds(home: Path) -> dict:
             try:
                 airflow.start()
                 started = time.perf_counter()
-                run, tasks = airflow.run_to_the_end("relay_digits", {})
+                run, tasks = airflow.run_to_the_end("relay_digits", conf)
                 seconds[executor] = time.perf_counter() - started
                 seconds[f"{executor}_tasks"] = _task_seconds(tasks)
                 if run["state"] != "success":
@@ -50,4 +50,4 @@ def dag_seconds(home: Path) -> dict:
 
 if __name__ == "__main__":
     home, out = Path(sys.argv[1]), Path(sys.argv[2])
-    out.write_text(json.dumps(dag_seconds(home)))
+    out.write_text(json.dumps(dag_seconds(home, json.loads(sys.argv[3]) if len(sys.argv) > 3 else {})))

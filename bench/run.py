@@ -92,6 +92,8 @@ TARGETS = {  # key: (description, comparison, target)
     "celery_vs_local": ("the digits DAG (REST trigger to end) on 2 Celery workers sharing no disk (S3, git) over "
                         "the LocalExecutor on one disk", "<=", 1.3),
     "celery_dag_s": ("that DAG run on the Celery workers, s", None, None),
+    "celery_vs_local_shards": ("the same with training streaming the data step's shards (run parameter cache: "
+                               "shards) on both executors", None, None),
     "local_dag_s": ("that DAG run on the LocalExecutor, s", None, None),
 }
 
@@ -455,11 +457,12 @@ def _quarter_of_shapes(home: Path) -> tuple[Settings, Path]:
 
 
 def _train_step_images_per_s(run: RunDir, data: Path, env: dict[str, str]) -> float:
-    """The train step of ``run`` (on a copy of ``data``) as `relay step train` runs it: its loop's images/s."""
+    """The train step of ``run`` (on a copy of ``data``) as `relay step train` runs it: its loop's images/s. The step
+    cache is off: a later round would reuse the first round's training and its figure."""
     shutil.rmtree(run.data, ignore_errors=True)
     shutil.copytree(data, run.data)
-    subprocess.run([sys.executable, "-m", "pipelines.cli", "step", "train", "--run-dir", str(run)], env=env,
-                   check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([sys.executable, "-m", "pipelines.cli", "step", "train", "--run-dir", str(run)],
+                   env={**env, "RELAY_STEP_CACHE": "false"}, check=True, stdout=subprocess.DEVNULL)
     return json.loads(run.metrics.read_text())["train_loop_images_per_second"]
 
 
@@ -485,11 +488,13 @@ def measure_distributed(home: Path, rounds: int = 2) -> dict[str, float]:
 _BENCH_SHARDS = {"shard_mb": 2.0, "cache_mb": 6.0}
 
 
-def measure_shards(home: Path, rounds: int = 2) -> dict[str, float]:
+def measure_shards(home: Path, rounds: int = 4) -> dict[str, float]:
     """Training images/s of shapes resnet (a quarter of the data, one epoch, fp32, one process with all cores)
     streaming its shards from a moto S3 server through a cache smaller than them (``_BENCH_SHARDS``) over reading
-    this machine's decoded cache, in alternating rounds."""
+    this machine's decoded cache, in rounds that alternate which goes first; the medians."""
     from unittest import mock
+
+    import numpy as np
 
     from components.data.shards import write_shards
     from components.spec import TaskSpec
@@ -501,8 +506,8 @@ def measure_shards(home: Path, rounds: int = 2) -> dict[str, float]:
         s3 = {**server.env(), "RELAY_SHARDS_URI": f"s3://{server.bucket}/shards"}
         env = {**_env(home), **s3, "OMP_NUM_THREADS": str(os.cpu_count())}
         rates: dict[str, list[float]] = {"decoded": [], "shards": []}
-        for _ in range(rounds):
-            for cache in rates:
+        for round_number in range(rounds):
+            for cache in sorted(rates, reverse=round_number % 2 == 1):
                 run = RunDir(start_run("shapes", {"epochs": 1, "precision": "fp32", "cache": cache},
                                        settings=settings))
                 spec = json.loads(run.spec_file.read_text())
@@ -514,22 +519,28 @@ def measure_shards(home: Path, rounds: int = 2) -> dict[str, float]:
                 rates[cache].append(_train_step_images_per_s(run, data, env))
     finally:
         stop_local_s3(process)
-    local, streamed = (sorted(rates[c])[len(rates[c]) // 2] for c in ("decoded", "shards"))
+    print(f"training images/s per round: {rates}")
+    local, streamed = (float(np.median(rates[c])) for c in ("decoded", "shards"))
     return {"shards_vs_local": streamed / local, "shards_img_s": streamed, "decoded_cache_img_s": local}
 
 
 def measure_celery_vs_local(home: Path) -> dict[str, float]:
     """The digits DAG on 2 Celery workers that share no disk over the LocalExecutor (``bench.celery_vs_local``, in a
-    process of its own)."""
-    home.mkdir(parents=True)
-    out = home / "seconds.json"
-    subprocess.run([sys.executable, "-m", "bench.celery_vs_local", str(home), str(out)], cwd=PROJECT_DIR,
-                   env={**os.environ, "PYTHONPATH": str(PROJECT_DIR)}, check=True)
-    seconds = json.loads(out.read_text())
-    for executor in ("local", "celery"):  # where the time went, step by step
-        print(f"{executor} executor, seconds per task: {seconds[f'{executor}_tasks']}")
-    return {"celery_vs_local": seconds["celery"] / seconds["local"], "celery_dag_s": seconds["celery"],
-            "local_dag_s": seconds["local"]}
+    process of its own): with the spec's defaults, then with training streaming the data step's shards
+    (``cache: shards``) on both executors."""
+    figures = {}
+    for suffix, conf in (("", {}), ("_shards", {"cache": "shards"})):
+        folder = home / (suffix.strip("_") or "defaults")
+        folder.mkdir(parents=True)
+        out = folder / "seconds.json"
+        subprocess.run([sys.executable, "-m", "bench.celery_vs_local", str(folder), str(out), json.dumps(conf)],
+                       cwd=PROJECT_DIR, env={**os.environ, "PYTHONPATH": str(PROJECT_DIR)}, check=True)
+        seconds = json.loads(out.read_text())
+        for executor in ("local", "celery"):  # where the time went, step by step
+            print(f"{executor} executor, {conf or 'spec defaults'}, seconds per task: {seconds[f'{executor}_tasks']}")
+        figures.update({f"celery_vs_local{suffix}": seconds["celery"] / seconds["local"],
+                        f"celery_dag{suffix}_s": seconds["celery"], f"local_dag{suffix}_s": seconds["local"]})
+    return figures
 
 
 def measure_data(home: Path) -> dict[str, float]:

@@ -98,10 +98,11 @@ def _pack(fs, root: str, data_dir: Path, usable, layout: dict, settings: Setting
             for number, chunk in enumerate(np.array_split(rows, count) if count else []):
                 name = f"{split}-{number:06d}.tar"
                 parts = [chunk[i:i + _DECODE_CHUNK] for i in range(0, len(chunk), _DECODE_CHUNK)]
+                decoded = pool.map(load_pixel_batch, [[files[row] for row in part] for part in parts],
+                                   [prep] * len(parts))
                 local = Path(scratch) / name
                 with wds.TarWriter(str(local)) as sink:
-                    for part, pixels in zip(parts, pool.map(load_pixel_batch, [[files[r] for r in part]
-                                                                               for part in parts], [prep] * len(parts))):
+                    for part, pixels in zip(parts, decoded):
                         for row, image in zip(part, pixels):
                             sink.write({"__key__": f"{row:09d}", "npy": image, "cls": labels[row]})
                         progress.advance(bar, len(part))

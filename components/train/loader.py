@@ -149,7 +149,8 @@ def open_run_data(data_dir: Path, spec: TaskSpec) -> tuple[DataSource, dict[str,
     files = [str(dataset_root(data_dir) / p) for p in usable["path"]]
     decoded = None
     if cache == "decoded" and files:
-        decoded = get_settings().home / "cache" / "decoded" / f"{decoded_version(data_dir, usable)}.npy"  # this machine's
+        # this machine's own cache
+        decoded = get_settings().home / "cache" / "decoded" / f"{decoded_version(data_dir, usable)}.npy"
         if not decoded.is_file():
             build_cache(files, prep, decoded)
     return ImageSource(prep, files, decoded), splits
