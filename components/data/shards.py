@@ -66,18 +66,22 @@ def write_shards(spec: TaskSpec, data_dir: Path, settings: Settings) -> dict:
               "classes": spec.dataset.classes}
     version = hashlib.sha256((decoded_version(data_dir, usable) + json.dumps(layout, sort_keys=True)).encode())
     url = f"{settings.shard_store.rstrip('/')}/{version.hexdigest()[:24]}"
-    with store_failures(url, "shard store", "packing the shards", settings):
-        fs, root = fsspec.core.url_to_fs(url, **storage_options(url, settings))
+    fs, root = fsspec.core.url_to_fs(url, **storage_options(url, settings))
+    with store_failures(url, "shard store", f"reading {INDEX}", settings):
         try:
             index = json.loads(fs.cat_file(f"{root}/{INDEX}"))
         except FileNotFoundError:
-            index = _pack(fs, root, data_dir, usable, layout, settings)
+            index = None
+    if index is None:
+        index = _pack(fs, root, url, data_dir, usable, layout, settings)
     record = {"url": url, **index}
     write_json(data_dir / SHARDS, record)
     return record
 
 
-def _pack(fs, root: str, data_dir: Path, usable, layout: dict, settings: Settings) -> dict:
+def _pack(fs, root: str, url: str, data_dir: Path, usable, layout: dict, settings: Settings) -> dict:
+    """Decode ``usable`` into shards in a scratch folder and upload each to ``url`` (``root`` on ``fs``), then the
+    index."""
     prep = data_preprocessing(data_dir)
     files = [str(dataset_root(data_dir) / path) for path in usable["path"]]
     class_index = {name: i for i, name in enumerate(layout["classes"])}
@@ -106,11 +110,13 @@ def _pack(fs, root: str, data_dir: Path, usable, layout: dict, settings: Setting
                         for row, image in zip(part, pixels):
                             sink.write({"__key__": f"{row:09d}", "npy": image, "cls": labels[row]})
                         progress.advance(bar, len(part))
-                fs.put_file(str(local), f"{root}/{name}")
+                with store_failures(url, "shard store", f"uploading {name}", settings):
+                    fs.put_file(str(local), f"{root}/{name}")
                 local.unlink()
                 shards.append({"name": name, "rows": chunk.tolist()})
             index["splits"][split] = shards
-        fs.pipe_file(f"{root}/{INDEX}", json.dumps(index).encode())  # last: the shards above are complete
+        with store_failures(url, "shard store", f"uploading {INDEX}", settings):
+            fs.pipe_file(f"{root}/{INDEX}", json.dumps(index).encode())  # last: the shards above are complete
     return index
 
 
