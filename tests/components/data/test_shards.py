@@ -1,6 +1,7 @@
 """Packed shards per data version: what the data step writes to the shard store, and how training fetches them."""
 
 import shutil
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -86,11 +87,17 @@ def test_shards_stream_from_s3_through_a_cache_that_stays_within_its_bound(train
 
 def test_a_shard_store_that_fails_is_one_line_naming_it_and_nothing_is_recorded(trained_run, data_dir, tmp_path,
                                                                                local_s3, s3_env):
-    settings = make_settings(tmp_path / "home", shards_uri="s3://no-such-bucket/shards")
+    import boto3
+
+    missing = f"no-bucket-{uuid.uuid4().hex[:12]}"
+    s3 = boto3.client("s3", endpoint_url=local_s3.endpoint_url, region_name="us-east-1")
+    assert missing not in {bucket["Name"] for bucket in s3.list_buckets()["Buckets"]}
+    settings = make_settings(tmp_path / "home", shards_uri=f"s3://{missing}/shards")
+    assert settings.s3_endpoint_url == local_s3.endpoint_url
     with pytest.raises(RelayError) as failure:
         write_shards(_spec(trained_run), data_dir, settings)
     message = str(failure.value)
-    assert "\n" not in message and message.startswith("shard store s3://no-such-bucket/shards/")
+    assert "\n" not in message and message.startswith(f"shard store s3://{missing}/shards/")
     assert "the bucket does not exist" in message
     assert not (data_dir / SHARDS).exists()
 
