@@ -34,7 +34,7 @@ from components.child_processes import process_pool
 from components.data.dataset import SPLITS, data_preprocessing, dataset_root, decoded_version, usable_images
 from components.errors import RelayError
 from components.imaging import load_pixel_batch
-from components.object_store import storage_options, store_failures
+from components.object_store import describe_remote, is_s3, probe_s3, storage_options, store_failures
 from components.run_files import SHARDS
 from components.settings import Settings, get_settings
 from components.spec import TaskSpec
@@ -66,6 +66,9 @@ def write_shards(spec: TaskSpec, data_dir: Path, settings: Settings) -> dict:
               "classes": spec.dataset.classes}
     version = hashlib.sha256((decoded_version(data_dir, usable) + json.dumps(layout, sort_keys=True)).encode())
     url = f"{settings.shard_store.rstrip('/')}/{version.hexdigest()[:24]}"
+    if is_s3(url) and (problem := probe_s3(url, settings.s3_endpoint_url)):
+        # Asked of S3 itself before any decoding: a missing bucket, a refused key, an unreachable endpoint.
+        raise RelayError(f"shard store {describe_remote(url, settings)}: {problem}")
     fs, root = fsspec.core.url_to_fs(url, **storage_options(url, settings))
     with store_failures(url, "shard store", f"reading {INDEX}", settings):
         try:
