@@ -42,7 +42,12 @@ def storage_options(url: str, settings: Settings) -> dict:
     """fsspec options for ``url``: an s3:// URL goes to the configured S3-compatible endpoint, if any; a local
     one makes its folders as it writes, as object stores need none."""
     if is_s3(url):
-        return {"endpoint_url": settings.s3_endpoint_url} if settings.s3_endpoint_url else {}
+        # s3fs otherwise hands back the instance made earlier with the same options, with the credentials the
+        # environment held then: renewed credentials would go unread by a long-lived process.
+        options: dict = {"skip_instance_cache": True}
+        if settings.s3_endpoint_url:
+            options["endpoint_url"] = settings.s3_endpoint_url
+        return options
     return {"auto_mkdir": True} if url.startswith("file://") or "://" not in url else {}
 
 

@@ -32,6 +32,6 @@ def test_other_failures_are_left_to_their_own_words():
 def test_an_s3_remote_is_named_with_its_endpoint_and_a_local_one_makes_its_folders(tmp_path):
     settings = make_settings(tmp_path, s3_endpoint_url="http://127.0.0.1:9000")
     assert describe_remote("s3://bucket/runs/r1", settings) == "s3://bucket/runs/r1 (endpoint http://127.0.0.1:9000)"
-    assert storage_options("s3://bucket/runs", settings) == {"endpoint_url": "http://127.0.0.1:9000"}
+    assert storage_options("s3://bucket/runs", settings)["endpoint_url"] == "http://127.0.0.1:9000"
     assert storage_options("file:///tmp/runs", settings) == {"auto_mkdir": True}
     assert describe_remote("s3://b/p", make_settings(tmp_path / "aws")) == "s3://b/p (endpoint AWS)"

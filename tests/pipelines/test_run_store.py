@@ -149,6 +149,30 @@ def test_a_step_whose_upload_breaks_half_way_is_not_completed_and_its_rerun_publ
     assert _s3_objects(local_s3, "half/r1/") == {"data/manifest.csv", "data/data.json"}
 
 
+def test_credentials_renewed_in_the_environment_are_the_ones_the_next_step_uses(tmp_path, local_s3, s3_env,
+                                                                                   monkeypatch):
+    """A long-lived worker outlives its credentials: each step reads the environment as it is now (s3fs would
+    otherwise reuse the client it made with the first step's credentials)."""
+    from pipelines.run_store import RunStoreError, local_run
+
+    settings = make_settings(tmp_path / "home")
+    uri = f"s3://{local_s3.bucket}/renewed/r1"
+
+    def write_step(run):
+        (run / "data").mkdir(exist_ok=True)
+        (run / "data" / "data.json").write_text("{}")
+
+    with local_run(uri, settings) as run:
+        write_step(run)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "an-expired-secret")
+    with pytest.raises(RunStoreError, match="the secret key was refused"):
+        with local_run(uri, settings) as run:
+            write_step(run)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_env["AWS_SECRET_ACCESS_KEY"])
+    with local_run(uri, settings) as run:
+        assert (run / "data" / "data.json").read_text() == "{}"
+
+
 @pytest.mark.parametrize("problem", ["wrong secret", "missing bucket", "unreachable endpoint"])
 def test_each_s3_problem_is_one_line_naming_the_run_store(tmp_path, local_s3, problem):
     settings = make_settings(tmp_path / "home")
