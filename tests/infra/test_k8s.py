@@ -113,33 +113,6 @@ def test_worker_namespace_for_step_pods_validates(scanned_manifests, checkov_sca
     assert docs["PersistentVolumeClaim"]["spec"]["accessModes"] == ["ReadWriteMany"]
 
 
-def test_airflow_runs_from_its_helm_chart_as_an_argocd_app():
-    apps = {doc["metadata"]["name"]: doc for doc in yaml.safe_load_all(
-        (PROJECT / "infra" / "argocd" / "airflow.yaml").read_text())}
-    helm = apps["relay-airflow"]["spec"]["source"]
-    assert helm["chart"] == "airflow" and helm["repoURL"] == "https://airflow.apache.org"
-    env = {e["name"]: e["value"] for e in helm["helm"]["valuesObject"]["env"]}
-    assert env["RELAY_EXECUTION"] == "kubernetes" and env["RELAY_RUNS_URI"].startswith("s3://")
-    assert env["RELAY_SHARDS_URI"].startswith("s3://")  # training may stream shards: pods share no disk
-    assert apps["relay-workers"]["spec"]["source"]["path"] == "infra/k8s/workers"
-
-
-def test_production_airflow_uses_a_real_auth_manager_that_the_image_has():
-    """SimpleAuthManager (`make airflow`) is for development; the Helm values configure FabAuthManager,
-    which must import from the locked environment the images install."""
-    import importlib
-
-    from airflow.api_fastapi.auth.managers.base_auth_manager import BaseAuthManager
-
-    apps = {doc["metadata"]["name"]: doc for doc in yaml.safe_load_all(
-        (PROJECT / "infra" / "argocd" / "airflow.yaml").read_text())}
-    values = apps["relay-airflow"]["spec"]["source"]["helm"]["valuesObject"]
-    dotted = values["config"]["core"]["auth_manager"]
-    assert "SimpleAuthManager" not in dotted and values["webserver"]["defaultUser"]["enabled"] is False
-    module, _, name = dotted.rpartition(".")
-    assert issubclass(getattr(importlib.import_module(module), name), BaseAuthManager)
-
-
 # What checkov asks of a pod that a TrainJob cannot set or that does not apply to a training pod, and why.
 TRAIN_JOB_EXEMPT = {
     "CKV_K8S_8": "liveness probe: a training pod serves nothing; it ends, and the TrainJob records how",
