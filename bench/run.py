@@ -95,6 +95,8 @@ TARGETS = {  # key: (description, comparison, target)
     "celery_vs_local_shards": ("the same with training streaming the data step's shards (run parameter cache: "
                                "shards) on both executors", None, None),
     "local_dag_s": ("that DAG run on the LocalExecutor, s", None, None),
+    "s3_request_ms": ("one small-object S3 request (PUT or GET, 400 bytes, serial) to the local S3 server (moto) "
+                      "on this machine, ms: the Celery run moves each of the dataset's files through it", None, None),
 }
 
 
@@ -524,11 +526,34 @@ def measure_shards(home: Path, rounds: int = 4) -> dict[str, float]:
     return {"shards_vs_local": streamed / local, "shards_img_s": streamed, "decoded_cache_img_s": local}
 
 
+def s3_request_ms(home: Path, requests: int = 200) -> float:
+    """The local S3 server's time for one small-object request (half PUTs, half GETs, one at a time): what each of
+    a dataset's files costs to move between workers here, where moto shares the CPUs with everything else."""
+    from pipelines.local_s3 import start_local_s3, stop_local_s3
+
+    process, server = start_local_s3(home / "moto-requests.log")
+    try:
+        import boto3
+
+        client = boto3.client("s3", endpoint_url=server.endpoint_url, aws_access_key_id=server.access_key_id,
+                              aws_secret_access_key=server.secret_access_key, region_name="us-east-1")
+        body = bytes(400)  # a digits PNG is a few hundred bytes
+        started = time.perf_counter()
+        for i in range(requests // 2):
+            client.put_object(Bucket=server.bucket, Key=f"requests/{i}", Body=body)
+        for i in range(requests // 2):
+            client.get_object(Bucket=server.bucket, Key=f"requests/{i}")["Body"].read()
+        return (time.perf_counter() - started) / requests * 1000
+    finally:
+        stop_local_s3(process)
+
+
 def measure_celery_vs_local(home: Path) -> dict[str, float]:
     """The digits DAG on 2 Celery workers that share no disk over the LocalExecutor (``bench.celery_vs_local``, in a
     process of its own): with the spec's defaults, then with training streaming the data step's shards
-    (``cache: shards``) on both executors."""
-    figures = {}
+    (``cache: shards``) on both executors; and what one S3 request costs on this machine."""
+    home.mkdir(parents=True, exist_ok=True)
+    figures = {"s3_request_ms": s3_request_ms(home)}
     for suffix, conf in (("", {}), ("_shards", {"cache": "shards"})):
         folder = home / (suffix.strip("_") or "defaults")
         folder.mkdir(parents=True)
