@@ -27,6 +27,7 @@ from rich.table import Table  # noqa: E402
 
 from components.data.dataset import load_split  # noqa: E402
 from components.frameworks import load_predictor, optimize_model  # noqa: E402
+from components.imaging import PREPROCESSING_FILE  # noqa: E402
 from components.measurement import (SERVING_WARMUP_REQUESTS, Runtime, ThreadSettings, p50_latency_ms,  # noqa: E402
                                     run_measuring_peak_rss, time_runtimes)
 from components.onnx_runtime import onnx_predictor  # noqa: E402
@@ -85,6 +86,10 @@ TARGETS = {  # key: (description, comparison, target)
                                        "(TorchScript, eager handler, defaults)", ">=", 2.0),
     "served_p99_over_p50_c32": ("Relay's served p99 over p50 at 32 clients", "<=", 2.0),
     "served_p50_ms": ("digits served p50, one client, Relay's default serving config, ms", "<=", 2.0),
+    "served_vs_floor_p50_c1": ("digits served p50 at one client over the HTTP floor's (bench/floor_server.py: "
+                               "Starlette + ONNX Runtime, measured in the same run)", "<=", 1.5),
+    "served_vs_floor_rps_c32": ("digits served requests/s at 32 clients over the HTTP floor's", ">=", 0.8),
+    "served_vs_stock_p50_c1": ("digits served p50 at one client over stock TorchServe's", "<=", 0.7),
     "ddp2_vs_1": ("shapes resnet training images/s, fp32: 2 DDP ranks (torchrun, 1 thread each) over 1 process "
                   "(all cores), same global batch; on 2 cores this is DDP's overhead", None, None),
     "shards_vs_local": ("shapes resnet training images/s, fp32, 1 process: streaming 2 MB shards from S3 (moto) "
@@ -761,7 +766,8 @@ def measure_serving(home: Path, requests: int = 4000) -> dict[str, float]:
         stock = loads(stock_server, "stock")
     finally:
         stock_server.stop()
-    for label, results in {**table, "Relay default": default, "stock": stock}.items():
+    floor = _floor_loads(layout.optimized_model, layout.train / PREPROCESSING_FILE, bodies, requests)
+    for label, results in {**table, "Relay default": default, "stock": stock, "floor": floor}.items():
         for c, result in results.items():
             key = label.replace(" ", "_").replace(",", "")
             figures[f"serve_{key}_c{c}_rps"] = result.per_second
@@ -771,9 +777,39 @@ def measure_serving(home: Path, requests: int = 4000) -> dict[str, float]:
         "served_throughput_vs_stock_c32": default[32].per_second / stock[32].per_second,
         "served_p99_over_p50_c32": default[32].p99_ms / default[32].p50_ms,
         "served_p50_ms": default[1].p50_ms,
-        "served_errors": sum(r.errors for results in (*table.values(), default, stock) for r in results.values()),
+        "served_vs_floor_p50_c1": default[1].p50_ms / floor[1].p50_ms,
+        "served_vs_floor_rps_c32": default[32].per_second / floor[32].per_second,
+        "served_vs_stock_p50_c1": default[1].p50_ms / stock[1].p50_ms,
+        "served_errors": sum(r.errors for results in (*table.values(), default, stock, floor)
+                             for r in results.values()),
     })
     return figures
+
+
+def _floor_loads(model: Path, preprocessing: Path, bodies: list[bytes], requests: int) -> dict[int, object]:
+    """The HTTP floor (bench/floor_server.py) on the same model, loaded as the servers above are."""
+    import socket
+
+    from bench.floor_server import PATH
+    from components.deploy.load import post_load
+
+    (port,) = free_ports(1)
+    server = subprocess.Popen([sys.executable, "-m", "bench.floor_server", str(model), str(preprocessing), str(port)],
+                              cwd=PROJECT_DIR, env={**os.environ, "PYTHONPATH": str(PROJECT_DIR)})
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the floor server did not listen on 127.0.0.1:{port}")
+            time.sleep(0.2)
+        url, headers = f"http://127.0.0.1:{port}{PATH}", {"Content-Type": "application/octet-stream"}
+        post_load(url, headers, bodies, total=SERVING_WARMUP_REQUESTS, concurrency=8)
+        return {c: post_load(url, headers, bodies, total=requests, concurrency=c) for c in (1, 8, 32)}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def measure_demo(home: Path) -> dict[str, float]:

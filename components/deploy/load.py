@@ -1,4 +1,4 @@
-"""A bounded load test against the real local TorchServe: keep-alive clients on loopback.
+"""A bounded load test against the real local TorchServe (or any HTTP endpoint): keep-alive clients on loopback.
 
 Used by the load tests (pass/fail: zero errors, bounded memory, zero failed requests during a deploy)
 and by ``make bench`` and the bake-off (p50/p99, throughput). Each client thread keeps its own HTTP/1.1
@@ -52,11 +52,17 @@ def run_load(server: TorchServe, model: str, bodies: list[bytes], total: int | N
              until: Callable[[], bool] | None = None, content_type: str = "application/octet-stream") -> LoadResult:
     """POST ``bodies`` round-robin to ``model``'s default version from ``concurrency`` threads: ``total``
     requests in all, or until ``until()`` is true. Every non-200 answer counts as an error."""
+    headers = {"Authorization": f"Bearer {server._key('inference')}", "Content-Type": content_type}
+    return post_load(f"{server.inference_url}/predictions/{model}", headers, bodies, total, concurrency, until)
+
+
+def post_load(url: str, headers: dict[str, str], bodies: list[bytes], total: int | None = None,
+              concurrency: int = 32, until: Callable[[], bool] | None = None) -> LoadResult:
+    """``run_load`` against any HTTP endpoint: POST ``bodies`` round-robin to ``url`` with ``headers``."""
     if (total is None) == (until is None):
         raise ValueError("give either total or until")
-    address = urlsplit(server.inference_url)
-    host, port, path = address.hostname, address.port, f"/predictions/{model}"
-    headers = {"Authorization": f"Bearer {server._key('inference')}", "Content-Type": content_type}
+    address = urlsplit(url)
+    host, port, path = address.hostname, address.port, address.path
     lock = threading.Lock()
     latencies: list[float] = []
     errors: list[str] = []
