@@ -728,13 +728,7 @@ def measure_serving(home: Path, requests: int = 4000) -> dict[str, float]:
     from bench.stock_serving import build_stock_mar
 
     settings = Settings(home=home)
-    run = start_run("digits", settings=settings)
-    layout = RunDir(run)
-    for step in ("data", "train", "optimize"):
-        run_step(step, run, settings)
-    spec = run_spec(run)
-    _, _, paths = load_split(layout.data, "test", spec.dataset.classes)
-    bodies = [p.read_bytes() for p in paths]
+    spec, layout, bodies = _digits_model(settings)
     prep = model_preprocessing(layout.train)
 
     def loads(server: TorchServe, name: str) -> dict[int, object]:
@@ -786,30 +780,77 @@ def measure_serving(home: Path, requests: int = 4000) -> dict[str, float]:
     return figures
 
 
-def _floor_loads(model: Path, preprocessing: Path, bodies: list[bytes], requests: int) -> dict[int, object]:
-    """The HTTP floor (bench/floor_server.py) on the same model, loaded as the servers above are."""
-    import socket
+def _digits_model(settings: Settings) -> tuple[object, RunDir, list[bytes]]:
+    """A digits run through data, train and optimize: its spec, its folders and the test split's image files."""
+    run = start_run("digits", settings=settings)
+    layout = RunDir(run)
+    for step in ("data", "train", "optimize"):
+        run_step(step, run, settings)
+    spec = run_spec(run)
+    _, _, paths = load_split(layout.data, "test", spec.dataset.classes)
+    return spec, layout, [p.read_bytes() for p in paths]
 
-    from bench.floor_server import PATH
+
+def _post_loads(url: str, headers: dict[str, str], bodies: list[bytes], requests: int,
+                levels: tuple[int, ...] = (1, 8, 32)) -> dict[int, object]:
+    """Warm ``url`` up as the TorchServe figures are, then ``requests`` requests at each concurrency level."""
     from components.deploy.load import post_load
 
-    (port,) = free_ports(1)
-    server = subprocess.Popen([sys.executable, "-m", "bench.floor_server", str(model), str(preprocessing), str(port)],
-                              cwd=PROJECT_DIR, env={**os.environ, "PYTHONPATH": str(PROJECT_DIR)})
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the floor server did not listen on 127.0.0.1:{port}")
-            time.sleep(0.2)
-        url, headers = f"http://127.0.0.1:{port}{PATH}", {"Content-Type": "application/octet-stream"}
-        post_load(url, headers, bodies, total=SERVING_WARMUP_REQUESTS, concurrency=8)
-        return {c: post_load(url, headers, bodies, total=requests, concurrency=c) for c in (1, 8, 32)}
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    post_load(url, headers, bodies, total=SERVING_WARMUP_REQUESTS, concurrency=8)
+    return {c: post_load(url, headers, bodies, total=requests, concurrency=c) for c in levels}
+
+
+def _floor_loads(model: Path, preprocessing: Path, bodies: list[bytes], requests: int,
+                 levels: tuple[int, ...] = (1, 8, 32)) -> dict[int, object]:
+    """The HTTP floor (bench/floor_server.py) on the same model, loaded as the servers above are."""
+    from bench.v2_candidates.servers import floor_server
+
+    with floor_server(model, preprocessing) as url:
+        return _post_loads(url, {"Content-Type": "application/octet-stream"}, bodies, requests, levels)
+
+
+def measure_v2_candidates(home: Path, requests: int = 4000, rounds: int = 2) -> dict[str, float]:
+    """Issue 20's two V2 servers (bench/v2_candidates) against the HTTP floor, on the digits model: p50 at one
+    client and requests/s at 32, in ``rounds`` rounds whose order alternates; medians."""
+    import numpy as np
+
+    from bench.v2_candidates import v2_request
+    from bench.v2_candidates.servers import floor_server, kserve_server, mlserver_server
+
+    settings = Settings(home=home)
+    _, layout, bodies = _digits_model(settings)
+    model, preprocessing = layout.optimized_model, layout.train / PREPROCESSING_FILE
+    v2_bodies, json_type = [v2_request(b) for b in bodies], {"Content-Type": "application/json"}
+    raw_type = {"Content-Type": "application/octet-stream"}
+
+    def load(server, as_v2: bool) -> dict:
+        with server as url:
+            return _post_loads(url, json_type if as_v2 else raw_type, v2_bodies if as_v2 else bodies, requests, (1, 32))
+
+    servers = {
+        "floor": lambda: load(floor_server(model, preprocessing), as_v2=False),
+        "kserve": lambda: load(kserve_server(model, preprocessing), as_v2=True),
+        "mlserver": lambda: load(mlserver_server(home / "mlserver", model, preprocessing, raw=False), as_v2=True),
+        "mlserver_raw": lambda: load(mlserver_server(home / "mlserver-raw", model, preprocessing, raw=True),
+                                     as_v2=False),
+        "mlserver_raw_no_metrics": lambda: load(mlserver_server(home / "mlserver-raw-no-metrics", model,
+                                                                preprocessing, raw=True, metrics_on=False),
+                                                as_v2=False),
+    }
+    measured: dict[str, list[dict]] = {name: [] for name in servers}
+    for round_index in range(rounds):
+        for name in (list(servers) if round_index % 2 == 0 else list(servers)[::-1]):
+            measured[name].append(servers[name]())
+    figures = {}
+    for name, results in measured.items():
+        figures[f"v2cand_{name}_c1_p50_ms"] = float(np.median([r[1].p50_ms for r in results]))
+        figures[f"v2cand_{name}_c32_rps"] = float(np.median([r[32].per_second for r in results]))
+        figures[f"v2cand_{name}_errors"] = sum(r[c].errors for r in results for c in r)
+    floor_p50, floor_rps = figures["v2cand_floor_c1_p50_ms"], figures["v2cand_floor_c32_rps"]
+    for name in [name for name in servers if name != "floor"]:
+        figures[f"v2cand_{name}_vs_floor_p50_c1"] = figures[f"v2cand_{name}_c1_p50_ms"] / floor_p50
+        figures[f"v2cand_{name}_vs_floor_rps_c32"] = figures[f"v2cand_{name}_c32_rps"] / floor_rps
+    return figures
 
 
 def measure_demo(home: Path) -> dict[str, float]:
@@ -829,7 +870,7 @@ def main() -> None:
     parser.add_argument("--skip-demo", action="store_true", help="skip the demo timing (about a minute)")
     parser.add_argument("--only", choices=["load", "shapes", "data", "rerun", "serving", "bakeoff", "bakeoff-digits",
                                            "models", "tensorflow", "training", "distributed", "shards",
-                                           "celery"],
+                                           "celery", "v2-candidates"],
                         help="measure one group only (results.json keeps the others)")
     args = parser.parse_args()
     figures: dict[str, float] = {}
@@ -860,6 +901,8 @@ def main() -> None:
             figures.update(measure_shards(Path(tmp) / "shards"))
         elif args.only == "celery":
             figures.update(measure_celery_vs_local(Path(tmp) / "celery"))
+        elif args.only == "v2-candidates":
+            figures.update(measure_v2_candidates(Path(tmp) / "v2-candidates"))
         else:
             figures.update(measure_serving(Path(tmp) / "serving"))
             figures.update(measure_bakeoffs(Path(tmp) / "bakeoff"))

@@ -2,6 +2,7 @@
 # make lock: re-resolve both environments.
 #   requirements/main.in → main.lock with pip (Python 3.11; pip takes torch's CPU wheel from the machine's disk)
 #   requirements/tfx.in  → tfx.lock with uv (Python 3.10; pip backtracks for over 13 minutes on TFX)
+#   requirements/{tools,serve,kserve}.in → their locks with uv (Python 3.11)
 # Like pip-compile, main.lock's current pins are kept (as constraints) so that adding a dependency moves nothing
 # else; `UPGRADE=1 make lock` re-resolves everything to the newest versions, and `UPGRADE_PACKAGES="a b" make lock`
 # frees only those (pip-compile's --upgrade-package), e.g. to move a pin that a new requirement contradicts.
@@ -39,7 +40,9 @@ fi
   2>&1 | { grep -v "^WARNING: Location 'file://" || true; }
 "$scratch/venv/bin/python" scripts/hash_lock.py requirements/main.lock "$scratch/report.json"
 # uv prefers the versions already in its output file: start from the current locks so they stay pinned too.
-if [ "${UPGRADE:-0}" != 1 ]; then cp requirements/tfx.lock requirements/tools.lock "$scratch/"; fi
+if [ "${UPGRADE:-0}" != 1 ]; then
+  cp requirements/tfx.lock requirements/tools.lock requirements/serve.lock requirements/kserve.lock "$scratch/"
+fi
 "$scratch/venv/bin/uv" pip compile -q --generate-hashes requirements/tfx.in --python-version 3.10 \
   --python-platform x86_64-unknown-linux-gnu -o "$scratch/tfx.lock"
 { echo "# Fully pinned TFX environment (Python 3.10), resolved by uv from tfx.in, with hashes (see 'make lock')."; cat "$scratch/tfx.lock"; } \
@@ -48,4 +51,10 @@ if [ "${UPGRADE:-0}" != 1 ]; then cp requirements/tfx.lock requirements/tools.lo
   --python-platform x86_64-unknown-linux-gnu -o "$scratch/tools.lock"
 { echo "# Fully pinned tools environment (Python 3.11: checkov, kubernetes-validate, selenium), resolved by uv from tools.in, with hashes (see 'make lock')."
   cat "$scratch/tools.lock"; } > requirements/tools.lock
-echo "wrote requirements/main.lock, tfx.lock and tools.lock"
+for name in serve kserve; do  # the V2 server (MLServer), and kserve to measure beside it (bench)
+  "$scratch/venv/bin/uv" pip compile -q --generate-hashes "requirements/$name.in" --python-version 3.11 \
+    --python-platform x86_64-unknown-linux-gnu -o "$scratch/$name.lock"
+  { echo "# Fully pinned $name environment (Python 3.11), resolved by uv from $name.in, with hashes (see 'make lock')."
+    cat "$scratch/$name.lock"; } > "requirements/$name.lock"
+done
+echo "wrote requirements/main.lock, tfx.lock, tools.lock, serve.lock and kserve.lock"

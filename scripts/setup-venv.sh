@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Build (or reuse) Relay's three pinned environments:
+# Build (or reuse) Relay's pinned environments:
 #   .venv        Python 3.11, requirements/main.lock (pip) + the tensorflow→tensorflow-cpu metapackage
 #   .venv-tfx    Python 3.10, requirements/tfx.lock (uv; TFX 1.16 has no Python 3.11 wheels here)
 #   .venv-tools  Python 3.11, requirements/tools.lock (uv; checkov, kubernetes-validate, selenium, kept apart)
+#   .venv-serve  Python 3.11, requirements/serve.lock (uv; MLServer, the V2 server: its fastapi pin clashes)
+#   .venv-kserve Python 3.11, requirements/kserve.lock (uv; kserve, only measured beside it by make bench)
 # and Debian's chromium + chromedriver (the browser test) and redis-server (CeleryExecutor's broker).
 # Environments live outside the clone, keyed by their lock's hash, so a fresh clone or a CI run
 # reuses what was built before and a changed lock builds a new one. A completion marker makes a
@@ -58,6 +60,8 @@ uv_venv() {  # uv_venv NAME PYTHON LOCK WHAT: build $cache/NAME-<key> from LOCK 
 }
 uv_venv tfx "$python_tfx" requirements/tfx.lock "TFX 1.16; a few minutes, once per lock"
 uv_venv tools "$python_main" requirements/tools.lock "checkov, kubernetes-validate, selenium"
+uv_venv serve "$python_main" requirements/serve.lock "MLServer, the V2 inference server"
+uv_venv kserve "$python_main" requirements/kserve.lock "kserve, measured beside MLServer by make bench"
 
 # Debian packages: the browser test of Airflow's UI drives Debian's chromium through Debian's chromedriver
 # (browser downloads by the test tools cannot work offline); CeleryExecutor's broker is Debian's redis-server.
@@ -75,4 +79,5 @@ if [ ${#missing[@]} -gt 0 ]; then
     exit 1
   }
 fi
-echo "setup: .venv -> $main_venv; .venv-tfx -> $(readlink .venv-tfx); .venv-tools -> $(readlink .venv-tools)"
+echo "setup: .venv -> $main_venv; .venv-tfx -> $(readlink .venv-tfx); .venv-tools -> $(readlink .venv-tools);" \
+  ".venv-serve -> $(readlink .venv-serve); .venv-kserve -> $(readlink .venv-kserve)"

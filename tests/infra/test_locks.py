@@ -14,7 +14,8 @@ import pytest
 from tests.conftest import PROJECT
 
 LOCKS = {"main": PROJECT / "requirements" / "main.lock", "tfx": PROJECT / "requirements" / "tfx.lock",
-         "tools": PROJECT / "requirements" / "tools.lock"}
+         "tools": PROJECT / "requirements" / "tools.lock", "serve": PROJECT / "requirements" / "serve.lock",
+         "kserve": PROJECT / "requirements" / "kserve.lock"}
 
 
 def _entries(lock) -> dict[str, list[str]]:
