@@ -10,32 +10,26 @@ is what a serving stack adds. ``python -m bench.floor_server MODEL.onnx PREPROCE
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from components.imaging import Preprocessing, load_pixels, normalize
-from components.onnx_runtime import make_session
+from bench.v2_candidates.classifier import Classifier
 
 PATH = "/predict"
 
 
 def floor_app(model: Path, preprocessing: Path) -> Starlette:
     """The app: POST PATH with an image file as the body → {"label": class index}."""
-    prep = Preprocessing.from_dict(json.loads(preprocessing.read_text()))
-    session = make_session(model, threads=1)
-    input_name = session.get_inputs()[0].name
+    classifier = Classifier(model, preprocessing)
 
     async def predict(request: Request) -> JSONResponse:
-        batch = normalize(load_pixels(await request.body(), prep)[np.newaxis], prep)
-        return JSONResponse({"label": int(session.run(None, {input_name: batch})[0].argmax())})
+        return JSONResponse({"label": classifier.labels([await request.body()])[0]})
 
     return Starlette(routes=[Route(PATH, predict, methods=["POST"])])
 

@@ -538,10 +538,7 @@ def s3_request_ms(home: Path, requests: int = 200) -> float:
 
     process, server = start_local_s3(home / "moto-requests.log")
     try:
-        import boto3
-
-        client = boto3.client("s3", endpoint_url=server.endpoint_url, aws_access_key_id=server.access_key_id,
-                              aws_secret_access_key=server.secret_access_key, region_name="us-east-1")
+        client = server.s3_client()
         body = bytes(400)  # a digits PNG is a few hundred bytes
         started = time.perf_counter()
         for i in range(requests // 2):

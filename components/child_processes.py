@@ -1,10 +1,14 @@
-"""Worker processes that start without re-running the parent's main script."""
+"""Child processes: workers that start without re-running the parent's main script, and servers waited on until
+they listen."""
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import socket
+import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -52,3 +56,18 @@ def relay_python_path() -> str:
     from components.settings import PROJECT_DIR
 
     return os.pathsep.join(filter(None, [str(PROJECT_DIR), os.environ.get("PYTHONPATH")]))
+
+
+def wait_listening(process: subprocess.Popen, host: str, port: int, timeout_s: float) -> str | None:
+    """Wait until the server ``process`` accepts TCP connections on ``host``:``port`` (a connect, not a request:
+    a request may count against the server's setup). None once it does; otherwise why not, as words that follow
+    the server's name."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return f"exited with {process.returncode} before listening"
+        with socket.socket() as sock:
+            if sock.connect_ex((host, port)) == 0:
+                return None
+        time.sleep(0.1)  # a server takes seconds to start; checking ten times a second costs nothing
+    return f"did not listen on {host}:{port} within {timeout_s:.0f} s"

@@ -11,10 +11,10 @@ import json
 import os
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from components.child_processes import wait_listening
 from components.errors import RelayError
 from components.settings import free_ports
 
@@ -41,6 +41,10 @@ class LocalS3:
         return {"AWS_ENDPOINT_URL_S3": self.endpoint_url, "AWS_ACCESS_KEY_ID": self.access_key_id,
                 "AWS_SECRET_ACCESS_KEY": self.secret_access_key, "AWS_DEFAULT_REGION": REGION}
 
+    def s3_client(self):
+        """A boto3 S3 client for this server, with its key."""
+        return _client("s3", self.endpoint_url, self.access_key_id, self.secret_access_key)
+
 
 def _client(service: str, endpoint_url: str, key: str, secret: str):
     import boto3
@@ -50,20 +54,13 @@ def _client(service: str, endpoint_url: str, key: str, secret: str):
 
 
 def _wait_listening(process: subprocess.Popen, endpoint_url: str, log: Path, timeout_s: float = 30) -> None:
-    import socket
     from urllib.parse import urlsplit
 
     address = urlsplit(endpoint_url)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RelayError(f"moto's S3 server exited with {process.returncode} before listening: see {log}")
-        with socket.socket() as sock:  # a TCP connect, not a request: requests count towards the setup actions
-            if sock.connect_ex((address.hostname, address.port)) == 0:
-                return
-        time.sleep(0.1)
-    process.terminate()
-    raise RelayError(f"moto's S3 server did not listen on {endpoint_url} within {timeout_s:.0f} s: see {log}")
+    problem = wait_listening(process, address.hostname, address.port, timeout_s)
+    if problem is not None:
+        process.terminate()
+        raise RelayError(f"moto's S3 server {problem}: see {log}")
 
 
 def start_local_s3(log: Path, bucket: str = "relay", port: int | None = None) -> tuple[subprocess.Popen, LocalS3]:
@@ -83,7 +80,7 @@ def start_local_s3(log: Path, bucket: str = "relay", port: int | None = None) ->
         iam.put_user_policy(UserName=USER, PolicyName="relay-s3", PolicyDocument=json.dumps(_POLICY))
         key = iam.create_access_key(UserName=USER)["AccessKey"]
         server = LocalS3(endpoint_url, key["AccessKeyId"], key["SecretAccessKey"], bucket, process.pid)
-        _client("s3", endpoint_url, server.access_key_id, server.secret_access_key).create_bucket(Bucket=bucket)
+        server.s3_client().create_bucket(Bucket=bucket)
         _check_auth_is_on(server)
     except BaseException:
         stop_local_s3(process)

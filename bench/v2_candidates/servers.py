@@ -6,15 +6,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from bench.floor_server import PATH as FLOOR_PATH
 from bench.v2_candidates import RAW_PATH
+from components.child_processes import wait_listening
 from components.settings import PROJECT_DIR, free_ports
 
 V2_INFER_PATH = "/v2/models/digits/infer"
@@ -26,13 +25,8 @@ def listening(command: list[str], port: int, what: str, cwd: Path = PROJECT_DIR,
     server = subprocess.Popen(command, cwd=cwd, env={**os.environ, "PYTHONPATH": str(PROJECT_DIR)},
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{what} did not listen on 127.0.0.1:{port}")
-            time.sleep(0.2)
+        if (problem := wait_listening(server, "127.0.0.1", port, timeout)) is not None:
+            raise RuntimeError(f"{what} {problem}")
         yield
     finally:
         server.terminate()
