@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     ts_grpc_inference_port: int = 8383
     ts_grpc_management_port: int = 8384
     ts_heap: str = "512m"
+    v2_http_port: int = Field(default=8390, description="The V2 server's REST port (deploy.server: kserve), "
+                                                        "on 127.0.0.1 like TorchServe's.")
+    v2_grpc_port: int = Field(default=8391, description="The V2 server's gRPC port.")
     ts_token_expiration_min: float = Field(
         default=60, gt=0, le=60 * 24 * 365,
         description="Minutes TorchServe's inference and management keys stay valid (its token_expiration_min). "

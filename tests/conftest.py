@@ -39,14 +39,15 @@ PROJECT = Path(__file__).resolve().parent.parent
 
 
 def make_settings(home: Path, **extra) -> Settings:
-    """Settings for an isolated Relay home with free TorchServe ports and a DVC remote dir."""
-    inference, management, metrics, grpc_inference, grpc_management = free_ports(5)
+    """Settings for an isolated Relay home with free TorchServe and V2 server ports and a DVC remote dir."""
+    inference, management, metrics, grpc_inference, grpc_management, v2_http, v2_grpc = free_ports(7)
     remote = home / "dvc-remote"
     remote.mkdir(parents=True, exist_ok=True)
     extra.setdefault("dvc_remote", str(remote))
     return Settings(home=home, ts_inference_port=inference, ts_management_port=management,
                     ts_metrics_port=metrics, ts_grpc_inference_port=grpc_inference,
-                    ts_grpc_management_port=grpc_management, ts_heap="256m", **extra)
+                    ts_grpc_management_port=grpc_management, v2_http_port=v2_http, v2_grpc_port=v2_grpc,
+                    ts_heap="256m", **extra)
 
 
 # The fast tier (`make test-fast`, `pytest -m "not slow"`) leaves out whatever trains a model, starts Airflow,

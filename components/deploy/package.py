@@ -12,13 +12,14 @@ from pathlib import Path
 import yaml
 
 from components import imaging, onnx_runtime
+from components.deploy import image_service
 from components.registry import model_version
-from components.atomic import copy_file
+from components.atomic import atomic_dir, copy_file
 from components.errors import RelayError
 from components.imaging import Preprocessing
 from components.spec import TaskSpec
 
-# Loaded only inside TorchServe, where imaging.py and onnx_runtime.py sit beside it in the model dir.
+# Loaded only inside TorchServe, where image_service.py, imaging.py and onnx_runtime.py sit beside it in the model dir.
 HANDLER = Path(__file__).with_name("serving_handler.py")
 
 
@@ -35,6 +36,33 @@ def model_config(spec: TaskSpec) -> dict:
             "maxBatchDelay": deploy.max_batch_delay_ms, "responseTimeout": 120}
 
 
+V2_RUNTIME = "components.deploy.v2_runtime.RelayImageClassifier"  # loaded by the V2 server, in .venv-serve
+
+
+def v2_model_settings(spec: TaskSpec, version: str) -> dict:
+    """MLServer's model-settings.json for one version: Relay's runtime, the model files beside it, and MLServer's
+    adaptive batcher sized like TorchServe's."""
+    deploy = spec.deploy
+    return {"name": spec.name, "implementation": V2_RUNTIME,
+            "parameters": {"uri": ".", "version": model_version.served(version)},
+            "max_batch_size": deploy.batch_size, "max_batch_time": deploy.max_batch_delay_ms / 1000}
+
+
+def build_v2_version(spec: TaskSpec, version: str, onnx_model: Path, prep: Preprocessing, target: Path) -> Path:
+    """Write ``target``, a folder the V2 server loads as one version of ``spec.name``: its model-settings.json,
+    the ONNX model and the same serving config and class names a .mar holds. Published atomically."""
+    with atomic_dir(target) as work:
+        copy_file(onnx_model, work / image_service.MODEL_FILE)
+        (work / image_service.CLASS_NAMES).write_text(json.dumps(_class_names(spec)))
+        (work / imaging.SERVING_CONFIG).write_text(json.dumps(serving_config(spec, prep)))
+        (work / "model-settings.json").write_text(json.dumps(v2_model_settings(spec, version), indent=2))
+    return target
+
+
+def _class_names(spec: TaskSpec) -> dict[str, str]:
+    return {str(i): name for i, name in enumerate(spec.dataset.classes)}
+
+
 def build_mar(spec: TaskSpec, version: str, onnx_model: Path, prep: Preprocessing, target: Path,
               handler: Path = HANDLER) -> Path:
     """Write ``target`` (a .mar) serving ``onnx_model`` as ``spec.name`` through the ONNX Runtime handler,
@@ -45,13 +73,13 @@ def build_mar(spec: TaskSpec, version: str, onnx_model: Path, prep: Preprocessin
     archiver = Path(sys.executable).with_name("torch-model-archiver")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        labels = work / "index_to_name.json"
-        labels.write_text(json.dumps({str(i): name for i, name in enumerate(spec.dataset.classes)}))
+        labels = work / image_service.CLASS_NAMES
+        labels.write_text(json.dumps(_class_names(spec)))
         config = work / imaging.SERVING_CONFIG
         config.write_text(json.dumps(serving_config(spec, prep)))
         server_config = work / "model-config.yaml"
         server_config.write_text(yaml.safe_dump(model_config(spec)))
-        extra = [imaging.__file__, onnx_runtime.__file__, str(labels), str(config)]
+        extra = [image_service.__file__, imaging.__file__, onnx_runtime.__file__, str(labels), str(config)]
         if handler != HANDLER:
             extra.append(str(HANDLER))
         proc = subprocess.run([

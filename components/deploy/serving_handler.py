@@ -2,7 +2,7 @@
 
 TorchServe's stock handler loads an .onnx file into a session but then calls ``self.model(x)``,
 so it cannot serve ONNX. This one calls ``session.run``. It is packed into the .mar beside
-``imaging.py`` and ``onnx_runtime.py`` (its only Relay imports), ``index_to_name.json`` and
+``image_service.py``, ``imaging.py`` and ``onnx_runtime.py`` (its only Relay imports), ``index_to_name.json`` and
 ``relay_serving.json`` (the model's preprocessing and the request limit). Preprocessing is
 ``imaging``'s, the very code training and the gate ran: the handler has none of its own.
 
@@ -14,53 +14,23 @@ body that is not an image file. Images of any size are resized by the model's re
 
 from __future__ import annotations
 
-import json
 import os
 
-import numpy as np
-
-from imaging import SERVING_CONFIG, ImageRejected, ImageTooLarge, Preprocessing, load_pixels, normalize  # in the .mar
-from onnx_runtime import make_session
+from image_service import ImageRejected, ImageService  # in the .mar
 from ts.utils.util import PredictionException  # the worker runs inside TorchServe's own Python
-
-# Raw image bodies; multipart uploads arrive as a 'data' field, octet-stream from clients that set no type.
-ACCEPTED_TYPES = ("image/", "application/octet-stream", "multipart/form-data")
-
-
-class UnsupportedType(ImageRejected):
-    status = 415
 
 
 class OnnxImageClassifier:
     def __init__(self) -> None:
-        self.session = None
-        self.classes: dict[str, str] = {}
+        self.service: ImageService | None = None
 
     def initialize(self, context) -> None:
         model_dir = context.system_properties["model_dir"]
         serialized = context.manifest["model"]["serializedFile"]
-        with open(os.path.join(model_dir, SERVING_CONFIG)) as handle:
-            self.config = json.load(handle)
-        self.prep = Preprocessing.from_dict(self.config["preprocessing"])
-        with open(os.path.join(model_dir, "index_to_name.json")) as handle:
-            self.classes = json.load(handle)
-        self.session = make_session(os.path.join(model_dir, serialized), threads=self.config.get("threads", 1))
-        self.input_name = self.session.get_inputs()[0].name
+        self.service = ImageService(os.path.join(model_dir, serialized), model_dir)
 
-    def _image(self, row: dict, content_type: str) -> np.ndarray:
-        payload = row.get("data") if row.get("data") is not None else row.get("body")
-        if content_type and not content_type.lower().startswith(ACCEPTED_TYPES):
-            raise UnsupportedType(f"Content-Type {content_type} is not an image: send the image file as the body "
-                                  "with Content-Type image/png, image/jpeg, … or application/octet-stream")
-        if not isinstance(payload, (bytes, bytearray)):
-            raise UnsupportedType("the body is not an image file: send the file's bytes as the raw body "
-                                  "(Content-Type image/png, image/jpeg, …)")
-        if not payload:
-            raise ImageRejected("the request body is empty: send an image file")
-        limit = self.config["max_request_bytes"]
-        if len(payload) > limit:
-            raise ImageTooLarge(f"the body is {len(payload)} bytes, over the limit of {limit} (deploy.max_request_bytes)")
-        return load_pixels(bytes(payload), self.prep, "the image")
+    def _image(self, row: dict, content_type: str):
+        return self.service.image(row.get("data") if row.get("data") is not None else row.get("body"), content_type)
 
     def handle(self, data: list[dict], context) -> list[dict]:
         """One image per request row; one prediction (class, index, probability and the raw logits) or one
@@ -82,14 +52,8 @@ class OnnxImageClassifier:
                 context.set_response_status(error.status, _PHRASES[error.status], index)
                 results[index] = {"code": error.status, "type": type(error).__name__, "message": str(error)}
         if images:
-            logits = self.session.run(None, {self.input_name: normalize(np.stack(images), self.prep)})[0]
-            shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-            probabilities = shifted / shifted.sum(axis=1, keepdims=True)
-            for index, row_logits, row_probabilities in zip(rows, logits, probabilities):
-                best = int(row_logits.argmax())
-                results[index] = {"class": self.classes[str(best)], "index": best,
-                                  "probability": float(row_probabilities[best]),
-                                  "logits": [float(value) for value in row_logits]}
+            for index, answer in zip(rows, self.service.predictions(self.service.logits(images))):
+                results[index] = answer
         return results
 
 

@@ -53,13 +53,13 @@ class PredictionRefused(ServingError):
         super().__init__(f"HTTP {status}, {kind}: {reason}")
 
 
-def _reason(response: requests.Response) -> str:
-    """The message in TorchServe's (and Relay's handler's) error body, else the body itself."""
+def error_reason(response: requests.Response) -> str:
+    """The message in TorchServe's (and Relay's handler's) error body or in a V2 error body, else the body."""
     try:
         body = response.json()
     except ValueError:
         return response.text.strip() or response.reason
-    return str(body.get("message", body)) if isinstance(body, dict) else str(body)
+    return str(body.get("message") or body.get("error") or body) if isinstance(body, dict) else str(body)
 
 
 class TorchServe:
@@ -269,5 +269,5 @@ class TorchServe:
         response = self._request("POST", self.inference_url, path, "inference", data=image,
                                  headers={"Content-Type": content_type})
         if response.status_code != 200:
-            raise PredictionRefused(response.status_code, _reason(response))
+            raise PredictionRefused(response.status_code, error_reason(response))
         return response.json()

@@ -21,3 +21,9 @@ def canonical(version: str) -> str:
 def served(version: str) -> str:
     """TorchServe's name for a version: ``v0.2.0`` (or ``0.2.0``) → ``0.2.0``."""
     return canonical(version).removeprefix("v")
+
+
+def order(version: str) -> tuple[int, int, int]:
+    """A sort key: ``v0.10.0`` after ``v0.9.0``."""
+    major, minor, patch = served(version).split(".")
+    return int(major), int(minor), int(patch)

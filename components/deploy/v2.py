@@ -1,0 +1,217 @@
+"""A V2 (Open Inference Protocol) server owned by Relay: MLServer started by ``v2_server`` in ``.venv-serve``,
+its model repository, its token, and a client for it.
+
+Its directory (``<serve dir>/v2``) holds the repository (one folder per model version, built by
+``package.build_v2_version``, plus ``defaults.json``), the token file (mode 0600), the pid file and the log.
+Registering a version publishes its folder atomically, then asks MLServer to load the model's versions that are
+on disk (the V2 repository API): the versions already served keep serving while the new one loads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+import requests
+
+from components.atomic import write_json, write_text
+from components.child_processes import wait_listening
+from components.deploy.package import build_v2_version
+from components.deploy.torchserve import PredictionRefused, error_reason
+from components.errors import ServingError
+from components.imaging import Preprocessing
+from components.registry import model_version
+from components.settings import PROJECT_DIR, Settings, get_settings
+from components.spec import TaskSpec
+
+SERVER_MODULE = "components.deploy.v2_server"
+SERVE_ENV = PROJECT_DIR / ".venv-serve"  # MLServer's pins clash with Airflow's: its own venv (make setup)
+DEFAULTS_FILE = "defaults.json"  # the same name v2_server reads
+
+
+class V2Server:
+    """Start, stop and talk to the local V2 server described by ``settings``."""
+
+    def __init__(self, settings: Settings | None = None):
+        self.settings = s = settings or get_settings()
+        self.dir = s.serve_dir / "v2"
+        self.repository = self.dir / "repository"
+        self.token_file = self.dir / "token"
+        self.pid_file = self.dir / "server.pid"
+        self.log_file = self.dir / "server.log"
+        self.url = f"http://{s.ts_host}:{s.v2_http_port}"
+        self.grpc_address = f"{s.ts_host}:{s.v2_grpc_port}"
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def pid(self) -> int | None:
+        """The pid of this instance's running server, or None (a stale pid file is ignored)."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+            command = psutil.Process(pid).cmdline()
+        except (FileNotFoundError, ValueError, psutil.Error):
+            return None
+        return pid if SERVER_MODULE in command and str(self.repository) in command else None
+
+    def _write_server_settings(self) -> None:
+        s = self.settings
+        write_json(self.repository / "settings.json", {
+            "host": s.ts_host, "http_port": s.v2_http_port, "grpc_port": s.v2_grpc_port,
+            # Inference in the server's own process: one ORT session per version, no hop to a worker pool.
+            "parallel_workers": 0, "load_models_at_startup": True,
+            # No Prometheus endpoint yet: it would be a port without the token (monitoring is another issue).
+            "metrics_endpoint": None})
+
+    def _check_ports_free(self) -> None:
+        for name, port in (("RELAY_V2_HTTP_PORT", self.settings.v2_http_port),
+                           ("RELAY_V2_GRPC_PORT", self.settings.v2_grpc_port)):
+            with socket.socket() as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind((self.settings.ts_host, port))
+                except OSError:
+                    raise ServingError(f"port {port} ({name}) on {self.settings.ts_host} is in use: stop what "
+                                       f"holds it or set {name} to a free port") from None
+
+    def start(self, timeout: float = 120) -> int:
+        """Start the server unless it already runs, serving every version in its repository; wait until it is
+        ready. Returns its pid."""
+        if running := self.pid():
+            return running
+        if not (SERVE_ENV / "bin" / "python").exists():
+            raise ServingError(f"the V2 server's environment {SERVE_ENV} is missing: run `make setup`")
+        self._check_ports_free()
+        self.repository.mkdir(parents=True, exist_ok=True)
+        self._write_server_settings()
+        if not self.token_file.exists():
+            self.rotate_token()
+        with open(self.log_file, "ab") as log:
+            # Detached like TorchServe: no inherited stdin (an Airflow task's is a socket), its own session.
+            server = subprocess.Popen(
+                [str(SERVE_ENV / "bin" / "python"), "-m", SERVER_MODULE, str(self.repository),
+                 "--token-file", str(self.token_file)],
+                cwd=self.dir, env={**os.environ, "PYTHONPATH": str(PROJECT_DIR)}, stdin=subprocess.DEVNULL,
+                stdout=log, stderr=subprocess.STDOUT, close_fds=True, start_new_session=True)
+        write_text(self.pid_file, f"{server.pid}\n")
+        problem = wait_listening(server, self.settings.ts_host, self.settings.v2_http_port, timeout)
+        deadline = time.monotonic() + timeout
+        while problem is None and time.monotonic() < deadline:
+            try:
+                if self._request("GET", "/v2/health/ready", timeout=5).status_code == 200:
+                    return server.pid
+            except ServingError:
+                pass
+            if server.poll() is not None:
+                problem = f"exited with {server.returncode}"
+            time.sleep(0.3)
+        self.stop()
+        raise ServingError(f"the V2 server {problem or 'was not ready in time'}; see {self.log_file}")
+
+    def stop(self, timeout: float = 30) -> bool:
+        """Stop this instance (by its own pid). Returns whether one was running."""
+        pid = self.pid()
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        process = psutil.Process(pid)
+        children = process.children(recursive=True)
+        process.send_signal(signal.SIGTERM)
+        _, alive = psutil.wait_procs([process, *children], timeout=timeout)
+        for straggler in alive:
+            straggler.kill()
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    # -- token -----------------------------------------------------------------------------
+    def token(self) -> str:
+        try:
+            return self.token_file.read_text().strip()
+        except FileNotFoundError:
+            raise ServingError(f"no V2 server token at {self.token_file}: start the server first") from None
+
+    def rotate_token(self) -> str:
+        """A new token, in force at once (the server reads the file again when it changes); the old one stops
+        working."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        token = secrets.token_urlsafe(32)
+        write_text(self.token_file, token + "\n")
+        self.token_file.chmod(0o600)
+        return token
+
+    # -- models ----------------------------------------------------------------------------
+    def add_version(self, spec: TaskSpec, version: str, onnx_model: Path, prep: Preprocessing) -> None:
+        """Publish ``version`` of ``spec.name`` into the repository and load it beside the versions served."""
+        build_v2_version(spec, version, onnx_model, prep, self._version_dir(spec.name, version))
+        self._load(spec.name)
+
+    def remove_version(self, model_name: str, version: str) -> None:
+        shutil.rmtree(self._version_dir(model_name, version), ignore_errors=True)
+        if any((self.repository / model_name).glob("*/model-settings.json")):
+            self._load(model_name)
+        else:
+            self._repository_call(f"/v2/repository/models/{model_name}/unload")
+
+    def set_default(self, model_name: str, version: str) -> None:
+        defaults = self._defaults()
+        write_json(self.repository / DEFAULTS_FILE, {**defaults, model_name: model_version.served(version)})
+
+    def default_version(self, model_name: str) -> str | None:
+        return self._defaults().get(model_name)
+
+    def versions(self, model_name: str) -> list[str]:
+        """The versions of ``model_name`` the server has ready."""
+        index = self._repository_call("/v2/repository/index", json={"ready": True}).json()
+        return sorted((item.get("version") or "" for item in index if item["name"] == model_name),
+                      key=model_version.order)
+
+    def _version_dir(self, model_name: str, version: str) -> Path:
+        return self.repository / model_name / model_version.served(version)
+
+    def _defaults(self) -> dict[str, str]:
+        path = self.repository / DEFAULTS_FILE
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def _load(self, model_name: str) -> None:
+        self._repository_call(f"/v2/repository/models/{model_name}/load")
+
+    def _repository_call(self, path: str, **kwargs) -> requests.Response:
+        response = self._request("POST", path, **kwargs)
+        if response.status_code != 200:
+            raise ServingError(f"the V2 server refused POST {path} ({response.status_code}): "
+                               f"{error_reason(response)}; see {self.log_file}")
+        return response
+
+    # -- inference -------------------------------------------------------------------------
+    def _request(self, method: str, path: str, **kwargs) -> requests.Response:
+        headers = {"Authorization": f"Bearer {self.token()}", **kwargs.pop("headers", {})}
+        try:
+            return requests.request(method, self.url + path, headers=headers, timeout=kwargs.pop("timeout", 120),
+                                    **kwargs)
+        except requests.ConnectionError:
+            raise ServingError(f"the V2 server is not reachable at {self.url}: start it with "
+                               "`relay serve start`") from None
+
+    def predict(self, model_name: str, image: bytes, version: str | None = None,
+                content_type: str = "application/octet-stream") -> dict:
+        """The served model's answer for one image file (TorchServe's route and answer)."""
+        path = f"/predictions/{model_name}" + (f"/{model_version.served(version)}" if version else "")
+        response = self._request("POST", path, data=image, headers={"Content-Type": content_type})
+        if response.status_code != 200:
+            raise PredictionRefused(response.status_code, error_reason(response))
+        return response.json()
+
+    def infer(self, model_name: str, request: dict, version: str | None = None) -> dict:
+        """A V2 inference request, answered as the V2 response."""
+        path = f"/v2/models/{model_name}" + (f"/versions/{model_version.served(version)}" if version else "")
+        response = self._request("POST", f"{path}/infer", json=request)
+        if response.status_code != 200:
+            raise PredictionRefused(response.status_code, error_reason(response))
+        return response.json()
+

@@ -1,0 +1,104 @@
+"""Relay's MLServer runtime: one model version served on the V2 (Open Inference) protocol by ``ImageService``,
+the same code TorchServe's handler runs. It is loaded only inside the V2 server (``v2_server``, in
+``.venv-serve``), from each version's ``model-settings.json``.
+
+Two ways in:
+- V2 inference (``/v2/models/<name>/versions/<version>/infer``, REST or gRPC), with either an ``image`` BYTES
+  input (the image files, base64 in JSON) or an FP32 tensor already in the model's input layout. The answer has
+  the outputs ``class``, ``index``, ``probability`` and ``logits``; bad input gets 400 with ``{"error": reason}``.
+- The image file as the raw body on ``/predictions/<name>/<version>``, TorchServe's path, answered in
+  TorchServe's shapes: the prediction as JSON, or the 4xx with ``{"code", "type", "message"}``. (The server
+  maps ``/predictions/<name>`` to the default version.)
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+
+import numpy as np
+from fastapi import Request
+from fastapi.responses import JSONResponse
+from mlserver import MLModel
+from mlserver.codecs import NumpyCodec, StringCodec
+from mlserver.errors import MLServerError
+from mlserver.handlers import custom_handler
+from mlserver.types import InferenceRequest, InferenceResponse, RequestInput
+from mlserver.utils import get_model_uri
+
+from components.deploy.image_service import MODEL_FILE, ImageRejected, ImageService
+
+RAW_ROUTE = "/predictions/{model_name}/{model_version}"
+# The raw route is one route for every version: it finds the version here. MLServer re-imports this module
+# (importlib.reload) whenever it resolves a model's implementation, so the map must outlive a reload.
+_LOADED: dict[tuple[str, str], RelayImageClassifier] = globals().get("_LOADED", {})
+
+
+class RelayImageClassifier(MLModel):
+    async def load(self) -> bool:
+        folder = await get_model_uri(self.settings)  # "." in model-settings.json: its own folder
+        self.service = ImageService(os.path.join(folder, MODEL_FILE), folder)
+        _LOADED[(self.name, self.version or "")] = self
+        return True
+
+    async def unload(self) -> bool:
+        key = (self.name, self.version or "")
+        if _LOADED.get(key) is self:  # a reload loads the new instance before it unloads the old one
+            del _LOADED[key]
+        return True
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        if len(payload.inputs) != 1:
+            raise MLServerError(f"send one input (the images, BYTES, or a FP32 tensor); got {len(payload.inputs)}")
+        try:
+            logits = self._logits(payload.inputs[0])
+        except ImageRejected as refused:
+            raise MLServerError(str(refused), refused.status) from None
+        answers = self.service.predictions(logits)
+        outputs = [StringCodec.encode_output("class", [a["class"] for a in answers]),
+                   NumpyCodec.encode_output("index", np.array([a["index"] for a in answers], dtype=np.int64)),
+                   NumpyCodec.encode_output("probability", np.array([a["probability"] for a in answers],
+                                                                    dtype=np.float32)),
+                   NumpyCodec.encode_output("logits", logits.astype(np.float32))]
+        return InferenceResponse(model_name=self.name, model_version=self.version, outputs=outputs)
+
+    def _logits(self, tensor: RequestInput) -> np.ndarray:
+        if tensor.datatype == "BYTES":
+            images = []
+            for position, element in enumerate(_elements(tensor)):
+                try:
+                    body = base64.b64decode(element, validate=True)
+                except (binascii.Error, ValueError, TypeError):
+                    raise ImageRejected(f"input {tensor.name!r}, element {position}: not base64 (send each image "
+                                        "file base64-encoded)") from None
+                images.append(self.service.image(body))
+            if not images:
+                raise ImageRejected(f"input {tensor.name!r} holds no image")
+            return self.service.logits(images)
+        if tensor.datatype == "FP32":
+            return self.service.logits_of_tensor(NumpyCodec.decode_input(tensor))
+        raise ImageRejected(f"input {tensor.name!r} is {tensor.datatype}: send the image files as BYTES "
+                            "(base64 in JSON) or a preprocessed FP32 tensor")
+
+    @custom_handler(rest_path=RAW_ROUTE)
+    async def predict_image(self, request: Request) -> JSONResponse:
+        """TorchServe's way in: the image file as the body of ``POST /predictions/<name>/<version>``."""
+        key = (request.path_params["model_name"], request.path_params["model_version"])
+        if key not in _LOADED:
+            return _refused(404, "ModelNotFound", f"no version {key[1]} of model {key[0]} is loaded")
+        try:
+            image = _LOADED[key].service.image(await request.body(), request.headers.get("content-type", ""))
+        except ImageRejected as refused:
+            return _refused(refused.status, type(refused).__name__, str(refused))
+        service = _LOADED[key].service
+        return JSONResponse(service.predictions(service.logits([image]))[0])
+
+
+def _elements(tensor: RequestInput) -> list:
+    data = tensor.data
+    return list(getattr(data, "root", data))
+
+
+def _refused(status: int, kind: str, message: str) -> JSONResponse:
+    return JSONResponse({"code": status, "type": kind, "message": message}, status_code=status)

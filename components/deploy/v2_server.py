@@ -1,0 +1,168 @@
+"""Relay's V2 (Open Inference Protocol) server: MLServer, started from Relay's own entry point so that every
+request needs the token, over REST and gRPC. It runs in ``.venv-serve`` (MLServer's pins clash with Airflow's):
+
+    .venv-serve/bin/python -m components.deploy.v2_server REPOSITORY --token-file FILE
+
+REPOSITORY is an MLServer model repository: its ``settings.json`` (host, ports) and one folder per model
+version holding ``model-settings.json`` (implementation ``components.deploy.v2_runtime.RelayImageClassifier``),
+the ONNX model and Relay's serving config. ``defaults.json`` there, ``{model: version}``, names each model's
+default version: requests that name no version (``/v2/models/<name>/infer``, ``/predictions/<name>``) go to it.
+
+MLServer has no authentication of its own. The token is checked by an ASGI middleware in front of MLServer's
+REST app and by a gRPC interceptor, both added here; the token file is read again whenever it changes, so a
+renewed token takes effect without a restart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hmac
+import json
+import os
+import re
+from pathlib import Path
+
+import grpc
+from grpc import aio
+from mlserver import MLServer
+from mlserver.cli.serve import load_settings
+from mlserver.grpc import GRPCServer
+
+DEFAULTS_FILE = "defaults.json"
+_VERSIONLESS = (re.compile(r"^/v2/models/([^/]+)/(infer|ready)$"), re.compile(r"^/predictions/([^/]+)$"))
+
+
+class _Watched:
+    """A small file's parsed content, read again when its mtime or size changes."""
+
+    def __init__(self, path: Path, parse, empty):
+        self.path, self.parse, self.empty, self._stamp, self._value = path, parse, empty, None, empty
+
+    def value(self):
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            return self.empty
+        if (stat.st_mtime_ns, stat.st_size) != self._stamp:
+            self._value, self._stamp = self.parse(self.path.read_text()), (stat.st_mtime_ns, stat.st_size)
+        return self._value
+
+
+class Token:
+    def __init__(self, token_file: Path):
+        self._file = _Watched(token_file, str.strip, "")
+
+    def accepts(self, authorization: str | bytes | None) -> bool:
+        if isinstance(authorization, bytes):
+            authorization = authorization.decode("latin-1")
+        expected = self._file.value()
+        return bool(expected) and hmac.compare_digest(authorization or "", f"Bearer {expected}")
+
+
+class TokenAndDefaults:
+    """ASGI middleware: 401 for a request without ``Authorization: Bearer <token>``; a versionless model path
+    rewritten to the model's default version."""
+
+    def __init__(self, app, token: Token, defaults: _Watched):
+        self.app, self.token, self.defaults = app, token, defaults
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        authorization = dict(scope["headers"]).get(b"authorization")
+        if not self.token.accepts(authorization):
+            return await _json(send, 401, {"code": 401, "type": "Unauthorized", "error": _NO_TOKEN,
+                                           "message": _NO_TOKEN})
+        path = scope["path"]
+        for pattern in _VERSIONLESS:
+            if match := pattern.match(path):
+                name = match.group(1)
+                version = self.defaults.value().get(name)
+                if version is None:
+                    message = f"model {name} has no default version on this server"
+                    return await _json(send, 404, {"code": 404, "type": "ModelNotFound", "error": message,
+                                                   "message": message})
+                path = (f"/v2/models/{name}/versions/{version}/{match.group(2)}" if path.startswith("/v2/")
+                        else f"/predictions/{name}/{version}")
+                scope = {**scope, "path": path, "raw_path": path.encode()}
+                break
+        return await self.app(scope, receive, send)
+
+
+_NO_TOKEN = "a token is required: send 'Authorization: Bearer <token>' (relay serve status names the token file)"
+
+
+async def _json(send, status: int, body: dict) -> None:
+    content = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(content)).encode())]})
+    await send({"type": "http.response.body", "body": content})
+
+
+class TokenInterceptor(aio.ServerInterceptor):
+    """gRPC: UNAUTHENTICATED for a call without ``authorization: Bearer <token>`` metadata."""
+
+    def __init__(self, token: Token):
+        self.token = token
+
+        async def refuse(request, context):
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, _NO_TOKEN)
+
+        self._refusal = grpc.unary_unary_rpc_method_handler(refuse)
+
+    async def intercept_service(self, continuation, handler_call_details):
+        metadata = dict(handler_call_details.invocation_metadata or ())
+        if self.token.accepts(metadata.get("authorization")):
+            return await continuation(handler_call_details)
+        return self._refusal
+
+
+class RelayMLServer(MLServer):
+    """MLServer with the token on both protocols and Relay's default versions on REST."""
+
+    def __init__(self, settings, repository: Path, token_file: Path):
+        self._token = Token(token_file)
+        self._defaults = _Watched(repository / DEFAULTS_FILE, json.loads, {})
+        super().__init__(settings)
+
+    def _create_servers(self) -> None:
+        super()._create_servers()
+        self._rest_server._app.add_middleware(TokenAndDefaults, token=self._token, defaults=self._defaults)
+        interceptor = TokenInterceptor(self._token)
+
+        class TokenGRPCServer(GRPCServer):
+            def _create_server(self):
+                # MLServer 1.7 builds its interceptor list inside _create_server, with no hook to add one.
+                original = aio.server
+
+                def with_token(*args, interceptors=(), **kwargs):
+                    return original(*args, interceptors=[interceptor, *interceptors], **kwargs)
+
+                aio.server = with_token
+                try:
+                    return super()._create_server()
+                finally:
+                    aio.server = original
+
+        self._grpc_server = TokenGRPCServer(self._settings, self._data_plane, self._model_repository_handlers)
+
+
+async def _serve(repository: Path, token_file: Path) -> None:
+    settings, models = await load_settings(str(repository))
+    if settings.host not in ("127.0.0.1", "::1", "localhost") and not os.environ.get("RELAY_V2_ANY_HOST"):
+        raise SystemExit(f"{repository / 'settings.json'}: host {settings.host} is not loopback; Relay's V2 "
+                         "server listens on 127.0.0.1 (in a pod, set RELAY_V2_ANY_HOST=1)")
+    await RelayMLServer(settings, repository, token_file).start(models)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("repository", type=Path)
+    parser.add_argument("--token-file", type=Path, required=True)
+    args = parser.parse_args()
+    asyncio.run(_serve(args.repository, args.token_file))
+
+
+if __name__ == "__main__":
+    main()
