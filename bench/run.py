@@ -807,15 +807,18 @@ def _floor_loads(model: Path, preprocessing: Path, bodies: list[bytes], requests
 
 
 def measure_v2_candidates(home: Path, requests: int = 4000, rounds: int = 2) -> dict[str, float]:
-    """Issue 20's two V2 servers (bench/v2_candidates) against the HTTP floor, on the digits model: p50 at one
-    client and requests/s at 32, in ``rounds`` rounds whose order alternates; medians."""
+    """Issue 20's two V2 servers (bench/v2_candidates) and Relay's V2 server built on MLServer (raw image bodies,
+    V2 requests, V2 requests with MLServer's adaptive batching at 1 ms) against the HTTP floor, on the digits
+    model: p50 at one client and requests/s at 32, in ``rounds`` rounds whose order alternates; medians."""
     import numpy as np
+
+    from components.train import model_preprocessing
 
     from bench.v2_candidates import v2_request
     from bench.v2_candidates.servers import floor_server, kserve_server, mlserver_server
 
     settings = Settings(home=home)
-    _, layout, bodies = _digits_model(settings)
+    spec, layout, bodies = _digits_model(settings)
     model, preprocessing = layout.optimized_model, layout.train / PREPROCESSING_FILE
     v2_bodies, json_type = [v2_request(b) for b in bodies], {"Content-Type": "application/json"}
     raw_type = {"Content-Type": "application/octet-stream"}
@@ -823,6 +826,24 @@ def measure_v2_candidates(home: Path, requests: int = 4000, rounds: int = 2) -> 
     def load(server, as_v2: bool) -> dict:
         with server as url:
             return _post_loads(url, json_type if as_v2 else raw_type, v2_bodies if as_v2 else bodies, requests, (1, 32))
+
+    def relay_v2(as_v2: bool, batch_time_s: float = 0.0) -> dict:
+        """Relay's own V2 server (components.deploy.v2), token and all; ``batch_time_s``: MLServer's adaptive
+        batching (V2 requests only), which holds a lone request that long."""
+        from components.deploy.v2 import V2Server
+
+        server = V2Server(Settings(home=home / f"relay-v2-{as_v2}-{batch_time_s}", **dict(zip(
+            ("v2_http_port", "v2_grpc_port"), free_ports(2)))))
+        server.start()
+        try:
+            server.add_version(spec, "v0.1.0", model, model_preprocessing(layout.train), batch_time_s)
+            server.set_default(spec.name, "v0.1.0")
+            auth = {"Authorization": f"Bearer {server.token()}"}
+            url = server.url + (f"/v2/models/{spec.name}/infer" if as_v2 else f"/predictions/{spec.name}")
+            return _post_loads(url, {**auth, **(json_type if as_v2 else raw_type)}, v2_bodies if as_v2 else bodies,
+                               requests, (1, 32))
+        finally:
+            server.stop()
 
     servers = {
         "floor": lambda: load(floor_server(model, preprocessing), as_v2=False),
@@ -833,6 +854,9 @@ def measure_v2_candidates(home: Path, requests: int = 4000, rounds: int = 2) -> 
         "mlserver_raw_no_metrics": lambda: load(mlserver_server(home / "mlserver-raw-no-metrics", model,
                                                                 preprocessing, raw=True, metrics_on=False),
                                                 as_v2=False),
+        "relay_v2_raw": lambda: relay_v2(as_v2=False),
+        "relay_v2": lambda: relay_v2(as_v2=True),
+        "relay_v2_batch_1ms": lambda: relay_v2(as_v2=True, batch_time_s=0.001),
     }
     measured: dict[str, list[dict]] = {name: [] for name in servers}
     for round_index in range(rounds):

@@ -6,10 +6,12 @@ whenever anything else runs.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import tempfile
 
@@ -27,6 +29,7 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 # absl's handler, which TensorFlow installs, then closes the stream it was made with: under pytest, the
 # captured stderr of whichever test first imported TensorFlow, which breaks every later test's capture.
 import gto  # noqa: E402,F401
+import psutil  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -316,3 +319,19 @@ def kill_after_epochs(state_file: Path, epochs: int, find_pid, timeout: float = 
     finally:
         finished.set()
         killer.join()
+
+
+def is_loopback(ip: str) -> bool:
+    """127.0.0.1 and ::1, and 127.0.0.1 as an IPv6 socket sees it (gRPC binds that way)."""
+    address = ipaddress.ip_address(ip)
+    return (getattr(address, "ipv4_mapped", None) or address).is_loopback
+
+
+def listening_addresses(url: str) -> set[str]:
+    """The addresses that the server answering ``url`` (and the processes it started) listen on."""
+    port = urlsplit(url).port
+    (pid,) = {c.pid for c in psutil.net_connections("inet") if c.laddr and c.laddr.port == port
+              and c.status == psutil.CONN_LISTEN}
+    root = psutil.Process(pid)
+    return {c.laddr.ip for process in [root, *root.children(recursive=True)] for c in process.net_connections("inet")
+            if c.status == psutil.CONN_LISTEN}

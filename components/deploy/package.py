@@ -39,23 +39,26 @@ def model_config(spec: TaskSpec) -> dict:
 V2_RUNTIME = "components.deploy.v2_runtime.RelayImageClassifier"  # loaded by the V2 server, in .venv-serve
 
 
-def v2_model_settings(spec: TaskSpec, version: str) -> dict:
-    """MLServer's model-settings.json for one version: Relay's runtime, the model files beside it, and MLServer's
-    adaptive batcher sized like TorchServe's."""
-    deploy = spec.deploy
+def v2_model_settings(spec: TaskSpec, version: str, batch_time_s: float = 0.0) -> dict:
+    """MLServer's model-settings.json for one version: Relay's runtime and the model files beside it.
+
+    MLServer's adaptive batcher holds a lone request for ``max_batch_time`` and a time of 0 turns it off, so it
+    cannot batch without making one client wait (docs/benchmarks.md): it is off unless ``batch_time_s`` is given
+    (the bench measures it)."""
+    batching = {"max_batch_size": spec.deploy.batch_size, "max_batch_time": batch_time_s} if batch_time_s else {}
     return {"name": spec.name, "implementation": V2_RUNTIME,
-            "parameters": {"uri": ".", "version": model_version.served(version)},
-            "max_batch_size": deploy.batch_size, "max_batch_time": deploy.max_batch_delay_ms / 1000}
+            "parameters": {"uri": ".", "version": model_version.served(version)}, **batching}
 
 
-def build_v2_version(spec: TaskSpec, version: str, onnx_model: Path, prep: Preprocessing, target: Path) -> Path:
+def build_v2_version(spec: TaskSpec, version: str, onnx_model: Path, prep: Preprocessing, target: Path,
+                     batch_time_s: float = 0.0) -> Path:
     """Write ``target``, a folder the V2 server loads as one version of ``spec.name``: its model-settings.json,
     the ONNX model and the same serving config and class names a .mar holds. Published atomically."""
     with atomic_dir(target) as work:
         copy_file(onnx_model, work / image_service.MODEL_FILE)
         (work / image_service.CLASS_NAMES).write_text(json.dumps(_class_names(spec)))
         (work / imaging.SERVING_CONFIG).write_text(json.dumps(serving_config(spec, prep)))
-        (work / "model-settings.json").write_text(json.dumps(v2_model_settings(spec, version), indent=2))
+        (work / "model-settings.json").write_text(json.dumps(v2_model_settings(spec, version, batch_time_s), indent=2))
     return target
 
 

@@ -146,9 +146,11 @@ class V2Server:
         return token
 
     # -- models ----------------------------------------------------------------------------
-    def add_version(self, spec: TaskSpec, version: str, onnx_model: Path, prep: Preprocessing) -> None:
-        """Publish ``version`` of ``spec.name`` into the repository and load it beside the versions served."""
-        build_v2_version(spec, version, onnx_model, prep, self._version_dir(spec.name, version))
+    def add_version(self, spec: TaskSpec, version: str, onnx_model: Path, prep: Preprocessing,
+                    batch_time_s: float = 0.0) -> None:
+        """Publish ``version`` of ``spec.name`` into the repository and load it beside the versions served
+        (``batch_time_s``: see ``package.v2_model_settings``)."""
+        build_v2_version(spec, version, onnx_model, prep, self._version_dir(spec.name, version), batch_time_s)
         self._load(spec.name)
 
     def remove_version(self, model_name: str, version: str) -> None:

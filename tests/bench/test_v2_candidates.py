@@ -1,10 +1,6 @@
 """The V2 server candidates that bench measures (bench/v2_candidates) run for real in their own environments, listen
 on loopback only and answer what the model says, so that their figures compare servers doing the same work."""
 
-import ipaddress
-from urllib.parse import urlsplit
-
-import psutil
 import pytest
 import requests
 
@@ -14,22 +10,7 @@ from components.data.dataset import load_split
 from components.imaging import PREPROCESSING_FILE, preprocess_files
 from components.onnx_runtime import onnx_predictor
 from components.train import model_preprocessing
-
-
-def is_loopback(ip: str) -> bool:
-    """127.0.0.1 and ::1, and 127.0.0.1 as an IPv6 socket sees it (gRPC binds that way)."""
-    address = ipaddress.ip_address(ip)
-    return (getattr(address, "ipv4_mapped", None) or address).is_loopback
-
-
-def listening_addresses(url: str) -> set[str]:
-    """The addresses that the server answering ``url`` (and the processes it started) listen on."""
-    port = urlsplit(url).port
-    (pid,) = {c.pid for c in psutil.net_connections("inet") if c.laddr and c.laddr.port == port
-              and c.status == psutil.CONN_LISTEN}
-    root = psutil.Process(pid)
-    return {c.laddr.ip for process in [root, *root.children(recursive=True)] for c in process.net_connections("inet")
-            if c.status == psutil.CONN_LISTEN}
+from tests.conftest import is_loopback, listening_addresses
 
 
 @pytest.mark.parametrize("candidate", ["kserve", "mlserver", "mlserver raw"])
