@@ -57,6 +57,10 @@ def _default_tfx_env() -> Path:
     return PROJECT_DIR / ".venv-tfx" if is_source_checkout() else Path.home() / ".relay" / "venv-tfx"
 
 
+def _default_serve_env() -> Path:
+    return PROJECT_DIR / ".venv-serve" if is_source_checkout() else Path.home() / ".relay" / "venv-serve"
+
+
 class Settings(BaseSettings):
     """Machine-level settings. Task-level choices belong in the task spec, not here."""
 
@@ -88,6 +92,9 @@ class Settings(BaseSettings):
     tfx_env: Path = Field(default_factory=_default_tfx_env,
                           description="The Python 3.10 TFX environment, built from Relay's requirements/tfx.lock "
                                       "by `make setup` in a Relay checkout (<checkout>/.venv-tfx).")
+    serve_env: Path = Field(default_factory=_default_serve_env,
+                            description="The V2 server's environment (MLServer), built from Relay's "
+                                        "requirements/serve.lock by `make setup` (<checkout>/.venv-serve).")
     ts_host: str = "127.0.0.1"
     ts_inference_port: int = 8380
     ts_management_port: int = 8381
@@ -182,9 +189,9 @@ def free_ports(count: int) -> list[int]:
 
 
 def own_server_settings(settings: Settings, home: Path) -> Settings:
-    """``settings`` with a TorchServe of its own: its directory under ``home`` and free ports."""
+    """``settings`` with model servers of their own: their directories under ``home`` and free ports."""
     names = ("ts_inference_port", "ts_management_port", "ts_metrics_port", "ts_grpc_inference_port",
-             "ts_grpc_management_port")
+             "ts_grpc_management_port", "v2_http_port", "v2_grpc_port")
     return Settings(**{**settings.model_dump(), "home": home, "registry": settings.registry_dir,
                        **dict(zip(names, free_ports(len(names))))})
 
@@ -199,6 +206,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
            "RELAY_TS_GRPC_INFERENCE_PORT": str(settings.ts_grpc_inference_port),
            "RELAY_TS_GRPC_MANAGEMENT_PORT": str(settings.ts_grpc_management_port),
            "RELAY_TS_HEAP": settings.ts_heap, "RELAY_TS_TOKEN_EXPIRATION_MIN": str(settings.ts_token_expiration_min),
+           "RELAY_V2_HTTP_PORT": str(settings.v2_http_port), "RELAY_V2_GRPC_PORT": str(settings.v2_grpc_port),
            "RELAY_STEP_CACHE": str(settings.step_cache).lower()}
     optional = {"RELAY_REGISTRY_REMOTE": settings.registry_remote, "RELAY_S3_ENDPOINT_URL": settings.s3_endpoint_url,
                 "RELAY_RUNS_URI": settings.runs_uri, "RELAY_SHARDS_URI": settings.shards_uri}

@@ -58,8 +58,8 @@ def run_bakeoff(task: str, models: list[str] | None = None, overrides: dict[str,
         measured.append(_candidate(task, framework, model, overrides, settings, directory, log))
     log("training throughput: every candidate in alternating rounds")
     measure_training(measured, {c["name"]: run_spec(Path(c["run"])) for c in measured}, directory / "throughput", log)
-    log("serving: every candidate on one TorchServe, in alternating rounds")
-    measure_serving(spec, measured, own_server_settings(settings, directory / "torchserve"))
+    log("serving: every candidate on TorchServe and on the V2 server, in alternating rounds")
+    measure_serving(spec, measured, own_server_settings(settings, directory / "servers"))
     document = {
         "task": spec.name, "id": stamp, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "directory": str(directory), "overrides": overrides, "machine": describe_machine(),

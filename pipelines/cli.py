@@ -24,7 +24,7 @@ from pipelines.steps import STEPS, gate_failure, gate_passed, latest_run, run_st
 
 app = typer.Typer(help="Relay: versioned data to a served, promoted model.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
-serve_app = typer.Typer(help="Control the local TorchServe.", no_args_is_help=True)
+serve_app = typer.Typer(help="Control the local model servers (TorchServe, the V2 server).", no_args_is_help=True)
 app.add_typer(serve_app, name="serve")
 task_app = typer.Typer(help="Create tasks from your own data.", no_args_is_help=True)
 app.add_typer(task_app, name="task")
@@ -153,17 +153,18 @@ def _step(name: str, task: str | None, run_dir: Path | None, overrides: dict) ->
 @app.command()
 def predict(path: Annotated[Path, typer.Argument(help="An image file.", exists=True, dir_okay=False)],
             task: Annotated[Optional[str], typer.Option(
-                help="The served task (default: the only task the local TorchServe serves).")] = None,
+                help="The served task (default: the only task the local servers serve).")] = None,
             version: Annotated[Optional[str], typer.Option(help="A served version, v0.2.0 or 0.2.0 "
                                                                 "(default: the default one).")] = None
             ) -> None:
     """Print the class the served model returns for PATH."""
-    from components.deploy.local import only_served_task
-    from components.deploy.torchserve import TorchServe
+    from components.deploy.local import only_served_task, served_by
+    from components.settings import get_settings
 
     try:
-        server = TorchServe()
-        result = server.predict(task or only_served_task(server.settings), path.read_bytes(), version)
+        settings = get_settings()
+        task = task or only_served_task(settings)
+        result = served_by(settings, task).predict(task, path.read_bytes(), version)
     except RelayError as error:
         _fail(f"{path}: {error}")
     console.print(f"{path}: class [bold]{result['class']}[/] (p={result['probability']:.3f})", highlight=False)
@@ -173,7 +174,7 @@ def predict(path: Annotated[Path, typer.Argument(help="An image file.", exists=T
 def models(task: Annotated[str, typer.Argument(help="Task name.")]) -> None:
     """List TASK's registered versions: stage, gate result and where each is served."""
     from components.registry import model_version
-    from components.deploy.torchserve import TorchServe
+    from components.deploy.local import served_by
     from components.registry.model_registry import ModelRegistry
 
     registry = ModelRegistry()
@@ -181,9 +182,9 @@ def models(task: Annotated[str, typer.Argument(help="Task name.")]) -> None:
     if not versions:
         console.print(f"no registered versions of {task} in {registry.path}")
         return
-    server, served, default = TorchServe(), set(), None
+    server, served, default = served_by(registry.settings, task), set(), None
     if server.pid():
-        served = {model_version.canonical(entry["modelVersion"]) for entry in server.describe(task)}
+        served = {model_version.canonical(served_version) for served_version in server.versions(task)}
         default = server.default_version(task)
         default = default and model_version.canonical(default)
     console.print(f"{task} in {registry.path}", highlight=False)
@@ -197,8 +198,8 @@ def models(task: Annotated[str, typer.Argument(help="Task name.")]) -> None:
         where = ""
         if version in served:
             where = "default" if default == version else "yes"
-            urls.append(f"  {version}: {server.inference_url}/predictions/{task}/{model_version.served(version)}"
-                        + (f" (default: {server.inference_url}/predictions/{task})" if default == version else ""))
+            urls.append(f"  {version}: {server.predictions_url(task, version)}"
+                        + (f" (default: {server.predictions_url(task)})" if default == version else ""))
         table.add_row(version, registry.model_info(task, version).get("framework", "?"), ", ".join(row["stages"]),
                       "pass" if gate["passed"] else "FAIL",
                       f"{gate['metrics']['accuracy_optimized']:.4f}", where)
@@ -337,67 +338,89 @@ def fetch_model(task: Annotated[str, typer.Argument(help="Task name.")],
 
 @serve_app.command("start")
 def serve_start() -> None:
-    """Start the local TorchServe (127.0.0.1, token auth on) and serve what was served before it stopped."""
+    """Start the local model servers (127.0.0.1, token auth on) and serve what was served before they stopped:
+    TorchServe, and the V2 server for tasks whose deploy.server is kserve."""
     from components.deploy.local import start_serving
     from components.settings import get_settings
 
     try:
-        server, restored = start_serving(get_settings())
+        servers, restored = start_serving(get_settings())
     except RelayError as error:
         _fail(error)
-    console.print(f"TorchServe pid {server.pid()}: inference {server.inference_url}, management "
-                  f"{server.management_url}, keys in {server.key_file}", highlight=False)
+    for server in servers.values():
+        console.print(f"{server.endpoints()} (pid {server.pid()})", highlight=False)
     for task, note in restored.items():
         console.print(f"  {task}: {note}", highlight=False)
 
 
+def _server_kind(settings) -> str:
+    """The server ``relay serve key`` speaks of by default: the V2 server when it serves every served task."""
+    from components.deploy.local import served_state
+
+    kinds = {entry["server"] for entry in served_state(settings).values()}
+    return kinds.pop() if len(kinds) == 1 else "torchserve"
+
+
 @serve_app.command("key")
-def serve_key(kind: Annotated[str, typer.Option(help="inference or management.")] = "inference") -> None:
-    """Print a valid key of the local TorchServe, renewing it when it has expired (keys live
-    RELAY_TS_TOKEN_EXPIRATION_MIN minutes). For clients: curl -H "Authorization: Bearer $(relay serve key)" ..."""
-    from components.deploy.torchserve import TorchServe
+def serve_key(kind: Annotated[str, typer.Option(help="TorchServe's inference or management key.")] = "inference",
+              server: Annotated[Optional[str], typer.Option(
+                  help="torchserve or kserve (default: the one serving the local tasks).")] = None) -> None:
+    """Print a valid key of the local server: TorchServe's, renewed when it has expired (keys live
+    RELAY_TS_TOKEN_EXPIRATION_MIN minutes), or the V2 server's token. For clients:
+    curl -H "Authorization: Bearer $(relay serve key)" ..."""
+    from components.deploy.servers import model_server
+    from components.settings import get_settings
 
     if kind not in ("inference", "management"):
         _fail(f"--kind {kind!r}: use inference or management")
     try:
-        key = TorchServe().valid_key(kind)
+        settings = get_settings()
+        chosen = model_server(server or _server_kind(settings), settings)
+        typer.echo(chosen.valid_key(kind))
     except RelayError as error:
         _fail(error)
-    typer.echo(key)
 
 
 @serve_app.command("stop")
 def serve_stop() -> None:
-    """Stop the local TorchServe started by Relay."""
-    from components.deploy.torchserve import TorchServe
+    """Stop the local model servers started by Relay."""
+    from components.deploy.servers import NAMES, SERVERS, model_server
 
-    server = TorchServe()
-    console.print("TorchServe stopped" if server.stop() else f"no Relay TorchServe is running ({server.dir})")
+    stopped = [NAMES[kind] for kind in SERVERS if model_server(kind).stop()]
+    console.print(f"{' and '.join(stopped)} stopped" if stopped else "no Relay model server is running")
 
 
 @serve_app.command("status")
 def serve_status() -> None:
-    """Say whether the local TorchServe runs, and what it serves."""
-    from components.deploy.torchserve import TorchServe
-
+    """Say whether the local model servers run, and what they serve."""
     from components.registry import model_version
     from components.deploy.local import served_state
+    from components.deploy.servers import NAMES, SERVERS, model_server
+    from components.settings import get_settings
 
-    server = TorchServe()
-    pid = server.pid()
-    console.print(f"TorchServe: {'running, pid ' + str(pid) if pid else 'not running'} ({server.dir})",
-                  highlight=False)
-    for task, entry in served_state(server.settings).items():
-        if pid:
-            live = sorted(model_version.canonical(e["modelVersion"]) for e in server.describe(task))
-            default = server.default_version(task)
-            console.print(f"  {task}: serving {', '.join(live) or 'nothing'}; default "
-                          f"{model_version.canonical(default) if default else 'none'} "
-                          f"({server.inference_url}/predictions/{task})", highlight=False)
-        else:
-            others = entry["versions"][1:]
-            console.print(f"  {task}: default {entry['default']}" + (f", also {', '.join(others)}" if others else "") +
-                          "; `relay serve start` serves " + ("them" if others else "it") + " again", highlight=False)
+    settings = get_settings()
+    state = served_state(settings)
+    for kind in SERVERS:
+        server = model_server(kind, settings)
+        pid = server.pid()
+        tasks = {task: entry for task, entry in state.items() if entry["server"] == kind}
+        if not pid and not tasks and kind != "torchserve":
+            continue  # a server nothing was ever deployed to
+        name = NAMES[kind]
+        console.print(f"{name[0].upper() + name[1:]}: {'running, pid ' + str(pid) if pid else 'not running'} "
+                      f"({server.dir})", highlight=False)
+        for task, entry in tasks.items():
+            if pid:
+                live = [model_version.canonical(v) for v in server.versions(task)]
+                default = server.default_version(task)
+                console.print(f"  {task}: serving {', '.join(live) or 'nothing'}; default "
+                              f"{model_version.canonical(default) if default else 'none'} "
+                              f"({server.predictions_url(task)})", highlight=False)
+            else:
+                others = entry["versions"][1:]
+                also = f", also {', '.join(others)}" if others else ""
+                console.print(f"  {task}: default {entry['default']}{also}; `relay serve start` serves "
+                              f"{'them' if others else 'it'} again", highlight=False)
 
 
 @task_app.command("new")

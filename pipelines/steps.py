@@ -345,12 +345,11 @@ def _deploy(spec: TaskSpec, run: RunDir, settings: Settings) -> LocalDeploySumma
         return summary
     recorded = run.deployment
     if recorded.is_file():
-        from components.deploy.local import served_default
-        from components.deploy.torchserve import TorchServe
+        from components.deploy.local import served_by, served_default
 
         earlier = json.loads(recorded.read_text())
         if earlier["version"] == registration["version"] and not earlier.get("rolled_back") and \
-                served_default(settings, spec.name) == earlier["version"] and TorchServe(settings).pid():
+                served_default(settings, spec.name) == earlier["version"] and served_by(settings, spec.name).pid():
             return LocalDeploySummary(**earlier)  # a retry of a deploy that went through: its record stands
     result = deploy_local(spec, registration["version"], run.data, settings)
     summary = LocalDeploySummary(result.version, result.previous_default, result.smoke_accuracy, result.inference_url,

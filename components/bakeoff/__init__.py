@@ -1,14 +1,13 @@
 """The framework bake-off's measuring and reporting: every figure of a trained, optimized candidate, the
-serving figures of all candidates on one TorchServe of the bake-off's own (alternating rounds), how they
-were measured, and the report with its recommendation (``report``). Running the candidates' steps and
-shipping the recommended one is orchestration: ``pipelines.bakeoff``.
+serving figures of all candidates on both model servers of the bake-off's own, TorchServe and the V2
+server (alternating rounds), how they were measured, and the report with its recommendation (``report``).
+Running the candidates' steps and shipping the recommended one is orchestration: ``pipelines.bakeoff``.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 from components.settings import Settings
@@ -16,6 +15,7 @@ from components.spec import TaskSpec
 
 FRAMEWORKS = ("pytorch", "tensorflow")
 SERVING_FILES = 200  # distinct test images replayed by the serving loops
+SERVING_VERSION = "v0.0.0"  # the version each candidate's .mar carries
 
 
 def candidates(spec: TaskSpec, models: list[str] | None = None) -> list[tuple[str, str]]:
@@ -26,28 +26,35 @@ def candidates(spec: TaskSpec, models: list[str] | None = None) -> list[tuple[st
 
 
 def measure_serving(spec: TaskSpec, measured: list[dict], server_settings: Settings) -> None:
-    """Serve every candidate's .mar from one TorchServe of the bake-off's own; add the serving figures."""
+    """Serve every candidate's .mar from each model server (TorchServe and the V2 server, of the bake-off's own)
+    and measure them all in alternating rounds. A candidate's ``serving`` figures are those on the server its
+    spec deploys to (deploy.server), which the recommendation weighs; ``serving_by_server`` has both."""
+    from components.atomic import copy_file
     from components.bakeoff import measure
     from components.data.dataset import split_files
-    from components.deploy.torchserve import TorchServe
+    from components.deploy.servers import SERVERS, model_server
 
-    server = TorchServe(server_settings)
+    servers = {kind: model_server(kind, server_settings) for kind in SERVERS}
     try:
-        server.start()
-        models = {}
-        for candidate in measured:
-            name = candidate["serving"]["model_name"]
-            shutil.copy(candidate["serving"]["mar"], server.model_store / f"{name}.mar")
-            server.register(f"{name}.mar", name)
-            models[candidate["name"]] = name
+        targets = {}
+        for kind, server in servers.items():
+            server.start()
+            for candidate in measured:
+                name = candidate["serving"]["model_name"]
+                copy_file(Path(candidate["serving"]["mar"]), server.mar_path(name, SERVING_VERSION))
+                server.install(name, SERVING_VERSION)
+                targets[f"{candidate['name']} on {kind}"] = (server, name)
         files, _ = split_files(Path(measured[0]["run"]) / "data", "test", spec.dataset.classes)
         bodies = [path.read_bytes() for path in files[:SERVING_FILES]]
-        figures = measure.serving_figures(server, models, bodies, spec.bakeoff.serving_requests,
+        figures = measure.serving_figures(targets, bodies, spec.bakeoff.serving_requests,
                                           spec.bakeoff.bootstrap_samples)
     finally:
-        server.stop()
+        for server in servers.values():
+            server.stop()
     for candidate in measured:
-        candidate["serving"].update(figures[candidate["name"]])
+        by_server = {kind: figures[f"{candidate['name']} on {kind}"] for kind in servers}
+        candidate["serving"].update(by_server[spec.deploy.server], server=spec.deploy.server)
+        candidate["serving_by_server"] = by_server
 
 
 def measure_training(measured: list[dict], specs: dict[str, TaskSpec], work: Path, log=print) -> None:
@@ -131,7 +138,7 @@ def measure_candidate(spec: TaskSpec, run: Path, work: Path, log=print) -> dict:
                 "history": metrics["history"]}
 
     model_name = f"{spec.name}-{spec.framework}-{spec.model.name}".replace("_", "-")
-    mar = build_mar(spec, "v0.0.0", variants[shipped] / OPTIMIZED_MODEL, prep, work / f"{model_name}.mar")
+    mar = build_mar(spec, SERVING_VERSION, variants[shipped] / OPTIMIZED_MODEL, prep, work / f"{model_name}.mar")
     serving = {"model_name": model_name, "mar": str(mar),
                "config": {"workers": spec.deploy.workers, "batch_size": spec.deploy.batch_size,
                           "max_batch_delay_ms": spec.deploy.max_batch_delay_ms, "ort_threads": spec.deploy.threads}}
@@ -157,7 +164,9 @@ def method(spec: TaskSpec) -> dict:
         "warmup_calls": WARMUP_CALLS, "latency_runs_b1": cfg.latency_runs, "latency_runs_b64": max(10, cfg.latency_runs // 10),
         "serving_requests_per_level": cfg.serving_requests, "serving_concurrency": list(CONCURRENCY),
         "serving_warmup_requests": SERVING_WARMUP_REQUESTS, "serving_rounds": 2,
-        "serving_order": "candidates alternate within each level, reversed every other round",
+        "serving_order": "candidates on each server alternate within each level, reversed every other round",
+        "serving_servers": "TorchServe and the V2 server (MLServer), both measured; the recommendation weighs the "
+                           "server the spec deploys to (deploy.server)",
         "training_throughput": throughput_method(cfg),
         "framework_settings": {framework: backend(framework).TRAINING_SETTINGS for framework in FRAMEWORKS},
         "bootstrap_samples": cfg.bootstrap_samples,

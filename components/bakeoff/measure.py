@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from components.deploy.load import run_load
-from components.deploy.torchserve import TorchServe
+from components.deploy.servers import ModelServer
 from components.frameworks import backend
 from components.measurement import (SERVING_WARMUP_REQUESTS, Runtime, ThreadSettings, time_runtimes,
                                     with_interval)
@@ -46,25 +46,26 @@ def inference_figures(runtimes: list[Runtime], images: np.ndarray, runs: int, sa
     return figures, timings.method()
 
 
-def serving_figures(server: TorchServe, models: dict[str, str], bodies: list[bytes], requests: int,
+def serving_figures(targets: dict[str, tuple[ModelServer, str]], bodies: list[bytes], requests: int,
                     samples: int, rounds: int = 2) -> dict[str, dict]:
-    """Per candidate (``models``: candidate → TorchServe model name, all registered on ``server``): one image
+    """Per target (``targets``: name → the server and the model name it serves the target under): one image
     at a time (p50 with interval, p99), and throughput and latency at each concurrency in CONCURRENCY.
 
     Each level is a bounded loop of ``requests`` on loopback, split into ``rounds`` that alternate between
-    the candidates (in reverse order every other round), after a warm-up of each model, so that the JVM
-    warming up and drifts in machine load hit every candidate alike. Every non-200 answer is counted."""
-    for name in models.values():
+    the targets (in reverse order every other round), after a warm-up of each, so that a server warming up
+    and drifts in machine load hit every target alike. Every non-200 answer is counted."""
+    for server, name in targets.values():
         run_load(server, name, bodies, total=SERVING_WARMUP_REQUESTS, concurrency=8)  # workers, JIT, connections
-    loads = {candidate: {level: [] for level in CONCURRENCY} for candidate in models}
-    order = list(models)
+    loads = {target: {level: [] for level in CONCURRENCY} for target in targets}
+    order = list(targets)
     for round_ in range(rounds):
         for level in CONCURRENCY:
-            for candidate in (order if round_ % 2 == 0 else order[::-1]):
-                loads[candidate][level].append(
-                    run_load(server, models[candidate], bodies, total=max(1, requests // rounds), concurrency=level))
+            for target in (order if round_ % 2 == 0 else order[::-1]):
+                server, name = targets[target]
+                loads[target][level].append(
+                    run_load(server, name, bodies, total=max(1, requests // rounds), concurrency=level))
     figures = {}
-    for candidate, by_level in loads.items():
+    for target, by_level in loads.items():
         result: dict = {"requests_per_level": requests, "rounds": rounds, "errors": 0, "by_concurrency": {}}
         for level, parts in by_level.items():
             latencies = [ms for part in parts for ms in part.latencies_ms]
@@ -75,7 +76,7 @@ def serving_figures(server: TorchServe, models: dict[str, str], bodies: list[byt
             if level == 1:
                 result["p50_ms"] = with_interval(latencies, np.median, samples)
                 result["p99_ms"] = float(np.percentile(latencies, 99))
-        figures[candidate] = result
+        figures[target] = result
     return figures
 
 

@@ -289,19 +289,24 @@ def _training_chart(plt, candidates: list[dict]) -> bytes | None:
     return None
 
 
+def serving_by_server(candidate: dict) -> dict[str, dict]:
+    """A candidate's serving figures per model server (a bake-off from before the V2 server: TorchServe's)."""
+    return candidate.get("serving_by_server") or {"torchserve": candidate["serving"]}
+
+
 def _serving_chart(plt, candidates: list[dict]) -> bytes:
-    """Served throughput and latency against concurrent clients."""
+    """Served throughput and latency against concurrent clients, per candidate and server."""
     figure, (throughput, latency) = plt.subplots(1, 2, figsize=(CHART_WIDTH_IN, 3.8))
     for candidate in candidates:
-        levels = candidate["serving"].get("by_concurrency") or {}
-        clients = [int(c) for c in levels]
-        throughput.plot(clients, [levels[c]["requests_per_s"] for c in levels], marker="o",
-                        label=candidate["name"])
-        latency.plot(clients, [levels[c]["p50_ms"] for c in levels], marker="o", label=f"{candidate['name']} p50")
-        latency.plot(clients, [levels[c]["p99_ms"] for c in levels], marker="x", linestyle="--",
-                     label=f"{candidate['name']} p99")
-    throughput.set(xlabel="concurrent clients", ylabel="requests/s", title="TorchServe throughput")
-    latency.set(xlabel="concurrent clients", ylabel="ms", title="TorchServe latency")
+        for server, serving in serving_by_server(candidate).items():
+            levels = serving.get("by_concurrency") or {}
+            clients, label = [int(c) for c in levels], f"{candidate['name']} on {server}"
+            throughput.plot(clients, [levels[c]["requests_per_s"] for c in levels], marker="o", label=label)
+            latency.plot(clients, [levels[c]["p50_ms"] for c in levels], marker="o", label=f"{label} p50")
+            latency.plot(clients, [levels[c]["p99_ms"] for c in levels], marker="x", linestyle="--",
+                         label=f"{label} p99")
+    throughput.set(xlabel="concurrent clients", ylabel="requests/s", title="served throughput")
+    latency.set(xlabel="concurrent clients", ylabel="ms", title="served latency")
     throughput.legend(fontsize=CHART_FONT - 1)
     latency.legend(fontsize=CHART_FONT - 2)
     figure.tight_layout()
@@ -417,9 +422,10 @@ def render_html(document: dict, charts: dict[str, bytes]) -> str:
             inference_rows.append((candidate["name"], runtime,
                                    *[_format(figures[b]["p50_ms"], "ms") for b in ("b1", "b64")],
                                    *[f"{figures[b]['p99_ms']:.4g} ms" for b in ("b1", "b64")]))
-    serving_rows = [(c["name"], clients, f"{level['requests_per_s']:.0f}", f"{level['p50_ms']:.3g}",
-                     f"{level['p99_ms']:.3g}", c["serving"]["errors"])
-                    for c in document["candidates"] for clients, level in c["serving"]["by_concurrency"].items()]
+    serving_rows = [(c["name"], server, clients, f"{level['requests_per_s']:.0f}", f"{level['p50_ms']:.3g}",
+                     f"{level['p99_ms']:.3g}", serving["errors"])
+                    for c in document["candidates"] for server, serving in serving_by_server(c).items()
+                    for clients, level in serving["by_concurrency"].items()]
     artifacts = list(dict.fromkeys(name for c in document["candidates"] for name in c["footprint_mb"]))
     size_rows = [(c["name"], *[f"{c['footprint_mb'][a]:.3f}" if a in c["footprint_mb"] else "" for a in artifacts])
                  for c in document["candidates"]]
@@ -464,8 +470,9 @@ def render_html(document: dict, charts: dict[str, bytes]) -> str:
                                   "ONNX max logit diff", "INT8 max logit diff", "gate")),
         "<h2>Inference (one process of its own, under the serving thread settings)</h2>",
         table(inference_rows, ("candidate", "runtime", "p50 b1", "p50 b64", "p99 b1", "p99 b64")),
-        "<h2>Serving (TorchServe, loopback)</h2>",
-        table(serving_rows, ("candidate", "clients", "requests/s", "p50 ms", "p99 ms", "errors (all levels)")),
+        "<h2>Serving (loopback; the recommendation weighs the server deploy.server names)</h2>",
+        table(serving_rows, ("candidate", "server", "clients", "requests/s", "p50 ms", "p99 ms",
+                             "errors (all levels)")),
         "<h2>Footprint (MB)</h2>", table(size_rows, ("candidate", *artifacts)),
         "<h2>Method</h2>", table(_method_rows(method), ("setting", "value")),
         "<h2>Machine</h2>",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from components.deploy.torchserve import TorchServe
+from components.deploy.servers import ModelServer
 from components.errors import ServingError
 from components.spec import DeploySpec
 
@@ -43,7 +43,7 @@ class CanaryResult:
     current: dict | None
 
 
-def _send(server: TorchServe, name: str, version: str, path: Path, label: str, traffic: Traffic) -> None:
+def _send(server: ModelServer, name: str, version: str, path: Path, label: str, traffic: Traffic) -> None:
     traffic.requests += 1
     started = time.perf_counter()
     try:
@@ -55,7 +55,7 @@ def _send(server: TorchServe, name: str, version: str, path: Path, label: str, t
     traffic.correct += answer["class"] == label
 
 
-def run_canary(server: TorchServe, name: str, new: str, current: str | None, paths: list[Path], labels: list[str],
+def run_canary(server: ModelServer, name: str, new: str, current: str | None, paths: list[Path], labels: list[str],
                bounds: DeploySpec) -> CanaryResult:
     """Replay ``bounds.canary_requests`` held-out requests, alternating between ``new`` and ``current`` (when a
     version serves now), and judge ``new`` by the spec's error-rate and p99 bounds."""

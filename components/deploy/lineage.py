@@ -101,6 +101,7 @@ def _stage_history(registry: ModelRegistry, task: str, version: str) -> list[tup
 def render_card(run: Path, settings: Settings, serving: str | None = None, version: str | None = None) -> str:
     """The lineage card of the version registered from ``run``, as HTML (``version``: while registering it)."""
     from components.deploy.local import served_state
+    from components.deploy.servers import NAMES as SERVER_NAMES
 
     layout = RunDir(run)
     spec = json.loads(layout.spec_file.read_text())
@@ -122,11 +123,12 @@ def render_card(run: Path, settings: Settings, serving: str | None = None, versi
         if deployment and deployment.get("rolled_back"):
             serving = f"rolled back at deploy: {deployment['why']}"
         elif state.get("default") == version:
-            serving = f"default of {task} on the local TorchServe: {deployment and deployment.get('url')}"
+            url = deployment and deployment.get("url")
+            serving = f"default of {task} on the local {SERVER_NAMES[state['server']]}: {url}"
         elif version in state.get("versions", []):
             serving = f"served beside the default ({state['default']}), for rollback"
         else:
-            serving = "not served by the local TorchServe"
+            serving = "not served by the local model server"
     pointer = Path(spec["dataset"]["path"])
     pointer = str(pointer.with_name(pointer.name + ".dvc"))
     checks = [(c["name"], c["rule"], f"{c['value']:.4g}{c['unit']}", f"{c['threshold']:.4g}{c['unit']}",

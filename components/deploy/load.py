@@ -1,4 +1,4 @@
-"""A bounded load test against the real local TorchServe (or any HTTP endpoint): keep-alive clients on loopback.
+"""A bounded load test against a real local model server (or any HTTP endpoint): keep-alive clients on loopback.
 
 Used by the load tests (pass/fail: zero errors, bounded memory, zero failed requests during a deploy)
 and by ``make bench`` and the bake-off (p50/p99, throughput). Each client thread keeps its own HTTP/1.1
@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import psutil
 
-from components.deploy.torchserve import TorchServe
+from components.deploy.servers import ModelServer
 
 
 @dataclass
@@ -42,18 +42,19 @@ class LoadResult:
         return self.requests / self.seconds
 
 
-def server_rss_bytes(server: TorchServe) -> int:
-    """Resident memory of the server: its JVM and every Python worker it started."""
+def server_rss_bytes(server: ModelServer) -> int:
+    """Resident memory of the server: its process (TorchServe's JVM, MLServer's Python) and every worker it
+    started."""
     process = psutil.Process(server.pid())
     return sum(p.memory_info().rss for p in [process, *process.children(recursive=True)])
 
 
-def run_load(server: TorchServe, model: str, bodies: list[bytes], total: int | None = None, concurrency: int = 32,
+def run_load(server: ModelServer, model: str, bodies: list[bytes], total: int | None = None, concurrency: int = 32,
              until: Callable[[], bool] | None = None, content_type: str = "application/octet-stream") -> LoadResult:
     """POST ``bodies`` round-robin to ``model``'s default version from ``concurrency`` threads: ``total``
     requests in all, or until ``until()`` is true. Every non-200 answer counts as an error."""
-    headers = {"Authorization": f"Bearer {server._key('inference')}", "Content-Type": content_type}
-    return post_load(f"{server.inference_url}/predictions/{model}", headers, bodies, total, concurrency, until)
+    headers = {"Authorization": f"Bearer {server.valid_key()}", "Content-Type": content_type}
+    return post_load(server.predictions_url(model), headers, bodies, total, concurrency, until)
 
 
 def post_load(url: str, headers: dict[str, str], bodies: list[bytes], total: int | None = None,

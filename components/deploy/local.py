@@ -1,15 +1,16 @@
-"""The local deploy target: a new model version goes live on the project's TorchServe.
+"""The local deploy target: a new model version goes live on the project's model server, the one the task's
+``deploy.server`` names (TorchServe or the V2 server; components.deploy.servers).
 
 The new version is registered beside the current one, smoke-tested on held-out images through the
 real inference API, then put through a canary (replayed held-out requests to both versions, judged by
-the spec's error-rate and p99 bounds), and only then made the default. If TorchServe refuses it
+the spec's error-rate and p99 bounds), and only then made the default. If the server refuses it
 (ServingError), or the smoke test or the canary fails (a rollback, recorded in the result), the new
 version is removed and the default is untouched; the previous version stays registered for rollback.
 
-What is served is recorded in ``<serve dir>/served.json`` (per task: the default and the previous
-version). TorchServe runs with ``--ncs`` (no snapshot), so a restarted server serves nothing by itself:
-``start_serving`` re-registers the recorded versions from the registry's artifacts (sha256-checked),
-never from leftovers in the model store. The served default is also the gate's champion.
+What is served is recorded in ``<serve dir>/served.json`` (per task: its server, the default and the previous
+version). Either server is restored from that record, never from what it kept itself: ``start_serving``
+re-registers the recorded versions from the registry's .mar (sha256-checked). The served default is also the
+gate's champion.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from components.registry import model_version
 from components.atomic import atomic_file, sha256_file, write_json
 from components.data.dataset import split_files
 from components.deploy.canary import run_canary
-from components.deploy.torchserve import TorchServe
+from components.deploy.servers import NAMES, ModelServer, model_server
 from components.errors import RelayError, ServingError
 from components.registry.model_registry import ModelRegistry
 from components.settings import Settings
@@ -44,9 +45,16 @@ class DeployResult:
     canary: dict | None = None  # per version: requests, errors, error rate, accuracy, p50 and p99
 
 def served_state(settings: Settings) -> dict[str, dict]:
-    """Per task, what the local server should serve: ``{"default": "v0.2.0", "versions": [...]}``."""
+    """Per task, what the local server should serve:
+    ``{"server": "torchserve", "default": "v0.2.0", "versions": [...]}``."""
     path = settings.serve_dir / SERVED_STATE
-    return json.loads(path.read_text()) if path.is_file() else {}
+    state = json.loads(path.read_text()) if path.is_file() else {}
+    return {task: {"server": "torchserve", **entry} for task, entry in state.items()}  # recorded before "server"
+
+
+def served_by(settings: Settings, task: str) -> ModelServer:
+    """The local server that serves ``task`` (TorchServe when it serves nothing yet)."""
+    return model_server(served_state(settings).get(task, {}).get("server", "torchserve"), settings)
 
 
 def served_default(settings: Settings, task: str) -> str | None:
@@ -60,51 +68,54 @@ def only_served_task(settings: Settings) -> str:
     if len(tasks) == 1:
         return tasks[0]
     if not tasks:
-        raise ServingError(f"the local TorchServe ({settings.serve_dir}) serves no task yet: deploy one with "
+        raise ServingError(f"the local model server ({settings.serve_dir}) serves no task yet: deploy one with "
                            "`relay run TASK`, or pass --task")
-    raise ServingError(f"the local TorchServe serves {len(tasks)} tasks ({', '.join(tasks)}): pass --task")
+    raise ServingError(f"the local model servers serve {len(tasks)} tasks ({', '.join(tasks)}): pass --task")
 
 
-def _record(settings: Settings, task: str, default: str, versions: list[str]) -> None:
+def _record(settings: Settings, task: str, server: str, default: str, versions: list[str]) -> None:
     state = served_state(settings)
-    state[task] = {"default": default, "versions": versions}
+    state[task] = {"server": server, "default": default, "versions": versions}
     write_json(settings.serve_dir / SERVED_STATE, state)
 
 
-def install_version(server: TorchServe, registry: ModelRegistry, task: str, version: str) -> None:
+def install_version(server: ModelServer, registry: ModelRegistry, task: str, version: str) -> None:
     """Register ``version`` on ``server`` from the registry's .mar, after checking its sha256."""
-    served = model_version.served(version)
-    if served in {entry["modelVersion"] for entry in server.describe(task)}:
+    if model_version.served(version) in server.versions(task):
         return
-    mar = server.model_store / f"{task}-{served}.mar"
+    mar = server.mar_path(task, version)
     with atomic_file(mar, "wb") as handle:
         handle.write(registry.artifact_bytes(task, version, "model.mar"))  # sha256-checked against the record
-    # Checked again as TorchServe is about to read it: the file in the store must be the registered one.
+    # Checked again as the server is about to read it: the file it reads must be the registered one.
     expected = registry.model_info(task, version)["sha256"]["model.mar"]
     if sha256_file(mar) != expected:
         raise ServingError(f"{mar} does not match the sha256 the registry recorded for {task} {version}: "
                            "refusing to register it")
     try:
-        server.register(mar.name, task)
+        server.install(task, version)
     except ServingError as error:
-        if served in {entry["modelVersion"] for entry in server.describe(task)}:
-            server.unregister(task, served)
-        raise ServingError(f"TorchServe refused {task} {version}: {error}") from None
+        if model_version.served(version) in server.versions(task):
+            server.remove(task, version)
+        raise ServingError(f"{NAMES[server.kind]} refused {task} {version}: {error}") from None
 
 
-def start_serving(settings: Settings) -> tuple[TorchServe, dict[str, str]]:
-    """Start the local TorchServe if needed and make it serve what ``served.json`` records.
+def start_serving(settings: Settings, kind: str | None = None) -> tuple[dict[str, ModelServer], dict[str, str]]:
+    """Start the local servers that ``served.json`` names (only ``kind``'s, when given; TorchServe when it names
+    none) and make each serve what the record says.
 
-    Returns the server and, per task, a note of what was restored (or why not).
+    Returns the servers by kind and, per task, a note of what was restored (or why not).
     """
-    server = TorchServe(settings)
-    server.start()
     state = served_state(settings)
+    kinds = [kind] if kind else sorted({entry["server"] for entry in state.values()}) or ["torchserve"]
+    servers = {k: model_server(k, settings) for k in kinds}
+    for server in servers.values():
+        server.start()
     notes: dict[str, str] = {}
-    if not state:
-        return server, notes
-    registry = ModelRegistry(settings)
+    registry = ModelRegistry(settings) if state else None
     for task, entry in state.items():
+        if entry["server"] not in servers:
+            continue
+        server = servers[entry["server"]]
         restored, problems = [], []
         for version in reversed(entry["versions"]):  # the previous version first, the default last
             try:
@@ -116,13 +127,13 @@ def start_serving(settings: Settings) -> tuple[TorchServe, dict[str, str]]:
         if default in restored:
             if server.default_version(task) != model_version.served(default):
                 server.set_default(task, model_version.served(default))
-            notes[task] = f"serving {', '.join(restored)} (default {default})"
+            notes[task] = f"serving {', '.join(restored)} (default {default}) on {NAMES[server.kind]}"
         else:
             notes[task] = f"NOT serving default {default}: {'; '.join(problems)}"
-    return server, notes
+    return servers, notes
 
 
-def smoke_test(server: TorchServe, model: str, version: str, paths: list[Path], labels: list[str]) -> float:
+def smoke_test(server: ModelServer, model: str, version: str, paths: list[Path], labels: list[str]) -> float:
     """Accuracy of ``model``/``version`` as served, on the given image files."""
     hits = sum(server.predict(model, path.read_bytes(), version)["class"] == label for path, label in zip(paths, labels))
     return hits / len(paths)
@@ -135,10 +146,12 @@ def deploy_local(spec: TaskSpec, version: str, data_dir: Path, settings: Setting
 
     Idempotent: deploying the version that is already the default changes nothing.
     """
-    version = model_version.canonical(version)
-    server, _ = start_serving(settings)  # a server that died since the last deploy comes back first
+    version, kind = model_version.canonical(version), spec.deploy.server
+    servers, _ = start_serving(settings, kind)  # a server that died since the last deploy comes back first
+    server = servers[kind]
     name, served = spec.name, model_version.served(version)
-    previous = served_default(settings, name)
+    recorded = served_state(settings).get(name)
+    previous = recorded["default"] if recorded and recorded["server"] == kind else None
     if previous is not None and model_version.served(previous) != server.default_version(name):
         previous = None  # the recorded default could not be restored; nothing older is live
     # ensure(): this machine's clone of the registry brought up to date with its remote, which another machine's
@@ -163,18 +176,27 @@ def deploy_local(spec: TaskSpec, version: str, data_dir: Path, settings: Setting
     if problem:
         # Rolled back: the new version goes, what served before keeps serving, untouched.
         if previous != version:
-            server.unregister(name, served)
-        return DeployResult(name, version, previous, accuracy, f"{server.inference_url}/predictions/{name}",
+            server.remove(name, served)
+        return DeployResult(name, version, previous, accuracy, server.predictions_url(name),
                             rolled_back=True, why=f"{problem}; the default stays {previous}", canary=canary)
     server.set_default(name, served)
     if previous == version:  # a retried deploy: keep what it kept
         keep = served_state(settings)[name]["versions"]
     else:
         keep = [version] + ([previous] if previous else [])
-    for entry in server.describe(name):
-        if model_version.canonical(entry["modelVersion"]) not in keep:
-            server.unregister(name, entry["modelVersion"])
-    _record(settings, name, version, keep[:KEEP_VERSIONS])
+    for other in server.versions(name):
+        if model_version.canonical(other) not in keep:
+            server.remove(name, other)
+    if recorded and recorded["server"] != kind:
+        _stop_serving_elsewhere(settings, name, recorded["server"])
+    _record(settings, name, kind, version, keep[:KEEP_VERSIONS])
     return DeployResult(name, version, previous if previous != version else None, accuracy,
-                        f"{server.inference_url}/predictions/{name}", why="smoke test and canary passed",
-                        canary=canary)
+                        server.predictions_url(name), why="smoke test and canary passed", canary=canary)
+
+
+def _stop_serving_elsewhere(settings: Settings, task: str, kind: str) -> None:
+    """``task`` moved to another server (its spec's deploy.server changed): the old server stops serving it."""
+    old = model_server(kind, settings)
+    if old.pid():
+        for version in old.versions(task):
+            old.remove(task, version)

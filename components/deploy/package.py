@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 
 import yaml
@@ -39,14 +40,14 @@ def model_config(spec: TaskSpec) -> dict:
 V2_RUNTIME = "components.deploy.v2_runtime.RelayImageClassifier"  # loaded by the V2 server, in .venv-serve
 
 
-def v2_model_settings(spec: TaskSpec, version: str, batch_time_s: float = 0.0) -> dict:
+def v2_model_settings(model_name: str, version: str, batch_size: int = 1, batch_time_s: float = 0.0) -> dict:
     """MLServer's model-settings.json for one version: Relay's runtime and the model files beside it.
 
     MLServer's adaptive batcher holds a lone request for ``max_batch_time`` and a time of 0 turns it off, so it
     cannot batch without making one client wait (docs/benchmarks.md): it is off unless ``batch_time_s`` is given
     (the bench measures it)."""
-    batching = {"max_batch_size": spec.deploy.batch_size, "max_batch_time": batch_time_s} if batch_time_s else {}
-    return {"name": spec.name, "implementation": V2_RUNTIME,
+    batching = {"max_batch_size": batch_size, "max_batch_time": batch_time_s} if batch_time_s else {}
+    return {"name": model_name, "implementation": V2_RUNTIME,
             "parameters": {"uri": ".", "version": model_version.served(version)}, **batching}
 
 
@@ -58,7 +59,26 @@ def build_v2_version(spec: TaskSpec, version: str, onnx_model: Path, prep: Prepr
         copy_file(onnx_model, work / image_service.MODEL_FILE)
         (work / image_service.CLASS_NAMES).write_text(json.dumps(_class_names(spec)))
         (work / imaging.SERVING_CONFIG).write_text(json.dumps(serving_config(spec, prep)))
-        (work / "model-settings.json").write_text(json.dumps(v2_model_settings(spec, version, batch_time_s), indent=2))
+        settings = v2_model_settings(spec.name, version, spec.deploy.batch_size, batch_time_s)
+        (work / "model-settings.json").write_text(json.dumps(settings, indent=2))
+    return target
+
+
+def v2_version_from_mar(mar: Path, model_name: str, version: str, target: Path) -> Path:
+    """Write ``target``, the V2 server's folder for one version, from that version's registered .mar: its model,
+    serving config and class names (the same files TorchServe serves), plus MLServer's model-settings.json."""
+    with zipfile.ZipFile(mar) as archive:
+        names = set(archive.namelist())
+        serialized = json.loads(archive.read("MAR-INF/MANIFEST.json"))["model"]["serializedFile"]
+        missing = [n for n in (serialized, imaging.SERVING_CONFIG, image_service.CLASS_NAMES) if n not in names]
+        if missing:
+            raise RelayError(f"{mar} lacks {', '.join(missing)}: register {model_name} {version} again with this "
+                             "Relay")
+        with atomic_dir(target) as work:
+            (work / image_service.MODEL_FILE).write_bytes(archive.read(serialized))
+            for name in (imaging.SERVING_CONFIG, image_service.CLASS_NAMES):
+                (work / name).write_bytes(archive.read(name))
+            (work / "model-settings.json").write_text(json.dumps(v2_model_settings(model_name, version), indent=2))
     return target
 
 

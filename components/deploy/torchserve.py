@@ -65,6 +65,8 @@ def error_reason(response: requests.Response) -> str:
 class TorchServe:
     """Start, stop and talk to the local TorchServe described by ``settings``."""
 
+    kind = "torchserve"
+
     def __init__(self, settings: Settings | None = None, log_config: Path | None = LOG_CONFIG):
         """``log_config``: a log4j2 file; None runs TorchServe with its own default logging."""
         self.log_config = log_config
@@ -246,6 +248,31 @@ class TorchServe:
         .mar's model-config.yaml; ``settings`` (initial_workers, batch_size, max_batch_delay) override it."""
         self._management("POST", "/models", params={"url": mar_file, "model_name": model_name,
                                                     "synchronous": "true", **settings}, timeout=180)
+
+    # -- the serving interface (components.deploy.servers.ModelServer) ------------------------
+    def endpoints(self) -> str:
+        return (f"TorchServe: inference {self.inference_url}, management {self.management_url}, keys in "
+                f"{self.key_file}")
+
+    def mar_path(self, model_name: str, version: str) -> Path:
+        """Where a version's .mar is placed before ``install``: the model store, the only place TorchServe
+        registers from."""
+        return self.model_store / f"{model_name}-{model_version.served(version)}.mar"
+
+    def install(self, model_name: str, version: str) -> None:
+        """Register the .mar at ``mar_path`` (version and batching come from the .mar)."""
+        self.register(self.mar_path(model_name, version).name, model_name)
+
+    def versions(self, model_name: str) -> list[str]:
+        """The served versions of ``model_name`` (TorchServe's form, 0.2.0)."""
+        return sorted((entry["modelVersion"] for entry in self.describe(model_name)), key=model_version.order)
+
+    def remove(self, model_name: str, version: str) -> None:
+        self.unregister(model_name, model_version.served(version))
+
+    def predictions_url(self, model_name: str, version: str | None = None) -> str:
+        path = f"/predictions/{model_name}" + (f"/{model_version.served(version)}" if version else "")
+        return self.inference_url + path
 
     def unregister(self, model_name: str, version: str) -> None:
         self._management("DELETE", f"/models/{model_name}/{version}")

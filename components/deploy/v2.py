@@ -1,8 +1,8 @@
 """A V2 (Open Inference Protocol) server owned by Relay: MLServer started by ``v2_server`` in ``.venv-serve``,
 its model repository, its token, and a client for it.
 
-Its directory (``<serve dir>/v2``) holds the repository (one folder per model version, built by
-``package.build_v2_version``, plus ``defaults.json``), the token file (mode 0600), the pid file and the log.
+Its directory (``<serve dir>/v2``) holds the repository (one folder per model version, built from the version's
+registered .mar, plus ``defaults.json``), the token file (mode 0600), the pid file and the log.
 Registering a version publishes its folder atomically, then asks MLServer to load the model's versions that are
 on disk (the V2 repository API): the versions already served keep serving while the new one loads.
 """
@@ -24,7 +24,7 @@ import requests
 
 from components.atomic import write_json, write_text
 from components.child_processes import wait_listening
-from components.deploy.package import build_v2_version
+from components.deploy.package import build_v2_version, v2_version_from_mar
 from components.deploy.torchserve import PredictionRefused, error_reason
 from components.errors import ServingError
 from components.imaging import Preprocessing
@@ -33,12 +33,13 @@ from components.settings import PROJECT_DIR, Settings, get_settings
 from components.spec import TaskSpec
 
 SERVER_MODULE = "components.deploy.v2_server"
-SERVE_ENV = PROJECT_DIR / ".venv-serve"  # MLServer's pins clash with Airflow's: its own venv (make setup)
 DEFAULTS_FILE = "defaults.json"  # the same name v2_server reads
 
 
 class V2Server:
     """Start, stop and talk to the local V2 server described by ``settings``."""
+
+    kind = "kserve"
 
     def __init__(self, settings: Settings | None = None):
         self.settings = s = settings or get_settings()
@@ -47,7 +48,7 @@ class V2Server:
         self.token_file = self.dir / "token"
         self.pid_file = self.dir / "server.pid"
         self.log_file = self.dir / "server.log"
-        self.url = f"http://{s.ts_host}:{s.v2_http_port}"
+        self.url = self.inference_url = f"http://{s.ts_host}:{s.v2_http_port}"
         self.grpc_address = f"{s.ts_host}:{s.v2_grpc_port}"
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -67,7 +68,9 @@ class V2Server:
             # Inference in the server's own process: one ORT session per version, no hop to a worker pool.
             "parallel_workers": 0, "load_models_at_startup": True,
             # No Prometheus endpoint yet: it would be a port without the token (monitoring is another issue).
-            "metrics_endpoint": None})
+            "metrics_endpoint": None,
+            # MLServer's default (debug on) answers a 500 with the server's traceback and logs every request.
+            "debug": False})
 
     def _check_ports_free(self) -> None:
         for name, port in (("RELAY_V2_HTTP_PORT", self.settings.v2_http_port),
@@ -81,21 +84,26 @@ class V2Server:
                                        f"holds it or set {name} to a free port") from None
 
     def start(self, timeout: float = 120) -> int:
-        """Start the server unless it already runs, serving every version in its repository; wait until it is
-        ready. Returns its pid."""
+        """Start the server unless it already runs; wait until it is ready. Returns its pid.
+
+        It starts empty, as TorchServe does with ``--ncs``: what a stopped server had is not trusted, and
+        ``local.start_serving`` installs the recorded versions again from the registry, sha256-checked."""
         if running := self.pid():
             return running
-        if not (SERVE_ENV / "bin" / "python").exists():
-            raise ServingError(f"the V2 server's environment {SERVE_ENV} is missing: run `make setup`")
+        python = self.settings.serve_env / "bin" / "python"  # MLServer's pins clash with Airflow's: a venv of its own
+        if not python.exists():
+            raise ServingError(f"the V2 server's environment {self.settings.serve_env} is missing: run `make setup` "
+                               "(or set RELAY_SERVE_ENV to an environment built from requirements/serve.lock)")
         self._check_ports_free()
-        self.repository.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(self.repository, ignore_errors=True)
+        self.repository.mkdir(parents=True)
         self._write_server_settings()
         if not self.token_file.exists():
             self.rotate_token()
         with open(self.log_file, "ab") as log:
             # Detached like TorchServe: no inherited stdin (an Airflow task's is a socket), its own session.
             server = subprocess.Popen(
-                [str(SERVE_ENV / "bin" / "python"), "-m", SERVER_MODULE, str(self.repository),
+                [str(python), "-m", SERVER_MODULE, str(self.repository),
                  "--token-file", str(self.token_file)],
                 cwd=self.dir, env={**os.environ, "PYTHONPATH": str(PROJECT_DIR)}, stdin=subprocess.DEVNULL,
                 stdout=log, stderr=subprocess.STDOUT, close_fds=True, start_new_session=True)
@@ -153,7 +161,38 @@ class V2Server:
         build_v2_version(spec, version, onnx_model, prep, self._version_dir(spec.name, version), batch_time_s)
         self._load(spec.name)
 
-    def remove_version(self, model_name: str, version: str) -> None:
+    # -- the serving interface (components.deploy.servers.ModelServer) ------------------------
+    def endpoints(self) -> str:
+        return (f"the V2 server (MLServer): REST {self.url}, gRPC {self.grpc_address}, token in {self.token_file} "
+                "(send 'Authorization: Bearer <token>')")
+
+    def valid_key(self, kind: str = "inference") -> str:
+        """The token (one for inference and the repository API alike; it does not expire: ``rotate_token``)."""
+        if not self.pid():
+            raise ServingError(f"no Relay V2 server is running ({self.dir}): start it with `relay serve start`")
+        return self.token()
+
+    def mar_path(self, model_name: str, version: str) -> Path:
+        """Where a version's registered .mar is placed before ``install``."""
+        return self.dir / "incoming" / f"{model_name}-{model_version.served(version)}.mar"
+
+    def install(self, model_name: str, version: str) -> None:
+        """Serve ``version`` from the .mar at ``mar_path`` (its model, config and class names), beside the versions
+        served; the .mar is removed once its files are in the repository."""
+        mar = self.mar_path(model_name, version)
+        v2_version_from_mar(mar, model_name, version, self._version_dir(model_name, version))
+        mar.unlink()
+        try:
+            self._load(model_name)
+        except ServingError:
+            self.remove(model_name, version)  # what served before keeps serving
+            raise
+
+    def predictions_url(self, model_name: str, version: str | None = None) -> str:
+        return f"{self.url}/predictions/{model_name}" + (f"/{model_version.served(version)}" if version else "")
+
+    def remove(self, model_name: str, version: str) -> None:
+        """Stop serving ``version``: its folder goes, and MLServer unloads what is no longer on disk."""
         shutil.rmtree(self._version_dir(model_name, version), ignore_errors=True)
         if any((self.repository / model_name).glob("*/model-settings.json")):
             self._load(model_name)

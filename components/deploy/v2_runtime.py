@@ -38,7 +38,11 @@ _LOADED: dict[tuple[str, str], RelayImageClassifier] = globals().get("_LOADED", 
 class RelayImageClassifier(MLModel):
     async def load(self) -> bool:
         folder = await get_model_uri(self.settings)  # "." in model-settings.json: its own folder
-        self.service = ImageService(os.path.join(folder, MODEL_FILE), folder)
+        try:
+            self.service = ImageService(os.path.join(folder, MODEL_FILE), folder)
+        except Exception as error:  # whatever ONNX Runtime or a missing file says, as one line for the caller
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise MLServerError(f"version {self.version} of {self.name} cannot be loaded: {first_line}", 422) from None
         _LOADED[(self.name, self.version or "")] = self
         return True
 
@@ -84,6 +88,14 @@ class RelayImageClassifier(MLModel):
     @custom_handler(rest_path=RAW_ROUTE)
     async def predict_image(self, request: Request) -> JSONResponse:
         """TorchServe's way in: the image file as the body of ``POST /predictions/<name>/<version>``."""
+        return await self._answer_image(request)
+
+    @custom_handler(rest_path=RAW_ROUTE, rest_method="PUT")
+    async def predict_image_put(self, request: Request) -> JSONResponse:
+        """The same with PUT, which TorchServe also takes (``curl -T FILE URL`` sends a PUT)."""
+        return await self._answer_image(request)
+
+    async def _answer_image(self, request: Request) -> JSONResponse:
         key = (request.path_params["model_name"], request.path_params["model_version"])
         if key not in _LOADED:
             return _refused(404, "ModelNotFound", f"no version {key[1]} of model {key[0]} is loaded")

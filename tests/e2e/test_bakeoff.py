@@ -14,6 +14,7 @@ import yaml
 from typer.testing import CliRunner
 
 from components.bakeoff.report import _format
+from components.deploy.servers import model_server
 from components.deploy.torchserve import TorchServe
 from components.settings import Settings
 from tests.conftest import settings_env, spec_for
@@ -84,12 +85,17 @@ def test_bakeoff_on_digits_measures_reports_and_ships(tmp_path, digits_spec, sma
                     p50 = batches[batch]["p50_ms"]
                     assert 0 < p50["low"] <= p50["value"] <= p50["high"], (name, runtime, batch)
                     assert batches[batch]["p99_ms"] >= p50["value"], (name, runtime, batch)
-            serving = candidate["serving"]
-            assert serving["errors"] == 0
-            assert set(serving["by_concurrency"]) == {"1", "8", "32"}
-            for level in serving["by_concurrency"].values():
-                assert level["requests_per_s"] > 0 and level["p99_ms"] >= level["p50_ms"] > 0
-            assert serving["p99_ms"] >= serving["p50_ms"]["value"] > 0
+            assert set(candidate["serving_by_server"]) == {"torchserve", "kserve"}  # both servers measured
+            for serving in candidate["serving_by_server"].values():
+                assert serving["errors"] == 0
+                assert set(serving["by_concurrency"]) == {"1", "8", "32"}
+                for level in serving["by_concurrency"].values():
+                    assert level["requests_per_s"] > 0 and level["p99_ms"] >= level["p50_ms"] > 0
+                assert serving["p99_ms"] >= serving["p50_ms"]["value"] > 0
+            # What the recommendation weighs: the figures on the server the spec deploys to.
+            assert candidate["serving"]["server"] == spec.deploy.server == "torchserve"
+            weighed = candidate["serving_by_server"]["torchserve"]["by_concurrency"]
+            assert candidate["serving"]["by_concurrency"] == weighed
             assert set(candidate["footprint_mb"]) >= {"ONNX", "ONNX INT8", ".mar"}
             assert all(size > 0 for size in candidate["footprint_mb"].values())
             negative = [(path, value) for path, value in _positive_figures(candidate)
@@ -112,11 +118,12 @@ def test_bakeoff_on_digits_measures_reports_and_ships(tmp_path, digits_spec, sma
         assert "no CUDA device" in document["gpu"]["why"] and html.escape(document["gpu"]["why"]) in page
         assert "Recommendation:" in result.output and str(report) in result.output
 
-        # The bake-off's own TorchServe is gone; the recommended candidate is served by the project's.
-        bakeoff_server = TorchServe(Settings(home=report.parent / "torchserve"))
-        assert bakeoff_server.pid() is None and not bakeoff_server.pid_file.exists()
+        # The bake-off's own servers are gone; the recommended candidate is served by the project's.
+        for kind in ("torchserve", "kserve"):
+            bakeoff_server = model_server(kind, Settings(home=report.parent / "servers"))
+            assert bakeoff_server.pid() is None and not bakeoff_server.pid_file.exists()
         assert not [p for p in psutil.process_iter(["cmdline"])
-                    if str(report.parent / "torchserve") in " ".join(p.info["cmdline"] or [])]
+                    if str(report.parent / "servers") in " ".join(p.info["cmdline"] or [])]
         shipped = document["shipped"]
         assert shipped["shipped"] and shipped["candidate"] == recommendation["recommended"]
         assert server.default_version(spec.name) == shipped["version"].removeprefix("v")

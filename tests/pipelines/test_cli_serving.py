@@ -74,11 +74,11 @@ def test_predict_defaults_to_the_only_served_task_and_otherwise_names_them(short
     settings, _, env, image = short_lived_keys
     answered = _shell(f"bin/relay predict {image}", env)
     assert answered.returncode == 0 and " class " in answered.stdout, answered.stderr
-    _record(settings, "flowers", "v0.1.0", ["v0.1.0"])  # a second task in the served state
+    _record(settings, "flowers", "torchserve", "v0.1.0", ["v0.1.0"])  # a second task in the served state
     try:
         refused = _shell(f"bin/relay predict {image}", env)
         assert refused.returncode == 2
-        assert "serves 2 tasks (digits, flowers): pass --task" in " ".join(refused.stderr.split())
+        assert "serve 2 tasks (digits, flowers): pass --task" in " ".join(refused.stderr.split())
     finally:
         state = json.loads((settings.serve_dir / "served.json").read_text())
         del state["flowers"]
@@ -101,3 +101,41 @@ def test_printed_paths_are_never_wrapped_without_a_terminal(tmp_path):
     listed = _shell("bin/relay models digits", env)
     assert listed.returncode == 0, listed.stderr
     assert f"no registered versions of digits in {home / 'registry'}" in listed.stdout.splitlines()
+
+
+def test_a_task_on_the_v2_server_is_served_stopped_started_and_predicted_from_a_plain_shell(trained_run, tmp_path):
+    """deploy.server: kserve, through the same commands: status, predict, the documented client line with
+    `relay serve key`, stop, and start (which serves the default again from the registry)."""
+    from components.deploy.servers import model_server
+
+    spec, run = trained_run
+    spec = spec.model_copy(update={"gate": spec.gate.model_copy(update={"min_accuracy": 0.5}),
+                                   "deploy": spec.deploy.model_copy(update={"server": "kserve"})})
+    settings = make_settings(tmp_path / "relay-home")
+    env = {**{k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}, **settings_env(settings)}
+    image = load_split(run.data, "test", spec.dataset.classes)[2][0]
+    url = f"http://127.0.0.1:{settings.v2_http_port}/predictions/digits"
+    try:
+        deploy_local(spec, register_onnx(settings, spec, run.optimized_model, "run-1"), run.data, settings)
+        status = _shell("bin/relay serve status", env)
+        assert "The V2 server (MLServer): running" in status.stdout, status.stdout + status.stderr
+        assert f"digits: serving v0.1.0; default v0.1.0 ({url})" in status.stdout
+        assert "TorchServe: not running" in status.stdout
+        predicted = _shell(f"bin/relay predict {image}", env)
+        assert predicted.returncode == 0 and " class " in predicted.stdout, predicted.stderr
+        answered = _shell(f'curl -sS --fail-with-body -H "Authorization: Bearer $(bin/relay serve key)" -T {image} '
+                          f'{url}', env)
+        assert answered.returncode == 0 and json.loads(answered.stdout)["class"] in spec.dataset.classes, answered
+        refused = _shell(f"curl -sS -o /dev/null -w '%{{http_code}}' -T {image} {url}", env)
+        assert refused.stdout == "401"
+        stopped = _shell("bin/relay serve stop", env)
+        assert "the V2 server (MLServer) stopped" in stopped.stdout
+        after = _shell("bin/relay serve status", env)
+        assert "The V2 server (MLServer): not running" in after.stdout
+        assert "digits: default v0.1.0; `relay serve start` serves it again" in after.stdout
+        started = _shell("bin/relay serve start", env)
+        assert started.returncode == 0, started.stderr
+        assert "digits: serving v0.1.0 (default v0.1.0) on the V2 server (MLServer)" in started.stdout
+        assert _shell(f"bin/relay predict {image}", env).returncode == 0
+    finally:
+        model_server("kserve", settings).stop()

@@ -1,5 +1,6 @@
-"""Bounded load on loopback against the real TorchServe: no errors, bounded memory, and no failed request
-while a new version is deployed and made default. Speed figures are in `make bench`, not asserted here."""
+"""Bounded load on loopback against each real server (TorchServe, the V2 server): no errors, bounded memory, and
+no failed request while a new version is deployed and made default. Speed figures are in `make bench`, not
+asserted here."""
 
 import threading
 
@@ -8,15 +9,16 @@ import pytest
 from components.data.dataset import load_split
 from components.deploy.load import run_load, server_rss_bytes
 from components.deploy.local import deploy_local
-from components.deploy.torchserve import TorchServe
+from components.deploy.servers import model_server
 from tests.conftest import register_onnx
 
 
-@pytest.fixture
-def serving(trained_run, settings):
+@pytest.fixture(params=["torchserve", "kserve"])
+def serving(request, trained_run, settings):
     spec, run = trained_run
-    spec = spec.model_copy(update={"gate": spec.gate.model_copy(update={"min_accuracy": 0.7})})
-    server = TorchServe(settings)
+    spec = spec.model_copy(update={"gate": spec.gate.model_copy(update={"min_accuracy": 0.7}),
+                                   "deploy": spec.deploy.model_copy(update={"server": request.param})})
+    server = model_server(request.param, settings)
     deploy_local(spec, register_onnx(settings, spec, run.optimized_model, "run-1"), run.data, settings)
     _, _, paths = load_split(run.data, "test", spec.dataset.classes)
     yield spec, run, server, [p.read_bytes() for p in paths]

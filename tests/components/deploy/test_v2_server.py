@@ -1,7 +1,8 @@
 """Relay's V2 server (MLServer in .venv-serve) as a real process on 127.0.0.1: it answers what the model says on
 every way in (TorchServe's raw body, V2 BYTES images, V2 FP32 tensors), refuses everything without the token on
 REST and gRPC, takes a renewed token without a restart, gives bad input a 4xx with the reason, serves several
-versions with Relay's default, and serves its repository again after a restart."""
+versions with Relay's default, and starts empty after a restart. (Installing from the registry's .mar, the
+canary and the restart from the registry: tests/components/deploy/test_serving_interface.py, on both servers.)"""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import requests
 from components.data.dataset import load_split
 from components.deploy.torchserve import PredictionRefused
 from components.errors import ServingError
-from components.deploy.v2 import SERVE_ENV, SERVER_MODULE, V2Server
+from components.deploy.v2 import SERVER_MODULE, V2Server
 from components.imaging import preprocess_files
 from components.onnx_runtime import onnx_predictor
 from components.settings import PROJECT_DIR
@@ -162,28 +163,31 @@ def test_versions_are_served_side_by_side_and_requests_without_one_go_to_relays_
         assert server.predict("digits", image, version="0.2.0")["index"] == server.predict("digits", image)["index"]
     finally:
         server.set_default("digits", "v0.1.0")
-        server.remove_version("digits", "v0.2.0")
+        server.remove("digits", "v0.2.0")
     assert server.versions("digits") == ["0.1.0"]
     with pytest.raises(PredictionRefused) as gone:
         server.predict("digits", image, version="0.2.0")
     assert gone.value.status == 404
 
 
-def test_a_restart_serves_the_repository_again(served):
-    server, _, run, paths = served
+def test_a_restarted_server_serves_nothing_until_versions_are_installed_again(served):
+    """Like TorchServe's --ncs: local.start_serving installs the recorded versions from the registry again."""
+    server, spec, run, paths = served
     first = server.pid()
     assert server.stop() and server.pid() is None
     with pytest.raises(ServingError, match="not reachable"):
         server.predict("digits", paths[0].read_bytes())
     assert server.start() != first
-    assert server.versions("digits") == ["0.1.0"] and server.default_version("digits") == "0.1.0"
+    assert server.versions("digits") == [] and server.default_version("digits") is None
+    server.add_version(spec, "v0.1.0", run.optimized_model, model_preprocessing(run.train))
+    server.set_default("digits", "v0.1.0")
     assert [server.predict("digits", p.read_bytes())["index"] for p in paths] == _expected(run, paths)
 
 
-def test_the_server_refuses_to_listen_beyond_loopback(tmp_path):
+def test_the_server_refuses_to_listen_beyond_loopback(tmp_path, settings):
     (tmp_path / "settings.json").write_text(json.dumps({"host": "0.0.0.0", "http_port": 1, "grpc_port": 2}))
     (tmp_path / "token").write_text("t")
-    started = subprocess.run([str(SERVE_ENV / "bin" / "python"), "-m", SERVER_MODULE, str(tmp_path),
+    started = subprocess.run([str(settings.serve_env / "bin" / "python"), "-m", SERVER_MODULE, str(tmp_path),
                               "--token-file", str(tmp_path / "token")], cwd=PROJECT_DIR, capture_output=True,
                              text=True, timeout=120, env={"PYTHONPATH": str(PROJECT_DIR), "PATH": "/usr/bin:/bin"})
     assert started.returncode != 0 and "host 0.0.0.0 is not loopback" in started.stderr
