@@ -3,6 +3,8 @@
 #   --target airflow  Airflow (api-server, scheduler, dag-processor) with the DAGs and Relay's code
 #   --target worker   the step runner (`relay step NAME ...`) used by Kubernetes pods, and TorchServe
 #   --target tfx      TFX data validation (Python 3.10, requirements/tfx.lock)
+#   --target v2server Relay's V2 (Open Inference Protocol) server: MLServer (requirements/serve.lock) with
+#                     Relay's runtime and the request path it shares with TorchServe's handler, nothing more
 # Each installs its pinned lock, runs as a non-root user, and carries no secrets: credentials come
 # from the pod's service account (IRSA) at run time. Base images are pinned to exact versions.
 FROM python:3.11.7-slim-bookworm AS base
@@ -67,3 +69,18 @@ COPY components/validate/__init__.py components/validate/tfx_pipeline.py compone
 COPY pipelines/schemas pipelines/schemas
 USER relay
 ENTRYPOINT ["python", "-m", "components.validate.tfx_pipeline"]
+
+FROM python:3.11.7-slim-bookworm AS v2server
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    OMP_NUM_THREADS=1 PYTHONPATH=/opt/relay
+WORKDIR /opt/relay
+COPY requirements/serve.lock requirements/serve.lock
+RUN python -m venv /opt/venv \
+ && /opt/venv/bin/pip install --require-hashes --no-deps -r requirements/serve.lock \
+ && useradd --create-home --uid 10001 relay
+ENV PATH=/opt/venv/bin:$PATH
+COPY components/__init__.py components/imaging.py components/onnx_runtime.py components/
+COPY components/deploy/__init__.py components/deploy/image_service.py components/deploy/v2_runtime.py \
+     components/deploy/v2_server.py components/deploy/
+USER relay
+ENTRYPOINT ["python", "-m", "components.deploy.v2_server"]

@@ -321,6 +321,8 @@ def fetch_model(task: Annotated[str, typer.Argument(help="Task name.")],
                 to: Annotated[Path, typer.Option("--to", help="Destination folder.")],
                 tfserving: Annotated[bool, typer.Option(help="Fetch the TF Serving base path instead of the .mar.")]
                 = False,
+                v2: Annotated[bool, typer.Option(help="Make the .mar into the V2 server's repository (TO/repository) "
+                                                      "serving this version.")] = False,
                 dvc_remote: Annotated[Optional[str], typer.Option(
                     envvar="RELAY_DVC_REMOTE", show_envvar=True,
                     help="DVC remote URL to fetch from instead of the one committed in the registry "
@@ -330,7 +332,8 @@ def fetch_model(task: Annotated[str, typer.Argument(help="Task name.")],
     from components.settings import get_settings
 
     try:  # the endpoint, if set (RELAY_S3_ENDPOINT_URL, AWS_ENDPOINT_URL_S3), is the pod's own
-        paths = fetch(registry, task, version, to, tfserving, dvc_remote or None, get_settings().s3_endpoint_url)
+        paths = fetch(registry, task, version, to, tfserving, dvc_remote or None, get_settings().s3_endpoint_url,
+                      v2=v2)
     except RelayError as error:
         _fail(error)
     console.print("\n".join(str(path) for path in paths))

@@ -80,9 +80,10 @@ def version_from_servable(number: int) -> str:
 
 
 def fetch_model(registry: str, task: str, version: str, dest: Path, tfserving: bool = False,
-                dvc_remote: str | None = None, s3_endpoint_url: str | None = None) -> list[Path]:
-    """Fetch ``task`` ``version``: its .mar to ``dest/<task>.mar``, or with ``tfserving`` its
-    ``tfserving/`` folder plus the SavedModel of every other version its models.config labels.
+                dvc_remote: str | None = None, s3_endpoint_url: str | None = None, v2: bool = False) -> list[Path]:
+    """Fetch ``task`` ``version``: its .mar to ``dest/<task>.mar`` (with ``v2``, made into the V2 server's
+    repository ``dest/repository`` serving it), or with ``tfserving`` its ``tfserving/`` folder plus the
+    SavedModel of every other version its models.config labels.
     ``dvc_remote`` and ``s3_endpoint_url`` override the DVC remote and endpoint committed in the registry."""
     source = _Source(registry, dvc_remote, s3_endpoint_url)
     tag = f"{task}@{model_version.canonical(version)}"
@@ -90,6 +91,12 @@ def fetch_model(registry: str, task: str, version: str, dest: Path, tfserving: b
         target = dest / f"{task}.mar"
         _dvc_get(source, f"models/{task}/artifacts/model.mar", tag, target)
         _check_sha256(source, tag, target)
+        if v2:
+            from components.deploy.package import v2_repository_from_mar
+
+            repository = v2_repository_from_mar(target, task, version, dest / "repository")
+            target.unlink()
+            return [repository]
         return [target]
     from components.deploy.tfserving import parse_models_config
 

@@ -15,7 +15,7 @@ import yaml
 from components import imaging, onnx_runtime
 from components.deploy import image_service
 from components.registry import model_version
-from components.atomic import atomic_dir, copy_file
+from components.atomic import atomic_dir, copy_file, write_json
 from components.errors import RelayError
 from components.imaging import Preprocessing
 from components.spec import TaskSpec
@@ -62,6 +62,30 @@ def build_v2_version(spec: TaskSpec, version: str, onnx_model: Path, prep: Prepr
         settings = v2_model_settings(spec.name, version, spec.deploy.batch_size, batch_time_s)
         (work / "model-settings.json").write_text(json.dumps(settings, indent=2))
     return target
+
+
+V2_DEFAULTS_FILE = "defaults.json"  # {model: default version}; components.deploy.v2_server reads it
+V2_POD_PORTS = (8080, 8081)  # REST and gRPC in a pod: KServe's convention for a predictor container
+
+
+def v2_server_settings(host: str, http_port: int, grpc_port: int) -> dict:
+    """MLServer's settings.json for Relay's V2 server."""
+    return {"host": host, "http_port": http_port, "grpc_port": grpc_port,
+            # Inference in the server's own process: one ORT session per version, no hop to a worker pool.
+            "parallel_workers": 0, "load_models_at_startup": True,
+            # No Prometheus endpoint yet: it would be a port without the token (monitoring is another issue).
+            "metrics_endpoint": None,
+            # MLServer's default (debug on) answers a 500 with the server's traceback and logs every request.
+            "debug": False}
+
+
+def v2_repository_from_mar(mar: Path, model_name: str, version: str, repository: Path) -> Path:
+    """A whole repository for the V2 server in a pod: ``version`` of ``model_name`` from its .mar, as the default,
+    and the server's settings (all addresses, the pod's ports: the pod's network policy is the boundary)."""
+    v2_version_from_mar(mar, model_name, version, repository / model_name / model_version.served(version))
+    write_json(repository / V2_DEFAULTS_FILE, {model_name: model_version.served(version)})
+    write_json(repository / "settings.json", v2_server_settings("0.0.0.0", *V2_POD_PORTS))
+    return repository
 
 
 def v2_version_from_mar(mar: Path, model_name: str, version: str, target: Path) -> Path:

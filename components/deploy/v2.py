@@ -24,7 +24,7 @@ import requests
 
 from components.atomic import write_json, write_text
 from components.child_processes import wait_listening
-from components.deploy.package import build_v2_version, v2_version_from_mar
+from components.deploy.package import V2_DEFAULTS_FILE, build_v2_version, v2_server_settings, v2_version_from_mar
 from components.deploy.torchserve import PredictionRefused, error_reason
 from components.errors import ServingError
 from components.imaging import Preprocessing
@@ -33,7 +33,6 @@ from components.settings import PROJECT_DIR, Settings, get_settings
 from components.spec import TaskSpec
 
 SERVER_MODULE = "components.deploy.v2_server"
-DEFAULTS_FILE = "defaults.json"  # the same name v2_server reads
 
 
 class V2Server:
@@ -63,14 +62,7 @@ class V2Server:
 
     def _write_server_settings(self) -> None:
         s = self.settings
-        write_json(self.repository / "settings.json", {
-            "host": s.ts_host, "http_port": s.v2_http_port, "grpc_port": s.v2_grpc_port,
-            # Inference in the server's own process: one ORT session per version, no hop to a worker pool.
-            "parallel_workers": 0, "load_models_at_startup": True,
-            # No Prometheus endpoint yet: it would be a port without the token (monitoring is another issue).
-            "metrics_endpoint": None,
-            # MLServer's default (debug on) answers a 500 with the server's traceback and logs every request.
-            "debug": False})
+        write_json(self.repository / "settings.json", v2_server_settings(s.ts_host, s.v2_http_port, s.v2_grpc_port))
 
     def _check_ports_free(self) -> None:
         for name, port in (("RELAY_V2_HTTP_PORT", self.settings.v2_http_port),
@@ -201,7 +193,7 @@ class V2Server:
 
     def set_default(self, model_name: str, version: str) -> None:
         defaults = self._defaults()
-        write_json(self.repository / DEFAULTS_FILE, {**defaults, model_name: model_version.served(version)})
+        write_json(self.repository / V2_DEFAULTS_FILE, {**defaults, model_name: model_version.served(version)})
 
     def default_version(self, model_name: str) -> str | None:
         return self._defaults().get(model_name)
@@ -216,7 +208,7 @@ class V2Server:
         return self.repository / model_name / model_version.served(version)
 
     def _defaults(self) -> dict[str, str]:
-        path = self.repository / DEFAULTS_FILE
+        path = self.repository / V2_DEFAULTS_FILE
         return json.loads(path.read_text()) if path.exists() else {}
 
     def _load(self, model_name: str) -> None:

@@ -29,7 +29,7 @@ from mlserver import MLServer
 from mlserver.cli.serve import load_settings
 from mlserver.grpc import GRPCServer
 
-DEFAULTS_FILE = "defaults.json"
+DEFAULTS_FILE = "defaults.json"  # package.V2_DEFAULTS_FILE (package's imports are not in this environment)
 _VERSIONLESS = (re.compile(r"^/v2/models/([^/]+)/(infer|ready)$"), re.compile(r"^/predictions/([^/]+)$"))
 
 

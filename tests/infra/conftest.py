@@ -38,10 +38,43 @@ def tfserving_overlay(folder: Path) -> Path:
     return folder
 
 
+def kserve_overlay(folder: Path) -> Path:
+    """An overlay of staging with the KServe component (deploy.server: kserve), as a team writes it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "namespace": "relay-staging",
+        "resources": [os.path.relpath(K8S / "overlays" / "staging", folder)],
+        "components": [os.path.relpath(K8S / "components" / "kserve", folder)]}))
+    return folder
+
+
+# What KServe's controller sets on the predictor pod beside the predictor's own fields, not Relay's to set.
+PREDICTOR_ONLY = ("minReplicas", "maxReplicas", "scaleMetric", "scaleTarget", "labels", "annotations")
+
+
+def predictor_pod(inference_service: dict) -> dict:
+    """The pod KServe (RawDeployment) makes from the InferenceService's predictor, as far as Relay sets it: the
+    predictor's pod fields, labels and annotations. checkov has no InferenceService checks, so this is what it
+    scans."""
+    predictor = inference_service["spec"]["predictor"]
+    metadata = inference_service["metadata"]
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": f"{metadata['name']}-predictor", "namespace": metadata["namespace"],
+                         "labels": predictor["labels"], "annotations": predictor.get("annotations", {})},
+            "spec": {key: value for key, value in predictor.items() if key not in PREDICTOR_ONLY}}
+
+
 def rendered_manifests(scratch: Path) -> dict[str, str]:
-    """Each kustomization Relay ships (or documents), rendered: name → YAML text."""
+    """Each kustomization Relay ships (or documents), rendered: name → YAML text. The KServe overlay is split:
+    its InferenceService (``kserve-inferenceservice``, checked against KServe's CRD), the predictor pod made from
+    it (``kserve-predictor-pod``) and the rest (``staging-kserve``)."""
     texts = {env: kustomize(K8S / "overlays" / env) for env in OVERLAYS}
     texts["staging-tfserving"] = kustomize(tfserving_overlay(scratch / "staging-tfserving"))
+    kserve_docs = list(yaml.safe_load_all(kustomize(kserve_overlay(scratch / "staging-kserve"))))
+    (isvc,) = [doc for doc in kserve_docs if doc["kind"] == "InferenceService"]
+    texts["staging-kserve"] = yaml.safe_dump_all([doc for doc in kserve_docs if doc is not isvc])
+    texts["kserve-inferenceservice"] = yaml.safe_dump(isvc)
+    texts["kserve-predictor-pod"] = yaml.safe_dump(predictor_pod(isvc))
     texts["workers"] = kustomize(K8S / "workers")
     spec_dir = scratch / "trainjob-spec"
     spec_dir.mkdir()

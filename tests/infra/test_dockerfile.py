@@ -40,7 +40,7 @@ def effective_user(name: str, all_stages: dict) -> str:
 
 def test_targets_exist_and_bases_are_pinned():
     all_stages = stages()
-    assert {"airflow", "worker", "tfx"} <= set(all_stages)
+    assert {"airflow", "worker", "tfx", "v2server"} <= set(all_stages)
     for name, stage in all_stages.items():
         if stage["from"] not in all_stages:
             assert re.fullmatch(r"python:3\.1[01]\.\d+-slim-bookworm", stage["from"]), (name, stage["from"])
@@ -48,14 +48,14 @@ def test_targets_exist_and_bases_are_pinned():
 
 def test_final_images_run_as_a_non_root_user():
     all_stages = stages()
-    for target in ("airflow", "worker", "tfx"):
+    for target in ("airflow", "worker", "tfx", "v2server"):
         assert effective_user(target, all_stages) not in ("root", "0"), target
 
 
 def test_dependencies_come_from_the_locks():
     runs = " ".join(rest for keyword, rest in instructions() if keyword == "RUN")
-    assert "-r requirements/main.lock" in runs and "-r requirements/tfx.lock" in runs
-    assert runs.count("pip install --require-hashes --no-deps") == 2  # a swapped wheel fails the build
+    assert all(f"-r requirements/{lock}.lock" in runs for lock in ("main", "tfx", "serve"))
+    assert runs.count("pip install --require-hashes --no-deps") == 3  # a swapped wheel fails the build
     assert "pip install --no-deps" in runs and "pip check" in runs
 
 

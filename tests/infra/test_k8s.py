@@ -1,6 +1,7 @@
 """Serving manifests, validated offline: kustomize renders each overlay, kubernetes-validate checks it
 strictly against the Kubernetes schemas, and checkov finds no failures. No API server exists here."""
 
+import json
 import re
 import subprocess
 
@@ -13,6 +14,7 @@ from tests.infra.conftest import OVERLAYS
 pytestmark = needs_kubectl
 
 TOOLS = PROJECT / ".venv-tools" / "bin"
+KSERVE_CRD = PROJECT / "infra" / "kserve" / "serving.kserve.io_inferenceservices.yaml"  # v0.20.0, vendored
 
 
 def docs_of(text: str) -> list[dict]:
@@ -111,6 +113,47 @@ def test_worker_namespace_for_step_pods_validates(scanned_manifests, checkov_sca
     assert docs["ServiceAccount"]["metadata"]["name"] == "relay-worker"
     assert docs["PersistentVolumeClaim"]["metadata"]["name"] == "relay-home"
     assert docs["PersistentVolumeClaim"]["spec"]["accessModes"] == ["ReadWriteMany"]
+
+
+def test_kserve_component_replaces_torchserve_and_validates(scanned_manifests, checkov_scan, tmp_path):
+    assert assert_valid("staging-kserve", scanned_manifests, checkov_scan, tmp_path)["passed"] > 0  # pods: below
+    docs = docs_of(scanned_manifests["staging-kserve"])
+    assert not [d for d in docs if "torchserve" in d["metadata"]["name"]]  # KServe makes the Deployment
+    (policy,) = by_kind(docs, "NetworkPolicy")
+    assert policy["spec"]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "v2server"}
+    assert {p["port"] for p in policy["spec"]["ingress"][0]["ports"]} == {8080, 8081}
+
+
+def test_the_inference_service_matches_kserves_crd_schema_and_reads_the_pinned_version(scanned_manifests):
+    from jsonschema import Draft7Validator
+
+    (served,) = [v for v in yaml.safe_load(KSERVE_CRD.read_text())["spec"]["versions"] if v["name"] == "v1beta1"]
+    schema = served["schema"]["openAPIV3Schema"]
+    (isvc,) = docs_of(scanned_manifests["kserve-inferenceservice"])
+    assert list(Draft7Validator(schema).iter_errors(isvc)) == []
+    wrong = json.loads(json.dumps(isvc))
+    wrong["spec"]["predictor"]["minReplicas"] = "two"
+    (error,) = Draft7Validator(schema).iter_errors(wrong)
+    assert list(error.absolute_path) == ["spec", "predictor", "minReplicas"]
+    assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "RawDeployment"
+    predictor = isvc["spec"]["predictor"]
+    (fetch,) = predictor["initContainers"]
+    assert fetch["args"][0].endswith("--to /model-store --v2")
+    # The version is the relay-model ConfigMap's, which the overlay (and so the promotion commit) pins.
+    (config,) = [d for d in docs_of(scanned_manifests["staging-kserve"]) if d["metadata"]["name"].startswith(
+        "relay-model")]
+    assert fetch["envFrom"] == [{"configMapRef": {"name": config["metadata"]["name"]}}]
+    assert "MODEL_VERSION" in config["data"]
+    (server,) = predictor["containers"]
+    assert server["image"].endswith("/relay-v2server:0.1.0") and "--token-file" in server["args"]
+
+
+def test_the_v2_predictor_pod_passes_strict_schema_validation_and_checkov(scanned_manifests, checkov_scan, tmp_path):
+    assert assert_valid("kserve-predictor-pod", scanned_manifests, checkov_scan, tmp_path)["passed"] > 50
+    (pod,) = docs_of(scanned_manifests["kserve-predictor-pod"])
+    for container in pod["spec"]["containers"] + pod["spec"]["initContainers"]:
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["spec"]["automountServiceAccountToken"] is False
 
 
 # What checkov asks of a pod that a TrainJob cannot set or that does not apply to a training pod, and why.

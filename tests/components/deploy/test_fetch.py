@@ -2,6 +2,7 @@
 fetch the pinned version's artifacts, and for TF Serving the stable version labelled beside a canary."""
 
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -157,3 +158,63 @@ def test_the_init_containers_command_fetches_from_an_s3_dvc_remote_and_says_what
         named = env.get("RELAY_DVC_REMOTE", f"{dvc_remote} (endpoint {local_s3.endpoint_url})")
         assert f"DVC remote {named}" in message, message
         assert not list((tmp_path / problem.replace(" ", "-")).glob("*.mar"))  # nothing half-fetched
+
+
+def test_the_v2_pods_init_container_makes_a_repository_its_server_serves(tmp_path, trained_run):
+    """`relay fetch-model --v2` (the KServe component's initContainer) from a real registry, then the predictor
+    container's command on what it wrote: the V2 server answers the model's classes with the token. Here the
+    server listens on loopback and free ports instead of the pod's 0.0.0.0:8080, which the test rewrites."""
+    import json
+    import os
+    import sys
+
+    import requests
+
+    from components.child_processes import wait_listening
+    from components.data.dataset import load_split, unnormalized
+    from components.deploy.v2 import SERVER_MODULE
+    from components.imaging import preprocess_files
+    from components.onnx_runtime import onnx_predictor
+    from components.settings import free_ports
+    from tests.conftest import PROJECT, register_onnx
+
+    spec, run = trained_run
+    settings = make_settings(tmp_path / "home")
+    version = register_onnx(settings, spec, run.optimized_model)
+    fetched = subprocess.run([sys.executable, "-m", "pipelines.cli", "fetch-model", "digits", "--version", version,
+                              "--registry", str(settings.registry_dir), "--to", str(tmp_path / "model-store"), "--v2"],
+                             cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(PROJECT), "HOME": str(tmp_path)},
+                             capture_output=True, text=True, timeout=300)
+    assert fetched.returncode == 0, fetched.stderr[-2000:]
+    repository = tmp_path / "model-store" / "repository"
+    assert fetched.stdout.split() == [str(repository)] and not (tmp_path / "model-store" / "digits.mar").exists()
+    pod_settings = json.loads((repository / "settings.json").read_text())
+    assert (pod_settings["host"], pod_settings["http_port"], pod_settings["grpc_port"]) == ("0.0.0.0", 8080, 8081)
+    assert json.loads((repository / "defaults.json").read_text()) == {"digits": "0.1.0"}
+
+    http, grpc = free_ports(2)
+    (repository / "settings.json").write_text(json.dumps({**pod_settings, "host": "127.0.0.1", "http_port": http,
+                                                          "grpc_port": grpc}))
+    token = tmp_path / "token"
+    token.write_text("pod-token\n")
+    server = subprocess.Popen([str(settings.serve_env / "bin" / "python"), "-m", SERVER_MODULE, str(repository),
+                               "--token-file", str(token)], cwd=tmp_path,
+                              env={**os.environ, "PYTHONPATH": str(PROJECT)}, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        assert wait_listening(server, "127.0.0.1", http, 120) is None
+        _, _, paths = load_split(run.data, "test", spec.dataset.classes)
+        # register_onnx packs the .mar with unnormalized(spec), as the register step would the run's own
+        expected = onnx_predictor(run.optimized_model)(preprocess_files(paths[:20], unnormalized(spec)))
+        url, headers = f"http://127.0.0.1:{http}/predictions/digits", {"Authorization": "Bearer pod-token"}
+        deadline = time.monotonic() + 60
+        while requests.get(f"http://127.0.0.1:{http}/v2/models/digits/ready", headers=headers,
+                           timeout=10).status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        answers = [requests.post(url, data=p.read_bytes(), headers=headers, timeout=30).json()["index"]
+                   for p in paths[:20]]
+        assert answers == expected.argmax(1).tolist()
+        assert requests.post(url, data=paths[0].read_bytes(), timeout=30).status_code == 401
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -240,9 +240,9 @@ def test_bad_requests_get_a_4xx_with_the_reason_and_serving_goes_on(spec, traine
 def test_a_tensorflow_model_is_served_through_its_onnx_model(keras_run, served, settings):
     """A Keras-trained version (tf2onnx's ONNX in the .mar, as the register step builds it) on either server
     answers what ONNX Runtime answers for it."""
+    from components.data.dataset import unnormalized
     from components.imaging import preprocess_files
     from components.onnx_runtime import onnx_predictor
-    from components.train import model_preprocessing
 
     spec, data, run = keras_run
     spec = spec.model_copy(update={"gate": spec.gate.model_copy(update={"min_accuracy": 0.5}),
@@ -250,6 +250,7 @@ def test_a_tensorflow_model_is_served_through_its_onnx_model(keras_run, served, 
     deployed = deploy_local(spec, register_onnx(settings, spec, run.optimized_model, "keras"), data, settings)
     assert not deployed.rolled_back, deployed.why
     _, _, paths = load_split(data, "test", spec.dataset.classes)
-    expected = onnx_predictor(run.optimized_model)(preprocess_files(paths[:20], model_preprocessing(run.train)))
+    # register_onnx packs the .mar with unnormalized(spec)
+    expected = onnx_predictor(run.optimized_model)(preprocess_files(paths[:20], unnormalized(spec)))
     answers = [served.predict("digits", p.read_bytes())["index"] for p in paths[:20]]
     assert answers == expected.argmax(1).tolist()
