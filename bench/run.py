@@ -86,10 +86,18 @@ TARGETS = {  # key: (description, comparison, target)
                                        "(TorchScript, eager handler, defaults)", ">=", 2.0),
     "served_p99_over_p50_c32": ("Relay's served p99 over p50 at 32 clients", "<=", 2.0),
     "served_p50_ms": ("digits served p50, one client, Relay's default serving config, ms", "<=", 2.0),
-    "served_vs_floor_p50_c1": ("digits served p50 at one client over the HTTP floor's (bench/floor_server.py: "
-                               "Starlette + ONNX Runtime, measured in the same run)", "<=", 1.5),
-    "served_vs_floor_rps_c32": ("digits served requests/s at 32 clients over the HTTP floor's", ">=", 0.8),
-    "served_vs_stock_p50_c1": ("digits served p50 at one client over stock TorchServe's", "<=", 0.7),
+    "served_vs_floor_p50_c1": ("TorchServe (Relay's default) p50 at one client over the HTTP floor's "
+                               "(bench/floor_server.py: Starlette + ONNX Runtime, measured in the same run)",
+                               None, None),
+    "served_vs_floor_rps_c32": ("TorchServe (Relay's default) requests/s at 32 clients over the HTTP floor's", None,
+                                None),
+    "served_vs_stock_p50_c1": ("TorchServe (Relay's default) p50 at one client over stock TorchServe's", None, None),
+    # Issue 20's targets, for Relay's V2 server (deploy.server: kserve; the raw image route, token on).
+    "v2_vs_floor_p50_c1": ("V2 server p50 at one client over the HTTP floor's (same run)", "<=", 1.5),
+    "v2_vs_floor_rps_c32": ("V2 server requests/s at 32 clients over the HTTP floor's", ">=", 0.8),
+    "v2_vs_stock_p50_c1": ("V2 server p50 at one client over stock TorchServe's", "<=", 0.7),
+    "v2_throughput_vs_stock_c32": ("V2 server requests/s at 32 clients over stock TorchServe's", ">=", 2.5),
+    "v2_p99_over_p50_c32": ("V2 server p99 over p50 at 32 clients", "<=", 2.0),
     "ddp2_vs_1": ("shapes resnet training images/s, fp32: 2 DDP ranks (torchrun, 1 thread each) over 1 process "
                   "(all cores), same global batch; on 2 cores this is DDP's overhead", None, None),
     "shards_vs_local": ("shapes resnet training images/s, fp32, 1 process: streaming 2 MB shards from S3 (moto) "
@@ -715,10 +723,13 @@ SERVING_SETTINGS = {"no batching": {"batch_size": 1, "max_batch_delay_ms": 1},
 def measure_serving(home: Path, requests: int = 4000) -> dict[str, float]:
     """Digits served by Relay (ONNX handler, batching and workers from the spec, quiet logging) against what a
     user deploys without Relay: TorchServe with its defaults (workers = cores, no batching, its logging),
-    a TorchScript model and a minimal eager handler (bench/stock_handler.py). Same model, machine and client."""
+    a TorchScript model and a minimal eager handler (bench/stock_handler.py); then Relay's V2 server (raw image
+    route, token on) and the HTTP floor. Same model, machine and client."""
     from components.deploy.load import run_load
+    from components.deploy.servers import ModelServer
     from components.deploy.torchserve import TorchServe
     from components.deploy.package import build_mar
+    from components.deploy.v2 import V2Server
     from components.settings import own_server_settings
     from components.train import model_preprocessing
 
@@ -728,7 +739,7 @@ def measure_serving(home: Path, requests: int = 4000) -> dict[str, float]:
     spec, layout, bodies = _digits_model(settings)
     prep = model_preprocessing(layout.train)
 
-    def loads(server: TorchServe, name: str) -> dict[int, object]:
+    def loads(server: ModelServer, name: str) -> dict[int, object]:
         # Steady state: the JVM's JIT needs thousands of requests (after 1,000, a fresh server was still
         # 30% slower at 32 clients than the same settings measured later on a warm one).
         run_load(server, name, bodies, total=SERVING_WARMUP_REQUESTS, concurrency=8)
@@ -757,8 +768,17 @@ def measure_serving(home: Path, requests: int = 4000) -> dict[str, float]:
         stock = loads(stock_server, "stock")
     finally:
         stock_server.stop()
+    v2_server = V2Server(own_server_settings(settings, home / "v2-serve"))
+    try:
+        v2_server.start()
+        v2_server.add_version(spec, "v0.0.1", layout.optimized_model, prep)
+        v2_server.set_default(spec.name, "v0.0.1")
+        v2 = loads(v2_server, spec.name)
+    finally:
+        v2_server.stop()
     floor = _floor_loads(layout.optimized_model, layout.train / PREPROCESSING_FILE, bodies, requests)
-    for label, results in {**table, "Relay default": default, "stock": stock, "floor": floor}.items():
+    for label, results in {**table, "Relay default": default, "stock": stock, "V2 server": v2,
+                           "floor": floor}.items():
         for c, result in results.items():
             key = label.replace(" ", "_").replace(",", "")
             figures[f"serve_{key}_c{c}_rps"] = result.per_second
@@ -771,7 +791,12 @@ def measure_serving(home: Path, requests: int = 4000) -> dict[str, float]:
         "served_vs_floor_p50_c1": default[1].p50_ms / floor[1].p50_ms,
         "served_vs_floor_rps_c32": default[32].per_second / floor[32].per_second,
         "served_vs_stock_p50_c1": default[1].p50_ms / stock[1].p50_ms,
-        "served_errors": sum(r.errors for results in (*table.values(), default, stock, floor)
+        "v2_vs_floor_p50_c1": v2[1].p50_ms / floor[1].p50_ms,
+        "v2_vs_floor_rps_c32": v2[32].per_second / floor[32].per_second,
+        "v2_vs_stock_p50_c1": v2[1].p50_ms / stock[1].p50_ms,
+        "v2_throughput_vs_stock_c32": v2[32].per_second / stock[32].per_second,
+        "v2_p99_over_p50_c32": v2[32].p99_ms / v2[32].p50_ms,
+        "served_errors": sum(r.errors for results in (*table.values(), default, stock, v2, floor)
                              for r in results.values()),
     })
     return figures

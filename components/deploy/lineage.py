@@ -124,7 +124,7 @@ def render_card(run: Path, settings: Settings, serving: str | None = None, versi
             serving = f"rolled back at deploy: {deployment['why']}"
         elif state.get("default") == version:
             url = deployment and deployment.get("url")
-            serving = f"default of {task} on the local {SERVER_NAMES[state['server']]}: {url}"
+            serving = f"default of {task}, served locally by {SERVER_NAMES[state['server']]}: {url}"
         elif version in state.get("versions", []):
             serving = f"served beside the default ({state['default']}), for rollback"
         else:

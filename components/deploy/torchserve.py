@@ -162,8 +162,8 @@ class TorchServe:
                 try:
                     if self._get(self.inference_url, "/ping", "inference", timeout=2).status_code == 200:
                         return pid
-                except ServingError:
-                    pass  # not listening yet
+                except (ServingError, requests.Timeout):
+                    pass  # not listening yet, or too busy starting to answer within the ping's timeout
             elif self.pid_file.exists() and not pid:
                 break
             time.sleep(0.5)

@@ -1,9 +1,14 @@
 """The lineage card, rendered from a run's files alone (the full card of a real run: tests/e2e/test_digits_dag.py)."""
 
+import html
 import json
 import re
 
+import pytest
+
 from components.deploy.lineage import render_card
+from components.deploy.local import _record
+from components.deploy.servers import NAMES
 from components.run_files import RunDir
 from components.spec import load_spec
 from tests.conftest import make_settings
@@ -52,3 +57,15 @@ def test_the_card_links_the_bakeoff_that_chose_it_and_rounds_its_figures(tmp_pat
 def test_a_card_not_chosen_by_a_bakeoff_says_so(tmp_path):
     card = render_card(_run(tmp_path, chosen=False).path, make_settings(tmp_path / "home"))
     assert "Not chosen by a bake-off" in card and "<a href" not in card
+
+
+@pytest.mark.parametrize("server", ["torchserve", "kserve"])
+def test_the_card_says_which_server_serves_the_version(tmp_path, server):
+    settings = make_settings(tmp_path / "home")
+    run = _run(tmp_path, chosen=False)
+    url = "http://127.0.0.1:8390/predictions/digits"
+    run.deployment.parent.mkdir(parents=True)
+    run.deployment.write_text(json.dumps({"version": "v0.1.0", "url": url, "rolled_back": False}))
+    _record(settings, "digits", server, "v0.1.0", ["v0.1.0"])
+    card = render_card(run.path, settings)
+    assert html.escape(f"default of digits, served locally by {NAMES[server]}: {url}") in card
