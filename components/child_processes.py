@@ -1,10 +1,11 @@
 """Child processes: workers that start without re-running the parent's main script, and servers waited on until
-they listen."""
+they listen and stopped with their children."""
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 
 
 @contextmanager
@@ -71,3 +73,24 @@ def wait_listening(process: subprocess.Popen, host: str, port: int, timeout_s: f
                 return None
         time.sleep(0.1)  # a server takes seconds to start; checking ten times a second costs nothing
     return f"did not listen on {host}:{port} within {timeout_s:.0f} s"
+
+
+def stop_server(pid: int | None, pid_file: Path, timeout_s: float = 30) -> bool:
+    """Stop the server ``pid`` that Relay started (None: none runs) with its children, and remove its pid file.
+    Returns whether one was running."""
+    if pid is not None:
+        stop_tree(pid, timeout_s)
+    pid_file.unlink(missing_ok=True)
+    return pid is not None
+
+
+def stop_tree(pid: int, timeout_s: float = 30) -> None:
+    """SIGTERM the process ``pid`` and wait for it and its children; kill what is left."""
+    import psutil
+
+    process = psutil.Process(pid)
+    children = process.children(recursive=True)
+    process.send_signal(signal.SIGTERM)
+    _, alive = psutil.wait_procs([process, *children], timeout=timeout_s)
+    for straggler in alive:
+        straggler.kill()

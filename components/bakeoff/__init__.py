@@ -33,6 +33,7 @@ def measure_serving(spec: TaskSpec, measured: list[dict], server_settings: Setti
     from components.bakeoff import measure
     from components.data.dataset import split_files
     from components.deploy.servers import SERVERS, model_server
+    from components.registry import model_version
 
     servers = {kind: model_server(kind, server_settings) for kind in SERVERS}
     try:
@@ -43,6 +44,7 @@ def measure_serving(spec: TaskSpec, measured: list[dict], server_settings: Setti
                 name = candidate["serving"]["model_name"]
                 copy_file(Path(candidate["serving"]["mar"]), server.mar_path(name, SERVING_VERSION))
                 server.install(name, SERVING_VERSION)
+                server.set_default(name, model_version.served(SERVING_VERSION))
                 targets[f"{candidate['name']} on {kind}"] = (server, name)
         files, _ = split_files(Path(measured[0]["run"]) / "data", "test", spec.dataset.classes)
         bodies = [path.read_bytes() for path in files[:SERVING_FILES]]

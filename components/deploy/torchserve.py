@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from pathlib import Path
 import psutil
 import requests
 
+from components.child_processes import stop_server
 from components.registry import model_version
 from components.errors import ServingError
 from components.settings import Settings, get_settings
@@ -172,20 +172,10 @@ class TorchServe:
 
     def stop(self, timeout: float = 30) -> bool:
         """Stop this instance (by its own pid). Returns whether one was running."""
-        pid = self.pid()
-        if pid is None:
-            self.pid_file.unlink(missing_ok=True)
-            return False
-        process = psutil.Process(pid)
-        children = process.children(recursive=True)
-        process.send_signal(signal.SIGTERM)
-        _, alive = psutil.wait_procs([process, *children], timeout=timeout)
-        for straggler in alive:
-            straggler.kill()
-        self.pid_file.unlink(missing_ok=True)
-        if not self.tmp.is_relative_to(self.dir):
+        stopped = stop_server(self.pid(), self.pid_file, timeout)
+        if stopped and not self.tmp.is_relative_to(self.dir):
             shutil.rmtree(self.tmp, ignore_errors=True)  # the short socket directory outside the instance's own
-        return True
+        return stopped
 
     # -- HTTP ------------------------------------------------------------------------------
     def _key_entry(self, kind: str) -> dict:

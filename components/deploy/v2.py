@@ -13,7 +13,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -23,7 +22,7 @@ import psutil
 import requests
 
 from components.atomic import write_json, write_text
-from components.child_processes import wait_listening
+from components.child_processes import stop_server, wait_listening
 from components.deploy.package import V2_DEFAULTS_FILE, build_v2_version, v2_server_settings, v2_version_from_mar
 from components.deploy.torchserve import PredictionRefused, error_reason
 from components.errors import ServingError
@@ -116,18 +115,7 @@ class V2Server:
 
     def stop(self, timeout: float = 30) -> bool:
         """Stop this instance (by its own pid). Returns whether one was running."""
-        pid = self.pid()
-        if pid is None:
-            self.pid_file.unlink(missing_ok=True)
-            return False
-        process = psutil.Process(pid)
-        children = process.children(recursive=True)
-        process.send_signal(signal.SIGTERM)
-        _, alive = psutil.wait_procs([process, *children], timeout=timeout)
-        for straggler in alive:
-            straggler.kill()
-        self.pid_file.unlink(missing_ok=True)
-        return True
+        return stop_server(self.pid(), self.pid_file, timeout)
 
     # -- token -----------------------------------------------------------------------------
     def token(self) -> str:

@@ -28,23 +28,13 @@ def kustomize(folder: Path) -> str:
     return subprocess.run(["kubectl", "kustomize", str(folder)], capture_output=True, text=True, check=True).stdout
 
 
-def tfserving_overlay(folder: Path) -> Path:
-    """An overlay of staging with the TF Serving component, as a team that serves a TensorFlow model writes it."""
+def staging_with(component: str, folder: Path) -> Path:
+    """An overlay of staging with one of Relay's components (tfserving, kserve), as a team writes it."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "kustomization.yaml").write_text(yaml.safe_dump({
         "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "namespace": "relay-staging",
         "resources": [os.path.relpath(K8S / "overlays" / "staging", folder)],
-        "components": [os.path.relpath(K8S / "components" / "tfserving", folder)]}))
-    return folder
-
-
-def kserve_overlay(folder: Path) -> Path:
-    """An overlay of staging with the KServe component (deploy.server: kserve), as a team writes it."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "kustomization.yaml").write_text(yaml.safe_dump({
-        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "namespace": "relay-staging",
-        "resources": [os.path.relpath(K8S / "overlays" / "staging", folder)],
-        "components": [os.path.relpath(K8S / "components" / "kserve", folder)]}))
+        "components": [os.path.relpath(K8S / "components" / component, folder)]}))
     return folder
 
 
@@ -69,8 +59,8 @@ def rendered_manifests(scratch: Path) -> dict[str, str]:
     its InferenceService (``kserve-inferenceservice``, checked against KServe's CRD), the predictor pod made from
     it (``kserve-predictor-pod``) and the rest (``staging-kserve``)."""
     texts = {env: kustomize(K8S / "overlays" / env) for env in OVERLAYS}
-    texts["staging-tfserving"] = kustomize(tfserving_overlay(scratch / "staging-tfserving"))
-    kserve_docs = list(yaml.safe_load_all(kustomize(kserve_overlay(scratch / "staging-kserve"))))
+    texts["staging-tfserving"] = kustomize(staging_with("tfserving", scratch / "staging-tfserving"))
+    kserve_docs = list(yaml.safe_load_all(kustomize(staging_with("kserve", scratch / "staging-kserve"))))
     (isvc,) = [doc for doc in kserve_docs if doc["kind"] == "InferenceService"]
     texts["staging-kserve"] = yaml.safe_dump_all([doc for doc in kserve_docs if doc is not isvc])
     texts["kserve-inferenceservice"] = yaml.safe_dump(isvc)
