@@ -8,7 +8,8 @@ Two ways in:
   the outputs ``class``, ``index``, ``probability`` and ``logits``; bad input gets 400 with ``{"error": reason}``.
 - The image file as the raw body on ``/predictions/<name>/<version>``, TorchServe's path, answered in
   TorchServe's shapes: the prediction as JSON, or the 4xx with ``{"code", "type", "message"}``. (The server
-  maps ``/predictions/<name>`` to the default version.)
+  maps ``/predictions/<name>`` to the default version, and routes this path to ``answer_image`` ahead of
+  MLServer's FastAPI app.)
 """
 
 from __future__ import annotations
@@ -18,19 +19,19 @@ import binascii
 import os
 
 import numpy as np
-from fastapi import Request
-from fastapi.responses import JSONResponse
 from mlserver import MLModel
 from mlserver.codecs import NumpyCodec, StringCodec
 from mlserver.errors import MLServerError
-from mlserver.handlers import custom_handler
 from mlserver.types import InferenceRequest, InferenceResponse, RequestInput
 from mlserver.utils import get_model_uri
+from starlette.requests import Request
+from starlette.responses import JSONResponse
 
 from components.deploy.image_service import MODEL_FILE, ImageRejected, ImageService
 
-RAW_ROUTE = "/predictions/{model_name}/{model_version}"
-# The raw route is one route for every version: it finds the version here. MLServer re-imports this module
+RAW_ROUTE = "/predictions/{model_name}/{model_version}"  # answered by answer_image
+# The raw route is one route for every version: it finds the version here (so MLServer must load models in its
+# own process: parallel_workers 0, which v2_server checks). MLServer re-imports this module
 # (importlib.reload) whenever it resolves a model's implementation, so the map must outlive a reload.
 _LOADED: dict[tuple[str, str], RelayImageClassifier] = globals().get("_LOADED", {})
 
@@ -85,26 +86,20 @@ class RelayImageClassifier(MLModel):
         raise ImageRejected(f"input {tensor.name!r} is {tensor.datatype}: send the image files as BYTES "
                             "(base64 in JSON) or a preprocessed FP32 tensor")
 
-    @custom_handler(rest_path=RAW_ROUTE)
-    async def predict_image(self, request: Request) -> JSONResponse:
-        """TorchServe's way in: the image file as the body of ``POST /predictions/<name>/<version>``."""
-        return await self._answer_image(request)
 
-    @custom_handler(rest_path=RAW_ROUTE, rest_method="PUT")
-    async def predict_image_put(self, request: Request) -> JSONResponse:
-        """The same with PUT, which TorchServe also takes (``curl -T FILE URL`` sends a PUT)."""
-        return await self._answer_image(request)
-
-    async def _answer_image(self, request: Request) -> JSONResponse:
-        key = (request.path_params["model_name"], request.path_params["model_version"])
-        if key not in _LOADED:
-            return _refused(404, "ModelNotFound", f"no version {key[1]} of model {key[0]} is loaded")
-        try:
-            image = _LOADED[key].service.image(await request.body(), request.headers.get("content-type", ""))
-        except ImageRejected as refused:
-            return _refused(refused.status, type(refused).__name__, str(refused))
-        service = _LOADED[key].service
-        return JSONResponse(service.predictions(service.logits([image]))[0])
+async def answer_image(request: Request) -> JSONResponse:
+    """TorchServe's way in: the image file as the body of ``POST`` (or ``PUT``, as ``curl -T FILE URL`` sends)
+    ``/predictions/<name>/<version>``, answered by that loaded version. ``v2_server`` routes it ahead of
+    MLServer's app, so it costs what the floor's route costs (docs/benchmarks.md)."""
+    key = (request.path_params["model_name"], request.path_params["model_version"])
+    model = _LOADED.get(key)
+    if model is None:
+        return _refused(404, "ModelNotFound", f"no version {key[1]} of model {key[0]} is loaded")
+    try:
+        image = model.service.image(await request.body(), request.headers.get("content-type", ""))
+    except ImageRejected as refused:
+        return _refused(refused.status, type(refused).__name__, str(refused))
+    return JSONResponse(model.service.predictions(model.service.logits([image]))[0])
 
 
 def _elements(tensor: RequestInput) -> list:

@@ -10,7 +10,10 @@ default version: requests that name no version (``/v2/models/<name>/infer``, ``/
 
 MLServer has no authentication of its own. The token is checked by an ASGI middleware in front of MLServer's
 REST app and by a gRPC interceptor, both added here; the token file is read again whenever it changes, so a
-renewed token takes effect without a restart.
+renewed token takes effect without a restart. Behind the token, TorchServe's raw image route
+(``v2_runtime.RAW_ROUTE``) is a plain Starlette route ahead of MLServer's FastAPI app: as a MLServer custom
+handler it went through FastAPI's request handling and MLServer's GZip middleware, which cost more than the model
+(docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -28,6 +31,10 @@ from grpc import aio
 from mlserver import MLServer
 from mlserver.cli.serve import load_settings
 from mlserver.grpc import GRPCServer
+from mlserver.utils import install_uvloop_event_loop
+from starlette.routing import Route, Router
+
+from components.deploy.v2_runtime import RAW_ROUTE, answer_image
 
 DEFAULTS_FILE = "defaults.json"  # package.V2_DEFAULTS_FILE (package's imports are not in this environment)
 _VERSIONLESS = (re.compile(r"^/v2/models/([^/]+)/(infer|ready)$"), re.compile(r"^/predictions/([^/]+)$"))
@@ -90,6 +97,17 @@ class TokenAndDefaults:
         return await self.app(scope, receive, send)
 
 
+class RawImageRoute:
+    """ASGI middleware: TorchServe's raw image route answered by ``v2_runtime.answer_image``; every other path
+    goes on to ``app``, MLServer's."""
+
+    def __init__(self, app):
+        self.router = Router(routes=[Route(RAW_ROUTE, answer_image, methods=["POST", "PUT"])], default=app)
+
+    async def __call__(self, scope, receive, send):
+        await self.router(scope, receive, send)
+
+
 _NO_TOKEN = "a token is required: send 'Authorization: Bearer <token>' (relay serve status names the token file)"
 
 
@@ -128,6 +146,8 @@ class RelayMLServer(MLServer):
 
     def _create_servers(self) -> None:
         super()._create_servers()
+        # add_middleware puts each one outside those added before: the token is checked first.
+        self._rest_server._app.add_middleware(RawImageRoute)
         self._rest_server._app.add_middleware(TokenAndDefaults, token=self._token, defaults=self._defaults)
         interceptor = TokenInterceptor(self._token)
 
@@ -153,6 +173,9 @@ async def _serve(repository: Path, token_file: Path) -> None:
     if settings.host not in ("127.0.0.1", "::1", "localhost") and not os.environ.get("RELAY_V2_ANY_HOST"):
         raise SystemExit(f"{repository / 'settings.json'}: host {settings.host} is not loopback; Relay's V2 "
                          "server listens on 127.0.0.1 (in a pod, set RELAY_V2_ANY_HOST=1)")
+    if settings.parallel_workers:
+        raise SystemExit(f"{repository / 'settings.json'}: parallel_workers must be 0: the raw image route answers "
+                         "from the models this process loaded")
     await RelayMLServer(settings, repository, token_file).start(models)
 
 
@@ -161,6 +184,7 @@ def main() -> None:
     parser.add_argument("repository", type=Path)
     parser.add_argument("--token-file", type=Path, required=True)
     args = parser.parse_args()
+    install_uvloop_event_loop()  # as `mlserver start` does: uvloop's event loop, not asyncio's
     asyncio.run(_serve(args.repository, args.token_file))
 
 

@@ -184,10 +184,16 @@ def test_a_restarted_server_serves_nothing_until_versions_are_installed_again(se
     assert [server.predict("digits", p.read_bytes())["index"] for p in paths] == _expected(run, paths)
 
 
-def test_the_server_refuses_to_listen_beyond_loopback(tmp_path, settings):
-    (tmp_path / "settings.json").write_text(json.dumps({"host": "0.0.0.0", "http_port": 1, "grpc_port": 2}))
+@pytest.mark.parametrize("settings_json, refusal", [
+    ({"host": "0.0.0.0"}, "host 0.0.0.0 is not loopback"),
+    # MLServer's worker processes would load the models where the raw image route cannot find them.
+    ({"host": "127.0.0.1", "parallel_workers": 2}, "parallel_workers must be 0"),
+])
+def test_the_server_refuses_settings_it_cannot_serve_safely(tmp_path, settings, settings_json, refusal):
+    (tmp_path / "settings.json").write_text(json.dumps({**settings_json, "http_port": 1, "grpc_port": 2}))
     (tmp_path / "token").write_text("t")
     started = subprocess.run([str(settings.serve_env / "bin" / "python"), "-m", SERVER_MODULE, str(tmp_path),
                               "--token-file", str(tmp_path / "token")], cwd=PROJECT_DIR, capture_output=True,
                              text=True, timeout=120, env={"PYTHONPATH": str(PROJECT_DIR), "PATH": "/usr/bin:/bin"})
-    assert started.returncode != 0 and "host 0.0.0.0 is not loopback" in started.stderr
+    assert started.returncode != 0 and refusal in started.stderr
+    assert str(tmp_path / "settings.json") in started.stderr
