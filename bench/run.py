@@ -75,6 +75,13 @@ TARGETS = {  # key: (description, comparison, target)
     "load_rps": ("requests per second under that load", None, None),
     "load_rss_change": ("server RSS after / before the load, ratio", "<=", 1.2),
     "deploy_failed_requests": ("failed requests while a new version is deployed and made default", "<=", 0),
+    "v2_load_errors": ("the same 10,000 requests at concurrency 32 on the V2 server: errors", "<=", 0),
+    "v2_load_p50_ms": ("its p50 latency under that load, ms", None, None),
+    "v2_load_p99_ms": ("its p99 latency under that load, ms", None, None),
+    "v2_load_rps": ("its requests per second under that load", None, None),
+    "v2_load_rss_change": ("its RSS after / before the load, ratio", "<=", 1.2),
+    "v2_deploy_failed_requests": ("failed requests on the V2 server while a new version is deployed and made "
+                                  "default", "<=", 0),
     "rerun_vs_full": ("`relay run digits` again with nothing changed, over the first run (wall time)", "<=", 0.1),
     "rerun_full_s": ("that first run: data → … → deploy, s", None, None),
     "rerun_s": ("the rerun, s (validate, train, optimize reused; register finds the version)", None, None),
@@ -98,6 +105,8 @@ TARGETS = {  # key: (description, comparison, target)
     "v2_vs_stock_p50_c1": ("V2 server p50 at one client over stock TorchServe's", "<=", 0.7),
     "v2_throughput_vs_stock_c32": ("V2 server requests/s at 32 clients over stock TorchServe's", ">=", 2.5),
     "v2_p99_over_p50_c32": ("V2 server p99 over p50 at 32 clients", "<=", 2.0),
+    "serving_rounds": ("rounds the serving group alternates its servers in (each a share of the requests)", None,
+                       None),
     "ddp2_vs_1": ("shapes resnet training images/s, fp32: 2 DDP ranks (torchrun, 1 thread each) over 1 process "
                   "(all cores), same global batch; on 2 cores this is DDP's overhead", None, None),
     "shards_vs_local": ("shapes resnet training images/s, fp32, 1 process: streaming 2 MB shards from S3 (moto) "
@@ -199,22 +208,41 @@ def measure_tensorflow(home: Path) -> dict[str, float]:
 
 
 def measure_load(home: Path) -> dict[str, float]:
-    """10,000 requests at concurrency 32 against the digits model served by the real pipeline, then a
-    second version deployed and made default while 8 clients keep sending."""
+    """On each server (TorchServe, keys ``load_*``; the V2 server, ``v2_load_*``): 10,000 requests at
+    concurrency 32 against the digits model served by the real pipeline, then a second version deployed and
+    made default while 8 clients keep sending."""
+    import yaml
+
+    from components.spec import spec_path
+
+    figures = {}
+    for server, prefix in (("torchserve", ""), ("kserve", "v2_")):
+        spec = yaml.safe_load(spec_path("digits").read_text())
+        spec["deploy"]["server"] = server
+        spec_file = home / f"digits-{server}.yaml"
+        spec_file.parent.mkdir(parents=True, exist_ok=True)
+        spec_file.write_text(yaml.safe_dump(spec))
+        measured = _load_while_deploying(home / server, spec_file)
+        figures.update({f"{prefix}{key}": value for key, value in measured.items()})
+    return figures
+
+
+def _load_while_deploying(home: Path, spec_file: Path) -> dict[str, float]:
+    """``measure_load`` on the server ``spec_file`` deploys to."""
     import threading
 
     from components.deploy.load import run_load, server_rss_bytes
-    from components.deploy.torchserve import TorchServe
+    from components.deploy.servers import model_server
+    from components.settings import own_server_settings
     from pipelines.steps import STEPS
 
-    names = ["inference", "management", "metrics", "grpc_inference", "grpc_management"]
-    settings = Settings(home=home, **{f"ts_{name}_port": port for name, port in zip(names, free_ports(len(names)))})
-    first = RunDir(start_run("digits", settings=settings))
+    settings = own_server_settings(Settings(home=home), home)
+    first = RunDir(start_run(spec_file, settings=settings))
+    spec = run_spec(first)
     for step in STEPS:
         run_step(step, first, settings)
-    server = TorchServe(settings)
+    server = model_server(spec.deploy.server, settings)
     try:
-        spec = run_spec(first)
         _, _, paths = load_split(first.data, "test", spec.dataset.classes)
         bodies = [p.read_bytes() for p in paths]
         # The RSS change is read after the warm-up, so that it shows growth under load, not the JIT's start.
@@ -223,7 +251,7 @@ def measure_load(home: Path) -> dict[str, float]:
         load = run_load(server, "digits", bodies, total=10_000, concurrency=32)
         after = server_rss_bytes(server)
 
-        second = RunDir(start_run("digits", settings=settings))  # the same model, registered as a new version
+        second = RunDir(start_run(spec_file, settings=settings))  # the same model, registered as a new version
         for step in ("data", "validate", "train", "optimize", "gate"):
             shutil.rmtree(getattr(second, step), ignore_errors=True)
             shutil.copytree(getattr(first, step), getattr(second, step))
@@ -720,85 +748,72 @@ SERVING_SETTINGS = {"no batching": {"batch_size": 1, "max_batch_delay_ms": 1},
                     "batch 8, 1 ms, 2 workers": {"batch_size": 8, "max_batch_delay_ms": 1, "workers": 2}}
 
 
-def measure_serving(home: Path, requests: int = 4000) -> dict[str, float]:
-    """Digits served by Relay (ONNX handler, batching and workers from the spec, quiet logging) against what a
-    user deploys without Relay: TorchServe with its defaults (workers = cores, no batching, its logging),
-    a TorchScript model and a minimal eager handler (bench/stock_handler.py); then Relay's V2 server (raw image
-    route, token on) and the HTTP floor. Same model, machine and client."""
-    from components.deploy.load import run_load
-    from components.deploy.servers import ModelServer
-    from components.deploy.torchserve import TorchServe
+def measure_serving(home: Path, requests: int = 4000, rounds: int = 4) -> dict[str, float]:
+    """Digits served by Relay's TorchServe (ONNX handler, batching and workers from the spec, quiet logging; its
+    default and SERVING_SETTINGS), by what a user deploys without Relay (TorchServe with its defaults: workers =
+    cores, no batching, its logging, a TorchScript model and a minimal eager handler, bench/stock_handler.py), by
+    Relay's V2 server (raw image route, token on), and by the HTTP floor: same model, machine and client, all
+    running at once and loaded in alternating rounds (components.bakeoff.measure.serving_figures)."""
+    from components.bakeoff.measure import serving_figures
     from components.deploy.package import build_mar
+    from components.deploy.torchserve import TorchServe
     from components.deploy.v2 import V2Server
     from components.settings import own_server_settings
     from components.train import model_preprocessing
 
     from bench.stock_serving import build_stock_mar
+    from bench.v2_candidates.servers import FloorTarget, floor_server
 
     settings = Settings(home=home)
     spec, layout, bodies = _digits_model(settings)
     prep = model_preprocessing(layout.train)
 
-    def loads(server: ModelServer, name: str) -> dict[int, object]:
-        # Steady state: the JVM's JIT needs thousands of requests (after 1,000, a fresh server was still
-        # 30% slower at 32 clients than the same settings measured later on a warm one).
-        run_load(server, name, bodies, total=SERVING_WARMUP_REQUESTS, concurrency=8)
-        return {c: run_load(server, name, bodies, total=requests, concurrency=c) for c in (1, 8, 32)}
+    def started(server, stack: contextlib.ExitStack):
+        server.start()
+        stack.callback(server.stop)
+        return server
 
-    figures, table = {}, {}
-    relay = TorchServe(own_server_settings(settings, home / "relay-serve"))
-    try:
-        relay.start()
-        # Relay's default first, on a fresh server with the same warm-up as the stock one below.
+    with contextlib.ExitStack() as running:
+        relay = started(TorchServe(own_server_settings(settings, home / "relay-serve")), running)
+        targets = {}
         for label, change in {"Relay default": {}, **SERVING_SETTINGS}.items():
             variant = spec.model_copy(update={"deploy": spec.deploy.model_copy(update=change)})
-            name = f"digits-{len(table)}"
+            name = f"digits-{len(targets)}"
             build_mar(variant, "v0.0.1", layout.optimized_model, prep, relay.model_store / f"{name}.mar")
             relay.register(f"{name}.mar", name)
-            table[label] = loads(relay, name)
-            relay.unregister(name, "0.0.1")
-    finally:
-        relay.stop()
-    default = table.pop("Relay default")
-    stock_server = TorchServe(own_server_settings(settings, home / "stock-serve"), log_config=None)
-    try:
-        stock_server.start()
-        build_stock_mar(layout.train, "stock", stock_server.model_store)
-        stock_server.register("stock.mar", "stock", initial_workers=os.cpu_count())
-        stock = loads(stock_server, "stock")
-    finally:
-        stock_server.stop()
-    v2_server = V2Server(own_server_settings(settings, home / "v2-serve"))
-    try:
-        v2_server.start()
-        v2_server.add_version(spec, "v0.0.1", layout.optimized_model, prep)
-        v2_server.set_default(spec.name, "v0.0.1")
-        v2 = loads(v2_server, spec.name)
-    finally:
-        v2_server.stop()
-    floor = _floor_loads(layout.optimized_model, layout.train / PREPROCESSING_FILE, bodies, requests)
-    for label, results in {**table, "Relay default": default, "stock": stock, "V2 server": v2,
-                           "floor": floor}.items():
-        for c, result in results.items():
-            key = label.replace(" ", "_").replace(",", "")
-            figures[f"serve_{key}_c{c}_rps"] = result.per_second
-            figures[f"serve_{key}_c{c}_p50_ms"] = result.p50_ms
-            figures[f"serve_{key}_c{c}_p99_ms"] = result.p99_ms
-    figures.update({
-        "served_throughput_vs_stock_c32": default[32].per_second / stock[32].per_second,
-        "served_p99_over_p50_c32": default[32].p99_ms / default[32].p50_ms,
-        "served_p50_ms": default[1].p50_ms,
-        "served_vs_floor_p50_c1": default[1].p50_ms / floor[1].p50_ms,
-        "served_vs_floor_rps_c32": default[32].per_second / floor[32].per_second,
-        "served_vs_stock_p50_c1": default[1].p50_ms / stock[1].p50_ms,
-        "v2_vs_floor_p50_c1": v2[1].p50_ms / floor[1].p50_ms,
-        "v2_vs_floor_rps_c32": v2[32].per_second / floor[32].per_second,
-        "v2_vs_stock_p50_c1": v2[1].p50_ms / stock[1].p50_ms,
-        "v2_throughput_vs_stock_c32": v2[32].per_second / stock[32].per_second,
-        "v2_p99_over_p50_c32": v2[32].p99_ms / v2[32].p50_ms,
-        "served_errors": sum(r.errors for results in (*table.values(), default, stock, v2, floor)
-                             for r in results.values()),
-    })
+            targets[label] = (relay, name)
+        stock = started(TorchServe(own_server_settings(settings, home / "stock-serve"), log_config=None), running)
+        build_stock_mar(layout.train, "stock", stock.model_store)
+        stock.register("stock.mar", "stock", initial_workers=os.cpu_count())
+        targets["stock"] = (stock, "stock")
+        v2 = started(V2Server(own_server_settings(settings, home / "v2-serve")), running)
+        v2.add_version(spec, "v0.0.1", layout.optimized_model, prep)
+        v2.set_default(spec.name, "v0.0.1")
+        targets["V2 server"] = (v2, spec.name)
+        floor_url = running.enter_context(floor_server(layout.optimized_model, layout.train / PREPROCESSING_FILE))
+        targets["floor"] = (FloorTarget(floor_url), spec.name)
+        measured = serving_figures(targets, bodies, requests, samples=1000, rounds=rounds)
+    figures = {"serving_rounds": rounds}
+    for label, result in measured.items():
+        key = label.replace(" ", "_").replace(",", "")
+        for c, level in result["by_concurrency"].items():
+            figures[f"serve_{key}_c{c}_rps"] = level["requests_per_s"]
+            figures[f"serve_{key}_c{c}_p50_ms"] = level["p50_ms"]
+            figures[f"serve_{key}_c{c}_p99_ms"] = level["p99_ms"]
+
+    def ratio(label: str, c: int, what: str, over: str) -> float:
+        return figures[f"serve_{label}_c{c}_{what}"] / figures[f"serve_{over}_c{c}_{what}"]
+
+    for prefix, label in (("served", "Relay_default"), ("v2", "V2_server")):
+        figures.update({
+            f"{prefix}_vs_floor_p50_c1": ratio(label, 1, "p50_ms", "floor"),
+            f"{prefix}_vs_floor_rps_c32": ratio(label, 32, "rps", "floor"),
+            f"{prefix}_vs_stock_p50_c1": ratio(label, 1, "p50_ms", "stock"),
+            f"{prefix}_throughput_vs_stock_c32": ratio(label, 32, "rps", "stock"),
+            f"{prefix}_p99_over_p50_c32": figures[f"serve_{label}_c32_p99_ms"] / figures[f"serve_{label}_c32_p50_ms"],
+        })
+    figures["served_p50_ms"] = figures["serve_Relay_default_c1_p50_ms"]
+    figures["served_errors"] = sum(result["errors"] for result in measured.values())
     return figures
 
 
@@ -820,15 +835,6 @@ def _post_loads(url: str, headers: dict[str, str], bodies: list[bytes], requests
 
     post_load(url, headers, bodies, total=SERVING_WARMUP_REQUESTS, concurrency=8)
     return {c: post_load(url, headers, bodies, total=requests, concurrency=c) for c in levels}
-
-
-def _floor_loads(model: Path, preprocessing: Path, bodies: list[bytes], requests: int,
-                 levels: tuple[int, ...] = (1, 8, 32)) -> dict[int, object]:
-    """The HTTP floor (bench/floor_server.py) on the same model, loaded as the servers above are."""
-    from bench.v2_candidates.servers import floor_server
-
-    with floor_server(model, preprocessing) as url:
-        return _post_loads(url, {"Content-Type": "application/octet-stream"}, bodies, requests, levels)
 
 
 def measure_v2_candidates(home: Path, requests: int = 4000, rounds: int = 2) -> dict[str, float]:

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench.floor_server import PATH as FLOOR_PATH
@@ -40,6 +41,20 @@ def floor_server(model: Path, preprocessing: Path) -> Iterator[str]:
     with listening([sys.executable, "-m", "bench.floor_server", str(model), str(preprocessing), str(port)], port,
                    "the floor server"):
         yield f"http://127.0.0.1:{port}{FLOOR_PATH}"
+
+
+@dataclass(frozen=True)
+class FloorTarget:
+    """The floor as a load target beside the model servers (components.deploy.load.LoadTarget): one model, no
+    token (the key is sent, as to the servers, and ignored)."""
+
+    url: str
+
+    def valid_key(self) -> str:
+        return "unchecked"
+
+    def predictions_url(self, model_name: str) -> str:
+        return self.url
 
 
 @contextlib.contextmanager

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from components.deploy.load import run_load
-from components.deploy.servers import ModelServer
+from components.deploy.load import LoadTarget, run_load
 from components.frameworks import backend
 from components.measurement import (SERVING_WARMUP_REQUESTS, Runtime, ThreadSettings, time_runtimes,
                                     with_interval)
@@ -46,7 +45,7 @@ def inference_figures(runtimes: list[Runtime], images: np.ndarray, runs: int, sa
     return figures, timings.method()
 
 
-def serving_figures(targets: dict[str, tuple[ModelServer, str]], bodies: list[bytes], requests: int,
+def serving_figures(targets: dict[str, tuple[LoadTarget, str]], bodies: list[bytes], requests: int,
                     samples: int, rounds: int = 2) -> dict[str, dict]:
     """Per target (``targets``: name → the server and the model name it serves the target under): one image
     at a time (p50 with interval, p99), and throughput and latency at each concurrency in CONCURRENCY.

@@ -7,9 +7,10 @@ import threading
 import pytest
 
 from components.data.dataset import load_split
-from components.deploy.load import run_load, server_rss_bytes
+from components.deploy.load import post_load, run_load, server_rss_bytes
 from components.deploy.local import deploy_local
 from components.deploy.servers import model_server
+from components.settings import free_ports
 from tests.conftest import register_onnx
 
 
@@ -53,3 +54,10 @@ def test_no_request_fails_while_a_new_version_is_deployed_and_made_default(servi
     (result,) = results
     assert new.version == "v0.2.0" and server.default_version("digits") == "0.2.0"
     assert result.requests > 100 and result.errors == 0, result.error_samples
+
+
+def test_a_server_that_is_not_listening_counts_every_request_as_an_error():
+    (port,) = free_ports(1)  # nothing listens on it
+    result = post_load(f"http://127.0.0.1:{port}/predictions/digits", {}, [b"x"], total=20, concurrency=4)
+    assert result.requests == 20 and result.errors == 20
+    assert "ConnectionRefusedError" in result.error_samples[0]
