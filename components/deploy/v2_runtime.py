@@ -4,7 +4,7 @@ the same code TorchServe's handler runs. It is loaded only inside the V2 server 
 
 Two ways in:
 - V2 inference (``/v2/models/<name>/versions/<version>/infer``, REST or gRPC), with either an ``image`` BYTES
-  input (the image files, base64 in JSON) or an FP32 tensor already in the model's input layout. The answer has
+  input (the image files: base64 in JSON, as they are over gRPC) or an FP32 tensor already in the model's input layout. The answer has
   the outputs ``class``, ``index``, ``probability`` and ``logits``; bad input gets 400 with ``{"error": reason}``.
 - The image file as the raw body on ``/predictions/<name>/<version>``, TorchServe's path, answered in
   TorchServe's shapes: the prediction as JSON, or the 4xx with ``{"code", "type", "message"}``. (The server
@@ -72,12 +72,7 @@ class RelayImageClassifier(MLModel):
         if tensor.datatype == "BYTES":
             images = []
             for position, element in enumerate(_elements(tensor)):
-                try:
-                    body = base64.b64decode(element, validate=True)
-                except (binascii.Error, ValueError, TypeError):
-                    raise ImageRejected(f"input {tensor.name!r}, element {position}: not base64 (send each image "
-                                        "file base64-encoded)") from None
-                images.append(self.service.image(body))
+                images.append(self.service.image(_image_file(tensor.name, position, element)))
             if not images:
                 raise ImageRejected(f"input {tensor.name!r} holds no image")
             return self.service.logits(images)
@@ -100,6 +95,18 @@ async def answer_image(request: Request) -> JSONResponse:
     except ImageRejected as refused:
         return _refused(refused.status, type(refused).__name__, str(refused))
     return JSONResponse(model.service.predictions(model.service.logits([image]))[0])
+
+
+def _image_file(input_name: str, position: int, element: str | bytes) -> bytes:
+    """One BYTES element as the image file: gRPC carries the file's bytes as they are; JSON (REST) carries them as
+    a base64 string."""
+    if isinstance(element, (bytes, bytearray)):
+        return bytes(element)
+    try:
+        return base64.b64decode(element, validate=True)
+    except (binascii.Error, ValueError, TypeError):
+        raise ImageRejected(f"input {input_name!r}, element {position}: not base64 (in JSON, send each image file "
+                            "base64-encoded)") from None
 
 
 def _elements(tensor: RequestInput) -> list:

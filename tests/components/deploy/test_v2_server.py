@@ -69,6 +69,24 @@ def test_every_way_in_answers_what_the_model_says(served):
     assert batch["model_version"] == "0.1.0"
 
 
+def _grpc_infer(server: V2Server, version: str, paths, token: str) -> dict:
+    """ModelInfer over gRPC with image files as BYTES (raw bytes: base64 is only JSON's encoding of them)."""
+    answered = subprocess.run([str(server.settings.serve_env / "bin" / "python"), "-m",
+                               "tests.components.deploy.v2_grpc_client", server.grpc_address, token, "digits", version,
+                               *map(str, paths)], cwd=PROJECT_DIR, capture_output=True, text=True, timeout=120,
+                              env={"PYTHONPATH": str(PROJECT_DIR), "PATH": "/usr/bin:/bin"}, check=True)
+    return json.loads(answered.stdout)
+
+
+def test_grpc_clients_send_image_files_as_bytes_and_get_what_the_model_says(served):
+    server, spec, run, paths = served
+    answer = _grpc_infer(server, "0.1.0", paths, server.token())
+    assert "outputs" in answer, answer
+    assert answer["model_version"] == "0.1.0" and answer["outputs"]["index"] == _expected(run, paths)
+    assert answer["outputs"]["class"] == [spec.dataset.classes[i] for i in _expected(run, paths)]
+    assert _grpc_infer(server, "0.1.0", paths[:1], "wrong")["status"] == "UNAUTHENTICATED"
+
+
 def test_it_listens_on_loopback_only(served):
     server, *_ = served
     addresses = listening_addresses(server.url)
