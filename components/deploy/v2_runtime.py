@@ -4,8 +4,9 @@ the same code TorchServe's handler runs. It is loaded only inside the V2 server 
 
 Two ways in:
 - V2 inference (``/v2/models/<name>/versions/<version>/infer``, REST or gRPC), with either an ``image`` BYTES
-  input (the image files: base64 in JSON, as they are over gRPC) or an FP32 tensor already in the model's input layout. The answer has
-  the outputs ``class``, ``index``, ``probability`` and ``logits``; bad input gets 400 with ``{"error": reason}``.
+  input (the image files: base64 in JSON, as they are over gRPC) or an FP32 tensor already in the model's input
+  layout. The answer has the outputs ``class``, ``index``, ``probability`` and ``logits``; bad input gets 400 with
+  ``{"error": reason}``.
 - The image file as the raw body on ``/predictions/<name>/<version>``, TorchServe's path, answered in
   TorchServe's shapes: the prediction as JSON, or the 4xx with ``{"code", "type", "message"}``. (The server
   maps ``/predictions/<name>`` to the default version, and routes this path to ``answer_image`` ahead of
