@@ -215,12 +215,12 @@ def measure_load(home: Path) -> dict[str, float]:
 
     from components.spec import spec_path
 
+    spec = yaml.safe_load(spec_path("digits").read_text())
+    home.mkdir(parents=True, exist_ok=True)
     figures = {}
     for server, prefix in (("torchserve", ""), ("kserve", "v2_")):
-        spec = yaml.safe_load(spec_path("digits").read_text())
         spec["deploy"]["server"] = server
         spec_file = home / f"digits-{server}.yaml"
-        spec_file.parent.mkdir(parents=True, exist_ok=True)
         spec_file.write_text(yaml.safe_dump(spec))
         measured = _load_while_deploying(home / server, spec_file)
         figures.update({f"{prefix}{key}": value for key, value in measured.items()})

@@ -69,12 +69,18 @@ def test_every_way_in_answers_what_the_model_says(served):
     assert batch["model_version"] == "0.1.0"
 
 
+def _in_serve_env(settings, module: str, *args: str) -> subprocess.CompletedProcess:
+    """``python -m module args`` in the V2 server's own environment (.venv-serve), from a plain environment."""
+    return subprocess.run([str(settings.serve_env / "bin" / "python"), "-m", module, *args], cwd=PROJECT_DIR,
+                          capture_output=True, text=True, timeout=120,
+                          env={"PYTHONPATH": str(PROJECT_DIR), "PATH": "/usr/bin:/bin"})
+
+
 def _grpc_infer(server: V2Server, version: str, paths, token: str) -> dict:
     """ModelInfer over gRPC with image files as BYTES (raw bytes: base64 is only JSON's encoding of them)."""
-    answered = subprocess.run([str(server.settings.serve_env / "bin" / "python"), "-m",
-                               "tests.components.deploy.v2_grpc_client", server.grpc_address, token, "digits", version,
-                               *map(str, paths)], cwd=PROJECT_DIR, capture_output=True, text=True, timeout=120,
-                              env={"PYTHONPATH": str(PROJECT_DIR), "PATH": "/usr/bin:/bin"}, check=True)
+    answered = _in_serve_env(server.settings, "tests.components.deploy.v2_grpc_client", server.grpc_address, token,
+                             "digits", version, *map(str, paths))
+    answered.check_returncode()
     return json.loads(answered.stdout)
 
 
@@ -210,8 +216,6 @@ def test_a_restarted_server_serves_nothing_until_versions_are_installed_again(se
 def test_the_server_refuses_settings_it_cannot_serve_safely(tmp_path, settings, settings_json, refusal):
     (tmp_path / "settings.json").write_text(json.dumps({**settings_json, "http_port": 1, "grpc_port": 2}))
     (tmp_path / "token").write_text("t")
-    started = subprocess.run([str(settings.serve_env / "bin" / "python"), "-m", SERVER_MODULE, str(tmp_path),
-                              "--token-file", str(tmp_path / "token")], cwd=PROJECT_DIR, capture_output=True,
-                             text=True, timeout=120, env={"PYTHONPATH": str(PROJECT_DIR), "PATH": "/usr/bin:/bin"})
+    started = _in_serve_env(settings, SERVER_MODULE, str(tmp_path), "--token-file", str(tmp_path / "token"))
     assert started.returncode != 0 and refusal in started.stderr
     assert str(tmp_path / "settings.json") in started.stderr
