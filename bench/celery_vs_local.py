@@ -3,8 +3,9 @@
 Run by ``make bench`` (``measure_celery_vs_local``) in a process of its own: it drives `make airflow` as the
 end-to-end tests do (``tests.e2e.make_airflow``), whose helpers set the test environment up on import.
 ``python -m bench.celery_vs_local HOME OUT.json [CONF]`` writes each executor's seconds from the REST API's trigger
-to the run's end, triggered with the run parameters CONF (JSON; default none: the spec's defaults): the Celery side with runs and data on a moto S3 server and models through a git
-remote, the local side on one disk. Each includes what its executor adds (Redis queueing, S3 transfers, each
+to the run's end, in alternating rounds (``ORDER``), triggered with the run parameters CONF (JSON; default none:
+the spec's defaults): the Celery side with runs and data on a moto S3 server and models through a git remote, the
+local side on one disk. Each includes what its executor adds (Redis queueing, S3 transfers, each
 worker's own checkout of the dataset version)."""
 
 from __future__ import annotations
@@ -23,21 +24,30 @@ def _task_seconds(tasks: list[dict]) -> dict[str, float]:
                                 .total_seconds(), 1) for t in tasks if t.get("start_date") and t.get("end_date")}
 
 
+# The executors' order, round by round: each runs first once and last once, so neither gains from the other's
+# warm page cache (the first DAG run after the servers start reads TensorFlow, TFX and torch from disk).
+ORDER = ("local", "celery", "celery", "local")
+
+
 def dag_seconds(home: Path, conf: dict) -> dict:
+    """Each executor's DAG runs in ``ORDER``, each on Airflow's servers started afresh and, for Celery, on workers
+    with empty homes and an empty S3 prefix: its seconds per run (a list, in its order) and its steps' seconds
+    (``<executor>_tasks``, a list of dicts)."""
     from pipelines.local_s3 import start_local_s3, stop_local_s3
     from tests.e2e.make_airflow import MakeAirflow
 
     process, s3 = start_local_s3(home / "moto.log")
-    seconds: dict[str, float] = {}
+    seconds: dict[str, list] = {}
     try:
-        for executor, store in (("local", None), ("celery", s3)):
-            airflow = MakeAirflow(home / executor, executor, store, prefix="bench")
+        for number, executor in enumerate(ORDER, 1):
+            airflow = MakeAirflow(home / f"{number}-{executor}", executor, s3 if executor == "celery" else None,
+                                  prefix=f"bench-{number}")
             try:
                 airflow.start()
                 started = time.perf_counter()
                 run, tasks = airflow.run_to_the_end("relay_digits", conf)
-                seconds[executor] = time.perf_counter() - started
-                seconds[f"{executor}_tasks"] = _task_seconds(tasks)
+                seconds.setdefault(executor, []).append(time.perf_counter() - started)
+                seconds.setdefault(f"{executor}_tasks", []).append(_task_seconds(tasks))
                 if run["state"] != "success":
                     states = {t["task_id"]: t["state"] for t in tasks}
                     raise RuntimeError(f"relay_digits on the {executor} executor ended {run['state']}: {states}")

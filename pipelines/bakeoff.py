@@ -17,8 +17,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from components.bakeoff import (candidates, gpu_note, measure, measure_candidate, measure_serving, measure_training,
-                                method)
+from components.bakeoff import (ReferenceServer, candidates, gpu_note, measure, measure_candidate, measure_serving,
+                                measure_training, method)
 from components.bakeoff.report import write_report
 from components.bakeoff.result import BakeoffResult
 from components.atomic import write_json
@@ -37,9 +37,11 @@ def is_bakeoff(params: dict | None) -> bool:
 
 
 def run_bakeoff(task: str, models: list[str] | None = None, overrides: dict[str, Any] | None = None,
-                ship: bool = False, settings: Settings | None = None, log=print) -> BakeoffResult:
+                ship: bool = False, settings: Settings | None = None, log=print,
+                serving_references: dict[str, ReferenceServer] | None = None) -> BakeoffResult:
     """Train, optimize, gate and measure every candidate; write bakeoff.json, bakeoff.html and bakeoff.md
-    under ``<RELAY_HOME>/bakeoffs/<task>/<id>/``; with ``ship``, register and deploy the recommended one."""
+    under ``<RELAY_HOME>/bakeoffs/<task>/<id>/``; with ``ship``, register and deploy the recommended one.
+    ``serving_references`` are measured beside the model servers (the benchmarks pass their HTTP floor)."""
     settings = settings or get_settings()
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     for fixed in ("framework", "model"):
@@ -58,12 +60,13 @@ def run_bakeoff(task: str, models: list[str] | None = None, overrides: dict[str,
         measured.append(_candidate(task, framework, model, overrides, settings, directory, log))
     log("training throughput: every candidate in alternating rounds")
     measure_training(measured, {c["name"]: run_spec(Path(c["run"])) for c in measured}, directory / "throughput", log)
-    log("serving: every candidate on TorchServe and on the V2 server, in alternating rounds")
-    measure_serving(spec, measured, own_server_settings(settings, directory / "servers"))
+    beside = "".join(f", beside {name}" for name in serving_references or {})
+    log(f"serving: every candidate on TorchServe and on the V2 server{beside}, in alternating rounds")
+    measure_serving(spec, measured, own_server_settings(settings, directory / "servers"), serving_references)
     document = {
         "task": spec.name, "id": stamp, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "directory": str(directory), "overrides": overrides, "machine": describe_machine(),
-        "method": method(spec), "priorities": spec.bakeoff.priorities.model_dump(),
+        "method": method(spec, list(serving_references or {})), "priorities": spec.bakeoff.priorities.model_dump(),
         "gpu": gpu_note(), "candidates": measured, "shipped": None,
     }
     result = write_report(document, directory)

@@ -58,6 +58,13 @@ class FloorTarget:
 
 
 @contextlib.contextmanager
+def floor_target(model: Path, preprocessing: Path) -> Iterator[FloorTarget]:
+    """The floor on ``model`` as a load target (a bake-off's ``ReferenceServer``)."""
+    with floor_server(model, preprocessing) as url:
+        yield FloorTarget(url)
+
+
+@contextlib.contextmanager
 def kserve_server(model: Path, preprocessing: Path) -> Iterator[str]:
     """kserve's ModelServer (.venv-kserve): a V2 request in."""
     (port,) = free_ports(1)

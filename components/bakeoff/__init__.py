@@ -8,14 +8,21 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
+from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 
+from components.deploy.load import LoadTarget
 from components.settings import Settings
 from components.spec import TaskSpec
 
 FRAMEWORKS = ("pytorch", "tensorflow")
 SERVING_FILES = 200  # distinct test images replayed by the serving loops
 SERVING_VERSION = "v0.0.0"  # the version each candidate's .mar carries
+
+# A reference a bake-off's serving loops measure beside the model servers (the benchmarks' HTTP floor): given a
+# candidate's optimized ONNX model and its preprocessing file, a server on it for as long as the block runs.
+ReferenceServer = Callable[[Path, Path], AbstractContextManager[LoadTarget]]
 
 
 def candidates(spec: TaskSpec, models: list[str] | None = None) -> list[tuple[str, str]]:
@@ -25,36 +32,43 @@ def candidates(spec: TaskSpec, models: list[str] | None = None) -> list[tuple[st
     return [(framework, model) for model in dict.fromkeys(chosen) for framework in FRAMEWORKS]
 
 
-def measure_serving(spec: TaskSpec, measured: list[dict], server_settings: Settings) -> None:
+def measure_serving(spec: TaskSpec, measured: list[dict], server_settings: Settings,
+                    references: dict[str, ReferenceServer] | None = None) -> None:
     """Serve every candidate's .mar from each model server (TorchServe and the V2 server, of the bake-off's own)
-    and measure them all in alternating rounds. A candidate's ``serving`` figures are those on the server its
-    spec deploys to (deploy.server), which the recommendation weighs; ``serving_by_server`` has both."""
+    and measure them all in alternating rounds, with each of ``references`` (name → server) serving every
+    candidate's model beside them. A candidate's ``serving`` figures are those on the server its spec deploys to
+    (deploy.server), which the recommendation weighs; ``serving_by_server`` has every server's and reference's."""
     from components.atomic import copy_file
     from components.bakeoff import measure
     from components.data.dataset import split_files
     from components.deploy.servers import SERVERS, model_server
     from components.registry import model_version
+    from components.run_files import RunDir
 
     servers = {kind: model_server(kind, server_settings) for kind in SERVERS}
-    try:
+    references = references or {}
+    with ExitStack() as running:
         targets = {}
         for kind, server in servers.items():
             server.start()
+            running.callback(server.stop)
             for candidate in measured:
                 name = candidate["serving"]["model_name"]
                 copy_file(Path(candidate["serving"]["mar"]), server.mar_path(name, SERVING_VERSION))
                 server.install(name, SERVING_VERSION)
                 server.set_default(name, model_version.served(SERVING_VERSION))
                 targets[f"{candidate['name']} on {kind}"] = (server, name)
+        for reference, serve in references.items():
+            for candidate in measured:
+                run = RunDir(candidate["run"])
+                target = running.enter_context(serve(run.optimized_model, run.preprocessing))
+                targets[f"{candidate['name']} on {reference}"] = (target, candidate["serving"]["model_name"])
         files, _ = split_files(Path(measured[0]["run"]) / "data", "test", spec.dataset.classes)
         bodies = [path.read_bytes() for path in files[:SERVING_FILES]]
         figures = measure.serving_figures(targets, bodies, spec.bakeoff.serving_requests,
                                           spec.bakeoff.bootstrap_samples)
-    finally:
-        for server in servers.values():
-            server.stop()
     for candidate in measured:
-        by_server = {kind: figures[f"{candidate['name']} on {kind}"] for kind in servers}
+        by_server = {kind: figures[f"{candidate['name']} on {kind}"] for kind in [*servers, *references]}
         candidate["serving"].update(by_server[spec.deploy.server], server=spec.deploy.server)
         candidate["serving_by_server"] = by_server
 
@@ -151,7 +165,8 @@ def measure_candidate(spec: TaskSpec, run: Path, work: Path, log=print) -> dict:
             "serving": serving, "footprint_mb": sizes}
 
 
-def method(spec: TaskSpec) -> dict:
+def method(spec: TaskSpec, serving_references: list[str] | None = None) -> dict:
+    """How every figure was measured, for the report (``serving_references``: what served beside the servers)."""
     from components.bakeoff.measure import CONCURRENCY
     from components.bakeoff.throughput import throughput_method
     from components.frameworks import backend
@@ -169,6 +184,8 @@ def method(spec: TaskSpec) -> dict:
         "serving_order": "candidates on each server alternate within each level, reversed every other round",
         "serving_servers": "TorchServe and the V2 server (MLServer), both measured; the recommendation weighs the "
                            "server the spec deploys to (deploy.server)",
+        **({"serving_references": ", ".join(serving_references) + ": each candidate's ONNX model, measured in the "
+                                  "same rounds for comparison; not a serving target"} if serving_references else {}),
         "training_throughput": throughput_method(cfg),
         "framework_settings": {framework: backend(framework).TRAINING_SETTINGS for framework in FRAMEWORKS},
         "bootstrap_samples": cfg.bootstrap_samples,
