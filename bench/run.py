@@ -770,7 +770,7 @@ def measure_serving(home: Path, requests: int = 4000, rounds: int = 4) -> dict[s
     from components.train import model_preprocessing
 
     from bench.stock_serving import build_stock_mar
-    from bench.v2_candidates.servers import FloorTarget, floor_server
+    from bench.v2_candidates.servers import floor_target
 
     settings = Settings(home=home)
     spec, layout, bodies = _digits_model(settings)
@@ -798,8 +798,8 @@ def measure_serving(home: Path, requests: int = 4000, rounds: int = 4) -> dict[s
         v2.add_version(spec, "v0.0.1", layout.optimized_model, prep)
         v2.set_default(spec.name, "v0.0.1")
         targets["V2 server"] = (v2, spec.name)
-        floor_url = running.enter_context(floor_server(layout.optimized_model, layout.train / PREPROCESSING_FILE))
-        targets["floor"] = (FloorTarget(floor_url), spec.name)
+        floor = running.enter_context(floor_target(layout.optimized_model, layout.preprocessing))
+        targets["floor"] = (floor, spec.name)
         measured = serving_figures(targets, bodies, requests, samples=1000, rounds=rounds)
     figures = {"serving_rounds": rounds}
     for label, result in measured.items():

@@ -4,7 +4,7 @@ under the same load client as the servers it is compared with."""
 from starlette.testclient import TestClient
 
 from bench.floor_server import PATH, floor_app
-from bench.v2_candidates.servers import FloorTarget, floor_server, floor_target
+from bench.v2_candidates.servers import floor_target
 from components.bakeoff import SERVING_VERSION, measure_serving
 from components.data.dataset import load_split
 from components.deploy.load import run_load
@@ -27,8 +27,8 @@ def test_the_floor_server_answers_the_models_class_for_each_image(trained_run):
 def test_the_floor_server_runs_as_its_own_process_under_the_load_client_without_errors(trained_run):
     spec, run = trained_run
     _, _, paths = load_split(run.data, "test", spec.dataset.classes)
-    with floor_server(run.optimized_model, run.train / PREPROCESSING_FILE) as url:
-        results = [run_load(FloorTarget(url), spec.name, [p.read_bytes() for p in paths], total=64, concurrency=c)
+    with floor_target(run.optimized_model, run.preprocessing) as floor:
+        results = [run_load(floor, spec.name, [p.read_bytes() for p in paths], total=64, concurrency=c)
                    for c in (1, 8, 32)]
     for result in results:
         assert result.requests == 64 and result.errors == 0, result.error_samples
