@@ -24,6 +24,11 @@ def _task_seconds(tasks: list[dict]) -> dict[str, float]:
                                 .total_seconds(), 1) for t in tasks if t.get("start_date") and t.get("end_date")}
 
 
+def _task_hosts(tasks: list[dict]) -> dict[str, str]:
+    """Which worker ran each task: a step's transfers depend on what its worker fetched before."""
+    return {t["task_id"]: t.get("hostname") or "" for t in tasks}
+
+
 # The executors' order, round by round: each runs first once and last once, so neither gains from the other's
 # warm page cache (the first DAG run after the servers start reads TensorFlow, TFX and torch from disk).
 ORDER = ("local", "celery", "celery", "local")
@@ -31,8 +36,8 @@ ORDER = ("local", "celery", "celery", "local")
 
 def dag_seconds(home: Path, conf: dict) -> dict:
     """Each executor's DAG runs in ``ORDER``, each on Airflow's servers started afresh and, for Celery, on workers
-    with empty homes and an empty S3 prefix: its seconds per run (a list, in its order) and its steps' seconds
-    (``<executor>_tasks``, a list of dicts)."""
+    with empty homes and an empty S3 prefix: its seconds per run (a list, in its order), its steps' seconds
+    (``<executor>_tasks``, a list of dicts) and where each step ran (``<executor>_hosts``)."""
     from pipelines.local_s3 import start_local_s3, stop_local_s3
     from tests.e2e.make_airflow import MakeAirflow
 
@@ -48,6 +53,7 @@ def dag_seconds(home: Path, conf: dict) -> dict:
                 run, tasks = airflow.run_to_the_end("relay_digits", conf)
                 seconds.setdefault(executor, []).append(time.perf_counter() - started)
                 seconds.setdefault(f"{executor}_tasks", []).append(_task_seconds(tasks))
+                seconds.setdefault(f"{executor}_hosts", []).append(_task_hosts(tasks))
                 if run["state"] != "success":
                     states = {t["task_id"]: t["state"] for t in tasks}
                     raise RuntimeError(f"relay_digits on the {executor} executor ended {run['state']}: {states}")

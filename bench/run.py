@@ -601,9 +601,10 @@ def measure_celery_vs_local(home: Path) -> dict[str, float]:
                        cwd=PROJECT_DIR, env={**os.environ, "PYTHONPATH": str(PROJECT_DIR)}, check=True)
         seconds = json.loads(out.read_text())
         for executor in ("local", "celery"):  # where the time went, run by run and step by step
-            for number, (run, tasks) in enumerate(zip(seconds[executor], seconds[f"{executor}_tasks"]), 1):
+            for number, (run, tasks, hosts) in enumerate(zip(seconds[executor], seconds[f"{executor}_tasks"],
+                                                             seconds[f"{executor}_hosts"]), 1):
                 print(f"{executor} executor, {conf or 'spec defaults'}, run {number}: {run:.1f} s; seconds per task: "
-                      f"{tasks}")
+                      f"{tasks}; ran on: {hosts}")
         celery, local = statistics.median(seconds["celery"]), statistics.median(seconds["local"])
         figures.update({f"celery_vs_local{suffix}": celery / local, f"celery_dag{suffix}_s": celery,
                         f"local_dag{suffix}_s": local})

@@ -73,13 +73,18 @@ def _explained(target: Path) -> Iterator[None]:
                            "Free space and run the step again.") from None
 
 
+def _temp_dir_beside(target: Path) -> Path:
+    """A new temp directory beside ``target``, once dead writers' leftovers there are reclaimed."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    reclaim_stale(target)
+    return Path(tempfile.mkdtemp(prefix=_prefix(target, "tmp"), dir=target.parent))
+
+
 @contextmanager
 def atomic_dir(target: Path) -> Iterator[Path]:
     """Yield an empty temp directory that replaces ``target`` when the block succeeds."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    reclaim_stale(target)
-    tmp = Path(tempfile.mkdtemp(prefix=_prefix(target, "tmp"), dir=target.parent))
+    tmp = _temp_dir_beside(target)
     try:
         with _explained(target):
             yield tmp
@@ -93,6 +98,19 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     os.rename(tmp, target)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def scratch_beside(target: Path) -> Iterator[Path]:
+    """Yield an empty temp directory beside ``target`` (on its filesystem, so files leave it by rename), removed
+    when the block ends however it ends; a dead writer's leftovers are reclaimed as ``atomic_dir`` does."""
+    target = Path(target)
+    tmp = _temp_dir_beside(target)
+    try:
+        with _explained(target):
+            yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @contextmanager

@@ -49,6 +49,15 @@ def dvc(args: list[str], repo: Path) -> str:
     return proc.stdout
 
 
+def fetch_tracked_files(repo: Path, tracked_dir: str, names: list[str], dest: Path) -> None:
+    """Download ``names`` (paths inside ``tracked_dir``, a directory DVC tracks in ``repo``, at the version its
+    pointer records) to the same paths under ``dest``, from the DVC cache or the default remote: DVC's granular
+    access (``DVCFileSystem``), which fetches these files alone, not the directory's others."""
+    from dvc.api import DVCFileSystem
+
+    DVCFileSystem(str(repo)).get([f"/{tracked_dir}/{name}" for name in names], [str(dest / name) for name in names])
+
+
 def dvc_reason(output: str) -> str:
     """DVC's reason for a failure: its ERROR lines, without the "Having any troubles?" footer."""
     s3 = s3_failure_reason(output)

@@ -379,9 +379,10 @@ def run_step(name: str, run_dir: Path, settings: Settings | None = None) -> dict
     run = RunDir(run_dir)
     spec = run_spec(run_dir)
     _inputs_present(name, run)
-    # Training from shards streams them from the shard store: its machine needs no copy of the dataset.
-    if name != "data" and not (name == "train" and spec.training.cache == "shards"):
-        _dataset_present(spec, run, settings)
+    if name != "data" and run.data_info.is_file() and (splits := _splits_read(name, spec)):
+        from components.data.dataset import ensure_split_files
+
+        ensure_split_files(spec, run.data, splits, settings)
     started = time.perf_counter()
     key = reused = None
     if name in CACHED_STEPS and settings.step_cache:
@@ -408,17 +409,14 @@ def _inputs_present(name: str, run: RunDir) -> None:
                              "(or see why it failed)")
 
 
-def _dataset_present(spec: TaskSpec, run: RunDir, settings: Settings) -> None:
-    """Steps read images through the manifest. A step in a fresh pod fetches the run's dataset
-    version first, and refuses a workspace that holds a different version."""
-    from components.data.dataset import dataset_root, ensure_dataset, read_data_info
+def _splits_read(name: str, spec: TaskSpec) -> tuple[str, ...]:
+    """The dataset splits whose image files step ``name`` opens: a step on a machine without them fetches only
+    these. validate reads the data step's manifest, register the run's own files, and training from shards
+    streams them from the shard store."""
+    from components.data.dataset import SPLITS
 
-    if not run.data_info.is_file():
-        return  # the data step has not run: the step itself reports what is missing
-    info = read_data_info(run.data)
-    if dataset_root(run.data, settings.project_dir).is_dir():
-        return
-    fetched = ensure_dataset(spec, settings)
-    if info["dataset_md5"] and fetched != info["dataset_md5"]:
-        raise RelayError(f"this run used dataset version {info['dataset_md5']}, but {fetched} was fetched: "
-                         f"check out the matching {spec.dataset.path}.dvc")
+    reads = {"train": () if spec.training.cache == "shards" else SPLITS,
+             "optimize": ("train",) if spec.optimize.quantize == "int8" else (),  # calibration images
+             "gate": ("test",),
+             "deploy": ("test",) if spec.deploy.target == "local" else ()}  # the smoke test and the canary
+    return reads.get(name, ())

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from components.atomic import atomic_dir, is_temp_name, reclaim_stale, write_json
+from components.atomic import atomic_dir, is_temp_name, reclaim_stale, scratch_beside, write_json
 from tests.conftest import PROJECT
 
 
@@ -93,3 +93,17 @@ def test_a_full_disk_publishes_nothing_and_says_so(tmp_path):
 def test_temp_names_are_recognised():
     assert is_temp_name(".train.tmp-123-abc") and is_temp_name(".model.onnx.old-5-x")
     assert not is_temp_name("model.onnx") and not is_temp_name(".dvc")
+
+
+def test_a_scratch_dir_beside_a_target_is_gone_however_its_block_ends(tmp_path):
+    """Files fetched into the scratch dir leave it by rename (same filesystem); what stays is removed."""
+    target = tmp_path / "dataset"
+    with scratch_beside(target) as scratch:
+        assert scratch.parent == tmp_path and is_temp_name(scratch.name)
+        (scratch / "kept.png").write_bytes(b"x")
+        os.replace(scratch / "kept.png", tmp_path / "kept.png")
+        (scratch / "left.png").write_bytes(b"y")
+    with pytest.raises(RuntimeError), scratch_beside(target) as scratch:
+        (scratch / "half.png").write_bytes(b"z")
+        raise RuntimeError("fetch cut short")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.png"]

@@ -6,6 +6,8 @@ real S3 server (moto, IAM auth on), data through the S3 DVC remote, models throu
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import subprocess
@@ -75,6 +77,14 @@ def test_the_digits_dag_runs_on_two_celery_workers_that_share_no_disk(celery_air
     assert any((trainer / "shards").iterdir())
     assert not any((celery_airflow.workers_dir / worker / "relay-home" / "cache" / "decoded").exists()
                    for worker in WORKERS)
+    # The other worker holds no more of the dataset than the test split (the gate's and the deploy step's smoke
+    # test and canary): each step fetches only the splits it opens, and training streamed the shards.
+    manifest = list(csv.DictReader(io.StringIO(files[f"{run_folder}/data/manifest.csv"].decode())))
+    test_split = {row["path"] for row in manifest if row["split"] == "test"}
+    for worker in set(WORKERS) - {ran_on["data"]}:
+        dataset = celery_airflow.workers_dir / worker / "project" / "data" / "digits"
+        held = {p.relative_to(dataset).as_posix() for p in dataset.rglob("*") if p.is_file()}
+        assert held <= test_split and len(test_split) < len(manifest) / 2, (worker, len(held), len(test_split))
     # What the steps hand over names no worker's own path. tfx/ is provenance only, read by no later step: TFX's
     # metadata and report record where the validate step's worker wrote and which schema it read.
     worker_paths = [str(celery_airflow.workers_dir / worker).encode() for worker in WORKERS]
