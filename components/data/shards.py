@@ -86,7 +86,8 @@ def _pack(fs, root: str, url: str, data_dir: Path, usable, layout: dict, setting
     """Decode ``usable`` into shards in a scratch folder and upload each to ``url`` (``root`` on ``fs``), then the
     index."""
     prep = data_preprocessing(data_dir)
-    files = [str(dataset_root(data_dir) / path) for path in usable["path"]]
+    images = dataset_root(data_dir, settings.project_dir)  # once: it reads the run's data.json
+    files = [str(images / path) for path in usable["path"]]
     class_index = {name: i for i, name in enumerate(layout["classes"])}
     labels = [class_index[label] for label in usable["label"]]
     index: dict = {"shape": [prep.height, prep.width, prep.channels], "splits": {}}

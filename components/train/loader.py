@@ -146,7 +146,8 @@ def open_run_data(data_dir: Path, spec: TaskSpec) -> tuple[DataSource, dict[str,
         source = ShardSource(prep, record, reader)
         reader.check(source.names)
         return source, splits
-    files = [str(dataset_root(data_dir) / p) for p in usable["path"]]
+    root = dataset_root(data_dir)  # once: it reads the run's data.json and the settings
+    files = [str(root / p) for p in usable["path"]]
     decoded = None
     if cache == "decoded" and files:
         # this machine's own cache
