@@ -112,9 +112,9 @@ def _publish(fs, root: str, local: Path, before: dict[str, tuple[int, int]]) -> 
     for marker in markers.values():
         if fs.exists(f"{root}/{marker}"):
             fs.rm_file(f"{root}/{marker}")
-    for name in changed:
-        if name not in markers.values():
-            _put(fs, local / name, f"{root}/{name}")
+    outputs = [name for name in changed if name not in markers.values()]
+    if outputs:  # in one call: fsspec uploads a list concurrently (S3: batch_size at a time)
+        fs.put([str(local / name) for name in outputs], [f"{root}/{name}" for name in outputs])
     for name in removed:
         if fs.exists(f"{root}/{name}"):
             fs.rm_file(f"{root}/{name}")
