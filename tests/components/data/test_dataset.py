@@ -320,8 +320,10 @@ def test_a_checkout_without_the_images_fetches_only_the_splits_a_step_reads(digi
     shutil.copy(first / "data" / "mine.dvc", second / "data" / "mine.dvc")
     settings = make_settings(tmp_path / "home-2", project_dir=second, dvc_remote=str(remote))
     manifest = read_manifest(run)
-    on_disk = lambda: {p.relative_to(second / "data" / "mine").as_posix()  # noqa: E731
-                       for p in (second / "data" / "mine").rglob("*") if p.is_file()}
+
+    def on_disk():
+        return {p.relative_to(second / "data" / "mine").as_posix() for p in (second / "data" / "mine").rglob("*")
+                if p.is_file()}
 
     ensure_split_files(spec, run, ("test",), settings)
     test_split = set(manifest.loc[manifest["split"] == "test", "path"])
@@ -347,8 +349,8 @@ def test_a_checkout_of_another_dataset_version_is_refused_before_anything_is_fet
     settings = make_settings(tmp_path / "home", project_dir=project, dvc_remote=str(tmp_path))
     run = tmp_path / "run" / "data"
     prepare_data(spec, run, settings)
-    recorded = pointer_md5(project / "data" / "mine.dvc")
     pointer = project / "data" / "mine.dvc"
+    recorded = pointer_md5(pointer)
     pointer.write_text(pointer.read_text().replace(recorded, "0" * 32 + ".dir"))
     shutil.rmtree(project / "data" / "mine" / "3")
 
