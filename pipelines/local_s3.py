@@ -1,5 +1,5 @@
-"""A real S3 server on 127.0.0.1 for the tests and for development (`make s3`): moto's standalone server,
-with its IAM authentication on, so a wrong key or secret is refused as AWS refuses it.
+"""A real S3 server on 127.0.0.1 for the tests and for development (`make s3`): moto's standalone server
+(``pipelines.moto_server``), with its IAM authentication on, so a wrong key or secret is refused as AWS refuses it.
 
 moto keeps objects in memory: what it holds is gone when it stops. It is for trying Relay across processes
 and machines' worth of homes on one machine, not for keeping data.
@@ -71,8 +71,8 @@ def start_local_s3(log: Path, bucket: str = "relay", port: int | None = None) ->
     log.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(_SETUP_ACTIONS)}
     with open(log, "ab") as out:
-        process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                                   env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen([sys.executable, str(Path(__file__).with_name("moto_server.py")), "127.0.0.1",
+                                    str(port)], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         _wait_listening(process, endpoint_url, log)
         iam = _client("iam", endpoint_url, "setup", "setup")
