@@ -139,6 +139,20 @@ def repo_lock(repo: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+@contextmanager
+def remote_locked(settings: Settings) -> Iterator[str]:
+    """Hold the project's repo lock with Relay's DVC remote configured as its default; yield the remote's URL."""
+    url = remote_url(settings)
+    with repo_lock(settings.project_dir):
+        configure_remote(settings.project_dir, url, settings.s3_endpoint_url)
+        yield url
+
+
+def pointer_file(tracked: Path) -> Path:
+    """The DVC pointer file of a tracked directory (``data/digits`` → ``data/digits.dvc``)."""
+    return tracked.with_name(tracked.name + ".dvc")
+
+
 def pointer_md5(pointer: Path) -> str | None:
     """The md5 recorded in a ``.dvc`` file, or None when there is none."""
     import yaml

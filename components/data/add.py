@@ -81,10 +81,9 @@ def add_data(task: str, source: Path, commit: bool = True, settings: Settings | 
         shutil.copyfile(source / rel, partial)
         os.replace(partial, target)
 
-    pointer = dataset.with_name(dataset.name + ".dvc")
+    pointer = versioning.pointer_file(dataset)
     rel_dataset = str(dataset.relative_to(project))
-    with versioning.repo_lock(project):
-        versioning.configure_remote(project, versioning.remote_url(settings), settings.s3_endpoint_url)
+    with versioning.remote_locked(settings):
         versioning.dvc(["add", rel_dataset], project)
         versioning.dvc(["push", rel_dataset + ".dvc"], project)
     md5 = versioning.pointer_md5(pointer)

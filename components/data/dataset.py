@@ -15,8 +15,6 @@ import json
 import math
 import os
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,20 +67,6 @@ class Discovery:
         self.ignored.setdefault(reason, []).append(rel)
 
 
-def _pointer(dataset_dir: Path) -> Path:
-    """The DVC pointer file of a tracked dataset directory (``data/digits`` → ``data/digits.dvc``)."""
-    return dataset_dir.with_name(dataset_dir.name + ".dvc")
-
-
-@contextmanager
-def _remote_locked(settings: Settings) -> Iterator[str]:
-    """Hold the project's repo lock with Relay's DVC remote configured as its default; yield the remote's URL."""
-    url = versioning.remote_url(settings)
-    with versioning.repo_lock(settings.project_dir):
-        versioning.configure_remote(settings.project_dir, url, settings.s3_endpoint_url)
-        yield url
-
-
 def ensure_dataset(spec: TaskSpec, settings: Settings) -> str | None:
     """Bring the DVC-tracked dataset into the workspace; return its DVC md5.
 
@@ -90,7 +74,7 @@ def ensure_dataset(spec: TaskSpec, settings: Settings) -> str | None:
     a built-in one, it is regenerated, checked against the committed hash and pushed.
     """
     dataset_dir = spec.dataset_dir(settings.project_dir)
-    pointer = _pointer(dataset_dir)
+    pointer = versioning.pointer_file(dataset_dir)
     repo = settings.project_dir
     if not (repo / ".dvc").is_dir() or not dataset_dir.is_relative_to(repo):
         # A dataset outside the project (tests, ad-hoc folders) is used as it is.
@@ -104,7 +88,7 @@ def ensure_dataset(spec: TaskSpec, settings: Settings) -> str | None:
             raise RelayError(f"{dataset_dir} is missing: run `dvc pull {rel}` before `dvc repro`")
         return versioning.pointer_md5(pointer)
     generator = GENERATORS.get(spec.dataset.source)
-    with _remote_locked(settings) as url:
+    with versioning.remote_locked(settings) as url:
         expected = versioning.pointer_md5(pointer)
         checked = _CheckedOut(settings, dataset_dir)
         if expected is not None and checked.matches(expected):
@@ -155,8 +139,8 @@ def ensure_split_files(spec: TaskSpec, data_dir: Path, splits: tuple[str, ...], 
         _same_version(spec, expected, ensure_dataset(spec, settings))
         return
     repo = settings.project_dir
-    pointer = _pointer(root)
-    with _remote_locked(settings) as url:
+    pointer = versioning.pointer_file(root)
+    with versioning.remote_locked(settings) as url:
         _same_version(spec, expected, versioning.pointer_md5(pointer))
         # Fetched beside the dataset and renamed into place: a fetch cut short leaves no truncated image behind.
         with scratch_beside(root) as scratch:

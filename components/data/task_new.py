@@ -156,9 +156,7 @@ def create_task(name: str, source: Path, labels_csv: str | None = None, settings
         if labels_csv:
             shutil.copyfile(source / labels_csv, tmp / labels_csv)
     try:
-        url = versioning.remote_url(settings)
-        with versioning.repo_lock(project):
-            versioning.configure_remote(project, url, settings.s3_endpoint_url)
+        with versioning.remote_locked(settings):
             versioning.dvc(["add", str(target.relative_to(project))], project)
             versioning.dvc(["push", str(target.relative_to(project)) + ".dvc"], project)
     except RelayError:
