@@ -5,7 +5,7 @@ with moto's request handler on Werkzeug's threaded server, exactly as ``python -
 does, except that the dispatcher's backend lookup is cached per host. moto 5.2 answers that lookup afresh on
 every request by listing its package directory (an ``isdir`` per module) and trying its backends' URL patterns;
 the answer for a host never changes while the server runs. Measured here (serial 400-byte PUTs, 2-core AMD
-EPYC): the server spent 8.4 ms of CPU per request as moto starts it and 5.8 ms with the lookup cached, and on
+EPYC): the server spent 8.4 ms of CPU per request as moto starts it and 6.3 ms with the lookup cached, and on
 these 2 cores that CPU is taken from the steps that the S3 server serves (docs/benchmarks.md).
 """
 
