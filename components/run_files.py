@@ -14,6 +14,7 @@ CHOSEN_BY = "chosen_by_bakeoff.json"     # a bake-off's recommended candidate: w
 MANIFEST = "manifest.csv"                # data/: one row per file
 DATA_INFO = "data.json"                  # data/: dataset version, counts, resolved preprocessing
 SHARDS = "shards.json"                   # data/: where the packed shards are, and which rows each holds
+FILE_PACKS = "file_packs.json"           # data/: where the packs of the original files are, and which rows each holds
 
 VALIDATION = "validation.json"           # validate/: GX results
 

@@ -161,10 +161,13 @@ StepSummary = (DataSummary | ValidateSummary | TrainSummary | OptimizeSummary | 
 def _data(spec: TaskSpec, run: RunDir, settings: Settings) -> DataSummary:
     from components.data.dataset import prepare_data
     from components.data.shards import write_shards
+    from components.data.split_files import packs_reach_other_machines, write_file_packs
 
     result = prepare_data(spec, run.data, settings)
     if spec.training.cache == "shards":
         write_shards(spec, run.data, settings)
+    if packs_reach_other_machines(settings):
+        write_file_packs(spec, run.data, settings)
     return DataSummary(result.images, result.described, result.dataset_md5, str(result.manifest))
 
 
@@ -380,7 +383,7 @@ def run_step(name: str, run_dir: Path, settings: Settings | None = None) -> dict
     spec = run_spec(run_dir)
     _inputs_present(name, run)
     if name != "data" and run.data_info.is_file() and (splits := _splits_read(name, spec)):
-        from components.data.dataset import ensure_split_files
+        from components.data.split_files import ensure_split_files
 
         ensure_split_files(spec, run.data, splits, settings)
     started = time.perf_counter()

@@ -9,6 +9,8 @@ from __future__ import annotations
 import ipaddress
 import os
 import shutil
+import subprocess
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -228,6 +230,17 @@ def copy_run(source, target: Path, spec, steps=("data", "train", "optimize")):
         shutil.copytree(getattr(source, step), getattr(run, step))
     run.spec_file.write_text(json.dumps(spec.model_dump(mode="json")))
     return run
+
+
+def dvc_checkout(path, dataset=None):
+    """A git and DVC project at ``path``; with ``dataset``, a copy of it added to DVC as data/mine."""
+    path.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=path, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=path, check=True)
+    if dataset is not None:
+        shutil.copytree(dataset, path / "data" / "mine")
+        subprocess.run([sys.executable, "-m", "dvc", "add", "-q", "data/mine"], cwd=path, check=True)
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -23,13 +23,13 @@ import pandas as pd
 from rich.progress import Progress
 
 from components import versioning
-from components.atomic import atomic_dir, scratch_beside, write_json
+from components.atomic import atomic_dir, write_json
 from components.child_processes import process_pool
 from components.data.builtin import GENERATORS
 from components.errors import RelayError
 from components.imaging import ImageRejected, Preprocessing, load_pixels, open_checked, preprocess_files
 from components.run_files import DATA_INFO, MANIFEST
-from components.object_store import describe_remote, store_failures
+from components.object_store import describe_remote
 from components.settings import Settings, get_settings
 from components.spec import Normalization, TaskSpec
 
@@ -42,8 +42,6 @@ COLUMNS = ["path", "label", "format", "width", "height", "mode", "bytes", "conte
            "mean_intensity", *CHANNEL_COLUMNS, *_SQUARE_COLUMNS]
 # Below this many new files a process pool costs more to start than it saves.
 _POOL_THRESHOLD = 64
-# Above this share of a version's files, one `dvc pull` of the whole version is quicker than fetching each file.
-_WHOLE_VERSION_ABOVE = 0.5
 
 
 @dataclass(frozen=True)
@@ -120,41 +118,6 @@ def ensure_dataset(spec: TaskSpec, settings: Settings) -> str | None:
                              f"{versioning.remote_failure(url, settings, error)}") from None
         checked.record(actual)
         return actual
-
-
-def ensure_split_files(spec: TaskSpec, data_dir: Path, splits: tuple[str, ...], settings: Settings) -> None:
-    """Make sure this machine's checkout holds the files of ``splits`` that the run in ``data_dir`` reads, of the
-    run's dataset version.
-
-    A worker or pod that did not run the data step fetches only those files from the DVC remote (a step that reads
-    the test split never downloads the training images), or the whole version when they are most of it.
-    """
-    root = dataset_root(data_dir, settings.project_dir)
-    manifest = read_manifest(data_dir)
-    missing = [path for path in manifest.loc[manifest["split"].isin(splits), "path"] if not (root / path).is_file()]
-    if not missing:
-        return
-    expected = read_data_info(data_dir)["dataset_md5"]
-    if expected is None or len(missing) > _WHOLE_VERSION_ABOVE * len(manifest):
-        _same_version(spec, expected, ensure_dataset(spec, settings))
-        return
-    repo = settings.project_dir
-    pointer = versioning.pointer_file(root)
-    with versioning.remote_locked(settings) as url:
-        _same_version(spec, expected, versioning.pointer_md5(pointer))
-        # Fetched beside the dataset and renamed into place: a fetch cut short leaves no truncated image behind.
-        with scratch_beside(root) as scratch:
-            with store_failures(url, "DVC remote", f"fetching {len(missing)} files of {pointer.name}", settings):
-                versioning.fetch_tracked_files(repo, root.relative_to(repo).as_posix(), missing, scratch)
-            for path in missing:
-                (root / path).parent.mkdir(parents=True, exist_ok=True)
-                os.replace(scratch / path, root / path)
-
-
-def _same_version(spec: TaskSpec, expected: str | None, actual: str | None) -> None:
-    if expected and actual != expected:
-        raise RelayError(f"this run used dataset version {expected}, but this checkout's {spec.dataset.path}.dvc "
-                         f"records {actual}: check out the matching {spec.dataset.path}.dvc")
 
 
 def tree_fingerprint(directory: Path) -> str | None:

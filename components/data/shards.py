@@ -66,8 +66,19 @@ def write_shards(spec: TaskSpec, data_dir: Path, settings: Settings) -> dict:
               "classes": spec.dataset.classes}
     version = hashlib.sha256((decoded_version(data_dir, usable) + json.dumps(layout, sort_keys=True)).encode())
     url = f"{settings.shard_store.rstrip('/')}/{version.hexdigest()[:24]}"
+    fs, root, index = open_store(url, settings)
+    if index is None:
+        index = _pack(fs, root, url, data_dir, usable, layout, settings)
+    record = {"url": url, **index}
+    write_json(data_dir / SHARDS, record)
+    return record
+
+
+def open_store(url: str, settings: Settings) -> tuple[fsspec.AbstractFileSystem, str, dict | None]:
+    """The filesystem and root of the shard store's folder ``url``, and its ``index.json`` if a packing finished
+    there (else None). S3 is asked first whether the bucket answers, so that a missing bucket, a refused key or
+    an unreachable endpoint stops the data step in one line before any packing."""
     if is_s3(url) and (problem := probe_s3(url, settings.s3_endpoint_url)):
-        # Asked of S3 itself before any decoding: a missing bucket, a refused key, an unreachable endpoint.
         raise RelayError(f"shard store {describe_remote(url, settings)}: {problem}")
     fs, root = fsspec.core.url_to_fs(url, **storage_options(url, settings))
     with store_failures(url, "shard store", f"reading {INDEX}", settings):
@@ -75,11 +86,7 @@ def write_shards(spec: TaskSpec, data_dir: Path, settings: Settings) -> dict:
             index = json.loads(fs.cat_file(f"{root}/{INDEX}"))
         except FileNotFoundError:
             index = None
-    if index is None:
-        index = _pack(fs, root, url, data_dir, usable, layout, settings)
-    record = {"url": url, **index}
-    write_json(data_dir / SHARDS, record)
-    return record
+    return fs, root, index
 
 
 def _pack(fs, root: str, url: str, data_dir: Path, usable, layout: dict, settings: Settings) -> dict:

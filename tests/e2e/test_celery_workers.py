@@ -77,6 +77,11 @@ def test_the_digits_dag_runs_on_two_celery_workers_that_share_no_disk(celery_air
     assert any((trainer / "shards").iterdir())
     assert not any((celery_airflow.workers_dir / worker / "relay-home" / "cache" / "decoded").exists()
                    for worker in WORKERS)
+    # It packed each split's original files there too, for the steps that open them on the other worker.
+    packs = json.loads(files[f"{run_folder}/data/file_packs.json"])
+    assert packs["url"].startswith(f"{celery_airflow.shards_uri}/files/") and packs["splits"]["test"]
+    packed = packs["url"][len(f"s3://{local_s3.bucket}/"):]
+    assert f"{packed}/index.json" in _s3_keys(local_s3, packed)[0]
     # The other worker holds no more of the dataset than the test split (the gate's and the deploy step's smoke
     # test and canary): each step fetches only the splits it opens, and training streamed the shards.
     manifest = list(csv.DictReader(io.StringIO(files[f"{run_folder}/data/manifest.csv"].decode())))

@@ -12,7 +12,7 @@ from components.data.dataset import (SKIPPED, build_manifest, discover, load_spl
                              split_by_hash)
 from components.errors import RelayError
 from components.versioning import pointer_md5
-from tests.conftest import PROJECT, spec_for
+from tests.conftest import PROJECT, dvc_checkout, spec_for
 
 
 def _tree_digest(root):
@@ -220,17 +220,6 @@ def test_dvc_supports_s3_remotes():
     assert "s3" in schemes, version.stdout
 
 
-def _dvc_checkout(path, dataset=None):
-    """A git and DVC project at ``path``; with ``dataset``, a copy of it added to DVC as data/mine."""
-    path.mkdir()
-    subprocess.run(["git", "init", "-q"], cwd=path, check=True)
-    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=path, check=True)
-    if dataset is not None:
-        shutil.copytree(dataset, path / "data" / "mine")
-        subprocess.run([sys.executable, "-m", "dvc", "add", "-q", "data/mine"], cwd=path, check=True)
-    return path
-
-
 def test_a_rerun_skips_dvc_until_a_file_changes(digits_spec, small_dataset, tmp_path, monkeypatch):
     """The dataset is pulled once; reruns with the files untouched start no DVC process."""
     import os
@@ -239,7 +228,7 @@ def test_a_rerun_skips_dvc_until_a_file_changes(digits_spec, small_dataset, tmp_
     from components.data.dataset import ensure_dataset
     from tests.conftest import make_settings
 
-    project = _dvc_checkout(tmp_path / "project", small_dataset)
+    project = dvc_checkout(tmp_path / "project", small_dataset)
     settings = make_settings(tmp_path / "home", project_dir=project)
     spec = spec_for(digits_spec, project / "data" / "mine", **{"dataset.source": "dvc"})
     calls = []
@@ -299,61 +288,3 @@ def test_an_s3_dvc_remote_that_fails_is_one_line_naming_it_and_nothing_is_pushed
     assert "\n" not in message and f"DVC remote {remote} (endpoint {endpoint})" in message, message
     assert {"wrong key": "the access key was refused", "missing bucket": "the bucket does not exist",
             "unreachable endpoint": "the endpoint is unreachable"}[problem] in message, message
-
-
-def test_a_checkout_without_the_images_fetches_only_the_splits_a_step_reads(digits_spec, small_dataset, tmp_path):
-    """A machine that did not run the data step fetches the files of the splits asked for from the DVC remote,
-    those alone; asking for every split brings the rest, and the checkout is then DVC's clean version."""
-    from components.data.dataset import SPLITS, ensure_split_files, read_manifest
-    from tests.conftest import make_settings
-
-    remote = tmp_path / "remote"
-    remote.mkdir()
-    first = _dvc_checkout(tmp_path / "first", small_dataset)
-    spec = spec_for(digits_spec, "data/mine", **{"dataset.source": "dvc"})
-    run = tmp_path / "run" / "data"
-    prepare_data(spec, run, make_settings(tmp_path / "home-1", project_dir=first, dvc_remote=str(remote)))
-    subprocess.run([sys.executable, "-m", "dvc", "push", "-q"], cwd=first, check=True)
-
-    second = _dvc_checkout(tmp_path / "second")
-    (second / "data").mkdir()
-    shutil.copy(first / "data" / "mine.dvc", second / "data" / "mine.dvc")
-    settings = make_settings(tmp_path / "home-2", project_dir=second, dvc_remote=str(remote))
-    manifest = read_manifest(run)
-
-    def on_disk():
-        return {p.relative_to(second / "data" / "mine").as_posix() for p in (second / "data" / "mine").rglob("*")
-                if p.is_file()}
-
-    ensure_split_files(spec, run, ("test",), settings)
-    test_split = set(manifest.loc[manifest["split"] == "test", "path"])
-    assert on_disk() == test_split and 0 < len(test_split) < len(manifest) / 2
-    assert all((second / "data" / "mine" / p).read_bytes() == (first / "data" / "mine" / p).read_bytes()
-               for p in test_split)
-    assert not [p for p in (second / "data").iterdir() if p.name.startswith(".")]  # no scratch left behind
-
-    ensure_split_files(spec, run, SPLITS, settings)
-    assert on_disk() == set(manifest["path"])
-    status = subprocess.run([sys.executable, "-m", "dvc", "status", "data/mine.dvc"], cwd=second, capture_output=True,
-                            text=True, check=True)
-    assert "up to date" in status.stdout, status.stdout
-
-
-def test_a_checkout_of_another_dataset_version_is_refused_before_anything_is_fetched(digits_spec, small_dataset,
-                                                                                   tmp_path):
-    from components.data.dataset import ensure_split_files
-    from tests.conftest import make_settings
-
-    project = _dvc_checkout(tmp_path / "project", small_dataset)
-    spec = spec_for(digits_spec, "data/mine", **{"dataset.source": "dvc"})
-    settings = make_settings(tmp_path / "home", project_dir=project, dvc_remote=str(tmp_path))
-    run = tmp_path / "run" / "data"
-    prepare_data(spec, run, settings)
-    pointer = project / "data" / "mine.dvc"
-    recorded = pointer_md5(pointer)
-    pointer.write_text(pointer.read_text().replace(recorded, "0" * 32 + ".dir"))
-    shutil.rmtree(project / "data" / "mine" / "3")
-
-    with pytest.raises(RelayError, match=rf"run used dataset version {recorded}.*data/mine\.dvc") as refused:
-        ensure_split_files(spec, run, ("test",), settings)
-    assert "\n" not in str(refused.value) and not (project / "data" / "mine" / "3").exists()
