@@ -106,7 +106,8 @@ def _pod_steps(spec: TaskSpec) -> dict[str, tuple[object, object]]:
     run_dir = f"{home}/runs/{spec.name}/airflow-{{{{ run_id | replace(':', '-') | replace('+', '-') }}}}"
     env = [k8s.V1EnvVar(name="RELAY_HOME", value=home), k8s.V1EnvVar(name="OMP_NUM_THREADS", value="2")]
     env += [k8s.V1EnvVar(name=name, value=os.environ[name])
-            for name in ("RELAY_DVC_REMOTE", "RELAY_REGISTRY_REMOTE", "RELAY_SHARDS_URI") if os.environ.get(name)]
+            for name in ("RELAY_DVC_REMOTE", "RELAY_REGISTRY_REMOTE", "RELAY_SHARDS_URI", "RELAY_RUNS_URI")
+            if os.environ.get(name)]  # RELAY_RUNS_URI: the data step packs the files for pods without them
     volume = k8s.V1Volume(name="relay-home",
                           persistent_volume_claim=k8s.V1PersistentVolumeClaimVolumeSource(claim_name="relay-home"))
     mount = k8s.V1VolumeMount(name="relay-home", mount_path=home)

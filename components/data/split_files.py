@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -70,27 +71,44 @@ def _pack(fs, root: str, url: str, images: Path, usable: pd.DataFrame, pack_byte
     settings.home.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=settings.home, prefix=".packs-") as scratch:
         for split in SPLITS:
-            packs, rows, size = [], [], 0
             members = usable.index[usable["split"] == split]
-            for position, row in enumerate(members):
-                rows.append(int(row))
-                size += int(usable.at[row, "bytes"])
-                if size >= pack_bytes or position == len(members) - 1:
-                    name = f"{split}-{len(packs):06d}.tar"
-                    local = Path(scratch) / name
-                    with wds.TarWriter(str(local)) as sink:
-                        for packed in rows:
-                            sink.write({"__key__": f"{packed:09d}",
-                                        "file": (images / usable.at[packed, "path"]).read_bytes()})
-                    with store_failures(url, "shard store", f"uploading {name}", settings):
-                        fs.put_file(str(local), f"{root}/{name}")
-                    local.unlink()
-                    packs.append({"name": name, "rows": rows})
-                    rows, size = [], 0
-            index["splits"][split] = packs
+            index["splits"][split] = []
+            for rows in _groups([int(row) for row in members], usable.loc[members, "bytes"].astype(int), pack_bytes):
+                name = f"{split}-{len(index['splits'][split]):06d}.tar"
+                local = Path(scratch) / name
+                with wds.TarWriter(str(local)) as sink:
+                    for row in rows:
+                        sink.write({"__key__": f"{row:09d}", "file": _described(images, usable, row)})
+                with store_failures(url, "shard store", f"uploading {name}", settings):
+                    fs.put_file(str(local), f"{root}/{name}")
+                local.unlink()
+                index["splits"][split].append({"name": name, "rows": rows})
         with store_failures(url, "shard store", f"uploading {INDEX}", settings):
             fs.pipe_file(f"{root}/{INDEX}", json.dumps(index).encode())  # last: the packs are whole
     return index
+
+
+def _groups(rows: list[int], sizes: Iterable[int], pack_bytes: int) -> Iterator[list[int]]:
+    """``rows`` in order, cut into groups whose files add up to ``pack_bytes`` or just over (the last: less)."""
+    group, size = [], 0
+    for row, file_size in zip(rows, sizes):
+        group.append(row)
+        size += file_size
+        if size >= pack_bytes:
+            yield group
+            group, size = [], 0
+    if group:
+        yield group
+
+
+def _described(images: Path, usable: pd.DataFrame, row: int) -> bytes:
+    """Row ``row``'s file as the manifest describes it: a file changed since is refused, not packed."""
+    path = images / usable.at[row, "path"]
+    content = path.read_bytes()
+    if hashlib.sha256(content).hexdigest() != usable.at[row, "content_hash"]:
+        raise RelayError(f"{path} changed while the data step ran (its content no longer matches the manifest): "
+                         "rerun the data step")
+    return content
 
 
 def ensure_split_files(spec: TaskSpec, data_dir: Path, splits: tuple[str, ...], settings: Settings) -> None:

@@ -197,6 +197,8 @@ def test_pod_mode_passes_the_run_by_uri_when_a_runs_uri_is_set(monkeypatch):
         arguments = dag.get_task(name).arguments
         assert arguments[2] == "--run-uri"
         assert arguments[3].startswith("s3://relay-dvc-prod/runs/digits/airflow-{{ run_id")
+        # the pods know runs move between machines: the data step packs the files for the others
+        assert {e.name: e.value for e in dag.get_task(name).env_vars}["RELAY_RUNS_URI"] == "s3://relay-dvc-prod/runs/"
 
 
 @pytest.mark.parametrize("mode", ["local", "kubernetes"])

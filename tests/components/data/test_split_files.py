@@ -132,6 +132,18 @@ def test_a_pack_gone_from_the_store_leaves_its_files_to_the_dvc_remote(machines,
     assert _files(second) == set(usable.loc[usable["split"] == "test", "path"])
 
 
+def test_a_file_changed_since_the_manifest_is_refused_and_no_packs_are_published(machines, tmp_path):
+    spec, run, first, second, remote = machines
+    usable = usable_images(run)
+    changed = first / "data" / "mine" / usable["path"][len(usable) - 1]
+    changed.write_bytes(changed.read_bytes() + b"changed")
+    settings = make_settings(tmp_path / "home-1", project_dir=first)
+    with pytest.raises(RelayError, match=f"{changed} changed while the data step ran") as refused:
+        write_file_packs(spec, run, settings)
+    assert "\n" not in str(refused.value) and not (run / FILE_PACKS).exists()
+    assert not list((settings.home / "shards").rglob("index.json"))  # no reader sees these packs as whole
+
+
 def test_a_checkout_of_another_dataset_version_is_refused_before_anything_is_fetched(digits_spec, small_dataset,
                                                                                    tmp_path):
     project = dvc_checkout(tmp_path / "project", small_dataset)
