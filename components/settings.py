@@ -84,7 +84,9 @@ class Settings(BaseSettings):
                                   "downloads its run, steps it and uploads what it wrote. Default: <home>/runs.")
     shards_uri: str | None = Field(
         default=None, description="Where the data step packs each data version's shards for training to stream "
-                                  "(training.cache: shards), e.g. s3://bucket/shards. Default: <home>/shards.")
+                                  "(training.cache: shards), and with runs_uri a URL too, the packs of its original "
+                                  "files for steps on machines without them; e.g. s3://bucket/shards. Default: "
+                                  "<home>/shards.")
     registry: Path | None = Field(default=None, description="Model registry git repo; default <home>/registry.")
     registry_remote: str | None = Field(
         default=None, description="Git remote the registry pushes commits and GTO tags to, if any."
