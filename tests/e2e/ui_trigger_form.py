@@ -8,7 +8,7 @@ import json
 import sys
 
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import TimeoutException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -23,7 +23,9 @@ def read_trigger_form(url: str, user: str, password: str, dag_id: str) -> dict:
                      "--window-size=1400,1000"):
         options.add_argument(argument)
     driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-    wait = WebDriverWait(driver, 30)
+    # The UI sends a signed-out browser on to its login page from script: an element looked up while that
+    # navigation runs fails with "aborted by navigation", so the wait polls again (it still times out at 30 s).
+    wait = WebDriverWait(driver, 30, ignored_exceptions=(WebDriverException,))
     try:
         driver.get(f"{url}/dags/{dag_id}")
         wait.until(expected_conditions.presence_of_element_located((By.NAME, "username"))).send_keys(user)
