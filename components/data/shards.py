@@ -51,10 +51,15 @@ def read_shard_index(data_dir: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def runs_move_between_machines(settings: Settings) -> bool:
+    """Whether runs live at a URL (RELAY_RUNS_URI), so that their steps may run on machines that share no disk."""
+    return bool(settings.runs_uri) and "://" in settings.runs_uri
+
+
 def write_shards(spec: TaskSpec, data_dir: Path, settings: Settings) -> dict:
     """Pack the run's usable images into shards in the shard store (unless this data version and layout are there
     already) and record them in ``data_dir/shards.json``; return that record."""
-    if settings.runs_uri and "://" in settings.runs_uri and "://" not in settings.shard_store:
+    if runs_move_between_machines(settings) and "://" not in settings.shard_store:
         raise RelayError(f"training.cache is shards and runs move through {settings.runs_uri}, but the shard store is "
                          f"this machine's {settings.shard_store}, which other workers cannot read: set "
                          "RELAY_SHARDS_URI to a URL such as s3://bucket/shards")

@@ -32,7 +32,7 @@ from components import versioning
 from components.atomic import scratch_beside, write_json
 from components.data.dataset import (SPLITS, dataset_root, ensure_dataset, read_data_info, read_manifest,
                                      usable_images)
-from components.data.shards import INDEX, open_store
+from components.data.shards import INDEX, open_store, runs_move_between_machines
 from components.errors import RelayError
 from components.object_store import store_failures
 from components.run_files import FILE_PACKS
@@ -47,7 +47,7 @@ _WHOLE_VERSION_ABOVE = 0.5
 def packs_reach_other_machines(settings: Settings) -> bool:
     """Whether the data step packs the original files: runs move between machines, through a shard store they
     all reach."""
-    return bool(settings.runs_uri) and "://" in settings.runs_uri and "://" in settings.shard_store
+    return runs_move_between_machines(settings) and "://" in settings.shard_store
 
 
 def write_file_packs(spec: TaskSpec, data_dir: Path, settings: Settings) -> dict:
