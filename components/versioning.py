@@ -1,4 +1,5 @@
-"""Git and DVC commands shared by the data, register and promote steps, run through their own CLIs."""
+"""Git and DVC commands shared by the data, register and promote steps, run through their own CLIs (DVC's remote
+config through its own Python API, which is what `dvc remote add` runs, without a process per call)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from components.errors import RelayError
-from components.object_store import is_s3, probe_s3, s3_failure_reason
+from components.object_store import is_s3, probe_s3, s3_failure_reason, storage_options
 from components.settings import Settings
 
 REMOTE_NAME = "relay"
@@ -100,10 +101,31 @@ def configure_remote(repo: Path, url: str, endpoint_url: str | None = None, comm
     endpoint_url = endpoint_url if is_s3(url) else None
     if _configured_remote(config_file) == (url, endpoint_url):
         return  # already so: spare a DVC process (about a second)
-    scope = [] if committed else ["--local"]
-    dvc(["remote", "add", *scope, "--force", "--default", REMOTE_NAME, url], repo)
-    if endpoint_url:
-        dvc(["remote", "modify", *scope, REMOTE_NAME, "endpointurl", endpoint_url], repo)
+    from dvc.config import Config, ConfigError  # DVC's own config API: what `dvc remote add` runs, in-process
+
+    remote = {"url": url, **({"endpointurl": endpoint_url} if endpoint_url else {})}
+    try:
+        with Config(str(repo / ".dvc")).edit("repo" if committed else "local") as config:
+            config["remote"][REMOTE_NAME] = remote
+            config["core"]["remote"] = REMOTE_NAME
+    except ConfigError as error:
+        raise RelayError(f"cannot make {url} the DVC remote of {repo}: {error}") from None
+
+
+def nowhere_to_pull(repo: Path, url: str, md5: str, settings: Settings) -> bool:
+    """True when the object ``md5`` (a pointer's hash) is neither in ``repo``'s DVC cache nor on the remote ``url``,
+    so that `dvc pull` is bound to fail: a caller that can make the data spares that process (1 to 3 s). A remote
+    that cannot be asked answers False, and the pull reports what is wrong with it."""
+    import fsspec
+
+    key = f"files/md5/{md5[:2]}/{md5[2:]}"  # DVC 3's layout, in its cache and on its remotes alike
+    if (repo / ".dvc" / "cache" / key).exists():
+        return False
+    try:
+        fs, root = fsspec.core.url_to_fs(url, **storage_options(url, settings))
+        return not fs.exists(f"{root.rstrip('/')}/{key}")
+    except Exception:  # noqa: BLE001 - credentials, bucket or endpoint: the pull says which, in one line
+        return False
 
 
 def committed_remote(repo: Path) -> str | None:

@@ -91,7 +91,7 @@ def ensure_dataset(spec: TaskSpec, settings: Settings) -> str | None:
         checked = _CheckedOut(settings, dataset_dir)
         if expected is not None and checked.matches(expected):
             return expected  # pulled (or generated) before, and no file changed since
-        if expected is not None:
+        if expected is not None and not (generator and versioning.nowhere_to_pull(repo, url, expected, settings)):
             try:
                 versioning.dvc(["pull", rel], repo)
                 checked.record(expected)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from components.data import dataset
 from components.data.builtin import SHAPES, write_shapes, write_sklearn_digits
 from components.data.dataset import (SKIPPED, build_manifest, discover, load_split, prepare_data, read_data_info,
                              split_by_hash)
@@ -235,11 +236,52 @@ def test_a_rerun_skips_dvc_until_a_file_changes(digits_spec, small_dataset, tmp_
     real = versioning.dvc
     monkeypatch.setattr(versioning, "dvc", lambda args, repo: calls.append(args[0]) or real(args, repo))
     md5 = pointer_md5(project / "data" / "mine.dvc")
-    assert ensure_dataset(spec, settings) == md5 and calls == ["remote", "pull"]
-    assert ensure_dataset(spec, settings) == md5 and calls == ["remote", "pull"]  # nothing started
+    assert ensure_dataset(spec, settings) == md5 and calls == ["pull"]
+    assert ensure_dataset(spec, settings) == md5 and calls == ["pull"]  # nothing started
     touched = next((project / "data" / "mine" / "3").iterdir())
     os.utime(touched, ns=(touched.stat().st_atime_ns, touched.stat().st_mtime_ns + 10**9))
-    assert ensure_dataset(spec, settings) == md5 and calls == ["remote", "pull", "pull"]
+    assert ensure_dataset(spec, settings) == md5 and calls == ["pull", "pull"]
+
+
+def _digits_checkout(path):
+    """A repo with the committed pointer of the built-in digits dataset and not its files: a fresh clone."""
+    (path / "data").mkdir(parents=True)
+    subprocess.run(["git", "init", "-q"], cwd=path, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=path, check=True)
+    shutil.copy(PROJECT / "data" / "digits.dvc", path / "data" / "digits.dvc")
+    return path
+
+
+@pytest.mark.parametrize("remote_kind", ["folder", "s3"])
+def test_a_built_in_dataset_is_pulled_when_the_remote_has_it_and_made_when_it_has_not(tmp_path, monkeypatch,
+                                                                                      remote_kind, request):
+    """A fresh clone with an empty remote makes the built-in dataset without a `dvc pull` bound to fail (one
+    process, 1 to 3 s), and pushes it; the next fresh clone pulls it, and makes nothing."""
+    from components import versioning
+    from components.data.dataset import ensure_dataset
+    from components.spec import load_spec
+    from tests.conftest import make_settings
+
+    if remote_kind == "s3":
+        server = request.getfixturevalue("local_s3")
+        request.getfixturevalue("s3_env")
+        remote = {"dvc_remote": f"s3://{server.bucket}/pull-or-make-{tmp_path.name}",
+                  "s3_endpoint_url": server.endpoint_url}
+    else:
+        (tmp_path / "remote").mkdir()
+        remote = {"dvc_remote": str(tmp_path / "remote")}
+    calls, made = [], []
+    real_dvc, real_generator = versioning.dvc, dataset.GENERATORS["sklearn-digits"]
+    monkeypatch.setattr(versioning, "dvc", lambda args, repo: calls.append(args[0]) or real_dvc(args, repo))
+    monkeypatch.setitem(dataset.GENERATORS, "sklearn-digits", lambda path: made.append(path) or real_generator(path))
+    expected = pointer_md5(PROJECT / "data" / "digits.dvc")
+    for clone, (dvc_calls, generated) in {"first": (["add", "push"], 1), "second": (["pull"], 0)}.items():
+        project = _digits_checkout(tmp_path / clone)
+        settings = make_settings(tmp_path / f"home-{clone}", project_dir=project, **remote)
+        calls.clear(), made.clear()
+        assert ensure_dataset(load_spec("digits"), settings) == expected
+        assert (calls, len(made)) == (dvc_calls, generated), clone
+        assert _tree_digest(project / "data" / "digits") == _tree_digest(tmp_path / "first" / "data" / "digits")
 
 
 def test_an_unchanged_dataset_reuses_its_manifest(digits_spec, small_dataset, settings, tmp_path):
@@ -268,11 +310,7 @@ def test_an_s3_dvc_remote_that_fails_is_one_line_naming_it_and_nothing_is_pushed
     from components.spec import load_spec
     from tests.conftest import PROJECT, free_ports, make_settings
 
-    project = tmp_path / "checkout"
-    (project / "data").mkdir(parents=True)
-    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
-    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=project, check=True)
-    shutil.copy(PROJECT / "data" / "digits.dvc", project / "data" / "digits.dvc")
+    project = _digits_checkout(tmp_path / "checkout")
     bucket, endpoint = local_s3.bucket, local_s3.endpoint_url
     if problem == "wrong key":
         monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIANOTAKEY000000000")
