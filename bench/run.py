@@ -90,16 +90,18 @@ TARGETS = {  # key: (description, comparison, target)
     "bakeoff_shapes_s": ("`relay bakeoff shapes` (resnet, both frameworks, the spec's epochs), s", None, None),
     "shapes_best_opt_vs_native_b1": ("shapes: best native p50 over best optimized p50, batch 1 (either framework)",
                                      ">=", 2.0),
-    "served_throughput_vs_stock_c32": ("digits served requests/s at 32 clients: Relay over stock TorchServe "
-                                       "(TorchScript, eager handler, defaults)", ">=", 2.0),
-    "served_p99_over_p50_c32": ("Relay's served p99 over p50 at 32 clients", "<=", 2.0),
+    # Issue 20's figures for Relay's default server (deploy.server: torchserve), judged by issue 20's targets: the
+    # same targets as the v2_ keys below, so the table says which server meets them.
+    "served_throughput_vs_stock_c32": ("digits served requests/s at 32 clients: Relay's default (TorchServe) over "
+                                       "stock TorchServe (TorchScript, eager handler, defaults)", ">=", 2.5),
+    "served_p99_over_p50_c32": ("Relay's default (TorchServe) served p99 over p50 at 32 clients", "<=", 2.0),
     "served_p50_ms": ("digits served p50, one client, Relay's default serving config, ms", "<=", 2.0),
     "served_vs_floor_p50_c1": ("TorchServe (Relay's default) p50 at one client over the HTTP floor's "
                                "(bench/floor_server.py: Starlette + ONNX Runtime, measured in the same run)",
-                               None, None),
-    "served_vs_floor_rps_c32": ("TorchServe (Relay's default) requests/s at 32 clients over the HTTP floor's", None,
-                                None),
-    "served_vs_stock_p50_c1": ("TorchServe (Relay's default) p50 at one client over stock TorchServe's", None, None),
+                               "<=", 1.5),
+    "served_vs_floor_rps_c32": ("TorchServe (Relay's default) requests/s at 32 clients over the HTTP floor's", ">=",
+                                0.8),
+    "served_vs_stock_p50_c1": ("TorchServe (Relay's default) p50 at one client over stock TorchServe's", "<=", 0.7),
     # Issue 20's targets, for Relay's V2 server (deploy.server: kserve; the raw image route, token on).
     "v2_vs_floor_p50_c1": ("V2 server p50 at one client over the HTTP floor's (same run)", "<=", 1.5),
     "v2_vs_floor_rps_c32": ("V2 server requests/s at 32 clients over the HTTP floor's", ">=", 0.8),

@@ -98,9 +98,11 @@ def configure_remote(repo: Path, url: str, endpoint_url: str | None = None, comm
     An s3:// remote gets ``endpoint_url`` (an S3-compatible server) as its endpointurl; credentials never
     go into a DVC config: DVC reads them from the AWS environment."""
     config_file = repo / ".dvc" / ("config" if committed else "config.local")
+    if "://" not in url:  # a folder: where remote_url found it, whatever directory DVC would resolve it from
+        url = str(Path(url).absolute())
     endpoint_url = endpoint_url if is_s3(url) else None
     if _configured_remote(config_file) == (url, endpoint_url):
-        return  # already so: spare a DVC process (about a second)
+        return  # already so
     from dvc.config import Config, ConfigError  # DVC's own config API: what `dvc remote add` runs, in-process
 
     remote = {"url": url, **({"endpointurl": endpoint_url} if endpoint_url else {})}
