@@ -6,14 +6,15 @@ request needs the token, over REST and gRPC. It runs in ``.venv-serve`` (MLServe
 REPOSITORY is an MLServer model repository: its ``settings.json`` (host, ports) and one folder per model
 version holding ``model-settings.json`` (implementation ``components.deploy.v2_runtime.RelayImageClassifier``),
 the ONNX model and Relay's serving config. ``defaults.json`` there, ``{model: version}``, names each model's
-default version: requests that name no version (``/v2/models/<name>/infer``, ``/predictions/<name>``) go to it.
+default version: requests that name no version (``/v2/models/<name>/infer``, ``/predictions/<name>``, a gRPC
+ModelInfer with no ``model_version``) go to it.
 
 MLServer has no authentication of its own. The token is checked by an ASGI middleware in front of MLServer's
-REST app and by a gRPC interceptor, both added here; the token file is read again whenever it changes, so a
-renewed token takes effect without a restart. Behind the token, TorchServe's raw image route
-(``v2_runtime.RAW_ROUTE``) is a plain Starlette route ahead of MLServer's FastAPI app: as a MLServer custom
-handler it went through FastAPI's request handling and MLServer's GZip middleware, which cost more than the model
-(docs/benchmarks.md).
+REST app and by a gRPC interceptor (which also sends versionless calls to the default), both added here; the
+token file is read again whenever it changes, so a renewed token takes effect without a restart. Behind the
+token, TorchServe's raw image route (``v2_runtime.RAW_ROUTE``) is a plain Starlette route ahead of MLServer's
+FastAPI app: as a MLServer custom handler it went through FastAPI's request handling and MLServer's GZip
+middleware, which cost more than the model (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -118,11 +119,19 @@ async def _json(send, status: int, body: dict) -> None:
     await send({"type": "http.response.body", "body": content})
 
 
-class TokenInterceptor(aio.ServerInterceptor):
-    """gRPC: UNAUTHENTICATED for a call without ``authorization: Bearer <token>`` metadata."""
+# The gRPC calls that name a model version, and their request's (model, version) fields: the same calls as
+# _VERSIONLESS on REST. A call that leaves the version empty goes to Relay's default, as on REST (MLServer's own
+# choice would be the newest version, which is wrong after a rollback).
+_VERSIONED_RPCS = {"/inference.GRPCInferenceService/ModelInfer": ("model_name", "model_version"),
+                   "/inference.GRPCInferenceService/ModelReady": ("name", "version")}
 
-    def __init__(self, token: Token):
-        self.token = token
+
+class TokenAndDefaultsInterceptor(aio.ServerInterceptor):
+    """gRPC: UNAUTHENTICATED for a call without ``authorization: Bearer <token>`` metadata; a call naming no
+    version goes to the model's default version (NOT_FOUND when it has none)."""
+
+    def __init__(self, token: Token, defaults: _Watched):
+        self.token, self.defaults = token, defaults
 
         async def refuse(request, context):
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, _NO_TOKEN)
@@ -131,13 +140,32 @@ class TokenInterceptor(aio.ServerInterceptor):
 
     async def intercept_service(self, continuation, handler_call_details):
         metadata = dict(handler_call_details.invocation_metadata or ())
-        if self.token.accepts(metadata.get("authorization")):
-            return await continuation(handler_call_details)
-        return self._refusal
+        if not self.token.accepts(metadata.get("authorization")):
+            return self._refusal
+        handler = await continuation(handler_call_details)
+        fields = _VERSIONED_RPCS.get(handler_call_details.method)
+        if handler is None or fields is None:
+            return handler
+        return grpc.unary_unary_rpc_method_handler(self._to_default(handler.unary_unary, *fields),
+                                                   request_deserializer=handler.request_deserializer,
+                                                   response_serializer=handler.response_serializer)
+
+    def _to_default(self, behaviour, name_field: str, version_field: str):
+        async def to_default(request, context):
+            if not getattr(request, version_field):
+                name = getattr(request, name_field)
+                version = self.defaults.value().get(name)
+                if version is None:
+                    await context.abort(grpc.StatusCode.NOT_FOUND, f"model {name} has no default version on this "
+                                                                   "server")
+                setattr(request, version_field, version)
+            return await behaviour(request, context)
+
+        return to_default
 
 
 class RelayMLServer(MLServer):
-    """MLServer with the token on both protocols and Relay's default versions on REST."""
+    """MLServer with the token and Relay's default versions on both protocols."""
 
     def __init__(self, settings, repository: Path, token_file: Path):
         self._token = Token(token_file)
@@ -149,7 +177,7 @@ class RelayMLServer(MLServer):
         # add_middleware puts each one outside those added before: the token is checked first.
         self._rest_server._app.add_middleware(RawImageRoute)
         self._rest_server._app.add_middleware(TokenAndDefaults, token=self._token, defaults=self._defaults)
-        interceptor = TokenInterceptor(self._token)
+        interceptor = TokenAndDefaultsInterceptor(self._token, self._defaults)
 
         class TokenGRPCServer(GRPCServer):
             def _create_server(self):

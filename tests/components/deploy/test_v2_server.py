@@ -76,10 +76,11 @@ def _in_serve_env(settings, module: str, *args: str) -> subprocess.CompletedProc
                           env={"PYTHONPATH": str(PROJECT_DIR), "PATH": "/usr/bin:/bin"})
 
 
-def _grpc_infer(server: V2Server, version: str, paths, token: str) -> dict:
-    """ModelInfer over gRPC with image files as BYTES (raw bytes: base64 is only JSON's encoding of them)."""
+def _grpc_infer(server: V2Server, version: str, paths, token: str, model: str = "digits") -> dict:
+    """ModelInfer over gRPC with image files as BYTES (raw bytes: base64 is only JSON's encoding of them); an empty
+    ``version`` names none."""
     answered = _in_serve_env(server.settings, "tests.components.deploy.v2_grpc_client", server.grpc_address, token,
-                             "digits", version, *map(str, paths))
+                             model, version, *map(str, paths))
     answered.check_returncode()
     return json.loads(answered.stdout)
 
@@ -91,6 +92,8 @@ def test_grpc_clients_send_image_files_as_bytes_and_get_what_the_model_says(serv
     assert answer["model_version"] == "0.1.0" and answer["outputs"]["index"] == _expected(run, paths)
     assert answer["outputs"]["class"] == [spec.dataset.classes[i] for i in _expected(run, paths)]
     assert _grpc_infer(server, "0.1.0", paths[:1], "wrong")["status"] == "UNAUTHENTICATED"
+    no_default = _grpc_infer(server, "", paths[:1], server.token(), model="shapes")
+    assert no_default == {"status": "NOT_FOUND", "details": "model shapes has no default version on this server"}
 
 
 def test_it_listens_on_loopback_only(served):
@@ -181,9 +184,11 @@ def test_versions_are_served_side_by_side_and_requests_without_one_go_to_relays_
     try:
         assert server.versions("digits") == ["0.1.0", "0.2.0"]
         assert server.infer("digits", _images_request([image]))["model_version"] == "0.1.0"  # default unchanged
+        assert _grpc_infer(server, "", paths[:1], server.token())["model_version"] == "0.1.0"  # not the newest
         assert server.infer("digits", _images_request([image]), version="v0.2.0")["model_version"] == "0.2.0"
         server.set_default("digits", "0.2.0")
         assert server.infer("digits", _images_request([image]))["model_version"] == "0.2.0"
+        assert _grpc_infer(server, "", paths[:1], server.token())["model_version"] == "0.2.0"
         assert server.predict("digits", image, version="0.2.0")["index"] == server.predict("digits", image)["index"]
     finally:
         server.set_default("digits", "v0.1.0")
