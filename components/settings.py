@@ -87,6 +87,10 @@ class Settings(BaseSettings):
                                   "(training.cache: shards), and with runs_uri a URL too, the packs of its original "
                                   "files for steps on machines without them; e.g. s3://bucket/shards. Default: "
                                   "<home>/shards.")
+    train_queue: str | None = Field(
+        default=None, description="The Celery queue Airflow sends the training work to (the train step and the "
+                                  "bake-off), e.g. the one the workers with GPUs consume. Default: Airflow's "
+                                  "default queue. The LocalExecutor ignores queues.")
     registry: Path | None = Field(default=None, description="Model registry git repo; default <home>/registry.")
     registry_remote: str | None = Field(
         default=None, description="Git remote the registry pushes commits and GTO tags to, if any."

@@ -6,7 +6,9 @@
 # RELAY_AIRFLOW_EXECUTOR=celery: CeleryExecutor with Debian's redis-server as broker (127.0.0.1, a password) and
 # RELAY_CELERY_WORKERS (2) Celery workers. Each worker is a machine of its own: its own HOME, RELAY_HOME, TMPDIR,
 # AIRFLOW_HOME and copy of the project, under RELAY_WORKERS_DIR, sharing no path with the others, so runs must
-# live at RELAY_RUNS_URI (S3) and models in RELAY_REGISTRY_REMOTE (git) and the DVC remote.
+# live at RELAY_RUNS_URI (S3) and models in RELAY_REGISTRY_REMOTE (git) and the DVC remote. The last worker is
+# the trainer: it alone consumes the training queue (RELAY_TRAIN_QUEUE, default training), as machines with GPUs
+# would, and the others Airflow's default queue (one worker consumes both).
 # `relay airflow` sets RELAY_PYTHON (its interpreter: airflow lies beside it), RELAY_DAGS_FOLDER (the project's
 # dags/) and RELAY_PROJECT_DIR, and RELAY_PYTHONPATH when Relay runs from a checkout.
 set -euo pipefail
@@ -42,6 +44,8 @@ case $executor in
     export AIRFLOW__CORE__EXECUTOR=CeleryExecutor
     export AIRFLOW__API_AUTH__JWT_SECRET=${AIRFLOW__API_AUTH__JWT_SECRET:-$("$RELAY_PYTHON" -c 'import secrets; print(secrets.token_hex(32))')}
     export AIRFLOW__CORE__HOSTNAME_CALLABLE=pipelines.airflow_local.worker_hostname
+    # Read where the DAGs are parsed: the train step and the bake-off are sent to this queue.
+    export RELAY_TRAIN_QUEUE=${RELAY_TRAIN_QUEUE:-training}
     ;;
   *) echo "RELAY_AIRFLOW_EXECUTOR=$executor: use local or celery" >&2; exit 2 ;;
 esac
@@ -90,8 +94,12 @@ setsid "$airflow" triggerer --skip-serve-logs >"$AIRFLOW_HOME/logs/triggerer.log
 if [ "$executor" = celery ]; then
   workers_dir=${RELAY_WORKERS_DIR:-$RELAY_HOME/celery-workers}
   project=$(cd "$RELAY_PROJECT_DIR" && pwd)
-  for n in $(seq "${RELAY_CELERY_WORKERS:-2}"); do
+  workers=${RELAY_CELERY_WORKERS:-2} default_queue=${AIRFLOW__OPERATORS__DEFAULT_QUEUE:-default}
+  for n in $(seq "$workers"); do
     worker=$workers_dir/worker-$n
+    if [ "$workers" = 1 ]; then queues=$default_queue,$RELAY_TRAIN_QUEUE
+    elif [ "$n" = "$workers" ]; then queues=$RELAY_TRAIN_QUEUE
+    else queues=$default_queue; fi
     rm -rf "$worker"
     mkdir -p "$worker/home" "$worker/relay-home" "$worker/airflow/logs" "$worker/project"
     # Its TMPDIR is short, under /tmp: multiprocessing's sockets live there, and a Unix socket's path may not
@@ -125,7 +133,7 @@ if [ "$executor" = celery ]; then
       PYTHONPATH="$pythonpath" RELAY_WORKER_NAME="worker-$n" RELAY_TS_INFERENCE_PORT="$ts_inference" \
       RELAY_TS_MANAGEMENT_PORT="$ts_management" RELAY_TS_METRICS_PORT="$ts_metrics" \
       RELAY_TS_GRPC_INFERENCE_PORT="$ts_grpc_inference" RELAY_TS_GRPC_MANAGEMENT_PORT="$ts_grpc_management" \
-      "$airflow" celery worker --concurrency 1 --celery-hostname "worker-$n@%h" --skip-serve-logs \
+      "$airflow" celery worker --queues "$queues" --concurrency 1 --celery-hostname "worker-$n@%h" --skip-serve-logs \
       >"$AIRFLOW_HOME/logs/celery-worker-$n.log" 2>&1 & pids+=($!)
   done
 fi
@@ -144,7 +152,8 @@ echo "Airflow UI: http://127.0.0.1:$port  login: $user / $password"
 echo "Trigger relay_<task> with its form (framework, epochs, precision, quantize, gate thresholds)."
 echo "Logs: $AIRFLOW_HOME/logs. Ctrl-C stops Airflow."
 if [ "$executor" = celery ]; then
-  echo "CeleryExecutor: ${RELAY_CELERY_WORKERS:-2} workers in $workers_dir, Redis on 127.0.0.1:$redis_port; runs at $RELAY_RUNS_URI"
+  echo "CeleryExecutor: $workers workers in $workers_dir (worker-$workers trains: queue $RELAY_TRAIN_QUEUE)," \
+    "Redis on 127.0.0.1:$redis_port; runs at $RELAY_RUNS_URI"
 fi
 while true; do
   wait -n "${pids[@]}" || true

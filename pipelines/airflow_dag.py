@@ -80,8 +80,15 @@ def _params(spec: TaskSpec, bakeoff: bool) -> dict[str, Param]:
             for name, schema in run_param_schemas(spec, bakeoff=bakeoff).items()}
 
 
+def _queue(work: str) -> dict:
+    """The Celery queue for ``work``: training (the train step, the bake-off) goes to RELAY_TRAIN_QUEUE when set,
+    everything else to Airflow's default queue."""
+    queue = get_settings().train_queue
+    return {"queue": queue} if work in ("train", "bakeoff") and queue else {}
+
+
 def _step_task(name: str):
-    @task(task_id=name, **_retries(name))
+    @task(task_id=name, **_retries(name), **_queue(name))
     def step(run: str) -> str:
         """``run``: the run's directory, or its URI under RELAY_RUNS_URI (stepped on a local copy)."""
         with run_at(run, get_settings()) as run_dir:
@@ -269,7 +276,7 @@ def build_dag(spec_file: Path) -> DAG:
 
             return "bakeoff" if is_bakeoff(params) else "data"
 
-        @task(task_id="bakeoff", retries=0)
+        @task(task_id="bakeoff", retries=0, **_queue("bakeoff"))
         def bakeoff(params: dict | None = None, run_id: str | None = None) -> dict:
             """Both frameworks trained, gated and measured; the recommended one registered and deployed."""
             from pipelines.bakeoff import bakeoff_for_airflow

@@ -215,3 +215,19 @@ def test_only_steps_that_fail_for_passing_reasons_retry_with_backoff(monkeypatch
                        "deploy": 3, **bakeoff}
     for step in ("data", "register", "deploy"):
         assert dag.get_task(step).retry_exponential_backoff
+
+
+def test_training_goes_to_the_celery_queue_the_settings_name_and_the_rest_to_airflows_default(monkeypatch):
+    from airflow.configuration import conf
+
+    from pipelines.airflow_dag import build_dag
+    from components.spec import SPECS_DIR
+
+    default = conf.get("operators", "default_queue")
+    monkeypatch.delenv("RELAY_TRAIN_QUEUE", raising=False)
+    assert {task.queue for task in build_dag(SPECS_DIR / "digits.yaml").tasks} == {default}
+
+    monkeypatch.setenv("RELAY_TRAIN_QUEUE", "gpu")
+    queues = {task.task_id: task.queue for task in build_dag(SPECS_DIR / "digits.yaml").tasks}
+    assert queues == {"on_time": default, "route": default, "data": default, "validate": default, "train": "gpu",
+                      "optimize": default, "gate": default, "register": default, "deploy": default, "bakeoff": "gpu"}
