@@ -88,7 +88,7 @@ class TokenAndDefaults:
                 name = match.group(1)
                 version = self.defaults.value().get(name)
                 if version is None:
-                    message = f"model {name} has no default version on this server"
+                    message = _no_default_version(name)
                     return await _json(send, 404, {"code": 404, "type": "ModelNotFound", "error": message,
                                                    "message": message})
                 path = (f"/v2/models/{name}/versions/{version}/{match.group(2)}" if path.startswith("/v2/")
@@ -110,6 +110,10 @@ class RawImageRoute:
 
 
 _NO_TOKEN = "a token is required: send 'Authorization: Bearer <token>' (relay serve status names the token file)"
+
+
+def _no_default_version(name: str) -> str:
+    return f"model {name} has no default version on this server"
 
 
 async def _json(send, status: int, body: dict) -> None:
@@ -156,8 +160,7 @@ class TokenAndDefaultsInterceptor(aio.ServerInterceptor):
                 name = getattr(request, name_field)
                 version = self.defaults.value().get(name)
                 if version is None:
-                    await context.abort(grpc.StatusCode.NOT_FOUND, f"model {name} has no default version on this "
-                                                                   "server")
+                    await context.abort(grpc.StatusCode.NOT_FOUND, _no_default_version(name))
                 setattr(request, version_field, version)
             return await behaviour(request, context)
 

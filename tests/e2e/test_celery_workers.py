@@ -89,7 +89,7 @@ def test_the_digits_dag_runs_on_two_celery_workers_that_share_no_disk(celery_air
     # does not open (tests/components/data/test_split_files.py has the steps that fetch the test split).
     manifest = list(csv.DictReader(io.StringIO(files[f"{run_folder}/data/manifest.csv"].decode())))
     dataset = celery_airflow.workers_dir / trainer / "project" / "data" / "digits"
-    held = [p for p in dataset.rglob("*") if p.is_file()] if dataset.is_dir() else []
+    held = [p for p in dataset.rglob("*") if p.is_file()]
     assert manifest and not held, f"the trainer holds {len(held)} of the dataset's {len(manifest)} images"
     # What the steps hand over names no worker's own path. tfx/ is provenance only, read by no later step: TFX's
     # metadata and report record where the validate step's worker wrote and which schema it read.
