@@ -116,12 +116,14 @@ if [ "$executor" = celery ]; then
     case $dags in "$project"/*) dags=$worker/project/${dags#"$project"/} ;; esac
     pythonpath=${PYTHONPATH:-}
     case $pythonpath in "$project"*) pythonpath=$worker/project${pythonpath#"$project"} ;; esac
-    # Its own TorchServe ports: a worker is a machine of its own, and these share one host.
-    read -r ts_inference ts_management ts_metrics ts_grpc_inference ts_grpc_management < <(
-      "$RELAY_PYTHON" -c 'from components.settings import free_ports; print(*free_ports(5))')
+    # Its own model server ports (the V2 server's, TorchServe's): a worker is a machine of its own, and these
+    # share one host.
+    read -r v2_http v2_grpc ts_inference ts_management ts_metrics ts_grpc_inference ts_grpc_management < <(
+      "$RELAY_PYTHON" -c 'from components.settings import free_ports; print(*free_ports(7))')
     # What a shell on this worker has: `set -a; . worker-N/relay.env` to run relay commands as the worker.
     printf '%s\n' "HOME=$worker/home" "RELAY_HOME=$worker/relay-home" "TMPDIR=$worker_tmp" \
-      "RELAY_PROJECT_DIR=$worker/project" "RELAY_TS_INFERENCE_PORT=$ts_inference" \
+      "RELAY_PROJECT_DIR=$worker/project" "RELAY_V2_HTTP_PORT=$v2_http" "RELAY_V2_GRPC_PORT=$v2_grpc" \
+      "RELAY_TS_INFERENCE_PORT=$ts_inference" \
       "RELAY_TS_MANAGEMENT_PORT=$ts_management" "RELAY_TS_METRICS_PORT=$ts_metrics" \
       "RELAY_TS_GRPC_INFERENCE_PORT=$ts_grpc_inference" "RELAY_TS_GRPC_MANAGEMENT_PORT=$ts_grpc_management" \
       >"$worker/relay.env"
@@ -130,7 +132,8 @@ if [ "$executor" = celery ]; then
     # process pools and DataLoader workers that steps use.
     AIRFLOW__CELERY__POOL=solo setsid env -u RELAY_REGISTRY HOME="$worker/home" RELAY_HOME="$worker/relay-home" TMPDIR="$worker_tmp" \
       AIRFLOW_HOME="$worker/airflow" RELAY_PROJECT_DIR="$worker/project" AIRFLOW__CORE__DAGS_FOLDER="$dags" \
-      PYTHONPATH="$pythonpath" RELAY_WORKER_NAME="worker-$n" RELAY_TS_INFERENCE_PORT="$ts_inference" \
+      PYTHONPATH="$pythonpath" RELAY_WORKER_NAME="worker-$n" RELAY_V2_HTTP_PORT="$v2_http" RELAY_V2_GRPC_PORT="$v2_grpc" \
+      RELAY_TS_INFERENCE_PORT="$ts_inference" \
       RELAY_TS_MANAGEMENT_PORT="$ts_management" RELAY_TS_METRICS_PORT="$ts_metrics" \
       RELAY_TS_GRPC_INFERENCE_PORT="$ts_grpc_inference" RELAY_TS_GRPC_MANAGEMENT_PORT="$ts_grpc_management" \
       "$airflow" celery worker --queues "$queues" --concurrency 1 --celery-hostname "worker-$n@%h" --skip-serve-logs \

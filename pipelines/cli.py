@@ -357,11 +357,13 @@ def serve_start() -> None:
 
 
 def _server_kind(settings) -> str:
-    """The server ``relay serve key`` speaks of by default: the V2 server when it serves every served task."""
+    """The server ``relay serve key`` speaks of by default: the one that serves every served task, else the
+    default server."""
     from components.deploy.local import served_state
+    from components.deploy.servers import DEFAULT_SERVER
 
     kinds = {entry["server"] for entry in served_state(settings).values()}
-    return kinds.pop() if len(kinds) == 1 else "torchserve"
+    return kinds.pop() if len(kinds) == 1 else DEFAULT_SERVER
 
 
 @serve_app.command("key")
@@ -387,9 +389,9 @@ def serve_key(kind: Annotated[str, typer.Option(help="TorchServe's inference or 
 @serve_app.command("stop")
 def serve_stop() -> None:
     """Stop the local model servers started by Relay."""
-    from components.deploy.servers import NAMES, SERVERS, model_server
+    from components.deploy.servers import stop_servers
 
-    stopped = [NAMES[kind] for kind in SERVERS if model_server(kind).stop()]
+    stopped = stop_servers()
     console.print(f"{' and '.join(stopped)} stopped" if stopped else "no Relay model server is running")
 
 
@@ -398,7 +400,7 @@ def serve_status() -> None:
     """Say whether the local model servers run, and what they serve."""
     from components.registry import model_version
     from components.deploy.local import served_state
-    from components.deploy.servers import NAMES, SERVERS, model_server
+    from components.deploy.servers import DEFAULT_SERVER, NAMES, SERVERS, model_server
     from components.settings import get_settings
 
     settings = get_settings()
@@ -407,7 +409,7 @@ def serve_status() -> None:
         server = model_server(kind, settings)
         pid = server.pid()
         tasks = {task: entry for task, entry in state.items() if entry["server"] == kind}
-        if not pid and not tasks and kind != "torchserve":
+        if not pid and not tasks and kind != DEFAULT_SERVER:
             continue  # a server nothing was ever deployed to
         name = NAMES[kind]
         console.print(f"{name[0].upper() + name[1:]}: {'running, pid ' + str(pid) if pid else 'not running'} "
@@ -536,7 +538,7 @@ def airflow(executor: Annotated[str, typer.Option(
     env = {**os.environ, "RELAY_PYTHON": sys.executable, "RELAY_DAGS_FOLDER": str(settings.dags_dir),
            "RELAY_PROJECT_DIR": str(settings.project_dir), "RELAY_AIRFLOW_EXECUTOR": executor,
            # installed software, as the interpreter is: the Celery workers' copies of the project lack it
-           "RELAY_TFX_ENV": str(settings.tfx_env),
+           "RELAY_TFX_ENV": str(settings.tfx_env), "RELAY_SERVE_ENV": str(settings.serve_env),
            "RELAY_CELERY_WORKERS": str(workers)}
     if is_source_checkout():
         env["RELAY_PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_DIR), os.environ.get("PYTHONPATH")]))

@@ -11,7 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -70,7 +70,27 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return make_settings(tmp_path / "relay-home")
+    from components.deploy.servers import stop_servers
+
+    settings = make_settings(tmp_path / "relay-home")
+    yield settings
+    stop_servers(settings)  # what the test's deploys started, on either server, also when the test failed
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_v2_server_outlives_the_tests(tmp_path_factory):
+    """Stop the V2 servers whose repository lies in this session's temp dirs (their Relay homes), which a test
+    that failed before its own clean-up leaves running: detached, they outlive pytest."""
+    from components.child_processes import stop_tree
+    from components.deploy.v2 import SERVER_MODULE
+
+    yield
+    base = str(tmp_path_factory.getbasetemp())
+    for process in psutil.process_iter(["cmdline"]):
+        command = process.info["cmdline"] or []
+        if SERVER_MODULE in command and any(part.startswith(base) for part in command):
+            with suppress(psutil.Error):  # it may have exited meanwhile
+                stop_tree(process.pid)
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ from components.registry import model_version
 from components.atomic import atomic_file, sha256_file, write_json
 from components.data.dataset import split_files
 from components.deploy.canary import run_canary
-from components.deploy.servers import NAMES, ModelServer, model_server
+from components.deploy.servers import DEFAULT_SERVER, NAMES, ModelServer, model_server
 from components.errors import RelayError, ServingError
 from components.registry.model_registry import ModelRegistry
 from components.settings import Settings
@@ -53,8 +53,8 @@ def served_state(settings: Settings) -> dict[str, dict]:
 
 
 def served_by(settings: Settings, task: str) -> ModelServer:
-    """The local server that serves ``task`` (TorchServe when it serves nothing yet)."""
-    return model_server(served_state(settings).get(task, {}).get("server", "torchserve"), settings)
+    """The local server that serves ``task`` (the default server when it serves nothing yet)."""
+    return model_server(served_state(settings).get(task, {}).get("server", DEFAULT_SERVER), settings)
 
 
 def served_default(settings: Settings, task: str) -> str | None:
@@ -100,13 +100,13 @@ def install_version(server: ModelServer, registry: ModelRegistry, task: str, ver
 
 
 def start_serving(settings: Settings, kind: str | None = None) -> tuple[dict[str, ModelServer], dict[str, str]]:
-    """Start the local servers that ``served.json`` names (only ``kind``'s, when given; TorchServe when it names
-    none) and make each serve what the record says.
+    """Start the local servers that ``served.json`` names (only ``kind``'s, when given; the default server when it
+    names none) and make each serve what the record says.
 
     Returns the servers by kind and, per task, a note of what was restored (or why not).
     """
     state = served_state(settings)
-    kinds = [kind] if kind else sorted({entry["server"] for entry in state.values()}) or ["torchserve"]
+    kinds = [kind] if kind else sorted({entry["server"] for entry in state.values()}) or [DEFAULT_SERVER]
     servers = {k: model_server(k, settings) for k in kinds}
     for server in servers.values():
         server.start()

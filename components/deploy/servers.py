@@ -11,9 +11,11 @@ from components.deploy.torchserve import TorchServe
 from components.deploy.v2 import V2Server
 from components.errors import RelayError
 from components.settings import Settings, get_settings
+from components.spec import DeploySpec
 
 SERVERS: dict[str, type] = {"torchserve": TorchServe, "kserve": V2Server}
 NAMES = {"torchserve": "TorchServe", "kserve": "the V2 server (MLServer)"}
+DEFAULT_SERVER: str = DeploySpec.model_fields["server"].default  # what a spec without deploy.server deploys to
 
 
 class ModelServer(Protocol):
@@ -42,3 +44,8 @@ def model_server(kind: str, settings: Settings | None = None) -> ModelServer:
     if kind not in SERVERS:
         raise RelayError(f"deploy.server {kind!r} is not a model server: use {' or '.join(SERVERS)}")
     return SERVERS[kind](settings or get_settings())
+
+
+def stop_servers(settings: Settings | None = None) -> list[str]:
+    """Stop every local model server of ``settings`` that runs (each by its own pid); return their names."""
+    return [NAMES[kind] for kind in SERVERS if model_server(kind, settings).stop()]

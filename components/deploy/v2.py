@@ -122,7 +122,8 @@ class V2Server:
         try:
             return self.token_file.read_text().strip()
         except FileNotFoundError:
-            raise ServingError(f"no V2 server token at {self.token_file}: start the server first") from None
+            raise ServingError(f"no V2 server token at {self.token_file}: start the server with `relay serve start`"
+                               ) from None
 
     def rotate_token(self) -> str:
         """A new token, in force at once (the server reads the file again when it changes); the old one stops

@@ -107,7 +107,7 @@ class MakeAirflow:
         return env
 
     def stop(self) -> None:
-        """Stop the TorchServe a deploy step started (on the scheduler's machine, or on a Celery worker's, while
+        """Stop the model servers a deploy step started (on the scheduler's machine, or on a Celery worker's, while
         its TMPDIR, which holds TorchServe's pid file, still exists), then the servers."""
         homes = [self.worker_env(worker) for worker in WORKERS if (self.workers_dir / worker / "relay.env").is_file()]
         for env in [*homes, self.env]:

@@ -26,7 +26,8 @@ def served(settings):
 @pytest.fixture
 def spec(trained_run):
     spec, _ = trained_run
-    return spec.model_copy(update={"gate": spec.gate.model_copy(update={"min_accuracy": 0.7})})
+    return spec.model_copy(update={"gate": spec.gate.model_copy(update={"min_accuracy": 0.7}),
+                                   "deploy": spec.deploy.model_copy(update={"server": "torchserve"})})
 
 
 def _versions(server: TorchServe) -> set[str]:

@@ -22,7 +22,8 @@ CLIENT_ERRORS = {400, 413, 415}
 @pytest.fixture(scope="module")
 def server(trained_run, tmp_path_factory):
     spec, run = trained_run
-    spec = spec.model_copy(update={"gate": spec.gate.model_copy(update={"min_accuracy": 0.7})})
+    spec = spec.model_copy(update={"gate": spec.gate.model_copy(update={"min_accuracy": 0.7}),
+                                   "deploy": spec.deploy.model_copy(update={"server": "torchserve"})})
     settings = make_settings(tmp_path_factory.mktemp("fuzz") / "relay-home")
     instance = TorchServe(settings)
     deploy_local(spec, register_onnx(settings, spec, run.optimized_model), run.data, settings)

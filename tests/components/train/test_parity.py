@@ -1,4 +1,4 @@
-"""Preprocessing is part of the model's contract: the served model's answer through TorchServe equals the
+"""Preprocessing is part of the model's contract: the served model's answer through the model server equals the
 original trained model's offline answer on the same file, for files of many formats, modes and sizes."""
 
 import io
@@ -10,7 +10,7 @@ from PIL import Image
 from components.data.builtin import write_shapes
 from components.data.dataset import prepare_data
 from components.deploy.local import deploy_local
-from components.deploy.torchserve import TorchServe
+from components.deploy.servers import model_server
 from components.imaging import preprocess_files
 from components.run_files import RunDir
 from components.frameworks import load_predictor, optimize_model, train_model
@@ -18,7 +18,7 @@ from components.spec import load_spec
 from components.train import model_preprocessing
 from tests.conftest import make_settings, spec_for, write_gate_report
 
-pytestmark = pytest.mark.slow  # trains a model and serves it from TorchServe
+pytestmark = pytest.mark.slow  # trains a model and serves it
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,7 @@ def test_served_logits_equal_the_trained_models_offline_logits(colour_run, tmp_p
             copy_file(report, dest / report.name)
 
     version = ModelRegistry(settings).register(spec.name, build, {"run_id": "parity"}).version
-    server = TorchServe(settings)
+    server = model_server(spec.deploy.server, settings)  # Relay's default server
     try:
         deploy_local(spec, version, run.data, settings)
         original = load_predictor(run.train)  # the eager PyTorch model, not the exported one
