@@ -120,22 +120,19 @@ if [ "$executor" = celery ]; then
     # share one host.
     read -r v2_http v2_grpc ts_inference ts_management ts_metrics ts_grpc_inference ts_grpc_management < <(
       "$RELAY_PYTHON" -c 'from components.settings import free_ports; print(*free_ports(7))')
-    # What a shell on this worker has: `set -a; . worker-N/relay.env` to run relay commands as the worker.
-    printf '%s\n' "HOME=$worker/home" "RELAY_HOME=$worker/relay-home" "TMPDIR=$worker_tmp" \
-      "RELAY_PROJECT_DIR=$worker/project" "RELAY_V2_HTTP_PORT=$v2_http" "RELAY_V2_GRPC_PORT=$v2_grpc" \
-      "RELAY_TS_INFERENCE_PORT=$ts_inference" \
-      "RELAY_TS_MANAGEMENT_PORT=$ts_management" "RELAY_TS_METRICS_PORT=$ts_metrics" \
-      "RELAY_TS_GRPC_INFERENCE_PORT=$ts_grpc_inference" "RELAY_TS_GRPC_MANAGEMENT_PORT=$ts_grpc_management" \
-      >"$worker/relay.env"
+    # What the worker's machine has, and a shell on it: `set -a; . worker-N/relay.env` runs relay commands as the
+    # worker.
+    machine=("HOME=$worker/home" "RELAY_HOME=$worker/relay-home" "TMPDIR=$worker_tmp"
+      "RELAY_PROJECT_DIR=$worker/project" "RELAY_V2_HTTP_PORT=$v2_http" "RELAY_V2_GRPC_PORT=$v2_grpc"
+      "RELAY_TS_INFERENCE_PORT=$ts_inference" "RELAY_TS_MANAGEMENT_PORT=$ts_management"
+      "RELAY_TS_METRICS_PORT=$ts_metrics" "RELAY_TS_GRPC_INFERENCE_PORT=$ts_grpc_inference"
+      "RELAY_TS_GRPC_MANAGEMENT_PORT=$ts_grpc_management")
+    printf '%s\n' "${machine[@]}" >"$worker/relay.env"
     # RELAY_REGISTRY unset: each worker clones the registry remote into its own RELAY_HOME. The solo pool runs
     # one task at a time in the worker's own process: prefork's children are daemons, which may not start the
     # process pools and DataLoader workers that steps use.
-    AIRFLOW__CELERY__POOL=solo setsid env -u RELAY_REGISTRY HOME="$worker/home" RELAY_HOME="$worker/relay-home" TMPDIR="$worker_tmp" \
-      AIRFLOW_HOME="$worker/airflow" RELAY_PROJECT_DIR="$worker/project" AIRFLOW__CORE__DAGS_FOLDER="$dags" \
-      PYTHONPATH="$pythonpath" RELAY_WORKER_NAME="worker-$n" RELAY_V2_HTTP_PORT="$v2_http" RELAY_V2_GRPC_PORT="$v2_grpc" \
-      RELAY_TS_INFERENCE_PORT="$ts_inference" \
-      RELAY_TS_MANAGEMENT_PORT="$ts_management" RELAY_TS_METRICS_PORT="$ts_metrics" \
-      RELAY_TS_GRPC_INFERENCE_PORT="$ts_grpc_inference" RELAY_TS_GRPC_MANAGEMENT_PORT="$ts_grpc_management" \
+    AIRFLOW__CELERY__POOL=solo setsid env -u RELAY_REGISTRY "${machine[@]}" AIRFLOW_HOME="$worker/airflow" \
+      AIRFLOW__CORE__DAGS_FOLDER="$dags" PYTHONPATH="$pythonpath" RELAY_WORKER_NAME="worker-$n" \
       "$airflow" celery worker --queues "$queues" --concurrency 1 --celery-hostname "worker-$n@%h" --skip-serve-logs \
       >"$AIRFLOW_HOME/logs/celery-worker-$n.log" 2>&1 & pids+=($!)
   done
