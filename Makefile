@@ -16,7 +16,7 @@ help:  ## List the targets
 setup:  ## Build (or reuse) the pinned Python environment; seconds when nothing changed
 	@scripts/setup-venv.sh
 
-demo: setup  ## Run the digits DAG through Airflow and leave the model served by TorchServe
+demo: setup  ## Run the digits DAG through Airflow and leave the model served by the V2 server
 	@scripts/demo.sh
 
 # Test processes (pytest-xdist), each taking whole files: a module's servers and its tests' order stay together.
@@ -25,7 +25,7 @@ TEST_PROCESSES ?= 2
 test: setup  ## Run the whole test suite (unit, data, model and end-to-end DAG tests); TEST_PROCESSES=2
 	$(PY) -m pytest -n $(TEST_PROCESSES) --dist loadfile --durations=20
 
-test-fast: setup  ## Run the unit and contract tests (no training, no Airflow, no TorchServe): a few minutes
+test-fast: setup  ## Run the unit and contract tests (no training, no Airflow, no model server): a few minutes
 	$(PY) -m pytest -m "not slow" --durations=10
 
 bench: setup  ## Measure speed figures; prints a table and writes bench/results.json

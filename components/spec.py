@@ -242,8 +242,8 @@ class DeploySpec(_Strict):
         default="local", description="local: the project's model server; kubernetes: pin the version in the "
                                      "GitOps staging overlay (Argo CD deploys it).")
     server: Literal["torchserve", "kserve"] = Field(
-        default="torchserve", description="torchserve: TorchServe; kserve: Relay's V2 (Open Inference Protocol) "
-                                          "server, MLServer, the runtime KServe runs natively.")
+        default="kserve", description="kserve (the default): Relay's V2 (Open Inference Protocol) server, MLServer, "
+                                      "the runtime KServe runs natively; torchserve: TorchServe.")
     smoke_samples: int = Field(default=20, ge=1, description="Held-out images the new version must classify "
                                                              "with gate.min_accuracy before anything else.")
     canary_requests: int = Field(default=50, ge=0, description="Replayed held-out requests sent to the new version "

@@ -24,7 +24,7 @@ from pipelines.steps import STEPS, gate_failure, gate_passed, latest_run, run_st
 
 app = typer.Typer(help="Relay: versioned data to a served, promoted model.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
-serve_app = typer.Typer(help="Control the local model servers (TorchServe, the V2 server).", no_args_is_help=True)
+serve_app = typer.Typer(help="Control the local model servers (the V2 server, TorchServe).", no_args_is_help=True)
 app.add_typer(serve_app, name="serve")
 task_app = typer.Typer(help="Create tasks from your own data.", no_args_is_help=True)
 app.add_typer(task_app, name="task")
@@ -342,7 +342,7 @@ def fetch_model(task: Annotated[str, typer.Argument(help="Task name.")],
 @serve_app.command("start")
 def serve_start() -> None:
     """Start the local model servers (127.0.0.1, token auth on) and serve what was served before they stopped:
-    TorchServe, and the V2 server for tasks whose deploy.server is kserve."""
+    the V2 server (the default), and TorchServe for tasks whose deploy.server is torchserve."""
     from components.deploy.local import start_serving
     from components.settings import get_settings
 

@@ -35,13 +35,14 @@ echo
 echo
 echo "==> The served version's lineage card (data, code, spec, curves, gate, serving; renders offline):"
 "$relay" report digits
-port=${RELAY_TS_INFERENCE_PORT:-8380}
+port=${RELAY_V2_HTTP_PORT:-8390}
 cat <<MSG
 
-Relay is serving digits on TorchServe at http://127.0.0.1:$port (token auth on). Query it:
+Relay is serving digits on its V2 server (MLServer, Open Inference Protocol) at http://127.0.0.1:$port
+(token auth on). Query it:
   bin/relay predict $image
   curl -H "Authorization: Bearer \$(bin/relay serve key)" -T $image http://127.0.0.1:$port/predictions/digits
-(\`relay serve key\` prints a valid key: keys expire after RELAY_TS_TOKEN_EXPIRATION_MIN minutes, default 60)
+  (or the V2 protocol: POST http://127.0.0.1:$port/v2/models/digits/infer; gRPC on ${RELAY_V2_GRPC_PORT:-8391})
 Stop it:
   bin/relay serve stop
 (demo took $(( $(date +%s) - started ))s)

@@ -96,7 +96,7 @@ class V2Server:
             server = subprocess.Popen(
                 [str(python), "-m", SERVER_MODULE, str(self.repository),
                  "--token-file", str(self.token_file)],
-                cwd=self.dir, env={**os.environ, "PYTHONPATH": str(PROJECT_DIR)}, stdin=subprocess.DEVNULL,
+                cwd=self.dir, env={**os.environ, "PYTHONPATH": str(self._relay_code())}, stdin=subprocess.DEVNULL,
                 stdout=log, stderr=subprocess.STDOUT, close_fds=True, start_new_session=True)
         write_text(self.pid_file, f"{server.pid}\n")
         problem = wait_listening(server, self.settings.ts_host, self.settings.v2_http_port, timeout)
@@ -112,6 +112,20 @@ class V2Server:
             time.sleep(0.3)
         self.stop()
         raise ServingError(f"the V2 server {problem or 'was not ready in time'}; see {self.log_file}")
+
+    def _relay_code(self) -> Path:
+        """A folder holding only Relay's ``components`` package, for the server's path: in an installed Relay the
+        package's parent is the Airflow environment's site-packages, whose packages must not shadow the server
+        environment's own."""
+        code = self.dir / "relay-code"
+        code.mkdir(parents=True, exist_ok=True)
+        link = code / "components"
+        if not (link.is_symlink() and link.resolve() == PROJECT_DIR / "components"):
+            staged = code / f".components-{os.getpid()}"
+            staged.unlink(missing_ok=True)
+            staged.symlink_to(PROJECT_DIR / "components", target_is_directory=True)
+            staged.replace(link)  # atomic: a server starting beside this one never sees no link
+        return code
 
     def stop(self, timeout: float = 30) -> bool:
         """Stop this instance (by its own pid). Returns whether one was running."""

@@ -25,8 +25,8 @@ import requests
 import yaml
 
 from components.data.builtin import write_sklearn_digits
-from components.deploy.local import served_default
-from components.deploy.torchserve import TorchServe
+from components.deploy.local import served_by, served_default
+from components.deploy.servers import stop_servers
 from components.run_files import RunDir
 from pipelines.airflow_api import AirflowApiError, AirflowClient, generated_password
 from tests.e2e.make_airflow import start_make_airflow, stop_make_airflow
@@ -133,7 +133,7 @@ def live(tmp_path_factory):
         yield live
     finally:
         live.stop()
-        TorchServe(live.settings).stop()
+        stop_servers(live.settings)
 
 
 def test_a_bad_param_gets_http_400_and_starts_nothing(live):
@@ -204,7 +204,7 @@ def test_a_run_triggered_through_the_api_with_conf_serves_a_new_version(live):
     spec = json.loads(next((live.settings.runs_dir / "tiny").glob("airflow-manual*/spec.json")).read_text())
     assert spec["training"]["epochs"] == 1 and spec["training"]["precision"] == "fp32"
     image = next((live.root / "photos" / "3").iterdir())
-    assert TorchServe(live.settings).predict("tiny", image.read_bytes())["class"] in [str(i) for i in range(10)]
+    assert served_by(live.settings, "tiny").predict("tiny", image.read_bytes())["class"] in [str(i) for i in range(10)]
     live.served_after_trigger = after
 
 

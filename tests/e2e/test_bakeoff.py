@@ -1,5 +1,5 @@
-"""A whole bake-off on digits through the CLI: both frameworks trained, gated, measured against a real
-TorchServe (started and stopped by the bake-off), reported, and the recommended one shipped."""
+"""A whole bake-off on digits through the CLI: both frameworks trained, gated, measured on both real model servers
+(started and stopped by the bake-off), reported, and the recommended one shipped to the spec's server."""
 
 from __future__ import annotations
 
@@ -14,8 +14,7 @@ import yaml
 from typer.testing import CliRunner
 
 from components.bakeoff.report import _format
-from components.deploy.servers import model_server
-from components.deploy.torchserve import TorchServe
+from components.deploy.servers import model_server, stop_servers
 from components.settings import Settings
 from tests.conftest import settings_env, spec_for
 
@@ -44,7 +43,7 @@ def test_bakeoff_on_digits_measures_reports_and_ships(tmp_path, digits_spec, sma
     spec_file = tmp_path / "digits.yaml"
     spec_file.write_text(yaml.safe_dump(spec.model_dump(mode="json")))
     result = CliRunner().invoke(app, ["bakeoff", str(spec_file), "--ship"], env=settings_env(settings))
-    server = TorchServe(settings)
+    server = model_server(spec.deploy.server, settings)
     try:
         assert result.exit_code == 0, result.output
         report = Path(result.output.strip().splitlines()[-1].removeprefix("Report: "))
@@ -93,8 +92,8 @@ def test_bakeoff_on_digits_measures_reports_and_ships(tmp_path, digits_spec, sma
                     assert level["requests_per_s"] > 0 and level["p99_ms"] >= level["p50_ms"] > 0
                 assert serving["p99_ms"] >= serving["p50_ms"]["value"] > 0
             # What the recommendation weighs: the figures on the server the spec deploys to.
-            assert candidate["serving"]["server"] == spec.deploy.server == "torchserve"
-            weighed = candidate["serving_by_server"]["torchserve"]["by_concurrency"]
+            assert candidate["serving"]["server"] == spec.deploy.server == "kserve"  # Relay's default
+            weighed = candidate["serving_by_server"]["kserve"]["by_concurrency"]
             assert candidate["serving"]["by_concurrency"] == weighed
             assert set(candidate["footprint_mb"]) >= {"ONNX", "ONNX INT8", ".mar"}
             assert all(size > 0 for size in candidate["footprint_mb"].values())
@@ -129,4 +128,4 @@ def test_bakeoff_on_digits_measures_reports_and_ships(tmp_path, digits_spec, sma
         assert server.default_version(spec.name) == shipped["version"].removeprefix("v")
         assert f"{shipped['candidate']} as {shipped['version']}" in page
     finally:
-        server.stop()
+        stop_servers(settings)

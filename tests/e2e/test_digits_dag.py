@@ -1,5 +1,6 @@
 """The whole project, for real: the relay_digits DAG through Airflow's dag.test(), a real DVC remote,
-a registry pushed to a bare git remote, and TorchServe serving the result on 127.0.0.1."""
+a registry pushed to a bare git remote, and Relay's default model server (the V2 server) serving the result on
+127.0.0.1. What the model server does is reached through the serving interface (components.deploy.servers)."""
 
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ import yaml
 from PIL import Image
 
 from components.data.dataset import load_split
-from components.deploy.torchserve import TorchServe
+from components.deploy.servers import ModelServer, model_server, stop_servers
 from components.registry.model_registry import ModelRegistry
 from components.run_files import RunDir
+from components.spec import load_spec
 from components.versioning import git
 from tests.conftest import PROJECT, make_settings, settings_env
 
@@ -66,7 +68,12 @@ def deployed(tmp_path_factory, webhook):
     result = relay(["dag-test", "digits"], env)
     run = RunDir((settings.runs_dir / "digits" / "latest").resolve())  # later runs move "latest"
     yield settings, env, result, root, run
-    TorchServe(settings).stop()
+    stop_servers(settings)
+
+
+def _server(settings) -> ModelServer:
+    """The server the digits spec deploys to (Relay's default)."""
+    return model_server(load_spec("digits").deploy.server, settings)
 
 
 def _posts(webhook, outcome: str) -> list[dict]:
@@ -80,7 +87,7 @@ def _heldout(run: RunDir, count: int):
 
 
 def _served_accuracy(settings, samples) -> float:
-    server = TorchServe(settings)
+    server = _server(settings)
     return sum(server.predict("digits", p.read_bytes())["class"] == label for p, label in samples) / len(samples)
 
 
@@ -103,7 +110,8 @@ def test_the_deployed_run_posted_its_version_and_url(deployed, webhook):
     settings, _, _, _, run = deployed
     [post] = [p for p in _posts(webhook, "deployed") if p["run_dir"] == str(run)]
     assert post["version"] == "v0.1.0" and post["dag_id"] == "relay_digits"
-    assert post["url"] == f"http://127.0.0.1:{settings.ts_inference_port}/predictions/digits"
+    assert post["url"] == _server(settings).predictions_url("digits")
+    assert post["url"] == f"http://127.0.0.1:{settings.v2_http_port}/predictions/digits"
 
 
 def test_the_lineage_card_renders_offline_with_its_plots(deployed):
@@ -143,7 +151,7 @@ def test_a_failed_gate_posts_its_checks_and_reuses_training(deployed, webhook):
     assert f"reused the output of run {run.path.name}" in steps["train"]["why"]
     [post] = [p for p in _posts(webhook, "gate_failed") if p["run_dir"] == str(gate_run)]
     assert post["failed_checks"] == ["accuracy_floor"]
-    assert TorchServe(settings).default_version("digits") == "0.1.0"
+    assert _server(settings).default_version("digits") == "0.1.0"
 
 
 def test_a_gto_version_exists_in_the_registry_and_its_remote(deployed):
@@ -190,7 +198,7 @@ EXPECTED = {"corrupt-png": "every file is a decodable image: 1 file(s) fail: 6/0
 def test_broken_data_fails_validation_and_serving_stays(deployed, breakage):
     settings, env, result, root, run = deployed
     assert result.returncode == 0
-    server = TorchServe(settings)
+    server = _server(settings)
     default_before = server.default_version("digits")
     versions_before = [v["version"] for v in ModelRegistry(settings).versions("digits")]
     broken = relay(["run", str(_broken_spec(root, breakage, f"cli-{breakage}"))], env)
@@ -210,7 +218,7 @@ def test_broken_data_through_the_dag_stops_before_training(deployed, webhook):
     states = dict(re.findall(r"│ (\w+)\s+│ (\w+)\s+│", broken.stdout))
     assert states["data"] == "success" and states["validate"] == "failed"
     assert states["train"] == states["deploy"] == "upstream_failed"
-    assert TorchServe(settings).default_version("digits") == "0.1.0"
+    assert _server(settings).default_version("digits") == "0.1.0"
     assert [v["version"] for v in ModelRegistry(settings).versions("digits")] == ["v0.1.0"]
     failed_run = (settings.runs_dir / "digits" / "latest").resolve()
     [post] = [p for p in _posts(webhook, "validation_failed") if p["run_dir"] == str(failed_run)]
@@ -219,7 +227,7 @@ def test_broken_data_through_the_dag_stops_before_training(deployed, webhook):
 
 def test_tfx_drift_stops_the_run_and_serving_stays(deployed):
     settings, env, result, root, run = deployed
-    server = TorchServe(settings)
+    server = _server(settings)
     default_before = server.default_version("digits")
     drifted = relay(["run", str(_broken_spec(root, "inverted", "cli-inverted"))], env)
     message = " ".join(drifted.stderr.split())
@@ -245,7 +253,7 @@ def test_tensorflow_run_through_the_same_dag_is_served(deployed):
     artifacts = registry.path / "models" / "digits" / "artifacts" / "tfserving"
     assert (artifacts / "models.config").is_file() and list(artifacts.glob("digits/*/saved_model.pb"))
 
-    assert TorchServe(settings).default_version("digits") == newest.removeprefix("v")
+    assert _server(settings).default_version("digits") == newest.removeprefix("v")
     assert _served_accuracy(settings, _heldout(tf_dir, 40)) >= 0.9
 
     # Its lineage card names what ran: TensorFlow's exporter (not the PyTorch default) and its training speed.
@@ -260,15 +268,15 @@ def test_tensorflow_run_through_the_same_dag_is_served(deployed):
 
 def test_a_restart_serves_the_same_versions_again(deployed):
     settings, env, result, root, run = deployed
-    server = TorchServe(settings)
-    before = (server.default_version("digits"), {e["modelVersion"] for e in server.describe("digits")})
+    server = _server(settings)
+    before = (server.default_version("digits"), server.versions("digits"))
     assert relay(["serve", "stop"], env, timeout=120).returncode == 0
     stopped = relay(["serve", "status"], env, timeout=60)
     assert "not running" in stopped.stdout and "relay serve start` serves them again" in stopped.stdout
     started = relay(["serve", "start"], env, timeout=300)
     assert started.returncode == 0, started.stderr[-2000:]
     assert f"digits: serving" in started.stdout and f"(default v{before[0]})" in started.stdout
-    assert (server.default_version("digits"), {e["modelVersion"] for e in server.describe("digits")}) == before
+    assert (server.default_version("digits"), server.versions("digits")) == before
     status = relay(["serve", "status"], env, timeout=60)
     assert f"default v{before[0]}" in status.stdout
     assert _served_accuracy(settings, _heldout(run, 20)) >= 0.9
@@ -312,7 +320,7 @@ def test_framework_both_runs_a_bakeoff_through_the_dag_and_ships_the_recommended
     assert (new / "bakeoff.html").is_file()
     card = RunDir(shipped["run"]).lineage_card.read_text()  # the shipped version's card links its bake-off
     assert f'<a href="{(new / "bakeoff.html").as_uri()}">{document["id"]}</a>' in card
-    assert TorchServe(settings).default_version("digits") == shipped["version"].removeprefix("v")
+    assert _server(settings).default_version("digits") == shipped["version"].removeprefix("v")
     deployed_posts = [p for p in _posts(webhook, "deployed") if p["version"] == shipped["version"]]
     # The Airflow run's directory is the shipped candidate's run, so the outcome is its deployment.
     assert deployed_posts and Path(deployed_posts[-1]["run_dir"]).name.startswith("airflow-")
@@ -320,19 +328,22 @@ def test_framework_both_runs_a_bakeoff_through_the_dag_and_ships_the_recommended
 
 
 def test_no_token_or_password_appears_in_logs_or_run_reports(deployed):
-    """After every run above: no TorchServe key and no Airflow password in any log, report or registry file."""
+    """After every run above: no model server token and no Airflow password in any log, report or registry file
+    (dag.test() runs no api-server, so there is an Airflow password file only if one was made)."""
     settings, env, result, root, run = deployed
-    keys = json.loads(TorchServe(settings).key_file.read_text())
-    secrets = {entry["key"] for entry in keys.values()}
+    server = _server(settings)
+    token = server.valid_key()
+    secrets = {token}
     passwords = Path(env["AIRFLOW_HOME"]) / "simple_auth_manager_passwords.json.generated"
     if passwords.is_file():
         secrets |= set(json.loads(passwords.read_text()).values())
-    assert all(len(secret) >= 8 for secret in secrets) and len(secrets) >= 3
-    places = [settings.runs_dir, settings.serve_dir / "logs", settings.registry_dir, Path(env["AIRFLOW_HOME"])]
+    assert len(token) >= 32 and all(len(secret) >= 8 for secret in secrets)
+    kept_secret = {passwords, getattr(server, "token_file", None), getattr(server, "key_file", None)}
+    places = [settings.runs_dir, settings.serve_dir, settings.registry_dir, Path(env["AIRFLOW_HOME"])]
     scanned = 0
     for place in places:
         for path in place.rglob("*"):
-            if not path.is_file() or path == passwords or path.suffix in {".mar", ".onnx", ".pt", ".pb", ".db"}:
+            if not path.is_file() or path in kept_secret or path.suffix in {".mar", ".onnx", ".pt", ".pb", ".db"}:
                 continue
             text = path.read_bytes().decode("utf-8", errors="ignore")
             scanned += 1

@@ -1,6 +1,6 @@
 """A team's own image folder, end to end: `relay task new` on a folder the test generates (RGB PNG and JPEG
 of mixed sizes, a hidden file, an unreadable file), then the task's DAG through Airflow's dag.test(), to a
-prediction served by TorchServe."""
+prediction served by Relay's default model server."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import yaml
 from PIL import Image
 
 from components.data.builtin import write_shapes
-from components.deploy.torchserve import TorchServe
+from components.deploy.local import served_by
+from components.deploy.servers import stop_servers
 from components.run_files import RunDir
 from tests.conftest import PROJECT, make_settings, settings_env
 
@@ -67,7 +68,7 @@ def test_task_new_then_the_dag_serves_the_users_own_data(tmp_path):
         assert set(gate["latency_method"]["effective_threads"].values()) == {1}
         info = json.loads(run.data_info.read_text())
         assert info["split_counts"]["skipped"] == 1 and info["preprocessing"]["channels"] == 3
-        answer = TorchServe(settings).predict("myshapes", (photos / "star" / "WIDE.PNG").read_bytes())
+        answer = served_by(settings, "myshapes").predict("myshapes", (photos / "star" / "WIDE.PNG").read_bytes())
         assert answer["class"] in spec["dataset"]["classes"] and len(answer["logits"]) == 10
     finally:
-        TorchServe(settings).stop()
+        stop_servers(settings)

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from components.data.builtin import write_shapes
-from components.deploy.torchserve import TorchServe
+from components.deploy.servers import stop_servers
 from tests.conftest import PROJECT, make_settings, settings_env
 
 pytestmark = pytest.mark.e2e
@@ -93,14 +93,15 @@ def team(tmp_path_factory):
     settings = make_settings(root / "relay-home")
     env = {key: value for key, value in settings_env(settings).items() if key != "RELAY_PROJECT_DIR"}
     env.update({"PATH": f"{venv / 'bin'}:/usr/local/bin:/usr/bin:/bin", "HOME": str(root / "home"),
-                "RELAY_TFX_ENV": str((PROJECT / ".venv-tfx").resolve()), "GX_ANALYTICS_ENABLED": "False",
+                "RELAY_TFX_ENV": str((PROJECT / ".venv-tfx").resolve()),
+                "RELAY_SERVE_ENV": str((PROJECT / ".venv-serve").resolve()), "GX_ANALYTICS_ENABLED": "False",
                 "DVC_NO_ANALYTICS": "1", "AIRFLOW_HOME": str(root / "airflow"), "LANG": "C.UTF-8"})
     made = Team(root, venv, root / "our-project", env, second, constraints, shim_wheel)
     made.pip("install", str(first), str(shim_wheel), "-c", str(constraints))
     try:
         yield made
     finally:
-        TorchServe(settings).stop()
+        stop_servers(settings)
 
 
 def _installed_version(team: Team) -> str:

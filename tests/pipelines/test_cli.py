@@ -68,11 +68,14 @@ def test_missing_dvc_remote(cli, settings, tmp_path, monkeypatch):
     _one_line_error(result, f"DVC remote directory {tmp_path / 'no-such-remote'} does not exist", "RELAY_DVC_REMOTE")
 
 
-def test_port_in_use(cli, settings):
+@pytest.mark.parametrize("variable", ["RELAY_V2_HTTP_PORT", "RELAY_V2_GRPC_PORT"])
+def test_port_in_use(cli, settings, variable):
+    """With nothing served yet, `relay serve start` starts the default server, the V2 server."""
+    port = getattr(settings, variable.removeprefix("RELAY_").lower())
     with socket.socket() as squatter:
-        squatter.bind(("127.0.0.1", settings.ts_inference_port))
+        squatter.bind(("127.0.0.1", port))
         squatter.listen()
-        _one_line_error(cli("serve", "start"), f"port {settings.ts_inference_port} (RELAY_TS_INFERENCE_PORT)")
+        _one_line_error(cli("serve", "start"), f"port {port} ({variable})")
 
 
 def test_predict_without_server(cli, tmp_path):

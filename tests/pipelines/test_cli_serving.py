@@ -28,9 +28,10 @@ def _shell(command: str, env: dict, timeout: int = 120) -> subprocess.CompletedP
 
 @pytest.fixture(scope="module")
 def short_lived_keys(trained_run, tmp_path_factory):
-    """digits served by a TorchServe whose keys live 15 s."""
+    """digits served by a TorchServe whose keys live 15 s (the V2 server's token does not expire)."""
     spec, run = trained_run
-    spec = spec.model_copy(update={"gate": spec.gate.model_copy(update={"min_accuracy": 0.5})})
+    spec = spec.model_copy(update={"gate": spec.gate.model_copy(update={"min_accuracy": 0.5}),
+                                   "deploy": spec.deploy.model_copy(update={"server": "torchserve"})})
     settings = make_settings(tmp_path_factory.mktemp("keys") / "relay-home", ts_token_expiration_min=0.25)
     server = TorchServe(settings)
     try:
@@ -63,11 +64,13 @@ def test_after_the_keys_expire_the_documented_client_line_still_works(short_live
     assert json.loads(server.key_file.read_text())["inference"]["key"] != stale["key"]  # renewed in the file
 
 
-def test_serve_key_without_a_server_says_what_to_run(tmp_path):
+@pytest.mark.parametrize("option, server", [("", "V2 server"), ("--server torchserve", "TorchServe")])
+def test_serve_key_without_a_server_says_what_to_run(tmp_path, option, server):
+    """Without a served task, `relay serve key` speaks of the default server, the V2 server."""
     env = {**os.environ, **settings_env(make_settings(tmp_path / "relay-home"))}
-    done = _shell("bin/relay serve key", env)
+    done = _shell(f"bin/relay serve key {option}", env)
     assert done.returncode == 2 and done.stdout == ""
-    assert "no Relay TorchServe is running" in done.stderr and "relay serve start" in done.stderr
+    assert f"no Relay {server} is running" in done.stderr and "relay serve start" in done.stderr
 
 
 def test_predict_defaults_to_the_only_served_task_and_otherwise_names_them(short_lived_keys):
@@ -120,7 +123,7 @@ def test_a_task_on_the_v2_server_is_served_stopped_started_and_predicted_from_a_
         status = _shell("bin/relay serve status", env)
         assert "The V2 server (MLServer): running" in status.stdout, status.stdout + status.stderr
         assert f"digits: serving v0.1.0; default v0.1.0 ({url})" in status.stdout
-        assert "TorchServe: not running" in status.stdout
+        assert "TorchServe" not in status.stdout  # nothing was deployed to it, and it is not the default
         predicted = _shell(f"bin/relay predict {image}", env)
         assert predicted.returncode == 0 and " class " in predicted.stdout, predicted.stderr
         answered = _shell(f'curl -sS --fail-with-body -H "Authorization: Bearer $(bin/relay serve key)" -T {image} '
