@@ -28,7 +28,7 @@ from components.deploy.torchserve import PredictionRefused, error_reason
 from components.errors import ServingError
 from components.imaging import Preprocessing
 from components.registry import model_version
-from components.settings import PROJECT_DIR, Settings, get_settings
+from components.settings import PROJECT_DIR, Settings, get_settings, is_source_checkout
 from components.spec import TaskSpec
 
 SERVER_MODULE = "components.deploy.v2_server"
@@ -83,8 +83,11 @@ class V2Server:
             return running
         python = self.settings.serve_env / "bin" / "python"  # MLServer's pins clash with Airflow's: a venv of its own
         if not python.exists():
-            raise ServingError(f"the V2 server's environment {self.settings.serve_env} is missing: run `make setup` "
-                               "(or set RELAY_SERVE_ENV to an environment built from requirements/serve.lock)")
+            build = ("run `make setup`" if is_source_checkout() else
+                     "run `make setup` in a Relay checkout and set RELAY_SERVE_ENV to its .venv-serve")
+            raise ServingError(f"the V2 server's environment {self.settings.serve_env} is missing: {build} (or set "
+                               "RELAY_SERVE_ENV to an environment built from requirements/serve.lock), or serve the "
+                               "task on TorchServe with deploy.server: torchserve in its spec")
         self._check_ports_free()
         shutil.rmtree(self.repository, ignore_errors=True)
         self.repository.mkdir(parents=True)

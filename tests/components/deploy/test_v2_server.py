@@ -224,3 +224,25 @@ def test_the_server_refuses_settings_it_cannot_serve_safely(tmp_path, settings, 
     started = _in_serve_env(settings, SERVER_MODULE, str(tmp_path), "--token-file", str(tmp_path / "token"))
     assert started.returncode != 0 and refusal in started.stderr
     assert str(tmp_path / "settings.json") in started.stderr
+
+
+def test_the_server_has_relays_components_package_alone_on_its_path(served):
+    """What the server imports of Relay is the components package the caller runs, linked on its own: in an
+    installed Relay the package's parent is the Airflow environment's site-packages, which must not shadow the
+    server environment's packages."""
+    server, *_ = served
+    path = psutil.Process(server.pid()).environ()["PYTHONPATH"]
+    assert path == str(server.dir / "relay-code")
+    linked = list((server.dir / "relay-code").iterdir())
+    assert [entry.name for entry in linked] == ["components"]
+    assert linked[0].is_symlink() and linked[0].resolve() == PROJECT_DIR / "components"
+
+
+def test_a_missing_server_environment_is_one_error_naming_it_and_what_to_set(tmp_path):
+    settings = make_settings(tmp_path / "relay-home", serve_env=tmp_path / "no-such-venv")
+    with pytest.raises(ServingError) as refused:
+        V2Server(settings).start()
+    message = str(refused.value)
+    assert str(tmp_path / "no-such-venv") in message and "RELAY_SERVE_ENV" in message and "make setup" in message
+    assert "deploy.server: torchserve" in message
+    assert not (settings.serve_dir / "v2" / "server.pid").exists()  # nothing was started
