@@ -187,9 +187,9 @@ def deploy_local(spec: TaskSpec, version: str, data_dir: Path, settings: Setting
     for other in server.versions(name):
         if model_version.canonical(other) not in keep:
             server.remove(name, other)
+    _record(settings, name, kind, version, keep[:KEEP_VERSIONS])
     if recorded and recorded["server"] != kind:
         _stop_serving_elsewhere(settings, name, recorded["server"])
-    _record(settings, name, kind, version, keep[:KEEP_VERSIONS])
     return DeployResult(name, version, previous if previous != version else None, accuracy,
                         server.predictions_url(name), why="smoke test and canary passed", canary=canary)
 
@@ -198,5 +198,7 @@ def _stop_serving_elsewhere(settings: Settings, task: str, kind: str) -> None:
     """``task`` moved to another server (its spec's deploy.server changed): the old server stops serving it."""
     old = model_server(kind, settings)
     if old.pid():
-        for version in old.versions(task):
+        default = old.default_version(task)
+        # The default last: TorchServe refuses to remove a model's default version while it has others.
+        for version in sorted(old.versions(task), key=lambda served: served == default):
             old.remove(task, version)

@@ -3,6 +3,7 @@ version goes live beside the old after a smoke test and a canary; a refused, fai
 replaces the default; the default and the previous version survive a restart or a crash, served again from the
 registry; bad requests get the same 4xx with the reason. Each test runs against both servers."""
 
+import json
 import re
 import signal
 import time
@@ -13,7 +14,7 @@ import pytest
 
 from components.data.dataset import load_split
 from components.deploy.local import deploy_local, served_state, start_serving
-from components.deploy.servers import NAMES, ModelServer, model_server
+from components.deploy.servers import DEFAULT_SERVER, NAMES, ModelServer, model_server
 from components.errors import RelayError, ServingError
 from components.registry.model_registry import ModelRegistry
 from tests.conftest import register_onnx, untrained_onnx
@@ -254,3 +255,32 @@ def test_a_tensorflow_model_is_served_through_its_onnx_model(keras_run, served, 
     expected = onnx_predictor(run.optimized_model)(preprocess_files(paths[:20], unnormalized(spec)))
     answers = [served.predict("digits", p.read_bytes())["index"] for p in paths[:20]]
     assert answers == expected.argmax(1).tolist()
+
+
+def test_a_task_served_by_torchserve_moves_to_the_default_server_on_its_next_deploy(trained_run, settings):
+    """Upgrading from a Relay whose default was TorchServe. Its record, written before records named a server, still
+    means TorchServe, which `relay serve start` restores. The next deploy of a spec that names no server puts the new
+    version on the V2 server after a smoke test and a canary there; then TorchServe stops serving the task, whatever
+    it served (here after a manual rollback: its default is the older of two versions)."""
+    base, run = trained_run
+    gate = base.gate.model_copy(update={"min_accuracy": 0.7})
+    old = base.model_copy(update={"gate": gate, "deploy": base.deploy.model_copy(update={"server": "torchserve"})})
+    new = base.model_copy(update={"gate": gate})
+    assert new.deploy.server == DEFAULT_SERVER == "kserve"
+    torchserve, v2 = model_server("torchserve", settings), model_server("kserve", settings)
+    for run_id in ("run-1", "run-2"):
+        deploy_local(old, register_onnx(settings, old, run.optimized_model, run_id), run.data, settings)
+    torchserve.set_default("digits", "0.1.0")  # the manual rollback docs/operations.md shows
+    record = settings.serve_dir / "served.json"
+    legacy = {task: {"default": "v0.1.0", "versions": entry["versions"]}
+              for task, entry in json.loads(record.read_text()).items()}
+    record.write_text(json.dumps(legacy))
+    torchserve.stop()
+    servers, notes = start_serving(settings)
+    assert set(servers) == {"torchserve"} and notes["digits"].endswith("(default v0.1.0) on TorchServe")
+
+    moved = deploy_local(new, register_onnx(settings, new, run.optimized_model, "run-3"), run.data, settings)
+    assert not moved.rolled_back and moved.previous_default is None  # the V2 server served nothing of it before
+    assert moved.canary is not None and v2.default_version("digits") == "0.3.0"
+    assert torchserve.pid() and torchserve.versions("digits") == []
+    assert served_state(settings)["digits"] == {"server": "kserve", "default": "v0.3.0", "versions": ["v0.3.0"]}
