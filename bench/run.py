@@ -215,9 +215,8 @@ def measure_tensorflow(home: Path) -> dict[str, float]:
 
 def measure_load(home: Path) -> dict[str, float]:
     """On each server (the V2 server, Relay's default, keys ``load_*``; TorchServe, ``torchserve_load_*``): 10,000
-    requests at
-    concurrency 32 against the digits model served by the real pipeline, then a second version deployed and
-    made default while 8 clients keep sending."""
+    requests at concurrency 32 against the digits model served by the real pipeline, then a second version deployed
+    and made default while 8 clients keep sending."""
     import yaml
 
     from components.spec import spec_path
