@@ -11,7 +11,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -21,6 +21,9 @@ from rich.table import Table
 from components.errors import RelayError
 from components.spec import load_spec, parse_run_params, run_param_schemas
 from pipelines.steps import STEPS, gate_failure, gate_passed, latest_run, run_step, start_run
+
+if TYPE_CHECKING:
+    from components.settings import Settings
 
 app = typer.Typer(help="Relay: versioned data to a served, promoted model.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -124,25 +127,27 @@ def step(name: Annotated[str, typer.Argument(help=f"One of: {', '.join(STEPS)}."
             code = _step(name, task, run_dir, overrides)
         else:
             from components.settings import get_settings
-            from pipelines.run_store import local_run
+            from pipelines.run_store import local_run, settings_for_run
 
-            with local_run(run_uri, get_settings()) as local:  # a failed gate's report is uploaded too
-                code = _step(name, task, local, overrides)
+            settings = settings_for_run(run_uri, get_settings())
+            with local_run(run_uri, settings) as local:  # a failed gate's report is uploaded too
+                code = _step(name, task, local, overrides, settings)
     except RelayError as error:
         _fail(error)
     if code:
         raise typer.Exit(code)
 
 
-def _step(name: str, task: str | None, run_dir: Path | None, overrides: dict) -> int:
-    """Run one step; return the exit code (1: the gate failed)."""
+def _step(name: str, task: str | None, run_dir: Path | None, overrides: dict,
+          settings: Settings | None = None) -> int:
+    """Run one step (with ``settings``, else the environment's); return the exit code (1: the gate failed)."""
     if name == "data" and task is not None:
-        run_dir = start_run(task, overrides, run_dir=run_dir)
+        run_dir = start_run(task, overrides, settings=settings, run_dir=run_dir)
     elif run_dir is None:
         if task is None:
             raise RelayError("give --task (or --run-dir)")
-        run_dir = latest_run(load_spec(task).name)
-    summary = run_step(name, run_dir)
+        run_dir = latest_run(load_spec(task).name, settings)
+    summary = run_step(name, run_dir, settings)
     console.print_json(json.dumps({"run_dir": str(run_dir), **summary}))
     if name == "gate" and not gate_passed(run_dir):
         err.print(gate_failure(run_dir), highlight=False)

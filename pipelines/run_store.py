@@ -59,6 +59,16 @@ def airflow_run_location(task: str, airflow_run_id: str, settings: Settings) -> 
     return f"{settings.runs_uri.rstrip('/')}/{task}/{run_dir.name}" if settings.runs_uri else str(run_dir)
 
 
+def settings_for_run(location: str, settings: Settings) -> Settings:
+    """``settings`` for stepping the run at ``location``. A run addressed by URI moves between machines as the runs
+    under RELAY_RUNS_URI do, also when `relay step --run-uri` is run by hand without it: its data step must then pack
+    the files for the other machines too (components.data.split_files). The URI's folder stands in for RELAY_RUNS_URI;
+    the steps only ask whether that is a URL."""
+    if settings.runs_uri or not is_uri(location):
+        return settings
+    return settings.model_copy(update={"runs_uri": location.rstrip("/").rsplit("/", 1)[0]})
+
+
 @contextmanager
 def run_at(location: str, settings: Settings) -> Iterator[Path]:
     """The run at ``location`` as a local directory: the path itself, or a local copy of a URI (see local_run)."""

@@ -109,6 +109,26 @@ def test_two_homes_with_their_own_checkouts_hand_a_run_over_through_s3(tmp_path,
         assert not any((home / "run-cache").iterdir())
 
 
+def test_steps_run_by_hand_through_s3_hand_the_images_over_in_packs_as_under_airflow(tmp_path, local_s3, s3_env):
+    """`relay step --run-uri s3://…` by hand, RELAY_RUNS_URI unset: the data step packs the files into the shard store
+    as it does under Airflow, so the machine that trains takes its splits from the packs. Its DVC remote is empty
+    and stays so: it neither pulled from it nor regenerated the built-in dataset and pushed it there."""
+    uri = f"s3://{local_s3.bucket}/by-hand/runs/digits/r1"
+    shards = f"s3://{local_s3.bucket}/by-hand/shards"
+    first = make_settings(tmp_path / "a" / "home", project_dir=_checkout(tmp_path / "a" / "checkout"),
+                          dvc_remote=f"s3://{local_s3.bucket}/by-hand/dvc", shards_uri=shards)
+    second = make_settings(tmp_path / "b" / "home", project_dir=_checkout(tmp_path / "b" / "checkout"),
+                           dvc_remote=f"s3://{local_s3.bucket}/by-hand/empty-dvc", shards_uri=shards)
+    data = relay(["step", "data", "--task", "digits", "--run-uri", uri, "--params", '{"epochs": 1}'], first)
+    assert data.returncode == 0, data.stderr[-2000:]
+    assert "data/file_packs.json" in _s3_objects(local_s3, "by-hand/runs/digits/r1/")
+
+    train = relay(["step", "train", "--run-uri", uri], second)
+    assert train.returncode == 0, train.stderr[-2000:]
+    assert len(list((tmp_path / "b" / "checkout" / "data" / "digits").rglob("*.png"))) == 1797  # every split
+    assert not _s3_objects(local_s3, "by-hand/empty-dvc/")
+
+
 def test_a_step_whose_upload_breaks_half_way_is_not_completed_and_its_rerun_publishes_it(tmp_path, local_s3, s3_env,
                                                                                          monkeypatch):
     import s3fs
