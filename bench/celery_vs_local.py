@@ -56,13 +56,14 @@ def dag_seconds(home: Path, conf: dict) -> dict:
                 airflow.start()
                 started = time.perf_counter()
                 run, tasks = airflow.run_to_the_end("relay_digits", conf)
+                elapsed = time.perf_counter() - started
                 if run["state"] != "success":
                     states = {t["task_id"]: t["state"] for t in tasks}
                     raise RuntimeError(f"relay_digits on the {executor} executor ended {run['state']}: {states}")
                 if number == 0:
-                    seconds["warm_up"] = [time.perf_counter() - started]
+                    seconds["warm_up"] = [elapsed]
                     continue
-                seconds.setdefault(executor, []).append(time.perf_counter() - started)
+                seconds.setdefault(executor, []).append(elapsed)
                 seconds.setdefault(f"{executor}_tasks", []).append(_task_seconds(tasks))
                 seconds.setdefault(f"{executor}_hosts", []).append(_task_hosts(tasks))
             finally:
