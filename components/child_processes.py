@@ -84,6 +84,30 @@ def stop_server(pid: int | None, pid_file: Path, timeout_s: float = 30) -> bool:
     return pid is not None
 
 
+def stop_session(session_id: int, timeout_s: float = 30) -> list[int]:
+    """SIGTERM every process left in the session ``session_id``, wait for them, kill what is left; their pids.
+
+    A child started with ``start_new_session=True`` leads a session whose id is its pid, and what it starts stays
+    in it after it exits. So a launcher that exits once its server is spawned (TorchServe's) leaves a handle on the
+    server that needs no pid file, and the kernel does not reuse the id while a member runs."""
+    import psutil
+
+    members = []
+    for process in psutil.process_iter():
+        try:
+            if os.getsid(process.pid) == session_id:
+                members.append(process)
+        except OSError:
+            continue  # gone meanwhile
+    for member in members:
+        try:
+            member.send_signal(signal.SIGTERM)
+        except psutil.NoSuchProcess:
+            pass  # ended meanwhile
+    _wait_or_kill(members, timeout_s)
+    return [member.pid for member in members]
+
+
 def stop_tree(pid: int, timeout_s: float = 30) -> None:
     """SIGTERM the process ``pid`` and wait for it and its children; kill what is left."""
     import psutil
@@ -91,6 +115,13 @@ def stop_tree(pid: int, timeout_s: float = 30) -> None:
     process = psutil.Process(pid)
     children = process.children(recursive=True)
     process.send_signal(signal.SIGTERM)
-    _, alive = psutil.wait_procs([process, *children], timeout=timeout_s)
+    _wait_or_kill([process, *children], timeout_s)
+
+
+def _wait_or_kill(processes: list, timeout_s: float) -> None:
+    """Wait up to ``timeout_s`` for ``processes`` (psutil's, signalled to stop) to end; kill what is left."""
+    import psutil
+
+    _, alive = psutil.wait_procs(processes, timeout=timeout_s)
     for straggler in alive:
         straggler.kill()

@@ -22,7 +22,7 @@ from pathlib import Path
 import psutil
 import requests
 
-from components.child_processes import stop_server
+from components.child_processes import stop_server, stop_session
 from components.registry import model_version
 from components.errors import ServingError
 from components.settings import Settings, get_settings
@@ -150,12 +150,18 @@ class TorchServe:
         with open(self.dir / "logs" / "launcher.log", "ab") as log:
             # Fully detached: stdin from /dev/null, no inherited descriptors, its own session. An Airflow
             # task's stdin is a socket to its supervisor; a server holding it keeps the task slot busy.
-            subprocess.run([str(launcher), "--start", "--ncs", "--model-store", str(self.model_store),
-                            "--ts-config", str(self.config),
-                            *(["--log-config", str(self.log_config)] if self.log_config else [])],
-                           cwd=self.dir, env=env, stdin=subprocess.DEVNULL,
-                           stdout=log, stderr=subprocess.STDOUT, close_fds=True, start_new_session=True, check=True)
+            launcher_process = subprocess.Popen(
+                [str(launcher), "--start", "--ncs", "--model-store", str(self.model_store), "--ts-config",
+                 str(self.config), *(["--log-config", str(self.log_config)] if self.log_config else [])],
+                cwd=self.dir, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, close_fds=True,
+                start_new_session=True)
+        # The launcher exits once it has spawned the JVM; the JVM stays in the launcher's session.
+        if launcher_process.wait() != 0:
+            stop_session(launcher_process.pid)
+            raise ServingError(f"TorchServe's launcher failed (exit {launcher_process.returncode}); see "
+                               f"{self.dir / 'logs' / 'launcher.log'}")
         deadline = time.monotonic() + timeout
+        why = f"did not become ready in {timeout:.0f}s"
         while time.monotonic() < deadline:
             pid = self.pid()
             if pid and self.key_file.exists():
@@ -165,10 +171,14 @@ class TorchServe:
                 except (ServingError, requests.Timeout):
                     pass  # not listening yet, or too busy starting to answer within the ping's timeout
             elif self.pid_file.exists() and not pid:
+                why = "exited while starting"
                 break
             time.sleep(0.5)
         self.stop()
-        raise ServingError(f"TorchServe did not become ready in {timeout:.0f}s; see {self.dir / 'logs'}")
+        # stop() ends the process that the pid file names when it reads it; once, under load in CI, a JVM outlived
+        # this error by an hour, holding this instance's ports. Whatever the launcher started is in its session.
+        stop_session(launcher_process.pid)
+        raise ServingError(f"TorchServe {why}; see {self.dir / 'logs'}")
 
     def stop(self, timeout: float = 30) -> bool:
         """Stop this instance (by its own pid). Returns whether one was running."""

@@ -4,6 +4,7 @@ import json
 import socket
 import stat
 
+import psutil
 import pytest
 import requests
 
@@ -59,6 +60,28 @@ def test_port_in_use_is_one_clear_error(server):
                                                r"\(RELAY_TS_MANAGEMENT_PORT\) on 127.0.0.1 is in use"):
             server.start()
     assert server.pid() is None
+
+
+def _processes_of(server: TorchServe) -> list[psutil.Process]:
+    """The processes started for ``server``: its JVM is the one given its config file."""
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if str(server.config) in process.cmdline():
+                found.append(process)
+        except psutil.Error:
+            continue
+    return found
+
+
+def test_a_start_that_fails_leaves_no_server_behind(server, monkeypatch):
+    # The pid file never names the JVM when read (as when CI once found a JVM holding a failed start's ports an
+    # hour later): stop() finds nothing to stop, and the launcher's session still takes the JVM down.
+    monkeypatch.setattr(TorchServe, "pid", lambda self: None)
+    with pytest.raises(ServingError, match=r"TorchServe (exited while starting|did not become ready in 20s)"):
+        server.start(timeout=20)
+    assert _processes_of(server) == []
+    server._check_ports_free()  # would raise naming a port still held
 
 
 def test_two_instances_run_side_by_side_and_stop_independently(server, tmp_path):
