@@ -251,7 +251,15 @@ class DeploySpec(_Strict):
     canary_max_error_rate: float = Field(default=0.0, ge=0, le=1,
                                          description="Largest share of failed canary requests to the new version.")
     canary_max_p99_ms: float = Field(default=250.0, gt=0,
-                                     description="Largest p99 latency of the new version during the canary.")
+                                     description="Largest p99 latency of the new version in a canary interval.")
+    canary_intervals: int = Field(default=5, ge=1, description="The canary's requests in this many consecutive "
+                                                               "intervals, each a measurement of p99 latency (Argo "
+                                                               "Rollouts' analysis `count`).")
+    canary_failure_limit: int = Field(default=1, ge=0, description="Intervals whose p99 may exceed "
+                                                                   "canary_max_p99_ms before the canary fails (Argo "
+                                                                   "Rollouts' `failureLimit`): one stall of a busy "
+                                                                   "machine is not a slow model. Errors have no limit "
+                                                                   "but canary_max_error_rate.")
     max_request_bytes: int = Field(default=16_000_000, gt=0, le=64_000_000,
                                    description="Larger prediction request bodies get HTTP 413 from the handler.")
     # How TorchServe runs the model (the .mar's model-config.yaml). Defaults measured on the 2-core CI
@@ -263,6 +271,16 @@ class DeploySpec(_Strict):
     max_batch_delay_ms: int = Field(default=1, ge=1, le=10_000,
                                     description="How long TorchServe waits to fill a batch, ms: the latency a "
                                                 "lone request may pay for batching.")
+
+    @model_validator(mode="after")
+    def _canary_can_fail(self) -> DeploySpec:
+        if self.canary_failure_limit >= self.canary_intervals:
+            raise ValueError(f"canary_failure_limit ({self.canary_failure_limit}) must be below canary_intervals "
+                             f"({self.canary_intervals}), or no latency could fail the canary")
+        if 0 < self.canary_requests < self.canary_intervals:
+            raise ValueError(f"canary_requests ({self.canary_requests}) must be at least canary_intervals "
+                             f"({self.canary_intervals}): each interval needs a request")
+        return self
 
 
 class Priorities(_Strict):
