@@ -118,16 +118,26 @@ def nowhere_to_pull(repo: Path, url: str, md5: str, settings: Settings) -> bool:
     """True when the object ``md5`` (a pointer's hash) is neither in ``repo``'s DVC cache nor on the remote ``url``,
     so that `dvc pull` is bound to fail: a caller that can make the data spares that process (1 to 3 s). A remote
     that cannot be asked answers False, and the pull reports what is wrong with it."""
+    if (repo / ".dvc" / "cache" / _object_key(md5)).exists():
+        return False
+    return remote_holds(url, md5, settings) is False
+
+
+def remote_holds(url: str, md5: str, settings: Settings) -> bool | None:
+    """Whether the DVC remote ``url`` holds the object ``md5``; None when it cannot be asked. A directory's object
+    (its listing) is whole there: DVC uploads it only after every file it lists."""
     import fsspec
 
-    key = f"files/md5/{md5[:2]}/{md5[2:]}"  # DVC 3's layout, in its cache and on its remotes alike
-    if (repo / ".dvc" / "cache" / key).exists():
-        return False
     try:
         fs, root = fsspec.core.url_to_fs(url, **storage_options(url, settings))
-        return not fs.exists(f"{root.rstrip('/')}/{key}")
-    except Exception:  # noqa: BLE001 - credentials, bucket or endpoint: the pull says which, in one line
-        return False
+        return fs.exists(f"{root.rstrip('/')}/{_object_key(md5)}")
+    except Exception:  # noqa: BLE001 - credentials, bucket or endpoint: DVC's own command says which, in one line
+        return None
+
+
+def _object_key(md5: str) -> str:
+    """Where DVC 3 keeps the object ``md5``, in its cache and on its remotes alike."""
+    return f"files/md5/{md5[:2]}/{md5[2:]}"
 
 
 def committed_remote(repo: Path) -> str | None:

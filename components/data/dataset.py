@@ -94,12 +94,17 @@ def ensure_dataset(spec: TaskSpec, settings: Settings) -> str | None:
         if expected is not None and not (generator and versioning.nowhere_to_pull(repo, url, expected, settings)):
             try:
                 versioning.dvc(["pull", rel], repo)
-                checked.record(expected)
-                return expected
             except versioning.DvcError as error:
                 if generator is None:
                     raise RelayError(f"cannot fetch {rel} from DVC remote {describe_remote(url, settings)}: "
                                      f"{versioning.remote_failure(url, settings, error)}") from None
+            else:
+                if versioning.remote_holds(url, expected, settings) is False:
+                    # Only this machine's cache holds the version (a `dvc add` never pushed, a remote switched):
+                    # what a run trains on must be on the remote, for other workers and whoever reproduces it.
+                    _push(rel, repo, url, settings)
+                checked.record(expected)
+                return expected
         elif generator is None:
             raise RelayError(f"{rel} does not exist: bring the dataset under DVC with "
                              f"`relay task new {spec.name} --from DIR` or `dvc add {dataset_dir.relative_to(repo)}`")
@@ -111,13 +116,18 @@ def ensure_dataset(spec: TaskSpec, settings: Settings) -> str | None:
                 f"regenerated {dataset_dir.name} hashes to {actual}, but {rel} records {expected}: "
                 "the generator changed; restore the committed pointer with `git checkout " + rel + "`"
             )
-        try:
-            versioning.dvc(["push", rel], repo)
-        except versioning.DvcError as error:
-            raise RelayError(f"cannot push {rel} to the DVC remote {describe_remote(url, settings)}: "
-                             f"{versioning.remote_failure(url, settings, error)}") from None
+        _push(rel, repo, url, settings)
         checked.record(actual)
         return actual
+
+
+def _push(rel: str, repo: Path, url: str, settings: Settings) -> None:
+    """`dvc push` the pointer ``rel`` to the remote ``url``; one line naming the remote when it fails."""
+    try:
+        versioning.dvc(["push", rel], repo)
+    except versioning.DvcError as error:
+        raise RelayError(f"cannot push {rel} to the DVC remote {describe_remote(url, settings)}: "
+                         f"{versioning.remote_failure(url, settings, error)}") from None
 
 
 def tree_fingerprint(directory: Path) -> str | None:

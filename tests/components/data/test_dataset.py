@@ -222,7 +222,8 @@ def test_dvc_supports_s3_remotes():
 
 
 def test_a_rerun_skips_dvc_until_a_file_changes(digits_spec, small_dataset, tmp_path, monkeypatch):
-    """The dataset is pulled once; reruns with the files untouched start no DVC process."""
+    """The dataset is pulled once (and pushed: the remote lacked it); reruns with the files untouched start no
+    DVC process."""
     import os
 
     from components import versioning
@@ -236,11 +237,44 @@ def test_a_rerun_skips_dvc_until_a_file_changes(digits_spec, small_dataset, tmp_
     real = versioning.dvc
     monkeypatch.setattr(versioning, "dvc", lambda args, repo: calls.append(args[0]) or real(args, repo))
     md5 = pointer_md5(project / "data" / "mine.dvc")
-    assert ensure_dataset(spec, settings) == md5 and calls == ["pull"]
-    assert ensure_dataset(spec, settings) == md5 and calls == ["pull"]  # nothing started
+    assert ensure_dataset(spec, settings) == md5 and calls == ["pull", "push"]
+    assert ensure_dataset(spec, settings) == md5 and calls == ["pull", "push"]  # nothing started
     touched = next((project / "data" / "mine" / "3").iterdir())
     os.utime(touched, ns=(touched.stat().st_atime_ns, touched.stat().st_mtime_ns + 10**9))
-    assert ensure_dataset(spec, settings) == md5 and calls == ["pull", "pull"]
+    assert ensure_dataset(spec, settings) == md5 and calls == ["pull", "push", "pull"]
+
+
+@pytest.mark.parametrize("remote_kind", ["folder", "s3"])
+def test_a_version_only_the_local_cache_holds_is_pushed_before_a_run_uses_it(digits_spec, small_dataset, tmp_path,
+                                                                              remote_kind, request):
+    """`dvc add` without `dvc push` (or a remote switched to a new bucket): the data step puts the version on the
+    remote, so another worker, or a teammate reproducing a registered model, can pull what it was trained on."""
+    from components import versioning
+    from components.data.dataset import ensure_dataset
+    from tests.conftest import make_settings
+
+    if remote_kind == "s3":
+        server = request.getfixturevalue("local_s3")
+        request.getfixturevalue("s3_env")
+        remote = {"dvc_remote": f"s3://{server.bucket}/cache-only-{tmp_path.name}",
+                  "s3_endpoint_url": server.endpoint_url}
+    else:
+        (tmp_path / "remote").mkdir()
+        remote = {"dvc_remote": str(tmp_path / "remote")}
+    project = dvc_checkout(tmp_path / "project", small_dataset)
+    settings = make_settings(tmp_path / "home", project_dir=project, **remote)
+    spec = spec_for(digits_spec, project / "data" / "mine", **{"dataset.source": "dvc"})
+    md5 = pointer_md5(project / "data" / "mine.dvc")
+    assert versioning.remote_holds(settings.dvc_remote, md5, settings) is False
+    assert ensure_dataset(spec, settings) == md5
+    assert versioning.remote_holds(settings.dvc_remote, md5, settings) is True
+    # Another checkout with the pointer and an empty cache pulls the version from the remote alone.
+    clone = dvc_checkout(tmp_path / "clone")
+    (clone / "data").mkdir()
+    shutil.copy(project / "data" / "mine.dvc", clone / "data" / "mine.dvc")
+    ensure_dataset(spec_for(digits_spec, clone / "data" / "mine", **{"dataset.source": "dvc"}),
+                   make_settings(tmp_path / "home-clone", project_dir=clone, **remote))
+    assert _tree_digest(clone / "data" / "mine") == _tree_digest(project / "data" / "mine")
 
 
 def _digits_checkout(path):
