@@ -244,6 +244,17 @@ def test_a_rerun_skips_dvc_until_a_file_changes(digits_spec, small_dataset, tmp_
     assert ensure_dataset(spec, settings) == md5 and calls == ["pull", "push", "pull"]
 
 
+def _empty_remote(kind: str, tmp_path, request) -> dict:
+    """Settings for an empty DVC remote: a folder, or a prefix of the session's moto server (this process's AWS
+    environment then points at it)."""
+    if kind == "s3":
+        server = request.getfixturevalue("local_s3")
+        request.getfixturevalue("s3_env")
+        return {"dvc_remote": f"s3://{server.bucket}/{tmp_path.name}", "s3_endpoint_url": server.endpoint_url}
+    (tmp_path / "remote").mkdir()
+    return {"dvc_remote": str(tmp_path / "remote")}
+
+
 @pytest.mark.parametrize("remote_kind", ["folder", "s3"])
 def test_a_version_only_the_local_cache_holds_is_pushed_before_a_run_uses_it(digits_spec, small_dataset, tmp_path,
                                                                               remote_kind, request):
@@ -253,14 +264,7 @@ def test_a_version_only_the_local_cache_holds_is_pushed_before_a_run_uses_it(dig
     from components.data.dataset import ensure_dataset
     from tests.conftest import make_settings
 
-    if remote_kind == "s3":
-        server = request.getfixturevalue("local_s3")
-        request.getfixturevalue("s3_env")
-        remote = {"dvc_remote": f"s3://{server.bucket}/cache-only-{tmp_path.name}",
-                  "s3_endpoint_url": server.endpoint_url}
-    else:
-        (tmp_path / "remote").mkdir()
-        remote = {"dvc_remote": str(tmp_path / "remote")}
+    remote = _empty_remote(remote_kind, tmp_path, request)
     project = dvc_checkout(tmp_path / "project", small_dataset)
     settings = make_settings(tmp_path / "home", project_dir=project, **remote)
     spec = spec_for(digits_spec, project / "data" / "mine", **{"dataset.source": "dvc"})
@@ -296,14 +300,7 @@ def test_a_built_in_dataset_is_pulled_when_the_remote_has_it_and_made_when_it_ha
     from components.spec import load_spec
     from tests.conftest import make_settings
 
-    if remote_kind == "s3":
-        server = request.getfixturevalue("local_s3")
-        request.getfixturevalue("s3_env")
-        remote = {"dvc_remote": f"s3://{server.bucket}/pull-or-make-{tmp_path.name}",
-                  "s3_endpoint_url": server.endpoint_url}
-    else:
-        (tmp_path / "remote").mkdir()
-        remote = {"dvc_remote": str(tmp_path / "remote")}
+    remote = _empty_remote(remote_kind, tmp_path, request)
     calls, made = [], []
     real_dvc, real_generator = versioning.dvc, dataset.GENERATORS["sklearn-digits"]
     monkeypatch.setattr(versioning, "dvc", lambda args, repo: calls.append(args[0]) or real_dvc(args, repo))
