@@ -3,7 +3,7 @@
 Run by ``make bench`` (``measure_celery_vs_local``) in a process of its own: it drives `make airflow` as the
 end-to-end tests do (``tests.e2e.make_airflow``), whose helpers set the test environment up on import.
 ``python -m bench.celery_vs_local HOME OUT.json [CONF]`` writes each executor's seconds from the REST API's trigger
-to the run's end, in alternating rounds (``ORDER``), triggered with the run parameters CONF (JSON; default none:
+to the run's end, in the order ``ORDER``, triggered with the run parameters CONF (JSON; default none:
 the spec's defaults): the Celery side with runs and data on a moto S3 server and models through a git remote, the
 local side on one disk. Each includes what its executor adds (Redis queueing, S3 transfers, each
 worker's own checkout of the dataset version)."""
@@ -29,9 +29,11 @@ def _task_hosts(tasks: list[dict]) -> dict[str, str]:
     return {t["task_id"]: t.get("hostname") or "" for t in tasks}
 
 
-# The executors' order, round by round: each runs first once and last once after the warm-up, so neither gains
-# from the other's servers having started before.
-ORDER = ("local", "celery", "celery", "local")
+# The executors' order after the warm-up: three runs each, whose median drops one run slowed by the machine on
+# either side (with two, a median is their mean: one local run of 81 s, its validate step 33 s against 22 in the
+# other's 62 s, made a ratio of 1.18). Their positions are as even as three each allow (local 1, 4, 5; Celery 2, 3,
+# 6).
+ORDER = ("local", "celery", "celery", "local", "local", "celery")
 # An untimed run before them: the first DAG run on a machine reads TensorFlow, TFX, torch and the model server from
 # disk, and whichever executor went first paid for it (the LocalExecutor's first run here took 101 s against 75 s
 # for its second, its deploy 29 s against 7). A Celery run reads what a LocalExecutor run reads, and Celery's parts.
