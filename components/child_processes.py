@@ -84,8 +84,8 @@ def stop_server(pid: int | None, pid_file: Path, timeout_s: float = 30) -> bool:
     return pid is not None
 
 
-def stop_session(session_id: int, timeout_s: float = 30) -> list[int]:
-    """SIGTERM every process left in the session ``session_id``, wait for them, kill what is left; their pids.
+def stop_session(session_id: int, timeout_s: float = 30) -> None:
+    """SIGTERM every process left in the session ``session_id``, wait for them, kill what is left.
 
     A child started with ``start_new_session=True`` leads a session whose id is its pid, and what it starts stays
     in it after it exits. So a launcher that exits once its server is spawned (TorchServe's) leaves a handle on the
@@ -105,7 +105,6 @@ def stop_session(session_id: int, timeout_s: float = 30) -> list[int]:
         except psutil.NoSuchProcess:
             pass  # ended meanwhile
     _wait_or_kill(members, timeout_s)
-    return [member.pid for member in members]
 
 
 def stop_tree(pid: int, timeout_s: float = 30) -> None:

@@ -3,8 +3,9 @@ to it and to the version serving now, and its error rate and p99 latency must st
 
 Latency is judged as canary tools judge a metric (Argo Rollouts' analysis runs, Flagger's checks): measured in
 several intervals, failing once more intervals than a failure limit break the bound. Over all of a 50-request
-canary, p99 is its slowest request or two, so one stall of a busy machine (CI saw one request of 296 ms against a
-p50 of 2.7 ms) rolled a healthy version back; a slow version breaks the bound in every interval."""
+canary, p99 is its slowest request or two, so one stall of a busy machine (in CI, p99 296 ms against a p50 of
+2.7 ms: one request of about 580 ms) rolled a healthy version back; a slow version breaks the bound in every
+interval."""
 
 from __future__ import annotations
 
