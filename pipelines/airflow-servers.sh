@@ -50,6 +50,20 @@ case $executor in
   *) echo "RELAY_AIRFLOW_EXECUTOR=$executor: use local or celery" >&2; exit 2 ;;
 esac
 
+# SQLite admits one writer at a time, and Python's sqlite3 gives up waiting for the lock after 5 s: on a slow or
+# busy disk one server's write failed past Airflow's three retries, and its exit stopped all of them (the first
+# Celery run on a cold machine did). Every server's writes now wait up to 60 s. Another database is left as it is.
+database=${AIRFLOW__DATABASE__SQL_ALCHEMY_CONN:-}
+if [ -z "$database" ] && [ -f "$AIRFLOW_HOME/airflow.cfg" ]; then
+  database=$(sed -n 's/^sql_alchemy_conn *= *//p' "$AIRFLOW_HOME/airflow.cfg" | head -1)
+fi
+database=${database:-sqlite:///$AIRFLOW_HOME/airflow.db}
+case $database in
+  sqlite*timeout=*) ;;
+  sqlite*\?*) database="$database&timeout=60" ;;
+  sqlite*) database="$database?timeout=60" ;;
+esac
+export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=$database
 "$airflow" db migrate >"$AIRFLOW_HOME/logs/migrate.log" 2>&1
 pids=()
 worker_tmps=()

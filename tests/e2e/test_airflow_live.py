@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -260,6 +261,30 @@ def test_the_ui_trigger_form_shows_every_run_parameter_in_chromium(live):
         assert name in form["form_text"] and f"(spec field: {'.'.join(path)})" in form["form_text"]
     # docs/operations.md says so: the form clamps a number out of bounds to its nearest bound.
     assert (form["epochs_typed"], form["epochs_after_leaving"]) == ("0", "1")
+
+
+def test_a_write_lock_held_for_40_seconds_takes_no_server_down(live):
+    """SQLite admits one writer. A slow disk, or a backup tool, can hold its lock for long: Python's sqlite3 gave up
+    after 5 s, a server's write failed past Airflow's retries, and its exit stopped every server (a 40 s lock did,
+    before the script set the database's timeout). Afterwards every server runs and reports itself healthy."""
+    database = sqlite3.connect(live.airflow_home / "airflow.db", timeout=60, isolation_level=None)
+    try:
+        database.execute("BEGIN EXCLUSIVE")
+        time.sleep(40)
+        database.execute("COMMIT")
+    finally:
+        database.close()
+    deadline = time.monotonic() + 90
+    while True:
+        assert live.process.poll() is None, f"make airflow exited: {live.output.read_text()[-2000:]}"
+        health = requests.get(f"{live.url}/api/v2/monitor/health", timeout=30).json()
+        if all(part["status"] == "healthy" for part in health.values()):
+            break
+        assert time.monotonic() < deadline, health
+        time.sleep(2)
+    assert set(health) == {"metadatabase", "scheduler", "triggerer", "dag_processor"}, health
+    pids = (live.airflow_home / "airflow-servers.pids").read_text().split()
+    assert len(pids) == 4 and all(Path(f"/proc/{pid}").exists() for pid in pids), live.output.read_text()[-2000:]
 
 
 def test_ctrl_c_stops_make_airflow_without_a_make_error(live):
