@@ -172,10 +172,9 @@ def _data(spec: TaskSpec, run: RunDir, settings: Settings) -> DataSummary:
 
 
 def _validate(spec: TaskSpec, run: RunDir, settings: Settings) -> ValidateSummary:
-    from components.validate.expectations import validate_dataset, validate_with_tfx
+    from components.validate.expectations import validate_data
 
-    result = validate_dataset(spec, run.data, run.validate)
-    tfx = validate_with_tfx(spec, run.data, run.tfx, settings)
+    result, tfx = validate_data(spec, run.data, run.validate, run.tfx, settings)
     return ValidateSummary(result.success and tfx.success, str(result.data_docs), str(tfx.report), tfx.baseline)
 
 

@@ -20,15 +20,20 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import pandas as pd
 
 from components.validate import tfx_pipeline
 from components.atomic import atomic_dir, write_json
+from components.child_processes import stop_session
 from components.data.dataset import MANIFEST, SKIPPED, read_data_info, read_manifest
 from components.run_files import VALIDATION
 from components.errors import DataValidationError
@@ -215,15 +220,35 @@ def validate_with_tfx(spec: TaskSpec, data_dir: Path, out_dir: Path, settings: S
     that passes becomes the next baseline. The curated schema is ``pipelines/schemas/<task>/schema.pbtxt``;
     without one, SchemaGen infers a schema (written to the run for review).
     """
+    return accept_tfx_result(spec, run_tfx_pipeline(spec, data_dir, out_dir, settings), data_dir, settings)
+
+
+def validate_data(spec: TaskSpec, data_dir: Path, validate_dir: Path, tfx_dir: Path,
+                  settings: Settings) -> tuple[ValidationResult, TfxResult]:
+    """The validate step: the Great Expectations suite runs here while the TFX pipeline runs in its own process
+    (they share no state, and TFX's takes longest), then TFX's verdict is taken. A failed suite stops the pipeline,
+    so nothing of TFX's is published, and a version becomes TFX's drift baseline only when both pass."""
+    stop = threading.Event()
+    with ThreadPoolExecutor(1, thread_name_prefix="tfx") as pool:
+        pipeline = pool.submit(run_tfx_pipeline, spec, data_dir, tfx_dir, settings, stop)
+        try:
+            expectations = validate_dataset(spec, data_dir, validate_dir)
+            return expectations, accept_tfx_result(spec, pipeline.result(), data_dir, settings)
+        finally:
+            stop.set()  # a no-op once the pipeline has ended; otherwise the pool waits until it is stopped
+
+
+def run_tfx_pipeline(spec: TaskSpec, data_dir: Path, out_dir: Path, settings: Settings,
+                     stop: threading.Event | None = None) -> TfxResult:
+    """Run the TFX pipeline over the data step's manifest and publish its outputs in ``out_dir``; its verdict, not
+    yet acted on (``accept_tfx_result``). Once ``stop`` is set its process ends, and nothing is published."""
     python = settings.tfx_env / "bin" / "python"
     if not python.exists():
         raise DataValidationError(f"the TFX environment {settings.tfx_env} is missing: run `make setup` in a Relay "
                                   "checkout, or set RELAY_TFX_ENV to a Python 3.10 environment built from its "
                                   "requirements/tfx.lock")
-    version = read_data_info(data_dir)["dataset_version"]
     store = _baselines(settings, spec.name)
-    accepted = json.loads((store / "accepted.json").read_text()) if (store / "accepted.json").exists() else []
-    previous = next((v for v in reversed(accepted) if v != version), None)
+    previous = next((v for v in reversed(_accepted(store)) if v != read_data_info(data_dir)["dataset_version"]), None)
     schema = SCHEMAS_DIR / spec.name / "schema.pbtxt"
     with atomic_dir(out_dir) as tmp:
         # The TFX environment is Python 3.10: it runs the module as a script, isolated (-I), so neither Relay's
@@ -236,21 +261,52 @@ def validate_with_tfx(spec: TaskSpec, data_dir: Path, out_dir: Path, settings: S
         if previous:
             command += ["--previous-stats", str(store / f"{previous}.pb")]
         with open(tmp / "tfx.log", "w") as log:
-            proc = subprocess.run(command, cwd=tmp, stdout=log, stderr=subprocess.STDOUT, timeout=900,
-                                  env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-        if proc.returncode != 0:
+            returncode = _run_unless_stopped(command, tmp, log, stop)
+        if returncode != 0:
             tail = (tmp / "tfx.log").read_text().strip().splitlines()[-1:]
-            raise DataValidationError(f"the TFX validation pipeline failed (exit {proc.returncode}): {tail}; "
+            raise DataValidationError(f"the TFX validation pipeline failed (exit {returncode}): {tail}; "
                                       f"log: {out_dir / 'tfx.log'}")
         report = json.loads((tmp / "tfx_report.json").read_text())
         shutil.rmtree(tmp / "tfx" / "examples", ignore_errors=True)  # a copy of the data; the stats stay
-    result = TfxResult(report["success"], out_dir / "tfx_report.json", report["anomalies"], report["drift"], previous)
+    return TfxResult(report["success"], out_dir / "tfx_report.json", report["anomalies"], report["drift"], previous)
+
+
+def _accepted(store: Path) -> list[str]:
+    """The dataset versions that passed, oldest first."""
+    return json.loads((store / "accepted.json").read_text()) if (store / "accepted.json").exists() else []
+
+
+def _run_unless_stopped(command: list[str], cwd: Path, log: IO[str], stop: threading.Event | None,
+                        timeout_s: float = 900) -> int:
+    """Run ``command`` to its end and return its exit status. Its process, and any it started, is stopped and
+    this raises once ``stop`` is set or after ``timeout_s``."""
+    process = subprocess.Popen(command, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    deadline = time.monotonic() + timeout_s
+    try:
+        while process.poll() is None:
+            if stop is not None and stop.is_set():
+                raise DataValidationError("the TFX validation pipeline was stopped: another check failed")
+            if time.monotonic() > deadline:
+                raise DataValidationError(f"the TFX validation pipeline did not finish in {timeout_s:.0f} s: see "
+                                          f"{cwd / 'tfx.log'}")
+            time.sleep(0.2)
+        return process.returncode
+    finally:
+        if process.poll() is None:
+            stop_session(process.pid)
+
+
+def accept_tfx_result(spec: TaskSpec, result: TfxResult, data_dir: Path, settings: Settings) -> TfxResult:
+    """Raise on the pipeline's anomalies or drift; otherwise make this dataset version the next drift baseline."""
     if not result.success:
         raise DataValidationError(
             f"dataset {spec.dataset.name} failed TFX validation: " + " | ".join(result.anomalies + result.drift)
             + f" — see {result.report}")
+    version = read_data_info(data_dir)["dataset_version"]
+    store = _baselines(settings, spec.name)
     store.mkdir(parents=True, exist_ok=True)
-    shutil.copy(out_dir / "statistics.pb", store / f"{version}.pb")
-    if not accepted or accepted[-1] != version:
+    shutil.copy(result.report.parent / "statistics.pb", store / f"{version}.pb")
+    if (accepted := _accepted(store))[-1:] != [version]:
         write_json(store / "accepted.json", [*accepted, version])
     return result

@@ -2,7 +2,7 @@
 on LocalDagRunner, plus drift against the previous dataset version.
 
 This module runs in the TFX environment (.venv-tfx, Python 3.10), started as a subprocess by the
-validate step (``components.validate.expectations.validate_with_tfx``), so it imports only the standard library,
+validate step (``components.validate.expectations.run_tfx_pipeline``), so it imports only the standard library,
 TFX and TFDV. It writes ``tfx_report.json`` (anomalies and drift), ``statistics.pb``,
 ``schema.pbtxt`` (the one it used or inferred) and the pipeline's own outputs into ``--out``.
 """

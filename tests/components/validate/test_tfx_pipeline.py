@@ -4,12 +4,13 @@ import json
 import shutil
 
 import numpy as np
+import psutil
 import pytest
 from PIL import Image
 
-from components.data.dataset import prepare_data
+from components.data.dataset import prepare_data, read_data_info
 from components.errors import DataValidationError
-from components.validate.expectations import SCHEMAS_DIR, validate_with_tfx
+from components.validate.expectations import SCHEMAS_DIR, validate_data, validate_with_tfx
 from tests.conftest import spec_for
 
 pytestmark = pytest.mark.slow  # runs the TFX pipeline in its own venv
@@ -63,3 +64,31 @@ def test_tfx_accepts_good_data_then_stops_drift_and_unknown_labels(digits_spec, 
     # Neither failed version became the drift baseline.
     accepted = json.loads((settings.home / "tfx" / "digits" / "accepted.json").read_text())
     assert len(accepted) == 1
+
+
+def test_the_step_runs_both_checks_and_a_version_that_passes_both_becomes_the_baseline(digits_spec, small_dataset,
+                                                                                         settings, tmp_path):
+    """validate_data, as the validate step calls it: the suite here while TFX's pipeline runs in its process."""
+    spec = spec_for(digits_spec, small_dataset)
+    prepare_data(spec, tmp_path / "data", settings)
+    expectations, tfx = validate_data(spec, tmp_path / "data", tmp_path / "validate", tmp_path / "tfx", settings)
+    assert expectations.success and expectations.data_docs.is_file()
+    assert tfx.success and (tmp_path / "tfx" / "statistics.pb").is_file()
+    assert json.loads((settings.home / "tfx" / "digits" / "accepted.json").read_text()) == [
+        read_data_info(tmp_path / "data")["dataset_version"]]
+
+
+def test_a_failed_expectation_stops_the_tfx_pipeline_and_moves_no_baseline(digits_spec, small_dataset, settings,
+                                                                           tmp_path):
+    """The suite fails in seconds, long before the pipeline (whose imports alone take longer) ends: the pipeline's
+    process is stopped, nothing of it is published, the version is no drift baseline, and the error is the suite's."""
+    def corrupt(dataset):
+        (dataset / "3" / "9999.png").write_bytes(b"\x89PNG\r\n\x1a\ntruncated")
+
+    spec = spec_for(digits_spec, _dataset(small_dataset, tmp_path, "corrupt", corrupt))
+    prepare_data(spec, tmp_path / "data", settings)
+    with pytest.raises(DataValidationError, match="every file is a decodable image: 1 file"):
+        validate_data(spec, tmp_path / "data", tmp_path / "validate", tmp_path / "tfx", settings)
+    assert not (tmp_path / "tfx").exists() and not (settings.home / "tfx").exists()
+    manifest = str(tmp_path / "data" / "manifest.csv")
+    assert not [p.pid for p in psutil.process_iter(["cmdline"]) if manifest in (p.info["cmdline"] or [])]
