@@ -1,4 +1,5 @@
-"""The validate step: a Great Expectations suite over the dataset manifest.
+"""The validate step: a Great Expectations suite over the dataset manifest, and TFX data validation beside it
+(``validate_data``).
 
 Five tables are validated, each a plain DataFrame derived from the manifest:
 - ``images``: one row per file the run uses (all files, unless ``on_bad_file: skip`` left some out):
@@ -226,8 +227,9 @@ def validate_with_tfx(spec: TaskSpec, data_dir: Path, out_dir: Path, settings: S
 def validate_data(spec: TaskSpec, data_dir: Path, validate_dir: Path, tfx_dir: Path,
                   settings: Settings) -> tuple[ValidationResult, TfxResult]:
     """The validate step: the Great Expectations suite runs here while the TFX pipeline runs in its own process
-    (they share no state, and TFX's takes longest), then TFX's verdict is taken. A failed suite stops the pipeline,
-    so nothing of TFX's is published, and a version becomes TFX's drift baseline only when both pass."""
+    (they share no state, and TFX's takes longest), then TFX's verdict is taken. A failed suite stops the pipeline
+    if it still runs, so that it publishes nothing, and a version becomes TFX's drift baseline only when both
+    pass."""
     stop = threading.Event()
     with ThreadPoolExecutor(1, thread_name_prefix="tfx") as pool:
         pipeline = pool.submit(run_tfx_pipeline, spec, data_dir, tfx_dir, settings, stop)

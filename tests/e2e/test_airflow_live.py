@@ -1,6 +1,7 @@
 """Relay under a real Airflow: `make airflow` (api-server, scheduler, dag-processor, triggerer; LocalExecutor,
 SQLite) on 127.0.0.1 and free ports, driven the way a user drives it: REST calls with a JWT, the UI in
-headless Chromium, `relay data add`, the scheduler's own clock, and Ctrl-C at the end.
+headless Chromium, `relay data add`, the scheduler's own clock, and Ctrl-C at the end. Tasks outlive their
+execution-API token, and the metadata database's lock is held for 40 s.
 
 The project is a temporary one with three tasks made by `relay task new` from scikit-learn's digits:
 ``tiny`` (no cron: it runs when triggered or when its dataset Asset gets an event), ``ticker`` (cron
@@ -74,7 +75,11 @@ class Live:
         self.airflow_home = root / "airflow"
         self.env = {**os.environ, **settings_env(self.settings), "PYTHONPATH": str(PROJECT), "OMP_NUM_THREADS": "1",
                     "AIRFLOW_HOME": str(self.airflow_home), "RELAY_PROJECT_DIR": str(self.project),
-                    "RELAY_AIRFLOW_PORT": str(self.port), "RELAY_AIRFLOW_URL": self.url}
+                    "RELAY_AIRFLOW_PORT": str(self.port), "RELAY_AIRFLOW_URL": self.url,
+                    # A task's token for Airflow's execution API expires after 600 s by default, and training runs
+                    # for hours: here it expires after 15 s, so validate and train outlive theirs, and a run
+                    # succeeds only while Airflow reissues it (its JWTReissueMiddleware, on the task's heartbeats).
+                    "AIRFLOW__EXECUTION_API__JWT_EXPIRATION_TIME": "15"}
         self.process: subprocess.Popen | None = None
         self.output = root / "make-airflow.log"
         self.client: AirflowClient | None = None
